@@ -1,0 +1,148 @@
+"""Clouds named as every OpenStack tool names them, authenticated by keystoneauth1.
+
+``clouds.yaml`` (current dir, ``~/.config/openstack``, ``/etc/openstack``,
+``OS_CLIENT_CONFIG_FILE``) and ``OS_*`` variables are read by openstacksdk's
+config loader — the same code ``openstack`` CLI uses, so a cloud that works
+there works here.  keystoneauth1 does the authentication and finds the image
+endpoint.  Both are blocking, so every call into them goes through
+``anyio.to_thread.run_sync``; the event loop never waits on Keystone.
+
+Errors from both libraries are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .errors import AuthenticationError, EndpointError, UsageError
+
+__all__ = ["Cloud", "load_cloud"]
+
+# Re-read the token from keystoneauth at most this often.  keystoneauth itself
+# renews a token that is about to expire, so this only bounds the thread hops.
+_TOKEN_RECHECK_SECONDS = 60.0
+
+
+@dataclasses.dataclass
+class Cloud:
+    """One cloud's image endpoint and a way to get fresh auth headers.
+
+    ``auth_headers`` caches keystoneauth's headers and re-asks keystoneauth
+    (in a thread) every minute; ``invalidate`` forces re-authentication after a
+    401, so every later request carries the new token.
+    """
+
+    name: str
+    endpoint: str
+    ssl: ssl.SSLContext | bool
+    insecure: bool
+    _session: Any = dataclasses.field(repr=False)
+    _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    _fetched_at: float = dataclasses.field(default=0.0, repr=False)
+    _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
+
+    async def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate a request (``X-Auth-Token``), renewed as needed."""
+        if self._headers and time.monotonic() - self._fetched_at < _TOKEN_RECHECK_SECONDS:
+            return self._headers
+        async with self._lock:
+            if not self._headers or time.monotonic() - self._fetched_at >= _TOKEN_RECHECK_SECONDS:
+                self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
+                self._fetched_at = time.monotonic()
+        return self._headers
+
+    async def invalidate(self, stale: dict[str, str]) -> None:
+        """Drop the token after a 401 so the next request re-authenticates.
+
+        ``stale`` is the header set the refused request carried; when another
+        worker already renewed it, nothing more is done (no re-auth stampede).
+        """
+        async with self._lock:
+            if self._headers is not stale and self._headers:
+                return
+            await anyio.to_thread.run_sync(self._session.invalidate)
+            self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
+            self._fetched_at = time.monotonic()
+
+    def _fetch_headers(self) -> dict[str, str]:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        try:
+            headers = self._session.get_auth_headers() or {}
+        except ksa_exc.Unauthorized as exc:
+            raise AuthenticationError(f"cloud {self.name!r}: credentials refused by Keystone") from exc
+        except ksa_exc.ConnectFailure as exc:
+            raise EndpointError(f"cloud {self.name!r}: cannot reach Keystone") from exc
+        except ksa_exc.ClientException as exc:
+            raise AuthenticationError(f"cloud {self.name!r}: authentication failed: {type(exc).__name__}") from exc
+        return {str(k): str(v) for k, v in headers.items()}
+
+
+def _ssl_context(verify: Any, cert: Any, insecure: bool) -> ssl.SSLContext | bool:
+    """Build what aiohttp's ``ssl=`` takes from keystoneauth's verify/cert."""
+    if insecure or verify is False:
+        return False
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if cert:
+        certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _load_blocking(name: str | None, insecure: bool) -> Cloud:
+    import keystoneauth1.exceptions as ksa_exc
+    import openstack.config
+    import openstack.exceptions
+
+    try:
+        config = openstack.config.OpenStackConfig(load_envvars=True)
+        region = config.get_one(cloud=name) if name else config.get_one()
+        session = region.get_session()
+    except openstack.exceptions.ConfigException as exc:
+        raise UsageError(f"cloud {name or '(from OS_* variables)'}: {exc}") from exc
+    except ksa_exc.ClientException as exc:
+        raise UsageError(f"cloud {name!r}: bad auth configuration: {exc}") from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed clouds.yaml
+        raise UsageError(f"cannot read cloud configuration: {exc}") from exc
+    label = name or "envvars"
+    try:
+        endpoint = region.get_endpoint("image") or session.get_endpoint(
+            service_type="image",
+            interface=region.get_interface(),
+            region_name=region.get_region_name("image"),
+        )
+    except ksa_exc.Unauthorized as exc:
+        raise AuthenticationError(f"cloud {label!r}: credentials refused by Keystone") from exc
+    except ksa_exc.ConnectFailure as exc:
+        raise EndpointError(f"cloud {label!r}: cannot reach Keystone") from exc
+    except ksa_exc.ClientException as exc:
+        raise EndpointError(f"cloud {label!r}: no image endpoint: {type(exc).__name__}") from exc
+    if not endpoint:
+        raise EndpointError(f"cloud {label!r}: the catalog has no image endpoint")
+    try:
+        ssl_ctx = _ssl_context(session.verify, session.cert, insecure)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cloud {label!r}: cannot load TLS files: {exc}") from exc
+    return Cloud(
+        name=label,
+        endpoint=str(endpoint).rstrip("/"),
+        ssl=ssl_ctx,
+        insecure=ssl_ctx is False,
+        _session=session,
+    )
+
+
+async def load_cloud(name: str | None, *, insecure: bool = False) -> Cloud:
+    """Load a cloud by name (or from ``OS_*`` variables when ``name`` is None).
+
+    Raises :class:`UsageError` for configuration problems and
+    :class:`AuthenticationError`/:class:`EndpointError` when Keystone refuses
+    or cannot be reached.
+    """
+    return await anyio.to_thread.run_sync(_load_blocking, name, insecure)

@@ -1,0 +1,129 @@
+"""Immutable, validated configuration for a run.
+
+Every value is checked when the object is built (``__post_init__``) and the
+object is passed explicitly to whatever needs it: there is no global config.
+
+Memory bound
+------------
+Each transfer holds at most:
+
+* the download buffer aiohttp fills before it pauses the socket: ``2 × chunk_size``
+  (the client session is built with ``read_bufsize = chunk_size``);
+* the chunk being hashed in the transfer's hashing thread: ``1 × chunk_size``;
+* the chunk held back until the digest is checked: ``1 × chunk_size``;
+* the chunk being written to the upload socket: ``1 × chunk_size``.
+
+So the worst case for the byte buffers of a run is::
+
+    concurrency × 5 × chunk_size        (default 4 × 5 × 1 MiB = 20 MiB)
+
+whatever the image sizes.  Image records queued between the lister and the
+workers add ``concurrency`` small dicts (the stream is bounded to that size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from typing import Literal
+
+from .errors import UsageError
+
+__all__ = ["CopyConfig", "RetryPolicy", "Timeouts", "parse_size"]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"1MiB"``, ``"256k"``, ``"1048576"`` into bytes (binary units)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"not a size: {text!r} (use e.g. 256KiB, 1MiB, 4M)")
+    number, unit, _suffix = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How one unit of work (an image transfer, a request) is retried.
+
+    Exponential backoff with jitter between ``wait_initial`` and ``wait_max``,
+    honouring a server's ``Retry-After`` (capped at ``wait_max``); stops at
+    ``attempts`` tries or after ``deadline`` seconds, whichever comes first.
+    """
+
+    attempts: int = 5
+    deadline: float = 900.0
+    wait_initial: float = 0.5
+    wait_max: float = 30.0
+    wait_jitter: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UsageError("--retries must allow at least 1 attempt")
+        if self.deadline <= 0:
+            raise UsageError("--retry-deadline must be positive")
+        if min(self.wait_initial, self.wait_max, self.wait_jitter) < 0:
+            raise UsageError("retry waits cannot be negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Per-request timeouts.  There is deliberately no total timeout: a
+    multi-GB transfer may take hours; only connecting and idle reads are bounded."""
+
+    connect: float = 30.0
+    idle_read: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.connect <= 0 or self.idle_read <= 0:
+            raise UsageError("timeouts must be positive")
+
+
+def _check_image_id(image_id: str) -> str:
+    try:
+        return str(uuid.UUID(image_id))
+    except ValueError:
+        raise UsageError(f"malformed image id: {image_id!r} (expected a UUID)") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyConfig:
+    """What ``asyncmigrate copy`` does.
+
+    Worst-case buffer memory: ``concurrency × 5 × chunk_size`` (see the module
+    docstring for where each chunk lives); default 20 MiB.
+    """
+
+    concurrency: int = 4
+    chunk_size: int = 1 * MiB
+    dst_store: str | None = None
+    image_ids: tuple[str, ...] = ()
+    dry_run: bool = False
+    verify: Literal["full", "server"] = "full"
+    keep_owner: bool = True
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 256:
+            raise UsageError("--concurrency must be between 1 and 256")
+        if not 4 * KiB <= self.chunk_size <= 64 * MiB:
+            raise UsageError("--chunk-size must be between 4KiB and 64MiB")
+        if self.verify not in ("full", "server"):
+            raise UsageError("--verify must be 'full' or 'server'")
+        if self.dst_store is not None and not self.dst_store.strip():
+            raise UsageError("--dst-store cannot be empty")
+        ids = tuple(dict.fromkeys(_check_image_id(i) for i in self.image_ids))
+        object.__setattr__(self, "image_ids", ids)
+
+    @property
+    def max_buffer_bytes(self) -> int:
+        """The worst-case bytes held in transfer buffers at once."""
+        return self.concurrency * 5 * self.chunk_size

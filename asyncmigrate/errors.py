@@ -1,0 +1,260 @@
+"""The exception tree of asyncmigrate, classified by behaviour.
+
+Every failure the core raises is an :class:`AsyncMigrateError`.  Third-party
+exceptions (aiohttp, keystoneauth1, openstacksdk's config loader) are translated
+into this tree at exactly one boundary each (``glance.py`` for HTTP, ``clouds.py``
+for configuration and authentication) and chained with ``raise ... from exc``.
+
+::
+
+    AsyncMigrateError                      behaviour     exit code
+    ├── UsageError                         USAGE         2  bad flags, clouds.yaml, unknown cloud
+    ├── FatalError                         FATAL         3  the run cannot go on
+    │   ├── AuthenticationError                             credentials refused, token not renewable
+    │   └── EndpointError                                   no image endpoint, endpoint unreachable
+    ├── TransportError                     RETRY            connection refused/reset, idle timeout
+    ├── HTTPStatusError                    (by status)      any non-2xx answer
+    │   ├── Unauthorized          401      RETRY            token expired: re-authenticate, retry
+    │   ├── Forbidden             403      IMAGE
+    │   ├── NotFound              404      IMAGE
+    │   ├── ConflictStatus        409      IMAGE
+    │   ├── ClientStatusError     4xx      IMAGE
+    │   └── ServerStatusError     5xx/429  RETRY            honours Retry-After
+    └── ImageError                         IMAGE            recorded for the image, the run goes on
+        ├── StreamCorrupted                RETRY            in-flight digest/size mismatch, retried
+        ├── DestinationBusy                RETRY            destination image is 'saving'
+        ├── SourceCorrupt                  IMAGE            source bytes do not match its own hash
+        ├── DestinationConflict            IMAGE            same id, other content or attributes
+        └── VerificationError              IMAGE            destination recorded another hash
+
+``RETRY`` errors are retried with backoff within an attempt cap and a deadline;
+when retries run out they are recorded against the image like ``IMAGE`` errors.
+``FATAL`` errors stop the whole run.  Messages never contain a token or a
+secret-bearing URL: URLs are reduced to scheme, host, port and path.
+"""
+
+from __future__ import annotations
+
+import enum
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "AsyncMigrateError",
+    "AuthenticationError",
+    "Behaviour",
+    "ClientStatusError",
+    "ConflictStatus",
+    "DestinationBusy",
+    "DestinationConflict",
+    "EndpointError",
+    "ExitCode",
+    "FatalError",
+    "Forbidden",
+    "HTTPStatusError",
+    "ImageError",
+    "NotFound",
+    "ServerStatusError",
+    "SourceCorrupt",
+    "StreamCorrupted",
+    "TransportError",
+    "Unauthorized",
+    "UsageError",
+    "VerificationError",
+    "redact_url",
+    "status_error",
+]
+
+
+class Behaviour(enum.Enum):
+    """What the engine does when an error reaches it."""
+
+    RETRY = "retry"  # transient: retry the unit with backoff
+    IMAGE = "image"  # record against this image, go on with the others
+    FATAL = "fatal"  # stop the run
+    USAGE = "usage"  # stop before doing anything: bad input
+
+
+class ExitCode(enum.IntEnum):
+    """Documented process exit codes (README, "Exit codes")."""
+
+    OK = 0
+    IMAGES_FAILED = 1
+    USAGE = 2
+    FATAL = 3
+    INTERRUPTED = 130
+
+
+def redact_url(url: str) -> str:
+    """Drop credentials, query and fragment from a URL so it is safe to show."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class AsyncMigrateError(Exception):
+    """Base of every error asyncmigrate raises."""
+
+    behaviour: Behaviour = Behaviour.IMAGE
+
+
+class UsageError(AsyncMigrateError):
+    """Bad flags or configuration: nothing was done."""
+
+    behaviour = Behaviour.USAGE
+
+
+class FatalError(AsyncMigrateError):
+    """The run cannot go on (authentication, endpoint)."""
+
+    behaviour = Behaviour.FATAL
+
+
+class AuthenticationError(FatalError):
+    """Credentials were refused or a token could not be renewed."""
+
+
+class EndpointError(FatalError):
+    """No usable image endpoint: missing from the catalog, or unreachable."""
+
+
+class TransportError(AsyncMigrateError):
+    """The connection failed: refused, reset, cut mid-stream, or idle too long."""
+
+    behaviour = Behaviour.RETRY
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        self.method = method
+        self.url = redact_url(url) if url else ""
+        where = f" ({method} {self.url})" if url else ""
+        super().__init__(f"{message}{where}")
+
+
+class HTTPStatusError(AsyncMigrateError):
+    """Glance answered with a non-2xx status.
+
+    Carries the status, the ``x-openstack-request-id`` (to find the request in
+    the server's logs) and the redacted URL; never a token.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        method: str,
+        url: str,
+        request_id: str | None = None,
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.url = redact_url(url)
+        self.request_id = request_id
+        self.detail = detail
+        self.retry_after = retry_after
+        rid = f" [request-id {request_id}]" if request_id else ""
+        det = f": {detail}" if detail else ""
+        super().__init__(f"HTTP {status} on {method} {self.url}{rid}{det}")
+
+
+class Unauthorized(HTTPStatusError):
+    """401: the token expired or was revoked; re-authenticate and retry."""
+
+    behaviour = Behaviour.RETRY
+
+
+class Forbidden(HTTPStatusError):
+    """403: policy refuses this request."""
+
+
+class NotFound(HTTPStatusError):
+    """404: no such image (or not visible to the caller)."""
+
+
+class ConflictStatus(HTTPStatusError):
+    """409: the request conflicts with the image's state."""
+
+
+class ClientStatusError(HTTPStatusError):
+    """Any other 4xx: the request itself is wrong; retrying will not help."""
+
+
+class ServerStatusError(HTTPStatusError):
+    """5xx or 429: the server is failing or busy; retry, honouring Retry-After."""
+
+    behaviour = Behaviour.RETRY
+
+
+def status_error(
+    status: int,
+    *,
+    method: str,
+    url: str,
+    request_id: str | None = None,
+    detail: str = "",
+    retry_after: float | None = None,
+) -> HTTPStatusError:
+    """Build the :class:`HTTPStatusError` subclass that fits ``status``."""
+    cls: type[HTTPStatusError]
+    if status == 401:
+        cls = Unauthorized
+    elif status == 403:
+        cls = Forbidden
+    elif status == 404:
+        cls = NotFound
+    elif status == 409:
+        cls = ConflictStatus
+    elif status == 429 or status >= 500:
+        cls = ServerStatusError
+    else:
+        cls = ClientStatusError
+    return cls(
+        status,
+        method=method,
+        url=url,
+        request_id=request_id,
+        detail=detail,
+        retry_after=retry_after,
+    )
+
+
+class ImageError(AsyncMigrateError):
+    """A failure that belongs to one image; the run goes on with the others."""
+
+
+class StreamCorrupted(ImageError):
+    """The bytes read did not match the source's size or hash: nothing was committed.
+
+    Transient (a flipped bit on the wire, a truncated read): the image is retried.
+    ``actual`` is the digest computed, so the same wrong digest seen twice can be
+    recognised as a corrupt source rather than a bad wire.
+    """
+
+    behaviour = Behaviour.RETRY
+
+    def __init__(self, message: str, *, actual: str | None = None) -> None:
+        super().__init__(message)
+        self.actual = actual
+
+
+class DestinationBusy(ImageError):
+    """The destination image is being written (``saving``): wait and try again."""
+
+    behaviour = Behaviour.RETRY
+
+
+class SourceCorrupt(ImageError):
+    """The source's data does not match its own recorded hash, every time it is read."""
+
+
+class DestinationConflict(ImageError):
+    """The destination holds an image with this id but other content or attributes."""
+
+
+class VerificationError(ImageError):
+    """After upload, the destination recorded a size or hash other than the source's."""

@@ -1,0 +1,325 @@
+"""An asynchronous Glance v2 client on aiohttp — the only module that does HTTP.
+
+Every aiohttp exception and every non-2xx answer is translated here, in
+:func:`_translating`, into the tree of :mod:`asyncmigrate.errors`; no other
+module imports aiohttp's exceptions.  Byte transfers are exposed as async
+iterators (download) and async-iterable bodies (upload) so the caller can chain
+stages between them without holding an image in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .clouds import Cloud
+from .config import RetryPolicy, Timeouts
+from .errors import (
+    AuthenticationError,
+    HTTPStatusError,
+    NotFound,
+    TransportError,
+    Unauthorized,
+    status_error,
+)
+from .retry import retrying
+
+__all__ = ["Download", "GlanceClient", "is_http_status", "open_glance"]
+
+_REQUEST_ID = "x-openstack-request-id"
+_JSON_PATCH = "application/openstack-images-v2.1-json-patch"
+_TAG_RE = re.compile(r"<[^>]+>")
+
+
+def _detail(text: str) -> str:
+    """A short, tag-free excerpt of an error body."""
+    text = _TAG_RE.sub(" ", text)
+    return " ".join(text.split())[:200]
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+@contextlib.contextmanager
+def _translating(method: str, url: str) -> Iterator[None]:
+    """Translate aiohttp/OS exceptions raised inside the block (the one boundary)."""
+    try:
+        yield
+    except aiohttp.ClientResponseError as exc:
+        raise status_error(exc.status, method=method, url=url, detail=exc.message) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise TransportError(f"{type(exc).__name__}", method=method, url=url) from exc
+    except TimeoutError as exc:
+        raise TransportError("timed out", method=method, url=url) from exc
+
+
+async def _raise_for_status(resp: aiohttp.ClientResponse, method: str) -> None:
+    if resp.status < 400:
+        return
+    with _translating(method, str(resp.url)):
+        body = await resp.text(errors="replace")
+    raise status_error(
+        resp.status,
+        method=method,
+        url=str(resp.url),
+        request_id=resp.headers.get(_REQUEST_ID),
+        detail=_detail(body),
+        retry_after=_retry_after(resp.headers),
+    )
+
+
+class Download:
+    """An open ``GET /v2/images/{id}/file`` response, read as chunks.
+
+    ``status`` is 200 (whole image), 206 (from ``offset``) or 204 (no data).
+    """
+
+    def __init__(self, resp: aiohttp.ClientResponse, chunk_size: int) -> None:
+        self._resp = resp
+        self._chunk_size = chunk_size
+        self.status = resp.status
+        self.content_length = resp.content_length
+        self.content_md5 = resp.headers.get("Content-MD5")
+        self.content_range = resp.headers.get("Content-Range")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk; transport failures become TransportError."""
+        url = str(self._resp.url)
+        iterator = self._resp.content.iter_chunked(self._chunk_size).__aiter__()
+        while True:
+            with _translating("GET", url):
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield chunk
+
+
+class GlanceClient:
+    """Glance v2 on one endpoint, authenticated through a :class:`Cloud`."""
+
+    def __init__(
+        self,
+        cloud: Cloud,
+        http: aiohttp.ClientSession,
+        *,
+        chunk_size: int,
+        retry: RetryPolicy,
+    ) -> None:
+        self.cloud = cloud
+        self._http = http
+        self._chunk_size = chunk_size
+        self._retry = retry
+        base = cloud.endpoint.rstrip("/")
+        # Catalog entries sometimes carry the version; every path we use has it.
+        base = re.sub(r"/v2(\.\d+)?$", "", base)
+        self.base = base
+
+    # -- plumbing -----------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """Join an API path (``/v2/...``, as ``next`` links are) to the endpoint.
+
+        The endpoint's own path prefix (e.g. ``/image``) is kept, which a plain
+        ``urljoin`` would drop.
+        """
+        if path.startswith(("http://", "https://")):
+            parts = urlsplit(path)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            prefix = urlsplit(self.base).path
+            if prefix and path.startswith(prefix + "/"):
+                path = path[len(prefix) :]
+        return self.base + path
+
+    async def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = dict(await self.cloud.auth_headers())
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One small request; a 401 re-authenticates and is tried once more."""
+        url = self.url(path)
+        for attempt in (1, 2):
+            auth = await self.cloud.auth_headers()
+            hdrs = {**auth, **(headers or {})}
+            with _translating(method, url):
+                async with self._http.request(method, url, json=json, headers=hdrs, params=params) as resp:
+                    if resp.status == 401 and attempt == 1:
+                        await self.cloud.invalidate(auth)
+                        continue
+                    await _raise_for_status(resp, method)
+                    if resp.status == 204 or resp.content_length == 0:
+                        return resp.status, None
+                    body = await resp.read()
+                    if not body:
+                        return resp.status, None
+                    return resp.status, await resp.json(content_type=None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        """A request whose 401-after-reauth is fatal, and whose GETs are retried."""
+        try:
+            if method == "GET":
+                async for attempt in retrying(self._retry):
+                    with attempt:
+                        return (await self._send(method, path, **kw))[1]
+            return (await self._send(method, path, **kw))[1]
+        except Unauthorized as exc:
+            raise AuthenticationError(f"cloud {self.cloud.name!r} refused a renewed token ({exc})") from exc
+
+    async def probe(self) -> None:
+        """One cheap authenticated request, to fail fast on a bad endpoint or credentials."""
+        await self._call("GET", "/v2/images", params={"limit": "1"})
+
+    # -- images -------------------------------------------------------------
+
+    async def list_images(self, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """Every image the listing returns for ``params``, following ``next`` links."""
+        path: str | None = "/v2/images"
+        query: Mapping[str, str] | None = params
+        while path:
+            page = await self._call("GET", path, params=query)
+            for image in page.get("images", []):
+                yield image
+            path = page.get("next")
+            query = None  # the next link carries the query
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        """The image, or None when it does not exist (or is not visible)."""
+        try:
+            image: dict[str, Any] = await self._call("GET", f"/v2/images/{image_id}")
+        except NotFound:
+            return None
+        return image
+
+    async def create_image(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v2/images``; ``body`` may carry the ``id``."""
+        image: dict[str, Any] = await self._call("POST", "/v2/images", json=dict(body))
+        return image
+
+    async def patch_image(self, image_id: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON-patch to the image."""
+        image: dict[str, Any] = await self._call(
+            "PATCH", f"/v2/images/{image_id}", json=ops, headers={"Content-Type": _JSON_PATCH}
+        )
+        return image
+
+    async def deactivate(self, image_id: str) -> None:
+        """``POST /v2/images/{id}/actions/deactivate`` (admin)."""
+        await self._call("POST", f"/v2/images/{image_id}/actions/deactivate")
+
+    async def list_members(self, image_id: str) -> list[dict[str, Any]]:
+        """The image's members with their status."""
+        body = await self._call("GET", f"/v2/images/{image_id}/members")
+        return list(body.get("members", [])) if body else []
+
+    async def add_member(self, image_id: str, member: str) -> None:
+        """Share the image with a project (status ``pending``)."""
+        await self._call("POST", f"/v2/images/{image_id}/members", json={"member": member})
+
+    async def set_member_status(self, image_id: str, member: str, status: str) -> None:
+        """Set a member's status (an admin may do it for the member)."""
+        await self._call("PUT", f"/v2/images/{image_id}/members/{member}", json={"status": status})
+
+    # -- data ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def download(self, image_id: str, offset: int = 0) -> AsyncIterator[Download]:
+        """Open the image data, from ``offset`` when it is not 0 (``Range``)."""
+        url = self.url(f"/v2/images/{image_id}/file")
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        for attempt in (1, 2):
+            auth = await self.cloud.auth_headers()
+            with _translating("GET", url):
+                resp = await self._http.get(url, headers={**auth, **extra})
+            try:
+                if resp.status == 401 and attempt == 1:
+                    await self.cloud.invalidate(auth)
+                    continue
+                await _raise_for_status(resp, "GET")
+                yield Download(resp, self._chunk_size)
+                return
+            finally:
+                # Never hand a half-read connection back to the pool.
+                resp.close()
+
+    async def upload(
+        self,
+        image_id: str,
+        body: AsyncIterable[bytes],
+        *,
+        size: int,
+        store: str | None = None,
+    ) -> None:
+        """``PUT /v2/images/{id}/file`` streaming ``body`` of exactly ``size`` bytes.
+
+        If ``body`` raises, aiohttp drops the connection before the last byte:
+        Glance sees a short body and returns the image to ``queued``.
+        """
+        url = self.url(f"/v2/images/{image_id}/file")
+        headers = await self._headers(
+            {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+                "x-openstack-image-size": str(size),
+            }
+        )
+        if store:
+            headers["X-Image-Meta-Store"] = store
+        with _translating("PUT", url):
+            async with self._http.put(url, data=body, headers=headers) as resp:
+                if resp.status == 401:
+                    await self.cloud.invalidate(headers)
+                await _raise_for_status(resp, "PUT")
+
+
+@contextlib.asynccontextmanager
+async def open_glance(
+    cloud: Cloud,
+    *,
+    chunk_size: int,
+    concurrency: int,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+) -> AsyncIterator[GlanceClient]:
+    """A :class:`GlanceClient` with its own aiohttp session, closed on exit.
+
+    ``read_bufsize = chunk_size`` bounds what aiohttp buffers per download
+    (it pauses the socket at twice that); there is no total timeout.
+    """
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.idle_read)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, ssl=cloud.ssl)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        read_bufsize=chunk_size,
+        auto_decompress=False,
+        raise_for_status=False,
+    ) as http:
+        yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry)
+
+
+def is_http_status(exc: BaseException, *statuses: int) -> bool:
+    """True when ``exc`` is an HTTP error with one of ``statuses``."""
+    return isinstance(exc, HTTPStatusError) and exc.status in statuses

@@ -1,0 +1,126 @@
+"""Progress as data: events the core emits, and statistics built from them.
+
+The core calls an ``emit(event)`` callback (cheap, synchronous, never blocks);
+it never draws.  The CLI subscribes and renders at its own fixed refresh rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import ImageResult
+
+__all__ = [
+    "BytesMoved",
+    "Emit",
+    "Event",
+    "ImageDone",
+    "ImageQueued",
+    "ListingDone",
+    "Retrying",
+    "Stats",
+    "TransferStarted",
+    "ignore",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageQueued:
+    """The lister found an image and handed it to the workers."""
+
+    image_id: str
+    name: str | None
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ListingDone:
+    """The lister has seen every image: totals are now final."""
+
+    images: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferStarted:
+    """A worker began moving an image's bytes."""
+
+    image_id: str
+    name: str | None
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BytesMoved:
+    """``n`` more bytes of an image were handed to the destination."""
+
+    image_id: str
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrying:
+    """An attempt failed transiently; ``rewound`` bytes will be sent again."""
+
+    image_id: str
+    attempt: int
+    rewound: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDone:
+    """An image reached its final outcome for this run."""
+
+    result: ImageResult
+
+
+Event = ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+Emit = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The default subscriber: drop every event."""
+
+
+@dataclasses.dataclass
+class Stats:
+    """Running totals built from events; what a renderer or summary reads."""
+
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    images_seen: int = 0
+    bytes_seen: int = 0
+    listing_done: bool = False
+    bytes_moved: int = 0
+    done: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, event: Event) -> None:
+        """Update the totals with one event."""
+        if isinstance(event, ImageQueued):
+            self.images_seen += 1
+            self.bytes_seen += event.size
+        elif isinstance(event, ListingDone):
+            self.listing_done = True
+        elif isinstance(event, BytesMoved):
+            self.bytes_moved += event.n
+        elif isinstance(event, Retrying):
+            self.bytes_moved -= event.rewound
+        elif isinstance(event, ImageDone):
+            self.done += 1
+            key = event.result.outcome
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Average bytes per second so far."""
+        return self.bytes_moved / self.elapsed if self.elapsed > 0 else 0.0

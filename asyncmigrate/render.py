@@ -1,0 +1,121 @@
+"""Drawing progress for people (the CLI's side of the progress events).
+
+On a terminal: rich progress bars, an overall line (images, bytes, rate, ETA)
+and one line per active transfer, refreshed by rich at a fixed rate in its own
+thread.  Elsewhere (a log file, CI): one plain line every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from .progress import BytesMoved, Event, ImageDone, ImageQueued, ListingDone, Retrying, Stats, TransferStarted
+
+__all__ = ["LineRenderer", "RichRenderer", "human_bytes"]
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+class RichRenderer:
+    """Progress bars on a terminal; use as a context manager and as the emit callback."""
+
+    def __init__(self, console: Console, stats: Stats) -> None:
+        self.stats = stats
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(bar_width=30),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+        )
+        self.overall = self.progress.add_task("images 0/0", total=None)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichRenderer:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        """Apply one event (called on the event loop; rich redraws in its thread)."""
+        self.stats(event)
+        if isinstance(event, (ImageQueued, ListingDone)):
+            total = self.stats.bytes_seen if self.stats.listing_done else None
+            self.progress.update(self.overall, total=total)
+        elif isinstance(event, TransferStarted):
+            label = (event.name or event.image_id)[:28]
+            self.tasks[event.image_id] = self.progress.add_task(f"  {label}", total=event.size)
+        elif isinstance(event, BytesMoved):
+            self.progress.advance(self.overall, event.n)
+            if event.image_id in self.tasks:
+                self.progress.advance(self.tasks[event.image_id], event.n)
+        elif isinstance(event, Retrying):
+            self.progress.advance(self.overall, -event.rewound)
+            if event.image_id in self.tasks:
+                self.progress.update(self.tasks[event.image_id], completed=0)
+        elif isinstance(event, ImageDone):
+            task = self.tasks.pop(event.result.id, None)
+            if task is not None:
+                self.progress.remove_task(task)
+            if event.result.outcome in ("failed", "conflict"):
+                r = event.result
+                self.progress.console.print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", markup=False)
+        seen = self.stats.images_seen if self.stats.listing_done else f"{self.stats.images_seen}+"
+        self.progress.update(self.overall, description=f"images {self.stats.done}/{seen}")
+
+
+class LineRenderer:
+    """Plain progress lines every ``interval`` seconds, for non-terminals."""
+
+    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0) -> None:
+        self.stream = stream
+        self.stats = stats
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def __enter__(self) -> LineRenderer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __call__(self, event: Event) -> None:
+        """Apply one event; print a line when the interval has passed or an image failed."""
+        self.stats(event)
+        if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
+            r = event.result
+            print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", file=self.stream, flush=True)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            s = self.stats
+            print(
+                f"progress: {s.done}/{s.images_seen} images, {human_bytes(s.bytes_moved)} "
+                f"at {human_bytes(s.rate)}/s, {s.elapsed:.0f} s",
+                file=self.stream,
+                flush=True,
+            )

@@ -1,0 +1,146 @@
+"""Per-image results, the run's summary and the JSON report.
+
+The core returns a :class:`RunResult`; the CLI prints its summary and, with
+``--report``, writes :func:`write_report`'s JSON (one entry per image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ExitCode
+
+__all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "write_report"]
+
+
+class Action:
+    """What the plan says to do with an image."""
+
+    COPY = "copy"  # create on the destination, then stream the data
+    UPLOAD = "upload"  # destination exists and is queued: stream the data into it
+    CREATE = "create"  # source has no data (queued): create with metadata only
+    FINISH = "finish"  # data already there: members / protected / deactivate remain
+    NONE = "none"  # already complete at the destination
+    CONFLICT = "conflict"  # same id at the destination with other content or attributes
+    UNSUPPORTED = "unsupported"  # source state cannot be copied (saving, killed, ...)
+    FAIL = "fail"  # cannot be done (e.g. the id was deleted at the destination)
+
+
+class Outcome:
+    """How an image ended."""
+
+    COPIED = "copied"
+    CREATED = "created"  # metadata only (no data at the source)
+    FINISHED = "finished"  # only the finishing steps were needed
+    SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)
+    PLANNED = "planned"  # dry run
+    CONFLICT = "conflict"
+    FAILED = "failed"
+
+    BAD = frozenset({CONFLICT, FAILED})
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """One image's line in the report."""
+
+    id: str
+    name: str | None
+    action: str
+    outcome: str
+    bytes: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    attempts: int = 0
+    left_out: list[str] = dataclasses.field(default_factory=list)
+    size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form written to the report."""
+        data = dataclasses.asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Everything a run did, in the order images finished."""
+
+    images: list[ImageResult]
+    seconds: float
+    dry_run: bool = False
+    interrupted: bool = False
+
+    def count(self, outcome: str) -> int:
+        """How many images ended with ``outcome``."""
+        return sum(1 for r in self.images if r.outcome == outcome)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes copied (dry run: bytes that would be copied)."""
+        return sum(r.bytes for r in self.images)
+
+    @property
+    def failed(self) -> int:
+        """Images that did not arrive: failures and conflicts."""
+        return sum(1 for r in self.images if r.outcome in Outcome.BAD)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all done, 1 some images failed, 130 interrupted."""
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return ExitCode.IMAGES_FAILED if self.failed else ExitCode.OK
+
+    def summary(self) -> dict[str, Any]:
+        """Totals for the summary line and the report header."""
+        counts: dict[str, int] = {}
+        for r in self.images:
+            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        rate = self.bytes / self.seconds if self.seconds > 0 and not self.dry_run else 0.0
+        return {
+            "images": len(self.images),
+            "outcomes": counts,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "bytes_per_second": round(rate, 1),
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+            "exit_code": int(self.exit_code),
+        }
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError now if the report could not be written at the end."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no such directory: {directory}")
+    if path.is_dir():
+        raise IsADirectoryError(f"is a directory: {path}")
+    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"not writable: {path}")
+
+
+def write_report(path: Path, run: RunResult, *, command: str) -> None:
+    """Write the JSON report atomically (temp file + rename)."""
+    document = {
+        "command": command,
+        "summary": run.summary(),
+        "images": [r.to_json() for r in run.images],
+    }
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

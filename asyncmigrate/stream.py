@@ -1,0 +1,187 @@
+"""The byte pipeline: small async-iterator stages, assembled in :func:`pipeline`.
+
+Stages (each a single purpose):
+
+* :func:`resuming_source` — the source download; a cut connection is reopened
+  with ``Range: bytes=OFFSET-`` and reading goes on where it stopped.
+* :class:`Digest` — hashes each chunk in the transfer's own thread, pipelined:
+  chunk N is hashed while chunk N+1 is read and chunk N-1 is written.
+* :func:`verified` — counts bytes, feeds the digest, and holds back the last
+  chunk until size and digest match the source's record.  If they do not, it
+  raises before the last byte is sent, so the destination never commits the
+  upload (Glance returns the image to ``queued``).
+* ``on_bytes`` — progress accounting, called for each chunk handed on.
+
+Memory: one chunk in the digest thread and one held back, on top of aiohttp's
+own read buffer (``2 × chunk_size``) and the chunk being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .errors import StreamCorrupted, TransportError
+
+__all__ = ["Digest", "Pipeline", "counted", "pipeline", "resuming_source", "verified"]
+
+
+class Digest:
+    """A running hash computed off the event loop, one chunk in flight at most.
+
+    Each transfer owns one single-thread executor, so updates apply in order
+    while hashlib (which releases the GIL on large buffers) runs on another core.
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self._hash = hashlib.new(algorithm)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hash-{algorithm}")
+        self._pending: asyncio.Future[None] | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        """Start hashing ``chunk`` once the previous chunk is hashed."""
+        if self._pending is not None:
+            await self._pending
+        self._pending = asyncio.wrap_future(self._pool.submit(self._hash.update, chunk))
+
+    async def hexdigest(self) -> str:
+        """The digest of everything fed so far."""
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Release the thread (an update still running finishes harmlessly)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# Opens the source data from an offset; yields the chunks; raises TransportError
+# on a cut.  Returns (status, chunks): status 206 means the offset was honoured.
+Opener = Callable[[int], Any]
+
+
+async def resuming_source(open_at: Opener, size: int, *, max_resumes: int) -> AsyncIterator[bytes]:
+    """The source bytes, reopened with ``Range`` after a cut (up to ``max_resumes`` times).
+
+    ``open_at(offset)`` is an async context manager giving a ``Download``.  If the
+    server ignores the range (answers 200 instead of 206) the cut cannot be
+    healed without resending bytes already uploaded, so the TransportError is
+    raised and the whole image is retried.
+    """
+    offset = 0
+    resumes = 0
+    while True:
+        try:
+            async with open_at(offset) as download:
+                if offset and (download.status != 206 or not _range_starts_at(download.content_range, offset)):
+                    cannot = TransportError(f"source cannot resume at byte {offset} (HTTP {download.status})")
+                    resumes = max_resumes  # no point trying again
+                    raise cannot
+                async for chunk in download.chunks():
+                    offset += len(chunk)
+                    yield chunk
+            return
+        except TransportError:
+            if offset == 0 or offset >= size or resumes >= max_resumes:
+                raise
+            resumes += 1
+
+
+def _range_starts_at(content_range: str | None, offset: int) -> bool:
+    # "bytes 100-199/200"
+    if not content_range:
+        return False
+    try:
+        unit, spec = content_range.split(" ", 1)
+        return unit == "bytes" and int(spec.split("-", 1)[0]) == offset
+    except ValueError:
+        return False
+
+
+async def verified(
+    chunks: AsyncIterator[bytes],
+    *,
+    size: int,
+    digest: Digest | None,
+    expected: str | None,
+) -> AsyncIterator[bytes]:
+    """Pass chunks on, holding the last one back until size and digest match."""
+    count = 0
+    held: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        count += len(chunk)
+        if count > size:
+            raise StreamCorrupted(f"source sent more than its recorded size of {size} bytes")
+        if digest is not None:
+            await digest.feed(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if count != size:
+        raise StreamCorrupted(f"source sent {count} bytes, its recorded size is {size}")
+    if digest is not None and expected is not None:
+        actual = await digest.hexdigest()
+        if actual != expected.lower():
+            raise StreamCorrupted(
+                f"{digest.algorithm} of the bytes read does not match the source's record",
+                actual=actual,
+            )
+    if held is not None:
+        yield held
+
+
+async def counted(chunks: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """Report each chunk's length as it is handed on (progress accounting)."""
+    async for chunk in chunks:
+        yield chunk
+        on_bytes(len(chunk))
+
+
+class Pipeline:
+    """The assembled stages, iterable once; :meth:`aclose` closes every stage
+    (outermost first) so the source connection is released deterministically,
+    even when the consumer stopped early."""
+
+    def __init__(self, stages: list[AsyncIterator[bytes]]) -> None:
+        self._stages = stages
+        self.error: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # aiohttp swallows a body's exception into a generic connection error;
+        # keep ours so the caller can tell a corrupt stream from a broken socket.
+        try:
+            async for chunk in self._stages[-1]:
+                yield chunk
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    async def aclose(self) -> None:
+        """Close all stages, outermost first."""
+        for stage in reversed(self._stages):
+            await stage.aclose()  # type: ignore[attr-defined]
+
+
+def pipeline(
+    open_at: Opener,
+    *,
+    size: int,
+    digest: Digest | None,
+    expected: str | None,
+    on_bytes: Callable[[int], None],
+    max_resumes: int = 3,
+) -> Pipeline:
+    """Assemble the stages: source → verify (+digest, hold-back) → count."""
+    # 1. read the source, healing cuts with Range
+    source = resuming_source(open_at, size, max_resumes=max_resumes)
+    # 2. count and hash; hold the last chunk back until size and digest match
+    checked = verified(source, size=size, digest=digest, expected=expected)
+    # 3. account progress for each chunk handed to the upload
+    return Pipeline([source, checked, counted(checked, on_bytes)])

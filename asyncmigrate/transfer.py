@@ -1,0 +1,320 @@
+"""One image's copy as a state object with step methods.
+
+    decide → create → stream (verify on the fly) → check → finish
+
+:func:`decide` is pure: from the source image and what the destination holds
+under the same id, it says what to do.  :class:`ImageTransfer` runs the steps,
+re-deciding on every attempt, so a retry (or a re-run after a crash) picks up
+from the destination's real state: an image left ``queued`` is uploaded into
+again — never deleted, because Glance never lets a deleted id be used again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .config import CopyConfig
+from .errors import (
+    AsyncMigrateError,
+    Behaviour,
+    ConflictStatus,
+    DestinationBusy,
+    DestinationConflict,
+    ImageError,
+    SourceCorrupt,
+    StreamCorrupted,
+    VerificationError,
+)
+from .glance import GlanceClient
+from .metadata import create_body, differences, left_out
+from .progress import BytesMoved, Emit, Retrying, TransferStarted
+from .report import Action, ImageResult, Outcome
+from .retry import retrying
+from .stream import Digest, pipeline
+
+__all__ = ["ImageTransfer", "decide", "expected_digest", "same_data"]
+
+COPYABLE = frozenset({"active", "deactivated", "queued"})
+HAS_DATA = frozenset({"active", "deactivated"})
+BUSY = frozenset({"saving", "uploading", "importing"})
+
+
+def expected_digest(image: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The (algorithm, hex digest) the source recorded: multihash, else md5."""
+    algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
+    if algo and value:
+        return str(algo), str(value)
+    if image.get("checksum"):
+        return "md5", str(image["checksum"])
+    return None, None
+
+
+def same_data(src: dict[str, Any], dst: dict[str, Any]) -> bool:
+    """Do the two records describe the same bytes (size and every comparable hash)?"""
+    if src.get("size") != dst.get("size"):
+        return False
+    if src.get("checksum") and dst.get("checksum") and src["checksum"] != dst["checksum"]:
+        return False
+    comparable = (
+        src.get("os_hash_value") and dst.get("os_hash_value") and src.get("os_hash_algo") == dst.get("os_hash_algo")
+    )
+    return not (comparable and src["os_hash_value"] != dst["os_hash_value"])
+
+
+def decide(src: dict[str, Any], dst: dict[str, Any] | None, *, keep_owner: bool) -> tuple[str, str]:
+    """What to do with ``src`` given the destination image of the same id.
+
+    Returns ``(action, reason)``; the reason explains skips and conflicts.
+    """
+    status = src.get("status")
+    if status not in COPYABLE:
+        return Action.UNSUPPORTED, f"source image is {status!r}: only active, deactivated and queued images are copied"
+    has_data = status in HAS_DATA
+    if dst is None:
+        return (Action.COPY if has_data else Action.CREATE), ""
+    dstatus = dst.get("status")
+    if dstatus in BUSY:
+        raise DestinationBusy(f"destination image is {dstatus!r}")
+    diffs = differences(src, dst, keep_owner=keep_owner)
+    if diffs:
+        return Action.CONFLICT, "destination differs in: " + ", ".join(diffs)
+    if dst.get("protected") and not src.get("protected"):
+        return Action.CONFLICT, "destination is protected, source is not"
+    if dstatus == "queued":
+        return (Action.UPLOAD if has_data else Action.FINISH), ""
+    if dstatus in HAS_DATA:
+        if not has_data:
+            return Action.CONFLICT, "destination holds data, the source has none"
+        if not same_data(src, dst):
+            return Action.CONFLICT, "destination holds other data (size or hash differ)"
+        if dstatus == "deactivated" and status == "active":
+            return Action.CONFLICT, "destination is deactivated, source is active"
+        return Action.FINISH, ""
+    return Action.FAIL, f"destination image is {dstatus!r} and cannot be written"
+
+
+class ImageTransfer:
+    """Copies one image from ``src`` to ``dst``, keeping its id and attributes."""
+
+    def __init__(
+        self,
+        src: GlanceClient,
+        dst: GlanceClient,
+        image: dict[str, Any],
+        config: CopyConfig,
+        emit: Emit,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.image = image
+        self.config = config
+        self.emit = emit
+        self.id: str = image["id"]
+        self.result = ImageResult(
+            id=self.id,
+            name=image.get("name"),
+            action="",
+            outcome="",
+            size=int(image.get("size") or 0),
+            left_out=left_out(image),
+        )
+        self._moved = 0  # bytes handed to the destination in this attempt
+        self._bad_digests: set[str] = set()
+
+    # -- the unit of work -----------------------------------------------------
+
+    async def run(self) -> ImageResult:
+        """Run every step with retries; return the image's result (fatal errors propagate)."""
+        started = time.monotonic()
+        try:
+            async for attempt in retrying(self.config.retry):
+                with attempt:
+                    await self._attempt(attempt.num)
+        except AsyncMigrateError as exc:
+            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+                raise
+            self.result.outcome = Outcome.CONFLICT if isinstance(exc, DestinationConflict) else Outcome.FAILED
+            self.result.reason = str(exc)
+        finally:
+            self.result.seconds = time.monotonic() - started
+        return self.result
+
+    async def plan(self) -> ImageResult:
+        """Dry run: decide against the destination's state, change nothing."""
+        try:
+            dst = await self.dst.get_image(self.id)
+            action, reason = decide(self.image, dst, keep_owner=self.config.keep_owner)
+        except DestinationBusy as exc:
+            action, reason = Action.UPLOAD, str(exc)
+        except AsyncMigrateError as exc:
+            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+                raise
+            action, reason = Action.FAIL, str(exc)
+        self.result.action = action
+        self.result.reason = reason
+        self.result.outcome = Outcome.PLANNED
+        if action in (Action.COPY, Action.UPLOAD):
+            self.result.bytes = self.result.size
+        return self.result
+
+    async def _attempt(self, number: int) -> None:
+        self.result.attempts = number
+        if number > 1:
+            self.emit(Retrying(self.id, number, self._moved, self.result.reason))
+            self._moved = 0
+            fresh = await self.src.get_image(self.id)
+            if fresh is None:
+                raise ImageError("image disappeared from the source")
+            self.image = fresh
+        dst = await self.dst.get_image(self.id)
+        action, reason = decide(self.image, dst, keep_owner=self.config.keep_owner)
+        self.result.action, self.result.reason = action, reason
+        if action == Action.UNSUPPORTED:
+            self.result.outcome = Outcome.SKIPPED
+            return
+        if action == Action.CONFLICT:
+            raise DestinationConflict(reason)
+        if action == Action.FAIL:
+            raise ImageError(reason)
+        if action in (Action.COPY, Action.CREATE):
+            dst = await self._create()
+            if dst.get("status") != "queued":  # somebody else got there first
+                return await self._attempt_again(number)
+        assert dst is not None
+        if action in (Action.COPY, Action.UPLOAD):
+            await self._stream()
+            dst = await self._check()
+        changed = await self._finish(dst)
+        if action in (Action.COPY, Action.UPLOAD):
+            self.result.outcome = Outcome.COPIED
+        elif action == Action.CREATE:
+            self.result.outcome = Outcome.CREATED
+        elif changed:
+            self.result.outcome = Outcome.FINISHED
+        else:
+            self.result.outcome = Outcome.SKIPPED
+            self.result.action = Action.NONE
+            self.result.reason = "already at the destination"
+
+    async def _attempt_again(self, number: int) -> None:
+        # The create raced with another writer: decide again from what is there.
+        await self._attempt(number)
+
+    # -- steps ------------------------------------------------------------------
+
+    async def _create(self) -> dict[str, Any]:
+        """Create the destination image with the same id and attributes."""
+        body = create_body(self.image, keep_owner=self.config.keep_owner)
+        try:
+            return await self.dst.create_image(body)
+        except ConflictStatus as exc:
+            existing = await self.dst.get_image(self.id)
+            if existing is None:
+                raise ImageError(
+                    f"the destination refuses id {self.id}: it belonged to a deleted image, "
+                    "and Glance never reuses a deleted image's id"
+                ) from exc
+            return existing
+
+    async def _stream(self) -> None:
+        """Stream the source data into the destination, verifying on the fly."""
+        size = int(self.image.get("size") or 0)
+        algo, expected = expected_digest(self.image)
+        digest = Digest(algo) if algo and self.config.verify == "full" else None
+        pipe = pipeline(
+            lambda offset: self.src.download(self.id, offset),
+            size=size,
+            digest=digest,
+            expected=expected,
+            on_bytes=self._on_bytes,
+        )
+        chunks = pipe.__aiter__()
+        try:
+            # Read (and, for small images, fully verify) before touching the
+            # destination: a source error must not flip the destination to saving.
+            first = await _first(chunks)
+            self.emit(TransferStarted(self.id, self.image.get("name"), size))
+            try:
+                await self.dst.upload(self.id, _prepend(first, chunks), size=size, store=self.config.dst_store)
+            except AsyncMigrateError:
+                if isinstance(pipe.error, AsyncMigrateError):
+                    raise pipe.error from None
+                raise
+        except StreamCorrupted as exc:
+            self._check_source_corrupt(exc)
+            raise
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            await pipe.aclose()
+            if digest is not None:
+                digest.close()
+
+    def _check_source_corrupt(self, exc: StreamCorrupted) -> None:
+        # A wire error gives a different wrong digest each time; the same wrong
+        # digest twice means the stored bytes themselves do not match the record.
+        if exc.actual is None:
+            return
+        if exc.actual in self._bad_digests:
+            raise SourceCorrupt("source data does not match its own recorded hash (read twice): not copied") from exc
+        self._bad_digests.add(exc.actual)
+
+    def _on_bytes(self, n: int) -> None:
+        self._moved += n
+        self.result.bytes = self._moved
+        self.emit(BytesMoved(self.id, n))
+
+    async def _check(self) -> dict[str, Any]:
+        """After upload: the destination must record the source's size and hashes."""
+        dst = await self.dst.get_image(self.id)
+        if dst is None:
+            raise ImageError("destination image vanished after upload")
+        if dst.get("status") != "active" or not same_data(self.image, dst):
+            raise VerificationError(
+                f"destination recorded status={dst.get('status')} size={dst.get('size')} "
+                f"checksum={dst.get('checksum')}; source size={self.image.get('size')} "
+                f"checksum={self.image.get('checksum')}"
+            )
+        return dst
+
+    async def _finish(self, dst: dict[str, Any]) -> bool:
+        """Members, then ``protected``, then deactivation; True if anything changed."""
+        changed = False
+        if self.image.get("visibility") == "shared":
+            changed |= await self._sync_members()
+        if self.image.get("protected") and not dst.get("protected"):
+            await self.dst.patch_image(self.id, [{"op": "replace", "path": "/protected", "value": True}])
+            changed = True
+        if self.image.get("status") == "deactivated" and dst.get("status") == "active":
+            await self.dst.deactivate(self.id)
+            changed = True
+        return changed
+
+    async def _sync_members(self) -> bool:
+        src_members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        dst_members = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+        changed = False
+        for member, status in sorted(src_members.items()):
+            if member not in dst_members:
+                await self.dst.add_member(self.id, member)
+                dst_members[member] = "pending"
+                changed = True
+            if dst_members[member] != status:
+                await self.dst.set_member_status(self.id, member, status)
+                changed = True
+        return changed
+
+
+async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
