@@ -116,7 +116,7 @@ def _print_summary(console: Console, run: RunResult) -> None:
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o in (Outcome.COPIED, Outcome.FAILED))
     console.print(
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
-        f"({human_bytes(s['bytes_per_second'])}/s)",
+        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
         markup=False,
     )
 
@@ -144,7 +144,8 @@ async def _copy(args: argparse.Namespace, console: Console) -> RunResult:
         run = await copy_images(config, src, dst, emit=renderer)
     if config.dry_run:
         _print_plan(console, run)
-    _print_summary(console, run)
+    else:
+        _print_summary(console, run)
     if args.report is not None:
         write_report(args.report, run, command="copy")
     return run

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ExitCode
 
-__all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "write_report"]
+__all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
 
 
 class Action:
@@ -112,8 +112,27 @@ class RunResult:
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
+            "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory.
+
+    Read from ``/proc/self/status`` (VmHWM) where it exists, because
+    ``getrusage`` also counts the parent's memory from before ``exec``.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def check_writable(path: Path) -> None:

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Seed a real Glance with test or demo images, and read images back — stdlib only.
+
+Used by the demo (``python3 harness/seed.py demo``) and by the integration
+tests (imported).  Images are really in their ``disk_format`` — Glance inspects
+uploaded bytes and refuses (415) a qcow2 that is not one — so this module
+builds minimal valid raw, qcow2 and iso payloads.
+
+Only 127.0.0.1 is ever targeted: URLs come from the harness's env.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import struct
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+MiB = 1024 * 1024
+
+
+# -- payloads -------------------------------------------------------------------
+
+
+def pseudo_random(size: int, seed: int) -> Iterator[bytes]:
+    """``size`` reproducible pseudo-random bytes, in 1 MiB pieces (cheap: no big buffer)."""
+    rng = random.Random(seed)
+    left = size
+    while left > 0:
+        n = min(MiB, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+def raw_image(size: int, seed: int) -> bytes:
+    """A raw disk of ``size`` random bytes (any bytes are a valid raw image)."""
+    return b"".join(pseudo_random(size, seed))
+
+
+def qcow2_image(virtual_size: int = 64 * MiB, *, seed: int = 0) -> bytes:
+    """A minimal, empty, valid qcow2 (v2 header, one refcount block, one L1 table).
+
+    No backing file and no external data file, so Glance's safety checks pass.
+    """
+    cluster_bits = 16
+    cluster = 1 << cluster_bits
+    l2_entries = cluster // 8
+    l1_size = max(1, -(-virtual_size // (cluster * l2_entries)))
+    header = struct.pack(
+        ">4sIQIIQIIQQIIQ",
+        b"QFI\xfb",  # magic
+        2,  # version
+        0,  # backing_file_offset
+        0,  # backing_file_size
+        cluster_bits,
+        virtual_size,
+        0,  # crypt_method
+        l1_size,
+        3 * cluster,  # l1_table_offset
+        1 * cluster,  # refcount_table_offset
+        1,  # refcount_table_clusters
+        0,  # nb_snapshots
+        0,  # snapshots_offset
+    )
+    image = bytearray(4 * cluster)
+    image[: len(header)] = header
+    # refcount table -> refcount block at cluster 2; clusters 0..3 used once each
+    image[cluster : cluster + 8] = struct.pack(">Q", 2 * cluster)
+    for i in range(4):
+        image[2 * cluster + 2 * i : 2 * cluster + 2 * i + 2] = struct.pack(">H", 1)
+    # a little deterministic noise in the (unused) tail keeps hashes distinct per seed
+    image[-16:] = hashlib.md5(str(seed).encode()).digest()
+    return bytes(image)
+
+
+def iso_image(size: int = 2 * MiB, *, seed: int = 0) -> bytes:
+    """An ISO 9660 image: a primary volume descriptor at sector 16."""
+    size = max(size, 40 * 2048)
+    image = bytearray(raw_image(size, seed))
+    image[: 16 * 2048] = bytes(16 * 2048)
+    pvd = bytearray(2048)
+    pvd[0] = 1
+    pvd[1:6] = b"CD001"
+    pvd[6] = 1
+    pvd[40:72] = b"ASYNCMIGRATE".ljust(32)
+    blocks = size // 2048
+    pvd[80:88] = struct.pack("<I", blocks) + struct.pack(">I", blocks)
+    pvd[128:132] = struct.pack("<H", 2048) + struct.pack(">H", 2048)
+    image[16 * 2048 : 17 * 2048] = pvd
+    term = bytearray(2048)
+    term[0] = 255
+    term[1:6] = b"CD001"
+    term[6] = 1
+    image[17 * 2048 : 18 * 2048] = term
+    return bytes(image)
+
+
+# -- a tiny Glance client ----------------------------------------------------------
+
+
+class Glance:
+    """Just enough of Glance v2 to seed and inspect images (blocking, urllib)."""
+
+    def __init__(self, url: str, *, project: str | None = None, roles: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.extra: dict[str, str] = {}
+        if project:
+            self.extra["X-Project-Id"] = project
+            self.extra["X-Tenant-Id"] = project
+        if roles:
+            self.extra["X-Roles"] = roles
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | Iterator[bytes] | None = None,
+        size: int | None = None,
+    ) -> tuple[int, Any]:
+        """One request; returns (status, parsed JSON or None). Raises on transport errors only."""
+        hdrs = dict(self.extra)
+        data: Any = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        if raw is not None:
+            data = raw
+            hdrs["Content-Type"] = "application/octet-stream"
+            if size is not None:
+                hdrs["Content-Length"] = str(size)
+        hdrs.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
+        try:
+            with HTTP.open(req, timeout=600) as resp:
+                text = resp.read()
+                return resp.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as exc:
+            text = exc.read()
+            try:
+                return exc.code, json.loads(text) if text else None
+            except ValueError:
+                return exc.code, text.decode(errors="replace")
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        """Like :meth:`request` but raises on a non-2xx status."""
+        status, data = self.request(method, path, body, **kw)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path} -> {status}: {data}")
+        return data
+
+    def get(self, image_id: str) -> dict[str, Any] | None:
+        """The image, or None (404)."""
+        status, data = self.request("GET", f"/v2/images/{image_id}")
+        return data if status == 200 else None
+
+    def all_images(self) -> list[dict[str, Any]]:
+        """Every image, hidden ones included."""
+        out: dict[str, dict[str, Any]] = {}
+        for hidden in ("false", "true"):
+            path: str | None = f"/v2/images?visibility=all&member_status=all&os_hidden={hidden}&limit=100"
+            while path:
+                page = self.ok("GET", path)
+                for image in page["images"]:
+                    out[image["id"]] = image
+                path = page.get("next")
+        return list(out.values())
+
+    def members(self, image_id: str) -> dict[str, str]:
+        """{member project: status}."""
+        data = self.ok("GET", f"/v2/images/{image_id}/members")
+        return {m["member_id"]: m["status"] for m in data["members"]}
+
+    def sha512_of_data(self, image_id: str) -> tuple[int, str] | None:
+        """(size, sha512) of the image's data as downloaded; None when it has none."""
+        req = urllib.request.Request(self.url + f"/v2/images/{image_id}/file", headers=self.extra)
+        with HTTP.open(req, timeout=600) as resp:
+            if resp.status == 204:
+                return None
+            h = hashlib.sha512()
+            n = 0
+            while chunk := resp.read(MiB):
+                h.update(chunk)
+                n += len(chunk)
+            return n, h.hexdigest()
+
+    def create(self, data: bytes | None = None, *, store: str | None = None, **attrs: Any) -> dict[str, Any]:
+        """Create an image (random id unless given) and upload ``data`` if any."""
+        attrs.setdefault("id", str(uuid.uuid4()))
+        protected = attrs.pop("protected", False)
+        image = self.ok("POST", "/v2/images", attrs)
+        if data is not None:
+            headers = {"X-Image-Meta-Store": store} if store else {}
+            self.ok("PUT", f"/v2/images/{image['id']}/file", raw=data, size=len(data), headers=headers)
+        if protected:
+            self.ok(
+                "PATCH",
+                f"/v2/images/{image['id']}",
+                [{"op": "replace", "path": "/protected", "value": True}],
+                headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+            )
+        got = self.get(image["id"])
+        assert got is not None
+        return got
+
+
+def load_env() -> dict[str, Any]:
+    """The harness's env.json (written by ``realglance.py start``)."""
+    harness_dir = Path(os.environ.get("ASYNCMIGRATE_HARNESS_DIR", HERE.parent / ".harness"))
+    return dict(json.loads((harness_dir / "env.json").read_text()))
+
+
+# -- catalogs ---------------------------------------------------------------------
+
+
+def seed_demo(src: Glance) -> list[str]:
+    """A small, varied catalog for the demo: a few MB each, about 60 MB in all."""
+    tag = uuid.uuid4().hex[:6]
+    specs: list[tuple[bytes | None, dict[str, Any]]] = [
+        (
+            raw_image(24 * MiB, 1),
+            {
+                "name": f"demo-ubuntu-{tag}",
+                "disk_format": "raw",
+                "visibility": "public",
+                "os_distro": "ubuntu",
+                "os_version": "24.04",
+                "hw_disk_bus": "virtio",
+            },
+        ),
+        (
+            qcow2_image(1024 * MiB, seed=2),
+            {"name": f"demo-cirros-{tag}", "disk_format": "qcow2", "tags": ["demo", "tiny"]},
+        ),
+        (
+            iso_image(8 * MiB, seed=3),
+            {"name": f"demo-installer-{tag}", "disk_format": "iso", "visibility": "community"},
+        ),
+        (raw_image(16 * MiB, 4), {"name": f"demo-hidden-{tag}", "disk_format": "raw", "os_hidden": True}),
+        (raw_image(8 * MiB, 5), {"name": f"demo-protected-{tag}", "disk_format": "raw", "protected": True}),
+        (None, {"name": f"demo-placeholder-{tag}", "disk_format": "raw"}),
+    ]
+    ids = []
+    for data, attrs in specs:
+        attrs.setdefault("container_format", "bare")
+        ids.append(src.create(data, **attrs)["id"])
+    return ids
+
+
+def main(argv: list[str]) -> int:
+    """``seed.py demo``: seed the harness source with the demo catalog."""
+    if argv[1:2] != ["demo"]:
+        print("usage: seed.py demo", file=sys.stderr)
+        return 2
+    env = load_env()
+    ids = seed_demo(Glance(env["instances"]["src"]["url"]))
+    print(f"seeded {len(ids)} demo images on the source Glance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
