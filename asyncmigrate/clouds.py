@@ -12,9 +12,13 @@ Errors from both libraries are translated here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import ssl
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -95,17 +99,48 @@ def _ssl_context(verify: Any, cert: Any, insecure: bool) -> ssl.SSLContext | boo
     return ctx
 
 
+class _Capture(logging.Handler):
+    """Collects openstacksdk's config warnings (e.g. a clouds.yaml it skipped
+    as unparseable) so they become part of our one-line error, not stray logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _capturing_config_warnings() -> Iterator[_Capture]:
+    logger = logging.getLogger("openstack.config")
+    capture = _Capture()
+    propagate = logger.propagate
+    logger.addHandler(capture)
+    logger.propagate = False
+    try:
+        yield capture
+    finally:
+        logger.removeHandler(capture)
+        logger.propagate = propagate
+
+
 def _load_blocking(name: str | None, insecure: bool) -> Cloud:
     import keystoneauth1.exceptions as ksa_exc
     import openstack.config
     import openstack.exceptions
 
     try:
-        config = openstack.config.OpenStackConfig(load_envvars=True)
-        region = config.get_one(cloud=name) if name else config.get_one()
-        session = region.get_session()
+        with warnings.catch_warnings(), _capturing_config_warnings() as capture:
+            # openstacksdk warns about its own deprecated metrics options even
+            # when none are configured; nothing an operator can act on.
+            warnings.filterwarnings("ignore", module=r"openstack\.")
+            config = openstack.config.OpenStackConfig(load_envvars=True)
+            region = config.get_one(cloud=name) if name else config.get_one()
+            session = region.get_session()
     except openstack.exceptions.ConfigException as exc:
-        raise UsageError(f"cloud {name or '(from OS_* variables)'}: {exc}") from exc
+        why = "; ".join(capture.messages)
+        raise UsageError(f"cloud {name or '(from OS_* variables)'}: {exc}" + (f" ({why})" if why else "")) from exc
     except ksa_exc.ClientException as exc:
         raise UsageError(f"cloud {name!r}: bad auth configuration: {exc}") from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed clouds.yaml

@@ -3,19 +3,21 @@
 ::
 
     lister ──(memory object stream, buffer = concurrency)──▶ worker × concurrency
-                                                              └─ ImageTransfer.run()
+                                                              └─ handle(image) → ImageResult
 
 The stream's buffer is bounded, so the lister waits while every worker is
 busy (backpressure) and never holds more than ``concurrency`` image records
 ahead of the workers.  A fatal error in any task cancels the group: in-flight
 uploads are dropped, which Glance answers by returning those images to
 ``queued`` — a re-run uploads into them again.
+
+:func:`run_pool` is shared by ``copy`` (:func:`copy_images`) and ``move``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -29,7 +31,7 @@ from .progress import Emit, ImageDone, ImageQueued, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .transfer import ImageTransfer
 
-__all__ = ["copy_images", "list_source_images"]
+__all__ = ["check_endpoint", "copy_images", "list_images", "missing_result", "run_pool"]
 
 # The default listing hides hidden images and others' community images, and
 # shows only accepted shares; these two passes together return every image.
@@ -38,27 +40,40 @@ _LISTINGS: tuple[dict[str, str], ...] = (
     {"visibility": "all", "member_status": "all", "os_hidden": "true"},
 )
 
+Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
 
-async def list_source_images(src: GlanceClient, image_ids: tuple[str, ...]) -> AsyncIterator[dict[str, Any]]:
-    """Every source image once: the ones named, or all of them.
+
+async def list_images(client: GlanceClient, image_ids: tuple[str, ...]) -> AsyncIterator[dict[str, Any]]:
+    """Every image once: the ones named, or all of them.
 
     A named image that does not exist is yielded as a stub with ``status``
     ``"missing"`` so it is reported, not silently dropped.
     """
     if image_ids:
         for image_id in image_ids:
-            image = await src.get_image(image_id)
+            image = await client.get_image(image_id)
             yield image if image is not None else {"id": image_id, "status": "missing"}
         return
     seen: set[str] = set()
     for params in _LISTINGS:
-        async for image in src.list_images(params):
+        async for image in client.list_images(params):
             if image["id"] not in seen:
                 seen.add(image["id"])
                 yield image
 
 
-async def _check_endpoint(client: GlanceClient, role: str) -> None:
+def missing_result(image: dict[str, Any]) -> ImageResult:
+    """The result for an ``--image`` id the source does not have."""
+    return ImageResult(
+        id=image["id"],
+        name=None,
+        action=Action.FAIL,
+        outcome=Outcome.FAILED,
+        reason="no such image on the source",
+    )
+
+
+async def check_endpoint(client: GlanceClient, role: str) -> None:
     """Fail fast (fatal) when an endpoint is unreachable or refuses us."""
     try:
         await client.probe()
@@ -66,6 +81,55 @@ async def _check_endpoint(client: GlanceClient, role: str) -> None:
         if exc.behaviour is Behaviour.FATAL:
             raise
         raise EndpointError(f"{role} cloud {client.cloud.name!r} is not usable: {exc}") from exc
+
+
+async def run_pool(
+    images: AsyncIterator[dict[str, Any]],
+    handle: Handler,
+    *,
+    concurrency: int,
+    emit: Emit,
+) -> list[ImageResult]:
+    """Feed ``images`` through a bounded stream to ``concurrency`` workers
+    running ``handle``; return the results in the order images finished."""
+    results: list[ImageResult] = []
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=concurrency)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_produce, images, send, emit)
+        for _ in range(concurrency):
+            tg.start_soon(_work, handle, receive.clone(), results, emit)
+        receive.close()
+    return results
+
+
+async def _produce(images: AsyncIterator[dict[str, Any]], send: ObjectSendStream[dict[str, Any]], emit: Emit) -> None:
+    count = total = 0
+    async with send:
+        try:
+            async for image in images:
+                size = int(image.get("size") or 0)
+                count, total = count + 1, total + size
+                emit(ImageQueued(image["id"], image.get("name"), size))
+                await send.send(image)
+        except AsyncMigrateError as exc:
+            if isinstance(exc, FatalError):
+                raise
+            # A listing that cannot be completed leaves the run incomplete.
+            raise EndpointError(f"cannot list the images: {exc}") from exc
+    emit(ListingDone(count, total))
+
+
+async def _work(
+    handle: Handler,
+    receive: ObjectReceiveStream[dict[str, Any]],
+    results: list[ImageResult],
+    emit: Emit,
+) -> None:
+    async with receive:
+        async for image in receive:
+            result = missing_result(image) if image.get("status") == "missing" else await handle(image)
+            results.append(result)
+            emit(ImageDone(result))
 
 
 async def copy_images(
@@ -81,7 +145,6 @@ async def copy_images(
     raised; :class:`FatalError` (authentication, endpoint) stops the run.
     """
     started = time.monotonic()
-    results: list[ImageResult] = []
     kw: dict[str, Any] = {
         "chunk_size": config.chunk_size,
         "concurrency": config.concurrency,
@@ -89,59 +152,12 @@ async def copy_images(
         "retry": config.retry,
     }
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
-        await _check_endpoint(src, "source")
-        await _check_endpoint(dst, "destination")
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=config.concurrency)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_produce, src, config, send, emit)
-            for _ in range(config.concurrency):
-                tg.start_soon(_work, src, dst, config, receive.clone(), results, emit)
-            receive.close()
+        await check_endpoint(src, "source")
+        await check_endpoint(dst, "destination")
+
+        async def handle(image: dict[str, Any]) -> ImageResult:
+            transfer = ImageTransfer(src, dst, image, config, emit)
+            return await (transfer.plan() if config.dry_run else transfer.run())
+
+        results = await run_pool(list_images(src, config.image_ids), handle, concurrency=config.concurrency, emit=emit)
     return RunResult(images=results, seconds=time.monotonic() - started, dry_run=config.dry_run)
-
-
-async def _produce(
-    src: GlanceClient,
-    config: CopyConfig,
-    send: ObjectSendStream[dict[str, Any]],
-    emit: Emit,
-) -> None:
-    count = total = 0
-    async with send:
-        try:
-            async for image in list_source_images(src, config.image_ids):
-                size = int(image.get("size") or 0)
-                count, total = count + 1, total + size
-                emit(ImageQueued(image["id"], image.get("name"), size))
-                await send.send(image)
-        except AsyncMigrateError as exc:
-            if isinstance(exc, FatalError):
-                raise
-            # A listing that cannot be completed leaves the run incomplete.
-            raise EndpointError(f"cannot list the source images: {exc}") from exc
-    emit(ListingDone(count, total))
-
-
-async def _work(
-    src: GlanceClient,
-    dst: GlanceClient,
-    config: CopyConfig,
-    receive: ObjectReceiveStream[dict[str, Any]],
-    results: list[ImageResult],
-    emit: Emit,
-) -> None:
-    async with receive:
-        async for image in receive:
-            if image.get("status") == "missing":
-                result = ImageResult(
-                    id=image["id"],
-                    name=None,
-                    action=Action.FAIL,
-                    outcome=Outcome.FAILED,
-                    reason="no such image on the source",
-                )
-            else:
-                transfer = ImageTransfer(src, dst, image, config, emit)
-                result = await (transfer.plan() if config.dry_run else transfer.run())
-            results.append(result)
-            emit(ImageDone(result))

@@ -1,0 +1,65 @@
+"""Shared fixtures: two fake Glances (source, destination) reachable as named
+clouds through a real clouds.yaml, and a fast config (retries never sleep)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncmigrate import Cloud, CopyConfig, RetryPolicy, load_cloud
+from asyncmigrate.progress import Event
+from tests.fakeglance import FakeGlance, FakeServer
+
+# Retries that never sleep: tests stay fast and deterministic.
+FAST_RETRY = RetryPolicy(attempts=4, deadline=60, wait_initial=0, wait_max=0, wait_jitter=0)
+
+
+def fast_config(**kw: Any) -> CopyConfig:
+    """A CopyConfig whose retries never wait."""
+    kw.setdefault("retry", FAST_RETRY)
+    kw.setdefault("chunk_size", 64 * 1024)
+    return CopyConfig(**kw)
+
+
+@dataclasses.dataclass
+class Clouds:
+    """A running source/destination pair of fakes and their Cloud handles."""
+
+    src: FakeGlance
+    dst: FakeGlance
+    src_server: FakeServer
+    dst_server: FakeServer
+    src_cloud: Cloud
+    dst_cloud: Cloud
+    clouds_yaml: Path
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+    def emit(self, event: Event) -> None:
+        """Collect progress events."""
+        self.events.append(event)
+
+
+def write_clouds_yaml(path: Path, endpoints: dict[str, str]) -> Path:
+    """A clouds.yaml naming each endpoint as a no-Keystone cloud."""
+    lines = ["clouds:"]
+    for name, url in endpoints.items():
+        lines += [f"  {name}:", "    auth_type: none", "    auth:", f"      endpoint: {url}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+async def clouds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clouds]:
+    """Source (behind a /image prefix, small pages) and destination fakes, as clouds 'src' and 'dst'."""
+    src = FakeGlance(prefix="/image")
+    dst = FakeGlance(stores={"main": "main store", "archive": "archive store"})
+    async with FakeServer(src) as s_srv, FakeServer(dst) as d_srv:
+        path = write_clouds_yaml(tmp_path / "clouds.yaml", {"src": s_srv.url, "dst": d_srv.url})
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+        for var in ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE"):
+            monkeypatch.delenv(var, raising=False)
+        yield Clouds(src, dst, s_srv, d_srv, await load_cloud("src"), await load_cloud("dst"), path)

@@ -1,0 +1,235 @@
+"""Image data: ``PUT`` and ``GET /v2/images/{id}/file``, streamed both ways.
+
+Upload rules (glance 33): only a ``queued`` image accepts data (409 otherwise); it is
+``saving`` while bytes arrive; an unknown ``X-Image-Meta-Store`` is 400; any failure (the
+connection dropping, a size different from ``x-openstack-image-size``, a format mismatch)
+returns the image to ``queued`` with no data, so the same id can be uploaded again.
+
+One deliberate simplification: real glance answers 415 to bytes that do not match a
+``qcow2`` ``disk_format`` but then leaves the image broken (queued, yet holding a location,
+so a retry gets 500); the fake leaves it cleanly ``queued``.
+
+Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
+``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
+a start past the end is 416, several ranges 400; an image holding no data is 204; a
+deactivated image is 403 except for admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .faults import DownloadPlan
+from .model import QCOW2_MAGIC, Digest, ImageRecord, fail
+
+if TYPE_CHECKING:
+    from .core import FakeGlance, Handler
+
+_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+# How often a hung download checks whether its client has gone.
+_HANG_POLL = 0.02
+
+
+def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
+    """The (method, path, handler) triples this module serves."""
+    api = _DataApi(fake)
+    return [
+        ("PUT", "/v2/images/{image_id}/file", api.upload),
+        ("GET", "/v2/images/{image_id}/file", api.download),
+    ]
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """(first, last) byte positions, inclusive, for a single-range ``Range`` header."""
+    if "," in header:
+        raise fail(400, "Requests with multiple ranges are not supported in Glance. "
+                        "You may make multiple single-range requests instead.")
+    match = _RANGE.fullmatch(header)
+    if match is None or match.group(1) == match.group(2) == "":
+        raise fail(416, "Invalid Range header.")
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        # Suffix form: the last n bytes (all of them when n >= size).
+        count = int(last)
+        if count == 0:
+            raise fail(416, "Invalid Range header.")
+        return max(size - count, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        raise fail(416, "Invalid Range header.")
+    if start >= size:
+        raise fail(416, "Invalid start position in Range header. Start position MUST be in "
+                        f"the inclusive range [0, {size - 1}].")
+    return start, min(end, size - 1)
+
+
+def _closed(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _drop_connection(request: web.Request) -> None:
+    # close(), not abort(): bytes already written still reach the client, then EOF.
+    if request.transport is not None:
+        request.transport.close()
+
+
+class _DataApi:
+    def __init__(self, fake: FakeGlance) -> None:
+        self.fake = fake
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        fake = self.fake
+        identity = fake.identity(request)
+        store = ""
+        if fake.multi_store:
+            store = request.headers.get("X-Image-Meta-Store", fake.default_store or "")
+            if store not in fake.stores:
+                raise fail(400, f"Store for identifier {store} not found")
+        if "Content-Type" in request.headers and request.content_type != "application/octet-stream":
+            raise fail(415, f"Content type {request.content_type} not supported")
+        claimed = request.headers.get("x-openstack-image-size")
+        try:
+            claimed_size = None if claimed is None else int(claimed)
+        except ValueError:
+            raise fail(400, "Invalid or missing image size in request headers.") from None
+        rec = fake.lookup(request.match_info["image_id"], identity)
+        fake.require_owner(rec, identity, "upload data to")
+        if rec.status != "queued":
+            raise fail(409, f"Image status transition from {rec.status} to saving is not allowed")
+
+        rec.status = "saving"
+        rec.updated_at = fake.now()
+        entry = fake.log_entry(request)
+        cut_after = fake.faults.take_upload_cut(rec.id)
+        digest = Digest()
+        pieces: list[bytes] = []
+        done = False
+        try:
+            while True:
+                want = fake.chunk_size
+                if cut_after is not None:
+                    want = min(want, cut_after - digest.size)
+                    if want <= 0:
+                        entry.fault = "cut_upload"
+                        _drop_connection(request)
+                        # Never delivered: the connection is gone.
+                        return web.Response(status=500)
+                piece = await request.content.read(want)
+                if not piece:
+                    break
+                digest.update(piece)
+                pieces.append(piece)
+            done = True
+        except ConnectionError:
+            entry.fault = "client_disconnected"
+            return web.Response(status=500)
+        finally:
+            if not done:
+                self._restore(rec)
+
+        return self._finish_upload(rec, store, b"".join(pieces), digest, claimed_size)
+
+    def _finish_upload(
+        self, rec: ImageRecord, store: str, data: bytes, digest: Digest, claimed_size: int | None
+    ) -> web.Response:
+        if self.fake.images.get(rec.id) is not rec:
+            raise fail(410, f"Image {rec.id} could not be found after upload. The image may "
+                            "have been deleted during the upload, cleaning up the chunks uploaded.")
+        if claimed_size is not None and claimed_size != digest.size:
+            self._restore(rec)
+            raise fail(400, f"Image size {digest.size} does not match the size "
+                            f"{claimed_size} given in x-openstack-image-size.")
+        if rec.disk_format == "qcow2" and not data.startswith(QCOW2_MAGIC):
+            self._restore(rec)
+            raise fail(415, "Image disk_format is qcow2 but the data is not a qcow2 image.")
+        rec.store_bytes(data, [store], digest)
+        rec.status = "active"
+        rec.updated_at = self.fake.now()
+        return web.Response(status=204)
+
+    def _restore(self, rec: ImageRecord) -> None:
+        # Glance v2 puts a failed upload back to queued so it can be retried.
+        if rec.status == "saving":
+            rec.status = "queued"
+            rec.data = {}
+            rec.updated_at = self.fake.now()
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        fake = self.fake
+        identity = fake.identity(request)
+        rec = fake.lookup(request.match_info["image_id"], identity)
+        if rec.status == "deactivated" and not identity.is_admin:
+            raise fail(403, "The requested image has been deactivated. "
+                            "Image data download is forbidden.")
+        content = rec.content()
+        if content is None or rec.status not in ("active", "deactivated"):
+            return web.Response(status=204)
+        size = len(content)
+        first, last = 0, size - 1
+        headers = {"Content-Type": "application/octet-stream"}
+        status = 200
+        if "Range" in request.headers:
+            first, last = parse_range(request.headers["Range"], size)
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            status = 206
+        if rec.checksum:
+            headers["Content-MD5"] = rec.checksum
+        headers["Content-Length"] = str(last - first + 1)
+        plan = fake.faults.take_download_plan(rec.id)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        try:
+            await self._stream(request, response, content, first, last + 1, plan)
+        except ConnectionError:
+            fake.log_entry(request).fault = "client_disconnected"
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        content: bytes,
+        start: int,
+        stop: int,
+        plan: DownloadPlan,
+    ) -> None:
+        entry = self.fake.log_entry(request)
+        chunk = self.fake.chunk_size
+        if plan.bytes_per_sec:
+            # About ten writes a second, so throttled transfers still progress smoothly.
+            chunk = max(1, min(chunk, int(plan.bytes_per_sec / 10)))
+        limit = plan.cut_after if plan.cut_after is not None else plan.hang_after
+        pos = start
+        while pos < stop:
+            end = min(pos + chunk, stop)
+            if limit is not None:
+                end = min(end, start + limit)
+                if pos == start + limit:
+                    break
+            piece = content[pos:end]
+            flips = [o for o in plan.flips if pos <= o < end]
+            if flips:
+                corrupted = bytearray(piece)
+                for offset in flips:
+                    corrupted[offset - pos] ^= 0xFF
+                piece = bytes(corrupted)
+            if plan.bytes_per_sec:
+                # Wait before writing, so n bytes never arrive sooner than n / rate seconds.
+                await asyncio.sleep(len(piece) / plan.bytes_per_sec)
+            await response.write(piece)
+            pos = end
+        if pos == stop:
+            return
+        if plan.cut_after is not None:
+            entry.fault = "cut_download"
+            _drop_connection(request)
+            return
+        entry.fault = "hang_download"
+        # Keep the connection open and silent until the client (or the server) closes it.
+        while not _closed(request):
+            await asyncio.sleep(_HANG_POLL)

@@ -1,0 +1,198 @@
+"""Fault injection: what a test arms on ``fake.faults``, and how the handlers consume it.
+
+Every fault is explicit and counted: ``times=1`` fires once, ``times=None`` fires on every
+matching request until :meth:`Faults.clear`. Faults are consumed when a request *starts*, so
+a retry sees the next state of the countdown, as a flaky network would behave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+
+@dataclasses.dataclass
+class _Armed:
+    """A countdown shared by every fault kind; ``remaining=None`` never runs out."""
+
+    remaining: int | None
+
+    def take(self) -> bool:
+        """Fire once if any shots are left."""
+        if self.remaining is None:
+            return True
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        return True
+
+
+@dataclasses.dataclass
+class HttpFailure:
+    """A canned error answered instead of handling a matching request."""
+
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    retry_after: int | None
+    body: str
+    armed: _Armed
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadPlan:
+    """What to do to one download response, decided when it starts."""
+
+    cut_after: int | None = None
+    """Close the connection after this many body bytes."""
+    hang_after: int | None = None
+    """Stop sending (but keep the connection open) after this many body bytes."""
+    bytes_per_sec: float | None = None
+    """Throttle the body to this rate."""
+    flips: frozenset[int] = frozenset()
+    """Absolute image offsets whose byte is served inverted."""
+
+
+@dataclasses.dataclass
+class _ByteFault:
+    n_bytes: int
+    armed: _Armed
+
+
+def _check_times(times: int | None) -> _Armed:
+    if times is not None and times < 1:
+        raise ValueError("times must be >= 1, or None for always")
+    return _Armed(times)
+
+
+class Faults:
+    """The faults armed on one FakeGlance: tests call the arming methods, handlers ``take_*``."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._http: list[HttpFailure] = []
+        self._cut_download: dict[str, list[_ByteFault]] = {}
+        self._hang_download: dict[str, list[_ByteFault]] = {}
+        self._cut_upload: dict[str, list[_ByteFault]] = {}
+        self._slow: dict[str, float] = {}
+        self._flips: dict[str, list[_ByteFault]] = {}
+        self._import_failures: dict[str, tuple[str, _Armed]] = {}
+        self._expire_token = False
+
+    # -- arming, for tests --------------------------------------------------------------
+
+    def fail_next(
+        self,
+        method: str,
+        path_regex: str,
+        status: int = 503,
+        *,
+        retry_after: int | None = 1,
+        times: int | None = 1,
+        body: str = "",
+    ) -> None:
+        """Answer ``status`` (with ``Retry-After`` unless None) to matching requests.
+
+        ``method`` is an HTTP method or ``"*"``; ``path_regex`` is searched (``re.search``) in
+        the path as glance sees it, without the deployment prefix, e.g. ``r"/file$"``. This
+        runs before authentication, like an overloaded proxy in front of glance would.
+        """
+        self._http.append(HttpFailure(
+            method=method.upper(), pattern=re.compile(path_regex), status=status,
+            retry_after=retry_after, body=body or f"{status} injected by fakeglance",
+            armed=_check_times(times),
+        ))
+
+    def cut_download_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
+        """Close the connection after ``n_bytes`` of a download's body (headers already sent)."""
+        _arm(self._cut_download, image_id, n_bytes, times)
+
+    def hang_download_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
+        """Send ``n_bytes`` of a download's body, then nothing until the client gives up."""
+        _arm(self._hang_download, image_id, n_bytes, times)
+
+    def slow_download(self, image_id: str, bytes_per_sec: float | None) -> None:
+        """Throttle every download of the image (None removes the throttle)."""
+        if bytes_per_sec is None:
+            self._slow.pop(image_id, None)
+        elif bytes_per_sec <= 0:
+            raise ValueError("bytes_per_sec must be positive")
+        else:
+            self._slow[image_id] = bytes_per_sec
+
+    def flip_byte(self, image_id: str, offset: int, times: int | None = None) -> None:
+        """Serve the byte at absolute ``offset`` inverted (silent corruption) in the next
+        ``times`` downloads that reach it; ``None`` (default): in every download, as a source
+        whose stored bytes are corrupt."""
+        _arm(self._flips, image_id, offset, times)
+
+    def cut_upload_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
+        """Close the connection after the server has read ``n_bytes`` of an upload."""
+        _arm(self._cut_upload, image_id, n_bytes, times)
+
+    def expire_token_once(self) -> None:
+        """The next authenticated request gets 401 and its token stops being valid."""
+        self._expire_token = True
+
+    def fail_import(
+        self, store: str, *, message: str = "injected copy failure", times: int | None = 1
+    ) -> None:
+        """Make copy-image imports into ``store`` fail (listed in ``os_glance_failed_import``)."""
+        self._import_failures[store] = (message, _check_times(times))
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        self._reset()
+
+    # -- consuming, for handlers ----------------------------------------------------------
+
+    def take_http_failure(self, method: str, path: str) -> HttpFailure | None:
+        """The first armed canned error matching this request, consuming one shot."""
+        for failure in self._http:
+            if failure.method not in ("*", method.upper()) or not failure.pattern.search(path):
+                continue
+            if failure.armed.take():
+                return failure
+        return None
+
+    def take_download_plan(self, image_id: str) -> DownloadPlan:
+        """Decide what happens to the download that is starting now."""
+        return DownloadPlan(
+            cut_after=_take_bytes(self._cut_download.get(image_id, [])),
+            hang_after=_take_bytes(self._hang_download.get(image_id, [])),
+            bytes_per_sec=self._slow.get(image_id),
+            flips=frozenset(f.n_bytes for f in self._flips.get(image_id, []) if f.armed.take()),
+        )
+
+    def take_upload_cut(self, image_id: str) -> int | None:
+        """After how many bytes the upload that is starting now gets cut, if at all."""
+        return _take_bytes(self._cut_upload.get(image_id, []))
+
+    def take_token_expiry(self) -> bool:
+        """Whether this authenticated request is the one whose token expires."""
+        fire, self._expire_token = self._expire_token, False
+        return fire
+
+    def take_import_failure(self, store: str) -> str | None:
+        """The failure message for a copy into ``store`` that is starting now, if any."""
+        entry = self._import_failures.get(store)
+        if entry is not None and entry[1].take():
+            return entry[0]
+        return None
+
+
+def _arm(
+    faults: dict[str, list[_ByteFault]], image_id: str, n_bytes: int, times: int | None
+) -> None:
+    if n_bytes < 0:
+        raise ValueError("n_bytes must be >= 0")
+    faults.setdefault(image_id, []).append(_ByteFault(n_bytes, _check_times(times)))
+
+
+def _take_bytes(faults: list[_ByteFault]) -> int | None:
+    for fault in faults:
+        if fault.armed.take():
+            return fault.n_bytes
+    return None

@@ -1,0 +1,95 @@
+"""Serving a FakeGlance on loopback, with a stop/start that keeps the port."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .core import FakeGlance
+
+# Handlers still running at shutdown (a hung download) get this long to notice.
+_SHUTDOWN_TIMEOUT = 1.0
+
+
+class FakeServer:
+    """Runs a FakeGlance on ``host``; :meth:`stop` refuses connections, :meth:`start` resumes.
+
+    The port is chosen on the first start (``port=0`` means a free one) and kept afterwards,
+    so a client holding the URL sees the same endpoint come back.
+    """
+
+    def __init__(self, fake: FakeGlance, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.fake = fake
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    @property
+    def url(self) -> str:
+        """The image endpoint, prefix included, e.g. ``http://127.0.0.1:PORT/image``."""
+        return f"http://{self.host}:{self.port}{self.fake.prefix}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is accepting connections."""
+        return self._site is not None
+
+    async def start(self) -> str:
+        """Start (or resume) listening; returns :attr:`url`."""
+        if self._runner is None:
+            self._runner = web.AppRunner(self.fake.app, access_log=None,
+                                         shutdown_timeout=_SHUTDOWN_TIMEOUT)
+            await self._runner.setup()
+        if self._site is None:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            self._site = site
+            self.port = self._runner.addresses[0][1]
+        self.fake.server = self
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection, as if the server had died."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for connection in self._runner.server.connections:
+                connection.force_close()
+
+    async def close(self) -> None:
+        """Stop for good: also run the app's cleanup (cancelling background imports)."""
+        await self.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.fake.server is self:
+            self.fake.server = None
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(fake: FakeGlance, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve ``fake`` on 127.0.0.1 for the duration of the block; yields the base URL.
+
+    ``fake.server`` is the running :class:`FakeServer`, for tests that stop and restart it.
+    """
+    async with FakeServer(fake, port=port) as server:
+        yield server.url

@@ -1,0 +1,246 @@
+"""Discovery and multi-store endpoints: versions, ``/v2/info/*``, copy-image import, tasks,
+and deleting an image's data from one store.
+
+copy-image (glance 33): ``POST /v2/images/{id}/import`` answers 202 and copies in the
+background. While it runs the image carries ``os_glance_importing_to_stores`` (and the
+``os_glance_import_task`` lock: a second import is 409); each finished store moves into
+``stores``, each failed one into ``os_glance_failed_import``; both properties stay behind as
+empty strings. Errors: copy to a store already holding the image 400, unknown store 409,
+image not active 409, caller not admin 403.
+
+Store delete: ``DELETE /v2/stores/{store}/{id}`` 204; unknown store 409; image not active
+409; the only store holding the image 403; a store not holding it 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .images import json_body
+from .model import FAILED_IMPORT_KEY, IMPORT_LOCK_KEY, IMPORTING_KEY, Identity, fail, isotime
+
+if TYPE_CHECKING:
+    from .core import FakeGlance, Handler
+
+# Glance 33 without an image cache, multi-store enabled; 2.17 is CURRENT.
+_VERSIONS = (
+    ("2.15", "SUPPORTED"), ("2.13", "SUPPORTED"), ("2.12", "SUPPORTED"), ("2.11", "SUPPORTED"),
+    ("2.10", "SUPPORTED"), ("2.9", "SUPPORTED"), ("2.8", "SUPPORTED"), ("2.17", "CURRENT"),
+    ("2.7", "SUPPORTED"), ("2.6", "SUPPORTED"), ("2.5", "SUPPORTED"), ("2.4", "SUPPORTED"),
+    ("2.3", "SUPPORTED"), ("2.2", "SUPPORTED"), ("2.1", "SUPPORTED"), ("2.0", "SUPPORTED"),
+)
+
+
+def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
+    """The (method, path, handler) triples this module serves."""
+    api = _StoresApi(fake)
+    root = [("GET", "", api.root)] if fake.prefix else []
+    return [
+        *root,
+        ("GET", "/", api.root),
+        ("GET", "/versions", api.versions),
+        ("GET", "/v2/info/stores", api.info_stores),
+        ("GET", "/v2/info/import", api.info_import),
+        ("POST", "/v2/images/{image_id}/import", api.import_image),
+        ("GET", "/v2/images/{image_id}/tasks", api.image_tasks),
+        ("DELETE", "/v2/stores/{store_id}/{image_id}", api.delete_from_store),
+    ]
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item for item in (value or "").split(",") if item]
+
+
+class _StoresApi:
+    def __init__(self, fake: FakeGlance) -> None:
+        self.fake = fake
+
+    def _version_doc(self, request: web.Request) -> dict[str, Any]:
+        # Unlike every other link, these are absolute and include the prefix.
+        href = f"{request.scheme}://{request.host}{self.fake.prefix}/v2/"
+        return {"versions": [
+            {"id": f"v{number}", "status": status, "links": [{"rel": "self", "href": href}]}
+            for number, status in _VERSIONS
+        ]}
+
+    async def root(self, request: web.Request) -> web.Response:
+        return web.json_response(self._version_doc(request), status=300)
+
+    async def versions(self, request: web.Request) -> web.Response:
+        return web.json_response(self._version_doc(request))
+
+    async def info_stores(self, request: web.Request) -> web.Response:
+        if not self.fake.multi_store:
+            raise fail(404, "Multi backend is not supported at this site.")
+        listed = []
+        for store_id, description in self.fake.stores.items():
+            entry = {"id": store_id}
+            if description:
+                entry["description"] = description
+            if store_id == self.fake.default_store:
+                entry["default"] = "true"  # a string, as glance sends it
+            listed.append(entry)
+        return web.json_response({"stores": listed})
+
+    async def info_import(self, request: web.Request) -> web.Response:
+        return web.json_response({"import-methods": {
+            "description": "Import methods available.", "type": "array",
+            "value": list(self.fake.import_methods),
+        }})
+
+    async def import_image(self, request: web.Request) -> web.Response:
+        fake = self.fake
+        identity = fake.identity(request)
+        body = await json_body(request)
+        method = body.get("method") if isinstance(body, dict) else None
+        if not isinstance(method, dict) or "name" not in method:
+            raise fail(400, "Import request requires a 'method' field with a 'name'.")
+        name = method["name"]
+        if name not in fake.import_methods:
+            raise fail(400, f"Unknown import method name '{name}'.")
+        for flag in ("all_stores_must_succeed", "all_stores"):
+            if not isinstance(body.get(flag, False), bool):
+                raise fail(400, f"'{flag}' must be boolean value only")
+        rec = fake.lookup(request.match_info["image_id"], identity)
+        if rec.status == "active" and name != "copy-image":
+            raise fail(409, "Image with status active cannot be target for import")
+        if rec.status != "active" and name == "copy-image":
+            raise fail(409, "Only images with status active can be targeted for copying")
+        if not rec.container_format or not rec.disk_format:
+            raise fail(409, "'container_format' and 'disk_format' need to be set before import")
+        if name == "copy-image":
+            if not identity.is_admin:
+                raise fail(403, "You are not authorized to copy images.")
+        else:
+            fake.require_owner(rec, identity, "import")
+        if IMPORT_LOCK_KEY in rec.properties:
+            raise fail(409, f"New operation on image '{rec.id}' is not permitted as prior "
+                            "operation is still in progress")
+        targets = self._target_stores(request, body)
+        if name == "copy-image":
+            already = [s for s in targets if s in rec.data]
+            if body.get("all_stores", False):
+                targets = [s for s in targets if s not in rec.data]
+                if not targets:
+                    return web.Response(status=202)
+            elif already:
+                raise fail(400, f"Image is already present at store '{already[0]}'")
+        else:
+            raise fail(501, f"fakeglance implements only copy-image, not {name}.")
+
+        task = self._new_task(rec.id, identity, body, targets, fake.log_entry(request).request_id)
+        rec.properties[IMPORT_LOCK_KEY] = task["id"]
+        rec.properties[IMPORTING_KEY] = ",".join(targets)
+        failed = _csv(rec.properties.get(FAILED_IMPORT_KEY))
+        rec.properties[FAILED_IMPORT_KEY] = ",".join(s for s in failed if s not in targets)
+        fake.spawn(self._copy(rec.id, task, targets, body.get("all_stores_must_succeed", True)))
+        return web.Response(status=202)
+
+    def _target_stores(self, request: web.Request, body: dict[str, Any]) -> list[str]:
+        if not self.fake.multi_store:
+            raise fail(409, "copy-image needs multiple stores (enabled_backends).")
+        header = request.headers.get("X-Image-Meta-Store")
+        if body.get("all_stores", False):
+            if "stores" in body or header is not None:
+                raise fail(400, "All_stores parameter can't be used with x-image-meta-store "
+                                "header or stores parameter")
+            targets = list(self.fake.stores)
+        elif "stores" in body:
+            if header is not None:
+                raise fail(400, "Stores parameter and x-image-meta-store header can't be both "
+                                "specified")
+            targets = body["stores"]
+            if not isinstance(targets, list):
+                raise fail(400, "'stores' must be a list")
+        else:
+            targets = [header or self.fake.default_store or ""]
+        for store in targets:
+            if store not in self.fake.stores:
+                raise fail(409, f"Unknown scheme '{store}' found in URI")
+        return list(targets)
+
+    def _new_task(
+        self, image_id: str, identity: Identity, body: Any, targets: list[str], request_id: str
+    ) -> dict[str, Any]:
+        now = isotime(self.fake.now())
+        task: dict[str, Any] = {
+            "id": str(uuid.uuid4()), "type": "api_image_import", "status": "processing",
+            "owner": identity.project_id, "user_id": identity.user_id, "request_id": request_id,
+            "image_id": image_id, "input": {"image_id": image_id, "import_req": body,
+                                            "backend": targets},
+            "result": None, "message": "", "expires_at": None,
+            "created_at": now, "updated_at": now,
+        }
+        self.fake.tasks[task["id"]] = task
+        return task
+
+    async def _copy(self, image_id: str, task: dict[str, Any], targets: list[str],
+                    must_succeed: bool) -> None:
+        fake = self.fake
+        pending = list(targets)
+        try:
+            while pending:
+                store = pending[0]
+                await asyncio.sleep(fake.import_delay)
+                rec = fake.images.get(image_id)
+                if rec is None:
+                    task.update(status="failure", message=f"Image {image_id} was deleted")
+                    return
+                content = rec.content()
+                error = fake.faults.take_import_failure(store)
+                pending.pop(0)
+                rec.properties[IMPORTING_KEY] = ",".join(pending)
+                if error is None and content is not None:
+                    rec.data[store] = content
+                else:
+                    failed = [*_csv(rec.properties.get(FAILED_IMPORT_KEY)), store]
+                    rec.properties[FAILED_IMPORT_KEY] = ",".join(failed)
+                    task["message"] = error or "Image holds no data to copy"
+                    if must_succeed:
+                        # Simplification: stores copied earlier in this task are kept.
+                        task["status"] = "failure"
+                        return
+                rec.updated_at = fake.now()
+            task.update(status="failure" if task["message"] else "success",
+                        result={"image_id": image_id})
+        finally:
+            task["updated_at"] = isotime(fake.now())
+            rec = fake.images.get(image_id)
+            if rec is not None:
+                rec.properties.pop(IMPORT_LOCK_KEY, None)
+                rec.properties[IMPORTING_KEY] = ""
+
+    async def image_tasks(self, request: web.Request) -> web.Response:
+        rec = self.fake.lookup(request.match_info["image_id"], self.fake.identity(request))
+        tasks = [t for t in self.fake.tasks.values() if t["image_id"] == rec.id]
+        tasks.sort(key=lambda t: t["created_at"], reverse=True)
+        return web.json_response({"tasks": tasks})
+
+    async def delete_from_store(self, request: web.Request) -> web.Response:
+        fake = self.fake
+        if not fake.multi_store:
+            raise fail(404, "Multi backend is not supported at this site.")
+        store = request.match_info["store_id"]
+        if store not in fake.stores:
+            raise fail(409, f"The selected store {store} is not available on this node.")
+        identity = fake.identity(request)
+        image_id = request.match_info["image_id"]
+        rec = fake.lookup(image_id, identity)
+        if not identity.is_admin:
+            # Glance's default delete_image_location policy is admin-only.
+            raise fail(403, f"You are not authorized to remove data of image {image_id}.")
+        if rec.status != "active":
+            raise fail(409, "It's not allowed to remove image data from store if image status "
+                            "is not 'active'")
+        if len(rec.data) == 1:
+            raise fail(403, "Cannot delete image data from the only store containing it. "
+                            "Consider deleting the image instead.")
+        if store not in rec.data:
+            raise fail(404, f"Image {image_id} is not stored in store {store}.")
+        del rec.data[store]
+        rec.updated_at = fake.now()
+        return web.Response(status=204)

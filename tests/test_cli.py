@@ -1,0 +1,107 @@
+"""The command line as operators meet it: exit codes, one-line errors, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import anyio
+
+from tests.conftest import Clouds, write_clouds_yaml
+
+
+async def _cli(*args: str, clouds_yaml: Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)}
+    proc = await anyio.run_process([sys.executable, "-m", "asyncmigrate", *args], check=False, env=env, cwd=cwd)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def _one_clean_line(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and lines[0].startswith("asyncmigrate: error:")
+
+
+async def test_copy_with_report_exits_zero(clouds: Clouds, tmp_path: Path) -> None:
+    """A good run exits 0, prints a summary and writes one report entry per image."""
+    image = clouds.src.add_image(os.urandom(5000), name="n", disk_format="raw", container_format="bare")
+    report = tmp_path / "r.json"
+    code, out, err = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--report", str(report), clouds_yaml=clouds.clouds_yaml
+    )
+    assert code == 0, err
+    assert "1 copied" in out
+    data = json.loads(report.read_text())
+    assert data["summary"]["exit_code"] == 0
+    (entry,) = data["images"]
+    assert entry["id"] == image["id"] and entry["outcome"] == "copied" and entry["bytes"] == 5000
+    assert {"name", "action", "seconds", "reason", "left_out"} <= set(entry)
+
+
+async def test_failed_images_exit_one(clouds: Clouds) -> None:
+    """An image that conflicts makes the run exit 1."""
+    image = clouds.src.add_image(b"a" * 100, name="a", disk_format="raw", container_format="bare")
+    clouds.dst.add_image(b"b" * 100, id=image["id"], name="a", disk_format="raw", container_format="bare")
+    code, out, _ = await _cli("copy", "--src-cloud", "src", "--dst-cloud", "dst", clouds_yaml=clouds.clouds_yaml)
+    assert code == 1 and "1 conflict" in out
+
+
+async def test_usage_errors_exit_two_with_one_line(clouds: Clouds, tmp_path: Path) -> None:
+    """Bad flags, unknown clouds, malformed ids, bad sizes, unwritable reports: exit 2, one line."""
+    cases = [
+        ["copy", "--src-cloud", "src"],
+        ["copy", "--src-cloud", "nope", "--dst-cloud", "dst"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--image", "12345"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--chunk-size", "huge"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--concurrency", "0"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--report", str(tmp_path / "no" / "r.json")],
+    ]
+    clouds.src.add_image(b"x", disk_format="raw", container_format="bare")
+    for args in cases:
+        code, _, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
+        assert code == 2, (args, err)
+        _one_clean_line(err)
+    assert not clouds.dst.images
+
+
+async def test_broken_clouds_yaml_exits_two(tmp_path: Path) -> None:
+    """A clouds.yaml that is not YAML is a configuration error, not a crash."""
+    bad = tmp_path / "clouds.yaml"
+    bad.write_text("clouds: [unclosed\n  - : :\n")
+    code, _, err = await _cli("copy", "--src-cloud", "a", "--dst-cloud", "b", clouds_yaml=bad)
+    assert code == 2, err
+    _one_clean_line(err)
+
+
+async def test_unreachable_endpoint_exits_three(clouds: Clouds, tmp_path: Path) -> None:
+    """A cloud whose endpoint refuses connections is fatal: exit 3, one line, nothing changed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    path = write_clouds_yaml(tmp_path / "c.yaml", {"src": clouds.src_server.url, "dst": f"http://127.0.0.1:{dead}"})
+    clouds.src.add_image(b"x", disk_format="raw", container_format="bare")
+    code, _, err = await _cli("copy", "--src-cloud", "src", "--dst-cloud", "dst", "--retries", "1", clouds_yaml=path)
+    assert code == 3, err
+    _one_clean_line(err)
+
+
+async def test_dry_run_prints_the_plan(clouds: Clouds) -> None:
+    """--dry-run lists each image with its action and the bytes to copy."""
+    image = clouds.src.add_image(os.urandom(2048), name="plan-me", disk_format="raw", container_format="bare")
+    code, out, _ = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--dry-run", clouds_yaml=clouds.clouds_yaml
+    )
+    assert code == 0
+    assert image["id"] in out and "plan-me" in out and "copy" in out and "nothing changed" in out
+    assert not clouds.dst.images
+
+
+async def test_insecure_warns(clouds: Clouds) -> None:
+    """--insecure says loudly that TLS is not verified."""
+    _, out, err = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--insecure", "-q", clouds_yaml=clouds.clouds_yaml
+    )
+    assert "NOT verified" in out + err
