@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,20 +20,28 @@ from rich.console import Console
 
 from . import __version__
 from .clouds import load_cloud
-from .config import CopyConfig, RetryPolicy, parse_size
+from .config import CopyConfig, MoveConfig, RetryPolicy, parse_size
 from .engine import copy_images
 from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError
-from .progress import Stats
+from .progress import Emit, Stats
 from .render import LineRenderer, RichRenderer, human_bytes
 from .report import Outcome, RunResult, check_writable, write_report
+from .storemove import move_images
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-EXAMPLES = """\
+COPY_EXAMPLES = """\
 examples:
   asyncmigrate copy --src-cloud old --dst-cloud new --dry-run
   asyncmigrate copy --src-cloud old --dst-cloud new --concurrency 8 --report report.json
   asyncmigrate copy --src-cloud old --dst-cloud new --image 3f1c...e9 --dst-store ceph
+"""
+MOVE_EXAMPLES = """\
+examples:
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --dry-run
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --report move.json
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --keep-source --image 3f1c...e9
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --method location
 """
 
 
@@ -42,30 +51,43 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _common(p: argparse.ArgumentParser, *, concurrency: int) -> None:
+    p.add_argument("--image", action="append", default=[], metavar="ID", help="only this image (repeatable)")
+    p.add_argument(
+        "--concurrency", type=int, default=concurrency, metavar="N", help=f"images at once (default {concurrency})"
+    )
+    p.add_argument("--chunk-size", default="1MiB", metavar="SIZE", help="read/write chunk (default 1MiB)")
+    p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
+    p.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
+    p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     parser = _Parser(
         prog="asyncmigrate",
-        description="Move OpenStack Glance images between clouds, keeping every UUID and attribute.",
-        epilog=EXAMPLES,
+        description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
+        epilog=COPY_EXAMPLES + MOVE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     copy = sub.add_parser(
         "copy",
         help="copy images from one cloud to another, same ids",
         description="Stream every image (or --image ones) from the source cloud into the destination "
         "cloud with the same id and attributes, verifying size and hash on the fly.",
-        epilog=EXAMPLES,
+        epilog=COPY_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     copy.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
     copy.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
     copy.add_argument("--dst-store", metavar="STORE", help="destination store id (multi-store Glance)")
-    copy.add_argument("--image", action="append", default=[], metavar="ID", help="copy only this image (repeatable)")
-    copy.add_argument("--concurrency", type=int, default=4, metavar="N", help="images in flight at once (default 4)")
-    copy.add_argument("--chunk-size", default="1MiB", metavar="SIZE", help="read/write chunk (default 1MiB)")
     copy.add_argument(
         "--verify",
         choices=("full", "server"),
@@ -73,17 +95,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: hash on the fly and hold the last chunk back (default); server: compare recorded hashes only",
     )
     copy.add_argument("--no-owner", action="store_true", help="do not copy the owner (images belong to the caller)")
-    copy.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
-    copy.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
-    copy.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
-    copy.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
-    copy.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
-    copy.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
-    copy.add_argument("-v", "--verbose", action="store_true", help="log retries and requests")
+    _common(copy, concurrency=4)
+
+    move = sub.add_parser(
+        "move",
+        help="move images between stores of one multi-store cloud, same ids",
+        description="Put every image of --from-store (or --image ones) into --to-store and take it off "
+        "--from-store, keeping its id and attributes.",
+        epilog=MOVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    move.add_argument("--cloud", required=True, metavar="NAME", help="the cloud (clouds.yaml name)")
+    move.add_argument("--from-store", required=True, metavar="OLD", help="store to empty")
+    move.add_argument("--to-store", required=True, metavar="NEW", help="store to fill")
+    move.add_argument(
+        "--method",
+        choices=("copy-image", "location"),
+        default="copy-image",
+        help="copy-image: Glance copies server-side (default); location: stream through this tool into a "
+        "carrier image and swap locations (needs show_multiple_locations)",
+    )
+    move.add_argument("--keep-source", action="store_true", help="copy into NEW but keep the data in OLD")
+    move.add_argument("--verify-download", action="store_true", help="after the move, read the image back and hash it")
+    move.add_argument(
+        "--include-deactivated",
+        action="store_true",
+        help="reactivate deactivated images for the move, then deactivate them again",
+    )
+    move.add_argument(
+        "--import-timeout", type=float, default=3600.0, metavar="SECONDS", help="per copy-image import (default 3600)"
+    )
+    _common(move, concurrency=2)
     return parser
 
 
-def _config(args: argparse.Namespace) -> CopyConfig:
+def _retry(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(attempts=args.retries, deadline=args.retry_deadline)
+
+
+def copy_config(args: argparse.Namespace) -> CopyConfig:
+    """The CopyConfig the ``copy`` flags describe."""
     return CopyConfig(
         concurrency=args.concurrency,
         chunk_size=parse_size(args.chunk_size),
@@ -92,11 +143,29 @@ def _config(args: argparse.Namespace) -> CopyConfig:
         dry_run=args.dry_run,
         verify=args.verify,
         keep_owner=not args.no_owner,
-        retry=RetryPolicy(attempts=args.retries, deadline=args.retry_deadline),
+        retry=_retry(args),
     )
 
 
-def _print_plan(console: Console, run: RunResult) -> None:
+def move_config(args: argparse.Namespace) -> MoveConfig:
+    """The MoveConfig the ``move`` flags describe."""
+    return MoveConfig(
+        from_store=args.from_store,
+        to_store=args.to_store,
+        image_ids=tuple(args.image),
+        concurrency=args.concurrency,
+        method=args.method,
+        keep_source=args.keep_source,
+        verify_download=args.verify_download,
+        include_deactivated=args.include_deactivated,
+        dry_run=args.dry_run,
+        import_timeout=args.import_timeout,
+        chunk_size=parse_size(args.chunk_size),
+        retry=_retry(args),
+    )
+
+
+def _print_plan(console: Console, run: RunResult, verb: str) -> None:
     console.print(f"{'action':<12} {'id':<36} {'size':>10}  name / reason")
     for r in sorted(run.images, key=lambda r: (r.action, r.id)):
         detail = r.name or ""
@@ -107,13 +176,21 @@ def _print_plan(console: Console, run: RunResult) -> None:
     for r in run.images:
         counts[r.action] = counts.get(r.action, 0) + 1
     parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
-    console.print(f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to copy; nothing changed")
+    console.print(f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed")
 
 
 def _print_summary(console: Console, run: RunResult) -> None:
     s = run.summary()
-    order = (Outcome.COPIED, Outcome.CREATED, Outcome.FINISHED, Outcome.SKIPPED, Outcome.CONFLICT, Outcome.FAILED)
-    parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o in (Outcome.COPIED, Outcome.FAILED))
+    order = (
+        Outcome.COPIED,
+        Outcome.MOVED,
+        Outcome.CREATED,
+        Outcome.FINISHED,
+        Outcome.SKIPPED,
+        Outcome.CONFLICT,
+        Outcome.FAILED,
+    )
+    parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
     console.print(
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
         f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
@@ -121,8 +198,12 @@ def _print_summary(console: Console, run: RunResult) -> None:
     )
 
 
-async def _copy(args: argparse.Namespace, console: Console) -> RunResult:
-    config = _config(args)
+async def _run(args: argparse.Namespace, console: Console) -> RunResult:
+    job: Callable[[Emit], Awaitable[RunResult]]
+    if args.command == "copy":
+        config: Any = copy_config(args)
+    else:
+        config = move_config(args)
     if args.report is not None:
         try:
             check_writable(args.report)
@@ -130,8 +211,18 @@ async def _copy(args: argparse.Namespace, console: Console) -> RunResult:
             raise UsageError(f"cannot write the report: {exc}") from exc
     if args.insecure:
         console.print("warning: --insecure: TLS certificates are NOT verified", style="yellow")
-    src = await load_cloud(args.src_cloud, insecure=args.insecure)
-    dst = await load_cloud(args.dst_cloud, insecure=args.insecure)
+    if args.command == "copy":
+        src = await load_cloud(args.src_cloud, insecure=args.insecure)
+        dst = await load_cloud(args.dst_cloud, insecure=args.insecure)
+
+        def job(emit: Emit) -> Awaitable[RunResult]:
+            return copy_images(config, src, dst, emit=emit)
+    else:
+        cloud = await load_cloud(args.cloud, insecure=args.insecure)
+
+        def job(emit: Emit) -> Awaitable[RunResult]:
+            return move_images(config, cloud, emit=emit)
+
     stats = Stats()
     renderer: Any
     if args.quiet:
@@ -141,26 +232,26 @@ async def _copy(args: argparse.Namespace, console: Console) -> RunResult:
     else:
         renderer = LineRenderer(sys.stderr, stats)
     with renderer:
-        run = await copy_images(config, src, dst, emit=renderer)
+        run = await job(renderer)
     if config.dry_run:
-        _print_plan(console, run)
+        _print_plan(console, run, "copy" if args.command == "copy" else "move")
     else:
         _print_summary(console, run)
     if args.report is not None:
-        write_report(args.report, run, command="copy")
+        write_report(args.report, run, command=args.command)
     return run
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    console = Console(stderr=False, highlight=False)
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        run = anyio.run(_copy, args, console)
+        run = anyio.run(_run, args, console)
         return int(run.exit_code)
     except AsyncMigrateError as exc:
         print(f"asyncmigrate: error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ from typing import Literal
 
 from .errors import UsageError
 
-__all__ = ["CopyConfig", "RetryPolicy", "Timeouts", "parse_size"]
+__all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "Timeouts", "parse_size"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -127,3 +127,50 @@ class CopyConfig:
     def max_buffer_bytes(self) -> int:
         """The worst-case bytes held in transfer buffers at once."""
         return self.concurrency * 5 * self.chunk_size
+
+
+@dataclasses.dataclass(frozen=True)
+class MoveConfig:
+    """What ``asyncmigrate move`` does: every image in ``from_store`` ends up in
+    ``to_store`` only, keeping its id.
+
+    With ``method="copy-image"`` Glance copies server-side: it stages a full copy
+    of each image on the API node's disk, so ``concurrency`` (default 2) bounds
+    that staging space (``concurrency × largest image``), not client memory.
+    With ``method="location"`` the bytes stream through this process, bounded as
+    for ``copy``: ``concurrency × 5 × chunk_size``.
+    """
+
+    from_store: str
+    to_store: str
+    image_ids: tuple[str, ...] = ()
+    concurrency: int = 2
+    method: Literal["copy-image", "location"] = "copy-image"
+    keep_source: bool = False
+    verify_download: bool = False
+    include_deactivated: bool = False
+    dry_run: bool = False
+    import_timeout: float = 3600.0
+    poll_initial: float = 0.5
+    poll_max: float = 15.0
+    chunk_size: int = 1 * MiB
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        if not self.from_store.strip() or not self.to_store.strip():
+            raise UsageError("--from-store and --to-store are required")
+        if self.from_store == self.to_store:
+            raise UsageError("--from-store and --to-store must differ")
+        if not 1 <= self.concurrency <= 64:
+            raise UsageError("--concurrency must be between 1 and 64")
+        if self.method not in ("copy-image", "location"):
+            raise UsageError("--method must be 'copy-image' or 'location'")
+        if self.method == "location" and self.keep_source:
+            raise UsageError("--keep-source only applies to --method copy-image")
+        if self.import_timeout <= 0 or self.poll_initial < 0 or self.poll_max < self.poll_initial:
+            raise UsageError("bad polling settings")
+        if not 4 * KiB <= self.chunk_size <= 64 * MiB:
+            raise UsageError("--chunk-size must be between 4KiB and 64MiB")
+        ids = tuple(dict.fromkeys(_check_image_id(i) for i in self.image_ids))
+        object.__setattr__(self, "image_ids", ids)

@@ -242,6 +242,42 @@ class GlanceClient:
         """Set a member's status (an admin may do it for the member)."""
         await self._call("PUT", f"/v2/images/{image_id}/members/{member}", json={"status": status})
 
+    async def reactivate(self, image_id: str) -> None:
+        """``POST /v2/images/{id}/actions/reactivate`` (admin)."""
+        await self._call("POST", f"/v2/images/{image_id}/actions/reactivate")
+
+    # -- stores (multi-store Glance) ------------------------------------------
+
+    async def stores_info(self) -> list[dict[str, Any]] | None:
+        """``GET /v2/info/stores``; None when the cloud is not multi-store (404)."""
+        try:
+            body = await self._call("GET", "/v2/info/stores")
+        except NotFound:
+            return None
+        return list(body.get("stores", [])) if body else []
+
+    async def store_types(self) -> dict[str, str]:
+        """{store id: driver type} from the admin-only ``/v2/info/stores/detail``; {} if refused."""
+        try:
+            body = await self._call("GET", "/v2/info/stores/detail")
+        except HTTPStatusError:
+            return {}
+        return {str(s["id"]): str(s.get("type", "")) for s in (body or {}).get("stores", [])}
+
+    async def import_image(self, image_id: str, method: str, stores: list[str]) -> None:
+        """``POST /v2/images/{id}/import`` (e.g. ``copy-image`` into ``stores``); 202."""
+        body = {"method": {"name": method}, "stores": stores}
+        await self._call("POST", f"/v2/images/{image_id}/import", json=body)
+
+    async def image_tasks(self, image_id: str) -> list[dict[str, Any]]:
+        """The image's import tasks (``GET /v2/images/{id}/tasks``)."""
+        body = await self._call("GET", f"/v2/images/{image_id}/tasks")
+        return list(body.get("tasks", [])) if body else []
+
+    async def delete_from_store(self, store: str, image_id: str) -> None:
+        """``DELETE /v2/stores/{store}/{id}``: drop the image's data from one store."""
+        await self._call("DELETE", f"/v2/stores/{store}/{image_id}")
+
     # -- data ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LATE_KEYS", "READ_ONLY", "create_body", "differences", "left_out", "settable"]
+__all__ = ["LATE_KEYS", "READ_ONLY", "carrier_body", "create_body", "differences", "left_out", "settable"]
 
 # Set by Glance itself, or links: never sent.
 READ_ONLY = frozenset(
@@ -102,3 +102,16 @@ def differences(
         if a != b:
             diffs[key] = (src.get(key), dst.get(key))
     return diffs
+
+
+def carrier_body(image: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The create body of a hidden *carrier* image that will hold ``image``'s data
+    in another store (store move by location); ``key`` names the original."""
+    return {
+        "name": f"asyncmigrate carrier of {image.get('name') or image['id']}",
+        "disk_format": image.get("disk_format"),
+        "container_format": image.get("container_format"),
+        "visibility": "private",
+        "os_hidden": True,
+        key: image["id"],
+    }

@@ -35,6 +35,7 @@ class Outcome:
     """How an image ended."""
 
     COPIED = "copied"
+    MOVED = "moved"  # store move: now in the new store only
     CREATED = "created"  # metadata only (no data at the source)
     FINISHED = "finished"  # only the finishing steps were needed
     SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)

@@ -12,7 +12,7 @@ again — never deleted, because Glance never lets a deleted id be used again.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .config import CopyConfig
@@ -34,7 +34,7 @@ from .report import Action, ImageResult, Outcome
 from .retry import retrying
 from .stream import Digest, pipeline
 
-__all__ = ["ImageTransfer", "decide", "expected_digest", "same_data"]
+__all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
 
 COPYABLE = frozenset({"active", "deactivated", "queued"})
 HAS_DATA = frozenset({"active", "deactivated"})
@@ -220,45 +220,17 @@ class ImageTransfer:
 
     async def _stream(self) -> None:
         """Stream the source data into the destination, verifying on the fly."""
-        size = int(self.image.get("size") or 0)
-        algo, expected = expected_digest(self.image)
-        digest = Digest(algo) if algo and self.config.verify == "full" else None
-        pipe = pipeline(
-            lambda offset: self.src.download(self.id, offset),
-            size=size,
-            digest=digest,
-            expected=expected,
+        await stream_data(
+            self.src,
+            self.dst,
+            self.image,
+            dest_id=self.id,
+            store=self.config.dst_store,
+            verify=self.config.verify,
+            on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
             on_bytes=self._on_bytes,
+            bad_digests=self._bad_digests,
         )
-        chunks = pipe.__aiter__()
-        try:
-            # Read (and, for small images, fully verify) before touching the
-            # destination: a source error must not flip the destination to saving.
-            first = await _first(chunks)
-            self.emit(TransferStarted(self.id, self.image.get("name"), size))
-            try:
-                await self.dst.upload(self.id, _prepend(first, chunks), size=size, store=self.config.dst_store)
-            except AsyncMigrateError:
-                if isinstance(pipe.error, AsyncMigrateError):
-                    raise pipe.error from None
-                raise
-        except StreamCorrupted as exc:
-            self._check_source_corrupt(exc)
-            raise
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            await pipe.aclose()
-            if digest is not None:
-                digest.close()
-
-    def _check_source_corrupt(self, exc: StreamCorrupted) -> None:
-        # A wire error gives a different wrong digest each time; the same wrong
-        # digest twice means the stored bytes themselves do not match the record.
-        if exc.actual is None:
-            return
-        if exc.actual in self._bad_digests:
-            raise SourceCorrupt("source data does not match its own recorded hash (read twice): not copied") from exc
-        self._bad_digests.add(exc.actual)
 
     def _on_bytes(self, n: int) -> None:
         self._moved += n
@@ -304,6 +276,61 @@ class ImageTransfer:
                 await self.dst.set_member_status(self.id, member, status)
                 changed = True
         return changed
+
+
+async def stream_data(
+    src: GlanceClient,
+    dst: GlanceClient,
+    image: dict[str, Any],
+    *,
+    dest_id: str,
+    store: str | None,
+    verify: str,
+    on_started: Callable[[], None],
+    on_bytes: Callable[[int], None],
+    bad_digests: set[str],
+) -> None:
+    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified.
+
+    Raises :class:`StreamCorrupted` (retry) when the bytes do not match the
+    source's record, or :class:`SourceCorrupt` when the same wrong digest was
+    already seen in ``bad_digests`` (the stored bytes themselves are bad).
+    """
+    size = int(image.get("size") or 0)
+    algo, expected = expected_digest(image)
+    digest = Digest(algo) if algo and verify == "full" else None
+    pipe = pipeline(
+        lambda offset: src.download(image["id"], offset),
+        size=size,
+        digest=digest,
+        expected=expected,
+        on_bytes=on_bytes,
+    )
+    chunks = pipe.__aiter__()
+    try:
+        # Read (and, for small images, fully verify) before touching the
+        # destination: a source error must not flip the destination to saving.
+        first = await _first(chunks)
+        on_started()
+        try:
+            await dst.upload(dest_id, _prepend(first, chunks), size=size, store=store)
+        except AsyncMigrateError:
+            if isinstance(pipe.error, AsyncMigrateError):
+                raise pipe.error from None
+            raise
+    except StreamCorrupted as exc:
+        # A wire error gives a different wrong digest each time; the same wrong
+        # digest twice means the stored bytes themselves do not match the record.
+        if exc.actual is not None and exc.actual in bad_digests:
+            raise SourceCorrupt("source data does not match its own recorded hash (read twice): not copied") from exc
+        if exc.actual is not None:
+            bad_digests.add(exc.actual)
+        raise
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        await pipe.aclose()
+        if digest is not None:
+            digest.close()
 
 
 async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:

@@ -44,6 +44,7 @@ def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
         ("GET", "/", api.root),
         ("GET", "/versions", api.versions),
         ("GET", "/v2/info/stores", api.info_stores),
+        ("GET", "/v2/info/stores/detail", api.info_stores_detail),
         ("GET", "/v2/info/import", api.info_import),
         ("POST", "/v2/images/{image_id}/import", api.import_image),
         ("GET", "/v2/images/{image_id}/tasks", api.image_tasks),
@@ -83,6 +84,22 @@ class _StoresApi:
                 entry["description"] = description
             if store_id == self.fake.default_store:
                 entry["default"] = "true"  # a string, as glance sends it
+            listed.append(entry)
+        return web.json_response({"stores": listed})
+
+    async def info_stores_detail(self, request: web.Request) -> web.Response:
+        # Admin only in glance; every fake store is a filesystem store.
+        if not self.fake.multi_store:
+            raise fail(404, "Multi backend is not supported at this site.")
+        if not self.fake.identity(request).is_admin:
+            raise fail(403, "You are not authorized to list store details.")
+        listed = []
+        for store_id, description in self.fake.stores.items():
+            entry: dict[str, Any] = {"id": store_id, "type": "file", "properties": {}}
+            if description:
+                entry["description"] = description
+            if store_id == self.fake.default_store:
+                entry["default"] = "true"
             listed.append(entry)
         return web.json_response({"stores": listed})
 

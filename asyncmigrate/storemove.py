@@ -1,0 +1,408 @@
+"""The same-cloud store move: every image in OLD ends up in NEW only, same id.
+
+Two methods, each a state object with step methods, re-deciding from the
+image's real state on every attempt (so a re-run after a crash only does
+what is left):
+
+``copy-image`` (preferred)
+    ``POST /v2/images/{id}/import`` with ``copy-image`` into NEW → poll the
+    image (and its tasks) until NEW is in ``stores`` or the import failed →
+    check size and hashes are unchanged → ``DELETE /v2/stores/OLD/{id}``.
+    Glance does the copying (staging a full copy on the API node's disk).
+
+``location`` (where copy-image is not enabled)
+    Stream the image through this process into a hidden, protected *carrier*
+    image on NEW (verified like ``copy``) → add the carrier's location to the
+    original (``PATCH add /locations/-``) → remove the original's OLD
+    location (never its last one).  The original keeps its id and
+    attributes; the carrier shares its data and must never be deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+from .clouds import Cloud
+from .config import MoveConfig
+from .errors import (
+    AsyncMigrateError,
+    Behaviour,
+    ClientStatusError,
+    ConflictStatus,
+    Forbidden,
+    ImageError,
+    UsageError,
+    VerificationError,
+)
+from .glance import GlanceClient, open_glance
+from .metadata import carrier_body
+from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
+from .report import ImageResult, Outcome, RunResult
+from .retry import retrying
+from .stream import Digest, pipeline
+from .transfer import expected_digest, same_data, stream_data
+
+__all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
+
+CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
+
+
+class ImportFailed(ImageError):
+    """Glance's copy-image import into the new store failed; it is started again."""
+
+    behaviour = Behaviour.RETRY
+
+
+class Action:
+    """What the plan says to do with one image."""
+
+    MOVE = "move"  # copy into NEW, then drop OLD
+    COPY = "copy"  # copy into NEW, keep OLD (--keep-source)
+    WAIT = "wait"  # an import into NEW is already running: wait for it
+    DROP_OLD = "drop-old"  # already in NEW: only the delete from OLD remains
+    NONE = "none"  # in NEW only: done
+    SKIP = "skip"  # not in OLD, or not movable (reason says why)
+
+
+def stores_of(image: dict[str, Any], key: str = "stores") -> list[str]:
+    """A comma-separated store list from the image (``stores`` or an ``os_glance_*`` key)."""
+    return [s for s in str(image.get(key) or "").split(",") if s]
+
+
+def plan_move(image: dict[str, Any], config: MoveConfig) -> tuple[str, str]:
+    """(action, reason) for ``image`` — pure, used for the dry run and each attempt."""
+    stores = stores_of(image)
+    old, new = config.from_store, config.to_store
+    if old not in stores:
+        if new in stores:
+            return Action.NONE, f"already in {new} only"
+        return Action.SKIP, f"not in {old} (stores: {','.join(stores) or 'none'})"
+    status = image.get("status")
+    if status == "deactivated" and not config.include_deactivated:
+        return Action.SKIP, (
+            "deactivated: copy-image needs an active image; --include-deactivated reactivates it, "
+            "moves it and deactivates it again"
+        )
+    if status not in ("active", "deactivated"):
+        return Action.SKIP, f"image is {status!r}: only active images can be moved"
+    if new in stores:
+        return (Action.NONE, f"in {new}; {old} kept (--keep-source)") if config.keep_source else (Action.DROP_OLD, "")
+    if new in stores_of(image, "os_glance_importing_to_stores"):
+        return Action.WAIT, f"an import into {new} is already running"
+    return (Action.COPY if config.keep_source else Action.MOVE), ""
+
+
+class StoreMove:
+    """Moves one image from ``config.from_store`` to ``config.to_store``."""
+
+    def __init__(self, client: GlanceClient, image: dict[str, Any], config: MoveConfig, emit: Emit) -> None:
+        self.client = client
+        self.image = image
+        self.config = config
+        self.emit = emit
+        self.id: str = image["id"]
+        self.size = int(image.get("size") or 0)
+        self.result = ImageResult(id=self.id, name=image.get("name"), action="", outcome="", size=self.size)
+        self._bad_digests: set[str] = set()
+        self._reactivated = False
+
+    async def run(self) -> ImageResult:
+        """Every step with retries; fatal errors propagate, others are recorded."""
+        started = time.monotonic()
+        try:
+            async for attempt in retrying(self.config.retry):
+                with attempt:
+                    await self._attempt(attempt.num)
+        except AsyncMigrateError as exc:
+            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+                raise
+            self.result.outcome = Outcome.FAILED
+            self.result.reason = str(exc)
+        finally:
+            self.result.seconds = time.monotonic() - started
+            if self._reactivated:
+                await self._deactivate_again()
+        return self.result
+
+    def plan(self) -> ImageResult:
+        """Dry run: what would be done, from the listing alone."""
+        action, reason = plan_move(self.image, self.config)
+        self.result.action, self.result.reason, self.result.outcome = action, reason, Outcome.PLANNED
+        if action in (Action.MOVE, Action.COPY):
+            self.result.bytes = self.size
+        return self.result
+
+    async def _attempt(self, number: int) -> None:
+        self.result.attempts = number
+        if number > 1:
+            self.emit(Retrying(self.id, number, 0, self.result.reason))
+        fresh = await self.client.get_image(self.id)
+        if fresh is None:
+            raise ImageError("image disappeared")
+        self.image = fresh
+        action, reason = plan_move(self.image, self.config)
+        self.result.action, self.result.reason = action, reason
+        if action in (Action.SKIP, Action.NONE):
+            self.result.outcome = Outcome.SKIPPED
+            return
+        if self.image.get("status") == "deactivated":
+            await self.client.reactivate(self.id)
+            self._reactivated = True
+        before = dict(self.image)
+        location_swap_left = action == Action.DROP_OLD and self.config.method == "location"
+        if action in (Action.MOVE, Action.COPY, Action.WAIT) or location_swap_left:
+            self.emit(TransferStarted(self.id, self.image.get("name"), self.size))
+            if self.config.method == "location":
+                await self._via_location()
+            else:
+                await self._copy_image(start=action != Action.WAIT)
+            self._check_unchanged(before)
+            self.emit(BytesMoved(self.id, self.size))
+            self.result.bytes = self.size
+        if self.config.keep_source:
+            self.result.outcome = Outcome.COPIED
+            return
+        if self.config.method == "copy-image":
+            await self._drop_old()
+        if self.config.verify_download:
+            await self._verify_download()
+        self.result.outcome = Outcome.MOVED
+        self.result.reason = ""
+
+    # -- copy-image --------------------------------------------------------------
+
+    async def _copy_image(self, *, start: bool) -> None:
+        """Start (unless one is running) a copy-image import into NEW and wait for it."""
+        new = self.config.to_store
+        failed_before = new in stores_of(self.image, "os_glance_failed_import")
+        if start:
+            try:
+                await self.client.import_image(self.id, "copy-image", [new])
+            except ClientStatusError as exc:  # 400: already there (a race with another run)
+                if exc.status != 400:
+                    raise
+            except ConflictStatus as exc:
+                # 409: another import holds the image's lock, or NEW is unknown.
+                if new not in await self._store_ids():
+                    raise UsageError(f"store {new!r} does not exist") from exc
+        await self._wait_for_import(failed_before=failed_before)
+
+    async def _wait_for_import(self, *, failed_before: bool) -> None:
+        new = self.config.to_store
+        deadline = time.monotonic() + self.config.import_timeout
+        delay = self.config.poll_initial
+        seen_importing = False
+        while True:
+            image = await self.client.get_image(self.id)
+            if image is None:
+                raise ImageError("image disappeared during the import")
+            self.image = image
+            if new in stores_of(image):
+                return
+            importing = new in stores_of(image, "os_glance_importing_to_stores")
+            seen_importing |= importing
+            failed = new in stores_of(image, "os_glance_failed_import")
+            if failed and not importing and (seen_importing or not failed_before):
+                raise ImportFailed(f"copy-image into {new} failed: {await self._task_message()}")
+            if not importing and not seen_importing and await self._task_failed():
+                # Never seen importing, and the task already failed: it died at start.
+                raise ImportFailed(f"copy-image into {new} failed: {await self._task_message()}")
+            if time.monotonic() > deadline:
+                raise ImageError(f"copy-image into {new} did not finish within {self.config.import_timeout:.0f} s")
+            await anyio.sleep(delay)
+            delay = min(self.config.poll_max, delay * 2 if delay else 0)
+
+    async def _latest_task(self) -> dict[str, Any] | None:
+        tasks = [t for t in await self.client.image_tasks(self.id) if t.get("type") == "api_image_import"]
+        tasks.sort(key=lambda t: str(t.get("created_at", "")), reverse=True)
+        return tasks[0] if tasks else None
+
+    async def _task_failed(self) -> bool:
+        task = await self._latest_task()
+        return task is not None and task.get("status") == "failure"
+
+    async def _task_message(self) -> str:
+        task = await self._latest_task()
+        if task is None:
+            return "no task recorded"
+        return str(task.get("message") or task.get("status") or "unknown")
+
+    async def _store_ids(self) -> list[str]:
+        return [s["id"] for s in await self.client.stores_info() or []]
+
+    def _check_unchanged(self, before: dict[str, Any]) -> None:
+        if not same_data(before, self.image):
+            raise VerificationError(
+                f"size or hash changed during the copy (size {before.get('size')} → {self.image.get('size')}); "
+                f"{self.config.from_store} is kept"
+            )
+
+    async def _drop_old(self) -> None:
+        old = self.config.from_store
+        try:
+            await self.client.delete_from_store(old, self.id)
+        except ConflictStatus as exc:
+            raise ImageError(
+                f"copied to {self.config.to_store}, but {old} keeps its copy: it is in use ({exc})"
+            ) from exc
+        except Forbidden as exc:
+            raise ImageError(f"copied to {self.config.to_store}, but {old} refused the delete ({exc})") from exc
+
+    async def _verify_download(self) -> None:
+        """Re-read the image (now served from NEW) and check size and hash."""
+        algo, expected = expected_digest(self.image)
+        digest = Digest(algo or "md5")
+        pipe = pipeline(
+            lambda offset: self.client.download(self.id, offset),
+            size=self.size,
+            digest=digest,
+            expected=expected,
+            on_bytes=lambda n: None,
+        )
+        try:
+            async for _ in pipe:
+                pass
+        finally:
+            await pipe.aclose()
+            digest.close()
+
+    # -- location ----------------------------------------------------------------
+
+    async def _via_location(self) -> None:
+        """Stream into a carrier on NEW, then swap the original's locations."""
+        locations = self.image.get("locations")
+        if locations is None:
+            raise UsageError(
+                "--method location needs show_multiple_locations = true in glance-api.conf and an admin "
+                "caller (the image shows no locations); prefer copy-image"
+            )
+        carrier = await self._carrier()
+        url = _location_in(carrier, self.config.to_store)
+        if url is None:
+            raise ImageError(f"carrier {carrier['id']} has no location in {self.config.to_store}")
+        if url.startswith("file://"):
+            raise UsageError(
+                f"{self.config.to_store} is a file store: Glance refuses to add file:// locations; "
+                "use --method copy-image"
+            )
+        self.result.reason = f"carrier {carrier['id']} holds the data in {self.config.to_store}: never delete it"
+        if _location_in(self.image, self.config.to_store) is None:
+            await self.client.patch_image(
+                self.id,
+                [
+                    {
+                        "op": "add",
+                        "path": "/locations/-",
+                        "value": {"url": url, "metadata": {"store": self.config.to_store}},
+                    }
+                ],
+            )
+        image = await self.client.get_image(self.id)
+        assert image is not None
+        index = _location_index(image, self.config.from_store)
+        if index is not None and len(image.get("locations") or []) > 1:
+            await self.client.patch_image(self.id, [{"op": "remove", "path": f"/locations/{index}"}])
+        refreshed = await self.client.get_image(self.id)
+        if refreshed is not None:
+            self.image = refreshed
+
+    async def _carrier(self) -> dict[str, Any]:
+        """The carrier image for this original, created and filled if needed."""
+        found = [
+            image
+            async for image in self.client.list_images({CARRIER_KEY: self.id, "os_hidden": "true", "visibility": "all"})
+        ]
+        carrier = found[0] if found else await self.client.create_image(carrier_body(self.image, CARRIER_KEY))
+        if carrier.get("status") == "queued":
+            await stream_data(
+                self.client,
+                self.client,
+                self.image,
+                dest_id=carrier["id"],
+                store=self.config.to_store,
+                verify="full",
+                on_started=lambda: None,
+                on_bytes=lambda n: None,
+                bad_digests=self._bad_digests,
+            )
+            fresh = await self.client.get_image(carrier["id"])
+            assert fresh is not None
+            carrier = fresh
+            if not same_data(self.image, carrier):
+                raise VerificationError(f"carrier {carrier['id']} recorded other hashes than the original")
+        if not carrier.get("protected"):
+            await self.client.patch_image(carrier["id"], [{"op": "replace", "path": "/protected", "value": True}])
+        return carrier
+
+    async def _deactivate_again(self) -> None:
+        try:
+            await self.client.deactivate(self.id)
+        except AsyncMigrateError as exc:
+            self.result.outcome = Outcome.FAILED
+            self.result.reason = f"{self.result.reason}; could not deactivate it again: {exc}".strip("; ")
+
+
+def _location_in(image: dict[str, Any], store: str) -> str | None:
+    index = _location_index(image, store)
+    return None if index is None else str(image["locations"][index]["url"])
+
+
+def _location_index(image: dict[str, Any], store: str) -> int | None:
+    for i, location in enumerate(image.get("locations") or []):
+        if (location.get("metadata") or {}).get("store") == store:
+            return i
+    return None
+
+
+async def check_stores(client: GlanceClient, config: MoveConfig) -> list[str]:
+    """The cloud's store ids; a one-line usage error for a non-multi-store cloud or an unknown store."""
+    stores = await client.stores_info()
+    if stores is None:
+        raise UsageError(
+            f"cloud {client.cloud.name!r} is not multi-store (GET /v2/info/stores: 404); "
+            "configure enabled_backends in glance-api.conf, or use 'asyncmigrate copy' to another cloud"
+        )
+    ids = [str(s["id"]) for s in stores]
+    for store in (config.from_store, config.to_store):
+        if store not in ids:
+            raise UsageError(f"unknown store {store!r}; this cloud has: {', '.join(ids)}")
+    if config.method == "location" and (await client.store_types()).get(config.to_store) == "file":
+        raise UsageError(
+            f"--method location cannot move into {config.to_store!r}: it is a file store and Glance refuses "
+            "to add file:// locations; use --method copy-image"
+        )
+    return ids
+
+
+async def move_images(config: MoveConfig, cloud: Cloud, *, emit: Emit = ignore) -> RunResult:
+    """Move every image (or ``config.image_ids``) from ``from_store`` to ``to_store``."""
+    from .engine import check_endpoint, list_images, run_pool
+
+    started = time.monotonic()
+    async with open_glance(
+        cloud,
+        chunk_size=config.chunk_size,
+        concurrency=config.concurrency,
+        timeouts=config.timeouts,
+        retry=config.retry,
+    ) as client:
+        await check_endpoint(client, "the")
+        await check_stores(client, config)
+
+        async def handle(image: dict[str, Any]) -> ImageResult:
+            move = StoreMove(client, image, config, emit)
+            return move.plan() if config.dry_run else await move.run()
+
+        async def wanted() -> Any:
+            async for image in list_images(client, config.image_ids):
+                # Carriers of an earlier location move are not images to move.
+                if CARRIER_KEY in image:
+                    continue
+                if config.image_ids or config.from_store in stores_of(image):
+                    yield image
+
+        results = await run_pool(wanted(), handle, concurrency=config.concurrency, emit=emit)
+    return RunResult(images=results, seconds=time.monotonic() - started, dry_run=config.dry_run)
