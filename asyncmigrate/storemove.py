@@ -48,6 +48,7 @@ from .transfer import expected_digest, same_data, stream_data
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
 CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
+IMPORT_LOCK = "os_glance_import_task"  # set by glance while an import task holds the image
 
 
 class ImportFailed(ImageError):
@@ -88,10 +89,10 @@ def plan_move(image: dict[str, Any], config: MoveConfig) -> tuple[str, str]:
         )
     if status not in ("active", "deactivated"):
         return Action.SKIP, f"image is {status!r}: only active images can be moved"
+    if new in stores_of(image, "os_glance_importing_to_stores") or (new in stores and image.get(IMPORT_LOCK)):
+        return Action.WAIT, f"an import into {new} is already running"
     if new in stores:
         return (Action.NONE, f"in {new}; {old} kept (--keep-source)") if config.keep_source else (Action.DROP_OLD, "")
-    if new in stores_of(image, "os_glance_importing_to_stores"):
-        return Action.WAIT, f"an import into {new} is already running"
     return (Action.COPY if config.keep_source else Action.MOVE), ""
 
 
@@ -200,9 +201,12 @@ class StoreMove:
             if image is None:
                 raise ImageError("image disappeared during the import")
             self.image = image
-            if new in stores_of(image):
-                return
             importing = new in stores_of(image, "os_glance_importing_to_stores")
+            # Done only once the task has released the image's lock: glance 33
+            # shows NEW in `stores` before the task's final save, and that save
+            # would bring back an OLD copy deleted in between.
+            if new in stores_of(image) and not importing and not image.get(IMPORT_LOCK):
+                return
             seen_importing |= importing
             failed = new in stores_of(image, "os_glance_failed_import")
             if failed and not importing and (seen_importing or not failed_before):

@@ -15,5 +15,5 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev]'
     touch "$STAMP"
 fi
-python3 harness/realglance.py start ${HARNESS_START_FLAGS:-}
+python3 harness/realglance.py start ${HARNESS_START_FLAGS:---s3}
 export OS_CLIENT_CONFIG_FILE="$ROOT/.harness/clouds.yaml"

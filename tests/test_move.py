@@ -185,3 +185,14 @@ def test_move_config_refuses_nonsense() -> None:
         MoveConfig(from_store="a", to_store="a")
     with pytest.raises(UsageError):
         MoveConfig(from_store="a", to_store="b", method="location", keep_source=True)
+
+
+async def test_waits_for_the_import_task_to_release_its_lock(one: One) -> None:
+    """NEW shows in `stores` before glance's task makes its final save; deleting OLD
+    before the lock is released would be undone (seen on glance 33), so the move waits."""
+    images = _add(one, 3)
+    one.fake.import_finish_delay = 0.2
+    run = await move_images(cfg(), one.cloud)
+    await one.fake.drain()
+    assert {r.outcome for r in run.images} == {"moved"}
+    assert {one.fake.get(i)["stores"] for i in images} == {"cold"}

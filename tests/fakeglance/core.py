@@ -91,6 +91,10 @@ class FakeGlance:
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
         self.import_delay = 0.0
+        # Time between a copy-image's new store appearing in ``stores`` and the task's final
+        # save (lock released). Real glance 33 saves the image record it loaded earlier at that
+        # point, so a store deleted in this window comes back (a lost update, seen on glance 33).
+        self.import_finish_delay = 0.0
         """Seconds each store copy of a copy-image import takes."""
         self.images: dict[str, ImageRecord] = {}
         self.deleted: set[str] = set()

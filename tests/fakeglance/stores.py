@@ -224,6 +224,11 @@ class _StoresApi:
                 rec.updated_at = fake.now()
             task.update(status="failure" if task["message"] else "success",
                         result={"image_id": image_id})
+            rec = fake.images.get(image_id)
+            if rec is not None and fake.import_finish_delay:
+                loaded = dict(rec.data)
+                await asyncio.sleep(fake.import_finish_delay)
+                rec.data.update(loaded)  # the task's final save restores what it loaded
         finally:
             task["updated_at"] = isotime(fake.now())
             rec = fake.images.get(image_id)

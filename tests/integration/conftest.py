@@ -69,7 +69,8 @@ class Pair:
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     """The real Glance pair, started fresh (empty databases and stores) for this session."""
-    flags = os.environ.get("HARNESS_START_FLAGS", "").split()
+    # The S3 store (moto) is part of the default harness: the store-move tests need it.
+    flags = os.environ.get("HARNESS_START_FLAGS", "--s3").split()
     subprocess.run([sys.executable, str(ROOT / "harness" / "realglance.py"), "start", "--fresh", *flags], check=True)
     env = seed.load_env()
     return Pair(

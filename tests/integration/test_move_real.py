@@ -1,0 +1,179 @@
+"""Store moves on a real glance-api with two file stores and an S3 store (moto):
+file → S3 and file → file by copy-image, file → S3 by location swap, and a run
+killed mid-way that completes on re-run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+import seed
+
+from .conftest import Pair
+
+pytestmark = pytest.mark.realglance
+
+MiB = seed.MiB
+PER_MOVE = {"stores", "updated_at", "locations", "direct_url"}
+
+
+def _catalog(tag: str) -> list[tuple[bytes, dict[str, Any]]]:
+    return [
+        (b"y", {"name": f"{tag}-one-byte", "disk_format": "raw"}),
+        (seed.raw_image(MiB, 41), {"name": f"{tag}-1mib", "disk_format": "raw", "visibility": "public"}),
+        (seed.raw_image(5 * MiB + 3, 42), {"name": f"{tag}-5mib", "disk_format": "raw", "tags": ["t1", "t2"]}),
+        (seed.raw_image(24 * MiB, 43), {"name": f"{tag}-24mib", "disk_format": "raw", "os_hidden": True}),
+        (seed.qcow2_image(256 * MiB, seed=44), {"name": f"{tag}-qcow2", "disk_format": "qcow2"}),
+        (seed.iso_image(3 * MiB, seed=45), {"name": f"{tag}-iso", "disk_format": "iso", "visibility": "community"}),
+        (seed.raw_image(2 * MiB, 46), {"name": f"{tag}-protected", "disk_format": "raw", "protected": True}),
+        (
+            seed.raw_image(2 * MiB, 47),
+            {"name": f"{tag}-props", "disk_format": "raw", **{f"k{i}": f"v{i}" for i in range(20)}},
+        ),
+        (seed.raw_image(2 * MiB, 48), {"name": f"{tag}-shared", "disk_format": "raw", "visibility": "shared"}),
+        (seed.raw_image(3 * MiB, 49), {"name": f"{tag}-deactivated", "disk_format": "raw"}),
+        (seed.raw_image(7 * MiB + 1, 50), {"name": f"{tag}-7mib", "disk_format": "raw", "min_disk": 2}),
+    ]
+
+
+def _seed(pair: Pair, tag: str, store: str) -> dict[str, dict[str, Any]]:
+    """Seed the catalog into ``store``; {id: {"sha": ..., "before": image json}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for data, attrs in _catalog(tag):
+        image = pair.src.create(data, store=store, container_format="bare", **attrs)
+        if attrs["name"].endswith("shared"):
+            pair.src.ok("POST", f"/v2/images/{image['id']}/members", {"member": "d3d3d3d3d3d34d3d8d3d3d3d3d3d3d01"})
+        if attrs["name"].endswith("deactivated"):
+            pair.src.ok("POST", f"/v2/images/{image['id']}/actions/deactivate")
+        out[image["id"]] = {"sha": hashlib.sha512(data).hexdigest(), "before": pair.src.get(image["id"])}
+    return out
+
+
+def _assert_moved(pair: Pair, seeded: dict[str, dict[str, Any]], new: str) -> None:
+    for image_id, info in seeded.items():
+        now = pair.src.get(image_id)
+        assert now is not None
+        assert now["stores"] == new, (now["name"], now["stores"])
+        strip = lambda d: {k: v for k, v in d.items() if k not in PER_MOVE and not k.startswith("os_glance_")}  # noqa: E731
+        assert strip(now) == strip(info["before"]), now["name"]
+        if now["status"] == "deactivated":
+            pair.src.ok("POST", f"/v2/images/{image_id}/actions/reactivate")
+        got = pair.src.sha512_of_data(image_id)
+        if now["status"] != info["before"]["status"]:
+            raise AssertionError(f"status changed for {now['name']}")
+        if info["before"]["status"] == "deactivated":
+            pair.src.ok("POST", f"/v2/images/{image_id}/actions/deactivate")
+        assert got is not None and got[1] == info["sha"], now["name"]
+
+
+def _ids(seeded: dict[str, Any]) -> list[str]:
+    return [arg for image_id in seeded for arg in ("--image", image_id)]
+
+
+def test_copy_image_move_file_to_s3_then_nothing(pair: Pair) -> None:
+    """11 varied images move fast → cold (S3) with their ids, attributes and bytes; a re-run does nothing."""
+    seeded = _seed(pair, "s3", "fast")
+    args = ["move", "--cloud", "harness-src", "--from-store", "fast", "--to-store", "cold"]
+    run = pair.cli(*args, "--include-deactivated", "--concurrency", "3", *_ids(seeded))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert set(run.outcomes().values()) == {"moved"}
+    print(f"\nFIGURES move file->s3 {len(seeded)} images in {run.seconds:.1f} s")
+    _assert_moved(pair, seeded, "cold")
+    again = pair.cli(*args, "--include-deactivated", *_ids(seeded))
+    assert again.returncode == 0 and set(again.outcomes().values()) == {"skipped"}
+    _assert_moved(pair, seeded, "cold")
+
+
+def test_copy_image_move_file_to_file(pair: Pair) -> None:
+    """slow → fast between two file stores, every image intact."""
+    seeded = dict(list(_seed(pair, "ff", "slow").items())[:6])
+    run = pair.cli(
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "slow",
+        "--to-store",
+        "fast",
+        "--verify-download",
+        *_ids(seeded),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    _assert_moved(pair, seeded, "fast")
+
+
+def test_location_method_file_to_s3(pair: Pair) -> None:
+    """--method location: data streams into hidden protected carriers in S3; originals keep id and attributes."""
+    seeded = {k: v for k, v in _seed(pair, "loc", "slow").items() if v["before"]["status"] == "active"}
+    run = pair.cli(
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "slow",
+        "--to-store",
+        "cold",
+        "--method",
+        "location",
+        *_ids(seeded),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert set(run.outcomes().values()) == {"moved"}
+    _assert_moved(pair, seeded, "cold")
+    carriers = [i for i in pair.src.all_images() if i.get("asyncmigrate_carrier_for") in seeded]
+    assert len(carriers) == len(seeded)
+    assert all(c["protected"] and c["os_hidden"] and c["stores"] == "cold" for c in carriers)
+    again = pair.cli(
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "slow",
+        "--to-store",
+        "cold",
+        "--method",
+        "location",
+        *_ids(seeded),
+    )
+    assert set(again.outcomes().values()) == {"skipped"}
+
+
+def test_killed_move_completes_on_rerun(pair: Pair) -> None:
+    """SIGKILL in the middle of a move; the re-run finishes every image, nothing lost."""
+    seeded = {k: v for k, v in _seed(pair, "kill", "fast").items() if v["before"]["status"] == "active"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "asyncmigrate",
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "fast",
+        "--to-store",
+        "slow",
+        "--concurrency",
+        "2",
+        "-q",
+        *_ids(seeded),
+    ]
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": pair.env["clouds_yaml"]}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any("slow" in (pair.src.get(i) or {}).get("stores", "") for i in seeded):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    moved_before = sum(pair.src.get(i)["stores"] == "slow" for i in seeded)  # type: ignore[index]
+    assert moved_before < len(seeded), "the kill came too late to interrupt anything"
+    run = pair.cli("move", "--cloud", "harness-src", "--from-store", "fast", "--to-store", "slow", *_ids(seeded))
+    assert run.returncode == 0, run.stdout + run.stderr
+    _assert_moved(pair, seeded, "slow")
