@@ -9,7 +9,9 @@ The only module that prints or exits.  Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +24,8 @@ from . import __version__
 from .clouds import load_cloud
 from .config import CopyConfig, MoveConfig, RetryPolicy, parse_size
 from .engine import copy_images
-from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError
+from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
+from .journal import default_journal_path
 from .progress import Emit, Stats
 from .render import LineRenderer, RichRenderer, human_bytes
 from .report import Outcome, RunResult, check_writable, write_report
@@ -60,7 +63,21 @@ def _common(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
     p.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
     p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on Ctrl-C/SIGTERM, let images in flight finish this long before aborting them (default 30)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
+    )
+    p.add_argument("--no-journal", action="store_true", help="keep no journal")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries")
@@ -198,12 +215,58 @@ def _print_summary(console: Console, run: RunResult) -> None:
     )
 
 
+def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str) -> Any:
+    if args.no_journal:
+        if args.journal is not None:
+            raise UsageError("--journal and --no-journal contradict each other")
+        return config
+    return dataclasses.replace(config, journal=args.journal or default_journal_path(command, *key))
+
+
+async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: float) -> None:
+    """First Ctrl-C/SIGTERM: take no new image, give those in flight ``grace``
+    seconds, then abort them; a second signal aborts at once."""
+
+    async def abort_after_grace() -> None:
+        await anyio.sleep(grace)
+        print(f"asyncmigrate: grace of {grace:g} s over: aborting images in flight", file=sys.stderr)
+        scope.cancel()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            async for _ in signals:
+                if stop.is_set():
+                    print("asyncmigrate: second signal: aborting now", file=sys.stderr)
+                    scope.cancel()
+                    return
+                stop.set()
+                print(
+                    f"asyncmigrate: stopping: no new images; finishing those in flight (up to {grace:g} s, "
+                    "Ctrl-C again to abort now)",
+                    file=sys.stderr,
+                )
+                tg.start_soon(abort_after_grace)
+
+
+def _where_it_stopped(stats: Stats, run: RunResult) -> str:
+    aborted = len(stats.in_flight)
+    not_started = max(0, stats.images_seen - stats.done - aborted)
+    listing = "" if stats.listing_done else " (the listing was not finished)"
+    return (
+        f"asyncmigrate: interrupted after {stats.done} images; {aborted} in flight were aborted "
+        f"(left queued at the destination, never deleted), {not_started} listed were not started{listing}; "
+        "run the same command again to finish"
+    )
+
+
 async def _run(args: argparse.Namespace, console: Console) -> RunResult:
-    job: Callable[[Emit], Awaitable[RunResult]]
+    job: Callable[[Emit, anyio.Event], Awaitable[RunResult]]
     if args.command == "copy":
         config: Any = copy_config(args)
     else:
         config = move_config(args)
+    if args.grace < 0:
+        raise UsageError("--grace cannot be negative")
     if args.report is not None:
         try:
             check_writable(args.report)
@@ -214,14 +277,16 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     if args.command == "copy":
         src = await load_cloud(args.src_cloud, insecure=args.insecure)
         dst = await load_cloud(args.dst_cloud, insecure=args.insecure)
+        config = _with_journal(config, args, "copy", src.endpoint, dst.endpoint, config.dst_store or "")
 
-        def job(emit: Emit) -> Awaitable[RunResult]:
-            return copy_images(config, src, dst, emit=emit)
+        def job(emit: Emit, stop: anyio.Event) -> Awaitable[RunResult]:
+            return copy_images(config, src, dst, emit=emit, stop=stop)
     else:
         cloud = await load_cloud(args.cloud, insecure=args.insecure)
+        config = _with_journal(config, args, "move", cloud.endpoint, config.from_store, config.to_store)
 
-        def job(emit: Emit) -> Awaitable[RunResult]:
-            return move_images(config, cloud, emit=emit)
+        def job(emit: Emit, stop: anyio.Event) -> Awaitable[RunResult]:
+            return move_images(config, cloud, emit=emit, stop=stop)
 
     stats = Stats()
     renderer: Any
@@ -231,12 +296,24 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
         renderer = RichRenderer(console, stats)
     else:
         renderer = LineRenderer(sys.stderr, stats)
+    stop = anyio.Event()
+    run: RunResult | None = None
     with renderer:
-        run = await job(renderer)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, stop, tg.cancel_scope, args.grace)
+                run = await job(renderer, stop)
+                tg.cancel_scope.cancel()  # the run is over: stop watching signals
+        except BaseExceptionGroup as group:
+            raise collapse(group) from group
+    if run is None:  # aborted: build what is known from the progress events
+        run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
     if config.dry_run:
         _print_plan(console, run, "copy" if args.command == "copy" else "move")
     else:
         _print_summary(console, run)
+    if run.interrupted:
+        print(_where_it_stopped(stats, run), file=sys.stderr)
     if args.report is not None:
         write_report(args.report, run, command=args.command)
     return run

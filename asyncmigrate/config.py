@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
+from pathlib import Path
 from typing import Literal
 
 from .errors import UsageError
@@ -110,6 +111,7 @@ class CopyConfig:
     keep_owner: bool = True
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    journal: Path | None = None  # durable progress record; None: no journal
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -156,6 +158,7 @@ class MoveConfig:
     chunk_size: int = 1 * MiB
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    journal: Path | None = None  # durable progress record; None: no journal
 
     def __post_init__(self) -> None:
         if not self.from_store.strip() or not self.to_store.strip():

@@ -16,8 +16,10 @@ uploads are dropped, which Glance answers by returning those images to
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,13 +27,14 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .clouds import Cloud
 from .config import CopyConfig
-from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError
+from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
 from .glance import GlanceClient, open_glance
-from .progress import Emit, ImageDone, ImageQueued, ListingDone, ignore
+from .journal import Journal
+from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .transfer import ImageTransfer
 
-__all__ = ["check_endpoint", "copy_images", "list_images", "missing_result", "run_pool"]
+__all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "run_pool"]
 
 # The default listing hides hidden images and others' community images, and
 # shows only accepted shares; these two passes together return every image.
@@ -89,28 +92,71 @@ async def run_pool(
     *,
     concurrency: int,
     emit: Emit,
+    stop: anyio.Event | None = None,
+    journal: Journal | None = None,
 ) -> list[ImageResult]:
     """Feed ``images`` through a bounded stream to ``concurrency`` workers
-    running ``handle``; return the results in the order images finished."""
+    running ``handle``; return the results in the order images finished.
+
+    When ``stop`` is set, no new image is started; images in flight finish
+    (a caller that wants them aborted cancels the surrounding scope).  With a
+    ``journal``, each image is recorded when taken and when done.
+    """
+    stop = stop or anyio.Event()
     results: list[ImageResult] = []
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=concurrency)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_produce, images, send, emit)
-        for _ in range(concurrency):
-            tg.start_soon(_work, handle, receive.clone(), results, emit)
-        receive.close()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_produce, images, send, emit, stop)
+            for _ in range(concurrency):
+                tg.start_soon(_work, handle, receive.clone(), results, emit, stop, journal)
+            receive.close()
+    except BaseExceptionGroup as group:
+        raise collapse(group) from group
     return results
 
 
-async def _produce(images: AsyncIterator[dict[str, Any]], send: ObjectSendStream[dict[str, Any]], emit: Emit) -> None:
+@contextlib.asynccontextmanager
+async def journaled(
+    path: Path | None, command: str, emit: Emit, stop: anyio.Event | None
+) -> AsyncIterator[Journal | None]:
+    """Open the run's journal (if any); close the run in it on a normal end.
+
+    On cancellation or a fatal error the run is left open, as a crash leaves
+    it, so the next run reports the images that were in flight.
+    """
+    if path is None:
+        yield None
+        return
+    journal = await Journal.open(path, command)
+    emit(JournalOpened(str(path), len(journal.crashed_in_flight)))
+    try:
+        yield journal
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await journal.abandon()
+        raise
+    await journal.finish(interrupted=stop is not None and stop.is_set())
+
+
+async def _produce(
+    images: AsyncIterator[dict[str, Any]],
+    send: ObjectSendStream[dict[str, Any]],
+    emit: Emit,
+    stop: anyio.Event,
+) -> None:
     count = total = 0
     async with send:
         try:
             async for image in images:
+                if stop.is_set():
+                    return
                 size = int(image.get("size") or 0)
+                await send.send(image)
                 count, total = count + 1, total + size
                 emit(ImageQueued(image["id"], image.get("name"), size))
-                await send.send(image)
+        except anyio.BrokenResourceError:
+            return  # every worker stopped (stop requested): nothing takes images any more
         except AsyncMigrateError as exc:
             if isinstance(exc, FatalError):
                 raise
@@ -124,10 +170,19 @@ async def _work(
     receive: ObjectReceiveStream[dict[str, Any]],
     results: list[ImageResult],
     emit: Emit,
+    stop: anyio.Event,
+    journal: Journal | None,
 ) -> None:
     async with receive:
         async for image in receive:
+            if stop.is_set():
+                return
+            if journal is not None:
+                await journal.started(image)
             result = missing_result(image) if image.get("status") == "missing" else await handle(image)
+            if journal is not None:
+                result.resumed = image["id"] in journal.crashed_in_flight
+                await journal.done(result)
             results.append(result)
             emit(ImageDone(result))
 
@@ -138,11 +193,13 @@ async def copy_images(
     dst_cloud: Cloud,
     *,
     emit: Emit = ignore,
+    stop: anyio.Event | None = None,
 ) -> RunResult:
     """Copy the source cloud's images (or ``config.image_ids``) to the destination.
 
     Returns every image's result.  Per-image failures are recorded, never
     raised; :class:`FatalError` (authentication, endpoint) stops the run.
+    Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
     started = time.monotonic()
     kw: dict[str, Any] = {
@@ -151,7 +208,12 @@ async def copy_images(
         "timeouts": config.timeouts,
         "retry": config.retry,
     }
-    async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
+    journal_path = None if config.dry_run else config.journal
+    async with (
+        open_glance(src_cloud, **kw) as src,
+        open_glance(dst_cloud, **kw) as dst,
+        journaled(journal_path, "copy", emit, stop) as journal,
+    ):
         await check_endpoint(src, "source")
         await check_endpoint(dst, "destination")
 
@@ -159,5 +221,17 @@ async def copy_images(
             transfer = ImageTransfer(src, dst, image, config, emit)
             return await (transfer.plan() if config.dry_run else transfer.run())
 
-        results = await run_pool(list_images(src, config.image_ids), handle, concurrency=config.concurrency, emit=emit)
-    return RunResult(images=results, seconds=time.monotonic() - started, dry_run=config.dry_run)
+        results = await run_pool(
+            list_images(src, config.image_ids),
+            handle,
+            concurrency=config.concurrency,
+            emit=emit,
+            stop=stop,
+            journal=journal,
+        )
+    return RunResult(
+        images=results,
+        seconds=time.monotonic() - started,
+        dry_run=config.dry_run,
+        interrupted=stop is not None and stop.is_set(),
+    )

@@ -60,6 +60,7 @@ __all__ = [
     "Unauthorized",
     "UsageError",
     "VerificationError",
+    "collapse",
     "redact_url",
     "status_error",
 ]
@@ -82,6 +83,31 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     FATAL = 3
     INTERRUPTED = 130
+
+
+def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a task group's ``ExceptionGroup`` stands for.
+
+    Workers fail independently, so a group may hold several errors; the most
+    severe of ours wins (usage, then fatal), else the first leaf.  Callers of
+    the library and the CLI then see a plain ``AsyncMigrateError``.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    ours = [e for e in leaves if isinstance(e, AsyncMigrateError)]
+    for behaviour in (Behaviour.USAGE, Behaviour.FATAL):
+        for exc in ours:
+            if exc.behaviour is behaviour:
+                return exc
+    return ours[0] if ours else leaves[0] if leaves else group
 
 
 def redact_url(url: str) -> str:

@@ -20,12 +20,22 @@ __all__ = [
     "Event",
     "ImageDone",
     "ImageQueued",
+    "JournalOpened",
     "ListingDone",
     "Retrying",
     "Stats",
     "TransferStarted",
     "ignore",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalOpened:
+    """The run's journal is open; ``crashed_in_flight`` images were in flight when a
+    previous run was killed (they are re-checked against the destination)."""
+
+    path: str
+    crashed_in_flight: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +89,7 @@ class ImageDone:
     result: ImageResult
 
 
-Event = ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+Event = JournalOpened | ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
 Emit = Callable[[Event], None]
 
 
@@ -98,6 +108,8 @@ class Stats:
     bytes_moved: int = 0
     done: int = 0
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    results: list[ImageResult] = dataclasses.field(default_factory=list)
+    in_flight: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
     def __call__(self, event: Event) -> None:
         """Update the totals with one event."""
@@ -106,6 +118,8 @@ class Stats:
             self.bytes_seen += event.size
         elif isinstance(event, ListingDone):
             self.listing_done = True
+        elif isinstance(event, TransferStarted):
+            self.in_flight[event.image_id] = event.name
         elif isinstance(event, BytesMoved):
             self.bytes_moved += event.n
         elif isinstance(event, Retrying):
@@ -114,6 +128,8 @@ class Stats:
             self.done += 1
             key = event.result.outcome
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            self.results.append(event.result)
+            self.in_flight.pop(event.result.id, None)
 
     @property
     def elapsed(self) -> float:

@@ -21,9 +21,19 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .progress import BytesMoved, Event, ImageDone, ImageQueued, ListingDone, Retrying, Stats, TransferStarted
+from .progress import (
+    BytesMoved,
+    Event,
+    ImageDone,
+    ImageQueued,
+    JournalOpened,
+    ListingDone,
+    Retrying,
+    Stats,
+    TransferStarted,
+)
 
-__all__ = ["LineRenderer", "RichRenderer", "human_bytes"]
+__all__ = ["LineRenderer", "RichRenderer", "human_bytes", "resume_note"]
 
 
 def human_bytes(n: float) -> str:
@@ -33,6 +43,14 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def resume_note(event: JournalOpened) -> str:
+    """The line that tells an operator a killed run is being resumed."""
+    return (
+        f"journal {event.path}: the previous run was killed with {event.crashed_in_flight} image(s) in flight; "
+        "resuming (each is checked against the destination)"
+    )
 
 
 class RichRenderer:
@@ -63,7 +81,9 @@ class RichRenderer:
     def __call__(self, event: Event) -> None:
         """Apply one event (called on the event loop; rich redraws in its thread)."""
         self.stats(event)
-        if isinstance(event, (ImageQueued, ListingDone)):
+        if isinstance(event, JournalOpened) and event.crashed_in_flight:
+            self.progress.console.print(resume_note(event), markup=False)
+        elif isinstance(event, (ImageQueued, ListingDone)):
             total = self.stats.bytes_seen if self.stats.listing_done else None
             self.progress.update(self.overall, total=total)
         elif isinstance(event, TransferStarted):
@@ -106,6 +126,8 @@ class LineRenderer:
     def __call__(self, event: Event) -> None:
         """Apply one event; print a line when the interval has passed or an image failed."""
         self.stats(event)
+        if isinstance(event, JournalOpened) and event.crashed_in_flight:
+            print(resume_note(event), file=self.stream, flush=True)
         if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
             r = event.result
             print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", file=self.stream, flush=True)

@@ -60,6 +60,7 @@ class ImageResult:
     attempts: int = 0
     left_out: list[str] = dataclasses.field(default_factory=list)
     size: int = 0
+    resumed: bool = False  # a previous run was killed while this image was in flight
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to the report."""

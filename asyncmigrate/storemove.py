@@ -381,18 +381,26 @@ async def check_stores(client: GlanceClient, config: MoveConfig) -> list[str]:
     return ids
 
 
-async def move_images(config: MoveConfig, cloud: Cloud, *, emit: Emit = ignore) -> RunResult:
-    """Move every image (or ``config.image_ids``) from ``from_store`` to ``to_store``."""
-    from .engine import check_endpoint, list_images, run_pool
+async def move_images(
+    config: MoveConfig, cloud: Cloud, *, emit: Emit = ignore, stop: anyio.Event | None = None
+) -> RunResult:
+    """Move every image (or ``config.image_ids``) from ``from_store`` to ``to_store``.
+
+    Setting ``stop`` ends the run after the images in flight (``interrupted``).
+    """
+    from .engine import check_endpoint, journaled, list_images, run_pool
 
     started = time.monotonic()
-    async with open_glance(
-        cloud,
-        chunk_size=config.chunk_size,
-        concurrency=config.concurrency,
-        timeouts=config.timeouts,
-        retry=config.retry,
-    ) as client:
+    async with (
+        open_glance(
+            cloud,
+            chunk_size=config.chunk_size,
+            concurrency=config.concurrency,
+            timeouts=config.timeouts,
+            retry=config.retry,
+        ) as client,
+        journaled(None if config.dry_run else config.journal, "move", emit, stop) as journal,
+    ):
         await check_endpoint(client, "the")
         await check_stores(client, config)
 
@@ -408,5 +416,12 @@ async def move_images(config: MoveConfig, cloud: Cloud, *, emit: Emit = ignore) 
                 if config.image_ids or config.from_store in stores_of(image):
                     yield image
 
-        results = await run_pool(wanted(), handle, concurrency=config.concurrency, emit=emit)
-    return RunResult(images=results, seconds=time.monotonic() - started, dry_run=config.dry_run)
+        results = await run_pool(
+            wanted(), handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal
+        )
+    return RunResult(
+        images=results,
+        seconds=time.monotonic() - started,
+        dry_run=config.dry_run,
+        interrupted=stop is not None and stop.is_set(),
+    )

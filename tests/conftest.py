@@ -18,6 +18,14 @@ from tests.fakeglance import FakeGlance, FakeServer
 FAST_RETRY = RetryPolicy(attempts=4, deadline=60, wait_initial=0, wait_max=0, wait_jitter=0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Journals written by CLI runs under test go to a temp dir, never the user's home."""
+    import os
+
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+
+
 def fast_config(**kw: Any) -> CopyConfig:
     """A CopyConfig whose retries never wait."""
     kw.setdefault("retry", FAST_RETRY)
