@@ -22,7 +22,7 @@ from rich.console import Console
 
 from . import __version__
 from .clouds import load_cloud
-from .config import CopyConfig, MoveConfig, RetryPolicy, parse_size
+from .config import CopyConfig, MoveConfig, RetryPolicy, Timeouts, parse_size
 from .engine import copy_images
 from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .journal import default_journal_path
@@ -62,6 +62,16 @@ def _common(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument("--chunk-size", default="1MiB", metavar="SIZE", help="read/write chunk (default 1MiB)")
     p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
     p.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
+    p.add_argument(
+        "--connect-timeout", type=float, default=30.0, metavar="SECONDS", help="per connection attempt (default 30)"
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest silence while reading an answer (default 300); a whole transfer has no time limit",
+    )
     p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
     p.add_argument(
         "--grace",
@@ -150,6 +160,10 @@ def _retry(args: argparse.Namespace) -> RetryPolicy:
     return RetryPolicy(attempts=args.retries, deadline=args.retry_deadline)
 
 
+def _timeouts(args: argparse.Namespace) -> Timeouts:
+    return Timeouts(connect=args.connect_timeout, idle_read=args.read_timeout)
+
+
 def copy_config(args: argparse.Namespace) -> CopyConfig:
     """The CopyConfig the ``copy`` flags describe."""
     return CopyConfig(
@@ -161,6 +175,7 @@ def copy_config(args: argparse.Namespace) -> CopyConfig:
         verify=args.verify,
         keep_owner=not args.no_owner,
         retry=_retry(args),
+        timeouts=_timeouts(args),
     )
 
 
@@ -179,6 +194,7 @@ def move_config(args: argparse.Namespace) -> MoveConfig:
         import_timeout=args.import_timeout,
         chunk_size=parse_size(args.chunk_size),
         retry=_retry(args),
+        timeouts=_timeouts(args),
     )
 
 
