@@ -74,6 +74,29 @@ class Cloud:
             self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
             self._fetched_at = time.monotonic()
 
+    async def project_id(self, name: str) -> str:
+        """The id of the project called ``name`` in this cloud's Keystone."""
+        return await anyio.to_thread.run_sync(self._project_id_blocking, name)
+
+    def _project_id_blocking(self, name: str) -> str:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        try:
+            resp = self._session.get(
+                "/projects",
+                params={"name": name},
+                endpoint_filter={"service_type": "identity", "interface": "public", "version": (3, 0)},
+            )
+            projects = resp.json().get("projects", [])
+        except (ksa_exc.ClientException, ValueError) as exc:
+            raise UsageError(
+                f"cannot resolve project name {name!r} in cloud {self.name!r} ({type(exc).__name__}); "
+                "use the project id in --project-map"
+            ) from exc
+        if len(projects) != 1:
+            raise UsageError(f"project name {name!r} matches {len(projects)} projects in cloud {self.name!r}")
+        return str(projects[0]["id"])
+
     def _fetch_headers(self) -> dict[str, str]:
         from keystoneauth1 import exceptions as ksa_exc
 

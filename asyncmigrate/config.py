@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import UsageError
+from .identity import ProjectMap
+from .selection import Selection
 
 __all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "Timeouts", "parse_size"]
 
@@ -112,6 +114,8 @@ class CopyConfig:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
     journal: Path | None = None  # durable progress record; None: no journal
+    selection: Selection = dataclasses.field(default_factory=Selection)
+    project_map: ProjectMap | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -159,6 +163,7 @@ class MoveConfig:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
     journal: Path | None = None  # durable progress record; None: no journal
+    selection: Selection = dataclasses.field(default_factory=Selection)
 
     def __post_init__(self) -> None:
         if not self.from_store.strip() or not self.to_store.strip():

@@ -32,6 +32,7 @@ from .glance import GlanceClient, open_glance
 from .journal import Journal
 from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
+from .selection import select
 from .transfer import ImageTransfer
 
 __all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "run_pool"]
@@ -222,7 +223,7 @@ async def copy_images(
             return await (transfer.plan() if config.dry_run else transfer.run())
 
         results = await run_pool(
-            list_images(src, config.image_ids),
+            select(list_images(src, config.image_ids), config.selection),
             handle,
             concurrency=config.concurrency,
             emit=emit,

@@ -7,6 +7,7 @@ thread.  Elsewhere (a log file, CI): one plain line every ``interval`` seconds.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import IO, Any
 
@@ -33,7 +34,7 @@ from .progress import (
     TransferStarted,
 )
 
-__all__ = ["LineRenderer", "RichRenderer", "human_bytes", "resume_note"]
+__all__ = ["JsonRenderer", "LineRenderer", "RichRenderer", "human_bytes", "resume_note"]
 
 
 def human_bytes(n: float) -> str:
@@ -140,4 +141,56 @@ class LineRenderer:
                 f"at {human_bytes(s.rate)}/s, {s.elapsed:.0f} s",
                 file=self.stream,
                 flush=True,
+            )
+
+
+class JsonRenderer:
+    """``--log-format json``: one JSON object per line on ``stream`` (for log shippers):
+    failures and resumptions as they happen, progress every ``interval`` seconds."""
+
+    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0) -> None:
+        self.stream = stream
+        self.stats = stats
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def __enter__(self) -> JsonRenderer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def _line(self, **fields: Any) -> None:
+        print(json.dumps({"time": round(time.time(), 3), **fields}), file=self.stream, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        """Apply one event; write a line when something an operator must see happened."""
+        self.stats(event)
+        if isinstance(event, JournalOpened) and event.crashed_in_flight:
+            self._line(event="resuming", journal=event.path, crashed_in_flight=event.crashed_in_flight)
+        elif isinstance(event, Retrying):
+            self._line(event="retrying", image=event.image_id, attempt=event.attempt, reason=event.reason)
+        elif isinstance(event, ImageDone):
+            r = event.result
+            self._line(
+                event="image",
+                id=r.id,
+                name=r.name,
+                action=r.action,
+                outcome=r.outcome,
+                bytes=r.bytes,
+                seconds=round(r.seconds, 3),
+                reason=r.reason,
+            )
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            s = self.stats
+            self._line(
+                event="progress",
+                done=s.done,
+                seen=s.images_seen,
+                bytes=s.bytes_moved,
+                rate=round(s.rate, 1),
+                elapsed=round(s.elapsed, 1),
             )

@@ -42,8 +42,13 @@ class Outcome:
     PLANNED = "planned"  # dry run
     CONFLICT = "conflict"
     FAILED = "failed"
+    # verify
+    MATCH = "match"
+    DIFFERS = "differs"
+    MISSING = "missing"
+    EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED})
+    BAD = frozenset({CONFLICT, FAILED, DIFFERS, MISSING, EXTRA})
 
 
 @dataclasses.dataclass

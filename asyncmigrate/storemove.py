@@ -42,6 +42,7 @@ from .metadata import carrier_body
 from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
 from .retry import retrying
+from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
 
@@ -409,7 +410,7 @@ async def move_images(
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:
-            async for image in list_images(client, config.image_ids):
+            async for image in select(list_images(client, config.image_ids), config.selection):
                 # Carriers of an earlier location move are not images to move.
                 if CARRIER_KEY in image:
                     continue

@@ -145,7 +145,10 @@ class ImageTransfer:
         """Dry run: decide against the destination's state, change nothing."""
         try:
             dst = await self.dst.get_image(self.id)
-            action, reason = decide(self.image, dst, keep_owner=self.config.keep_owner)
+            view, keep_owner = self._view()
+            action, reason = decide(view, dst, keep_owner=keep_owner)
+            if action == Action.FINISH and dst is not None:
+                action, reason = _finish_plan(view, dst, members_differ=await self._members_differ())
         except DestinationBusy as exc:
             action, reason = Action.UPLOAD, str(exc)
         except AsyncMigrateError as exc:
@@ -169,7 +172,8 @@ class ImageTransfer:
                 raise ImageError("image disappeared from the source")
             self.image = fresh
         dst = await self.dst.get_image(self.id)
-        action, reason = decide(self.image, dst, keep_owner=self.config.keep_owner)
+        view, keep_owner = self._view()
+        action, reason = decide(view, dst, keep_owner=keep_owner)
         self.result.action, self.result.reason = action, reason
         if action == Action.UNSUPPORTED:
             self.result.outcome = Outcome.SKIPPED
@@ -206,7 +210,8 @@ class ImageTransfer:
 
     async def _create(self) -> dict[str, Any]:
         """Create the destination image with the same id and attributes."""
-        body = create_body(self.image, keep_owner=self.config.keep_owner)
+        view, keep_owner = self._view()
+        body = create_body(view, keep_owner=keep_owner)
         try:
             return await self.dst.create_image(body)
         except ConflictStatus as exc:
@@ -263,8 +268,38 @@ class ImageTransfer:
             changed = True
         return changed
 
+    async def _members_differ(self) -> bool:
+        if self.image.get("visibility") != "shared":
+            return False
+        wanted = {m["member_id"]: m.get("status") for m in await self.src.list_members(self.id)}
+        pmap = self.config.project_map
+        if pmap is not None:
+            wanted = {pmap.member(m): st for m, st in wanted.items() if pmap.member(m) is not None}
+        have = {m["member_id"]: m.get("status") for m in await self.dst.list_members(self.id)}
+        return any(have.get(m) != st for m, st in wanted.items())
+
+    def _view(self) -> tuple[dict[str, Any], bool]:
+        """The source image as the destination should hold it, and whether its owner is kept.
+
+        With a project map the owner is the mapped destination project (or left
+        to the caller's project); otherwise the source's owner, as is.
+        """
+        pmap = self.config.project_map
+        if pmap is None:
+            return self.image, self.config.keep_owner
+        owner = pmap.owner(self.image)
+        if owner is None or not self.config.keep_owner:
+            return {k: v for k, v in self.image.items() if k != "owner"}, False
+        return {**self.image, "owner": owner}, True
+
     async def _sync_members(self) -> bool:
         src_members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        pmap = self.config.project_map
+        if pmap is not None:
+            unmapped = sorted(m for m in src_members if pmap.member(m) is None)
+            if unmapped:
+                self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
+            src_members = {pmap.member(m): st for m, st in src_members.items() if pmap.member(m) is not None}
         dst_members = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
         changed = False
         for member, status in sorted(src_members.items()):
@@ -276,6 +311,18 @@ class ImageTransfer:
                 await self.dst.set_member_status(self.id, member, status)
                 changed = True
         return changed
+
+
+def _finish_plan(src: dict[str, Any], dst: dict[str, Any], *, members_differ: bool) -> tuple[str, str]:
+    """For a dry run: which finishing steps remain for an image whose data is there."""
+    steps = ["sync members"] if members_differ else []
+    if src.get("protected") and not dst.get("protected"):
+        steps.append("set protected")
+    if src.get("status") == "deactivated" and dst.get("status") == "active":
+        steps.append("deactivate")
+    if not steps:
+        return Action.NONE, "already at the destination"
+    return Action.FINISH, "data is there; " + ", ".join(steps)
 
 
 async def stream_data(

@@ -1,0 +1,307 @@
+"""Command-line flags → validated configs (the CLI's parser, kept apart from running).
+
+Commands: ``copy``, ``move``, ``plan copy|move`` (the same flags, a dry run
+with a table and a time estimate) and ``verify``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .config import CopyConfig, MoveConfig, RetryPolicy, Timeouts, parse_size
+from .errors import UsageError
+from .selection import Selection, parse_shard
+
+__all__ = ["build_parser", "copy_config", "move_config", "selection"]
+
+COPY_EXAMPLES = """\
+examples:
+  asyncmigrate copy --src-cloud old --dst-cloud new --dry-run
+  asyncmigrate copy --src-cloud old --dst-cloud new --concurrency 8 --report report.json
+  asyncmigrate copy --src-cloud old --dst-cloud new --image 3f1c...e9 --dst-store ceph
+  asyncmigrate copy --src-cloud old --dst-cloud new --project-map projects.yaml --shard 0/4
+"""
+MOVE_EXAMPLES = """\
+examples:
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --dry-run
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --report move.json
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --keep-source --image 3f1c...e9
+  asyncmigrate move --cloud prod --from-store file --to-store s3 --method location
+"""
+PLAN_EXAMPLES = """\
+examples:
+  asyncmigrate plan copy --src-cloud old --dst-cloud new --rate 200MiB
+  asyncmigrate plan copy --src-cloud old --dst-cloud new --min-size 1G --output json
+  asyncmigrate plan move --cloud prod --from-store file --to-store s3
+"""
+VERIFY_EXAMPLES = """\
+examples:
+  asyncmigrate verify --src-cloud old --dst-cloud new
+  asyncmigrate verify --src-cloud old --dst-cloud new --project-map projects.yaml --strict
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line, no usage dump.
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
+    p.add_argument(
+        "--concurrency", type=int, default=concurrency, metavar="N", help=f"images at once (default {concurrency})"
+    )
+    p.add_argument("--chunk-size", default="1MiB", metavar="SIZE", help="read/write chunk (default 1MiB)")
+    p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
+    p.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
+    p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS", help="per connection (default 30)")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest silence while reading an answer (default 300); a whole transfer has no time limit",
+    )
+    p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="progress and summary lines as text or JSON"
+    )
+
+
+def _writing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on Ctrl-C/SIGTERM, let images in flight finish this long before aborting them (default 30)",
+    )
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
+    )
+    p.add_argument("--no-journal", action="store_true", help="keep no journal")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("which images")
+    g.add_argument("--image", action="append", default=[], metavar="ID", help="only this image (repeatable)")
+    g.add_argument("--exclude", action="append", default=[], metavar="ID", help="never this image (repeatable)")
+    g.add_argument("--project", action="append", default=[], metavar="ID", help="only images owned by this project")
+    g.add_argument(
+        "--visibility",
+        action="append",
+        default=[],
+        choices=("public", "private", "shared", "community"),
+        help="only this visibility (repeatable)",
+    )
+    g.add_argument("--status", action="append", default=[], metavar="STATUS", help="only this status (repeatable)")
+    g.add_argument("--name", action="append", default=[], metavar="GLOB", help="only names matching (repeatable)")
+    g.add_argument("--tag", action="append", default=[], metavar="TAG", help="only images with this tag (all given)")
+    g.add_argument("--min-size", metavar="SIZE", help="only images at least this large")
+    g.add_argument("--max-size", metavar="SIZE", help="only images at most this large")
+    g.add_argument("--store", action="append", default=[], metavar="STORE", help="only images in this source store")
+    g.add_argument("--shard", metavar="K/N", help="only shard K of N (0 <= K < N), split by image id")
+    g.add_argument(
+        "--order-by",
+        choices=("size", "-size", "name", "-name", "created", "-created"),
+        help="process in this order (reads the whole listing first)",
+    )
+
+
+def _copy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
+    p.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
+    p.add_argument("--dst-store", metavar="STORE", help="destination store id (multi-store Glance)")
+    p.add_argument(
+        "--verify",
+        choices=("full", "server"),
+        default="full",
+        help="full: hash on the fly and hold the last chunk back (default); server: compare recorded hashes only",
+    )
+    _identity(p)
+    _filters(p)
+
+
+def _identity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-owner", action="store_true", help="do not copy the owner (images belong to the caller)")
+    p.add_argument("--project-map", type=Path, metavar="FILE", help="YAML/JSON: source project id or name -> dest id")
+    p.add_argument(
+        "--unmapped-owner",
+        choices=("fail", "caller"),
+        default="fail",
+        help="an owner missing from --project-map: report the image (default) or give it to the caller",
+    )
+
+
+def _move_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", required=True, metavar="NAME", help="the cloud (clouds.yaml name)")
+    p.add_argument("--from-store", required=True, metavar="OLD", help="store to empty")
+    p.add_argument("--to-store", required=True, metavar="NEW", help="store to fill")
+    p.add_argument(
+        "--method",
+        choices=("copy-image", "location"),
+        default="copy-image",
+        help="copy-image: Glance copies server-side (default); location: stream through this tool into a "
+        "carrier image and swap locations (needs show_multiple_locations)",
+    )
+    p.add_argument("--keep-source", action="store_true", help="copy into NEW but keep the data in OLD")
+    p.add_argument("--verify-download", action="store_true", help="after the move, read the image back and hash it")
+    p.add_argument(
+        "--include-deactivated",
+        action="store_true",
+        help="reactivate deactivated images for the move, then deactivate them again",
+    )
+    p.add_argument(
+        "--import-timeout", type=float, default=3600.0, metavar="SECONDS", help="per copy-image import (default 3600)"
+    )
+    _filters(p)
+
+
+def _plan_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", default="100MiB", metavar="SIZE", help="assumed throughput per second (default 100MiB)")
+    p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
+
+
+def _sub(sub: argparse._SubParsersAction[_Parser], name: str, help_: str, description: str, epilog: str) -> _Parser:
+    return sub.add_parser(
+        name, help=help_, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    parser = _Parser(
+        prog="asyncmigrate",
+        description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
+        epilog=COPY_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    copy = _sub(
+        sub,
+        "copy",
+        "copy images from one cloud to another, same ids",
+        "Stream every image (or the selected ones) from the source cloud into the destination cloud with the "
+        "same id and attributes, verifying size and hash on the fly.",
+        COPY_EXAMPLES,
+    )
+    _copy_flags(copy)
+    _writing(copy)
+    _runtime(copy, concurrency=4)
+
+    move = _sub(
+        sub,
+        "move",
+        "move images between stores of one multi-store cloud, same ids",
+        "Put every image of --from-store (or the selected ones) into --to-store and take it off --from-store, "
+        "keeping its id and attributes.",
+        MOVE_EXAMPLES,
+    )
+    _move_flags(move)
+    _writing(move)
+    _runtime(move, concurrency=2)
+
+    plan = _sub(
+        sub,
+        "plan",
+        "what copy or move would do, image by image, with totals and a time estimate",
+        "A dry run of copy or move: the action for each image (and why), totals, and an estimate.",
+        PLAN_EXAMPLES,
+    )
+    plan_sub = plan.add_subparsers(dest="job", required=True, parser_class=_Parser)
+    plan_copy = _sub(plan_sub, "copy", "plan a copy", "Plan a copy (same flags as copy).", PLAN_EXAMPLES)
+    _copy_flags(plan_copy)
+    _plan_flags(plan_copy)
+    _runtime(plan_copy, concurrency=8)
+    plan_move = _sub(plan_sub, "move", "plan a store move", "Plan a store move (same flags as move).", PLAN_EXAMPLES)
+    _move_flags(plan_move)
+    _plan_flags(plan_move)
+    _runtime(plan_move, concurrency=8)
+
+    verify = _sub(
+        sub,
+        "verify",
+        "compare two catalogs: ids, attributes, hashes, members, status",
+        "Compare every source image with the destination's; exit 0 only when they all match.",
+        VERIFY_EXAMPLES,
+    )
+    verify.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
+    verify.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
+    verify.add_argument("--strict", action="store_true", help="images only at the destination are differences too")
+    _identity(verify)
+    _filters(verify)
+    _runtime(verify, concurrency=8)
+    return parser
+
+
+def selection(args: argparse.Namespace) -> Selection:
+    """The filters, shard and order the flags describe."""
+    return Selection(
+        exclude=frozenset(args.exclude),
+        projects=frozenset(args.project),
+        visibility=frozenset(args.visibility),
+        statuses=frozenset(args.status),
+        names=tuple(args.name),
+        tags=frozenset(args.tag),
+        min_size=parse_size(args.min_size) if args.min_size else None,
+        max_size=parse_size(args.max_size) if args.max_size else None,
+        stores=frozenset(args.store),
+        shard=parse_shard(args.shard) if args.shard else None,
+        order_by=args.order_by,
+    )
+
+
+def _retry(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(attempts=args.retries, deadline=args.retry_deadline)
+
+
+def _timeouts(args: argparse.Namespace) -> Timeouts:
+    return Timeouts(connect=args.connect_timeout, idle_read=args.read_timeout)
+
+
+def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfig:
+    """The CopyConfig the flags describe (``copy``, ``plan copy``, ``verify``)."""
+    return CopyConfig(
+        concurrency=args.concurrency,
+        chunk_size=parse_size(args.chunk_size),
+        dst_store=getattr(args, "dst_store", None),
+        image_ids=tuple(args.image),
+        dry_run=dry_run or getattr(args, "dry_run", False),
+        verify=getattr(args, "verify", "full") if args.command != "verify" else "full",
+        keep_owner=not args.no_owner,
+        retry=_retry(args),
+        timeouts=_timeouts(args),
+        selection=selection(args),
+    )
+
+
+def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfig:
+    """The MoveConfig the flags describe (``move``, ``plan move``)."""
+    return MoveConfig(
+        from_store=args.from_store,
+        to_store=args.to_store,
+        image_ids=tuple(args.image),
+        concurrency=args.concurrency,
+        method=args.method,
+        keep_source=args.keep_source,
+        verify_download=args.verify_download,
+        include_deactivated=args.include_deactivated,
+        dry_run=dry_run or getattr(args, "dry_run", False),
+        import_timeout=args.import_timeout,
+        chunk_size=parse_size(args.chunk_size),
+        retry=_retry(args),
+        timeouts=_timeouts(args),
+        selection=selection(args),
+    )

@@ -1,0 +1,109 @@
+"""What the CLI prints at the end: the summary, the plan table with its time
+estimate, the verify differences — as text for people or JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from .render import human_bytes
+from .report import Action, Outcome, RunResult
+
+__all__ = ["print_plan", "print_summary", "print_verify"]
+
+_COPYING = {Action.COPY, Action.UPLOAD, "move"}
+
+
+def print_summary(console: Console, run: RunResult) -> None:
+    """One line: counts by outcome, bytes, time, rate, peak memory."""
+    s = run.summary()
+    order = (
+        Outcome.COPIED,
+        Outcome.MOVED,
+        Outcome.CREATED,
+        Outcome.FINISHED,
+        Outcome.SKIPPED,
+        Outcome.CONFLICT,
+        Outcome.FAILED,
+    )
+    parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
+    console.print(
+        f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
+        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
+        markup=False,
+    )
+
+
+def _estimate(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str) -> None:
+    """Each image's action (and why), the totals, and the time at ``rate`` bytes/s."""
+    actions = Counter(r.action for r in run.images)
+    estimate = run.bytes / rate if rate else None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "images": [
+                        {"id": r.id, "name": r.name, "action": r.action, "size": r.size, "reason": r.reason}
+                        for r in run.images
+                    ],
+                    "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
+                    "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
+                },
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"plan: {verb}", show_lines=False)
+    table.add_column("action")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("size", justify="right")
+    table.add_column("why")
+    for r in sorted(run.images, key=lambda r: (r.action not in _COPYING, r.action, -r.size, r.id)):
+        table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), r.reason)
+    console.print(table)
+    parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
+    line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
+    if estimate is not None and rate:
+        line += f"; about {_estimate(estimate)} at {human_bytes(rate)}/s"
+    console.print(line, markup=False)
+
+
+def print_verify(console: Console, run: RunResult, *, as_json: bool) -> None:
+    """Every image that does not match, with its differences, and the counts."""
+    counts = Counter(r.outcome for r in run.images)
+    bad = [r for r in run.images if r.outcome != Outcome.MATCH]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "counts": dict(counts),
+                    "differences": [{"id": r.id, "name": r.name, "outcome": r.outcome, "why": r.reason} for r in bad],
+                },
+                indent=2,
+            )
+        )
+        return
+    if bad:
+        table = Table(title="differences")
+        table.add_column("outcome")
+        table.add_column("id", no_wrap=True)
+        table.add_column("name")
+        table.add_column("what differs")
+        for r in sorted(bad, key=lambda r: (r.outcome, r.id)):
+            table.add_row(r.outcome, r.id, r.name or "", r.reason)
+        console.print(table)
+    verdict = "catalogs match" if not run.failed else "catalogs differ"
+    parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    console.print(f"verify: {len(run.images)} images ({parts}); {verdict}", markup=False)
