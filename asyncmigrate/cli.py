@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # keystoneauth warns (e.g. "Failed to discover available identity versions") right
+        # before raising what we report anyway, in one line.
+        logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
         run = anyio.run(_run, args, console)
         return int(run.exit_code)
     except AsyncMigrateError as exc:

@@ -68,8 +68,10 @@ class Cloud:
         worker already renewed it, nothing more is done (no re-auth stampede).
         """
         async with self._lock:
-            if self._headers is not stale and self._headers:
+            # Compare tokens, not dicts: callers pass copies with their own headers added.
+            if self._headers and self._headers.get("X-Auth-Token") != stale.get("X-Auth-Token"):
                 return
+            self._headers = {}  # meanwhile auth_headers() waits on the lock for the new token
             await anyio.to_thread.run_sync(self._session.invalidate)
             self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
             self._fetched_at = time.monotonic()
@@ -179,6 +181,9 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
         raise AuthenticationError(f"cloud {label!r}: credentials refused by Keystone") from exc
     except ksa_exc.ConnectFailure as exc:
         raise EndpointError(f"cloud {label!r}: cannot reach Keystone") from exc
+    except ksa_exc.DiscoveryFailure as exc:
+        # keystoneauth reports an unreachable unversioned auth_url this way.
+        raise EndpointError(f"cloud {label!r}: cannot reach Keystone (no identity API at its auth_url)") from exc
     except ksa_exc.ClientException as exc:
         raise EndpointError(f"cloud {label!r}: no image endpoint: {type(exc).__name__}") from exc
     if not endpoint:

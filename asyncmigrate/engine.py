@@ -28,7 +28,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from .clouds import Cloud
 from .config import CopyConfig
 from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
-from .glance import GlanceClient, open_glance
+from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
 from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
@@ -203,12 +203,7 @@ async def copy_images(
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
     started = time.monotonic()
-    kw: dict[str, Any] = {
-        "chunk_size": config.chunk_size,
-        "concurrency": config.concurrency,
-        "timeouts": config.timeouts,
-        "retry": config.retry,
-    }
+    kw = client_options(config)
     journal_path = None if config.dry_run else config.journal
     async with (
         open_glance(src_cloud, **kw) as src,

@@ -29,7 +29,7 @@ from .errors import (
 )
 from .retry import retrying
 
-__all__ = ["Download", "GlanceClient", "is_http_status", "open_glance"]
+__all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
 
 _REQUEST_ID = "x-openstack-request-id"
 _JSON_PATCH = "application/openstack-images-v2.1-json-patch"
@@ -40,6 +40,11 @@ def _detail(text: str) -> str:
     """A short, tag-free excerpt of an error body."""
     text = _TAG_RE.sub(" ", text)
     return " ".join(text.split())[:200]
+
+
+def _scrub(text: str, token: str | None) -> str:
+    """The text without the request's token (a proxy's error page may echo the headers)."""
+    return text.replace(token, "<token>") if token else text
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -75,7 +80,7 @@ async def _raise_for_status(resp: aiohttp.ClientResponse, method: str) -> None:
         method=method,
         url=str(resp.url),
         request_id=resp.headers.get(_REQUEST_ID),
-        detail=_detail(body),
+        detail=_detail(_scrub(body, resp.request_info.headers.get("X-Auth-Token"))),
         retry_after=_retry_after(resp.headers),
     )
 
@@ -328,6 +333,16 @@ class GlanceClient:
                 if resp.status == 401:
                     await self.cloud.invalidate(headers)
                 await _raise_for_status(resp, "PUT")
+
+
+def client_options(config: Any) -> dict[str, Any]:
+    """The :func:`open_glance` keyword arguments a Copy/MoveConfig describes."""
+    return {
+        "chunk_size": config.chunk_size,
+        "concurrency": config.concurrency,
+        "timeouts": config.timeouts,
+        "retry": config.retry,
+    }
 
 
 @contextlib.asynccontextmanager

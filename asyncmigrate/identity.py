@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .errors import ImageError, UsageError
 
-__all__ = ["ProjectMap", "UnmappedOwner", "load_project_map"]
+__all__ = ["ProjectMap", "UnmappedOwner", "load_project_map", "map_members"]
 
 _PROJECT_ID = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F-]{36}$")
 
@@ -49,6 +49,21 @@ class ProjectMap:
     def member(self, member: str) -> str | None:
         """The destination project of a member, or None when it has no mapping."""
         return self.mapping.get(member)
+
+
+def map_members(pmap: ProjectMap | None, members: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """({destination member: status}, [source members without a mapping])."""
+    if pmap is None:
+        return members, []
+    mapped: dict[str, str] = {}
+    unmapped: list[str] = []
+    for member, status in members.items():
+        target = pmap.member(member)
+        if target is None:
+            unmapped.append(member)
+        else:
+            mapped[target] = status
+    return mapped, sorted(unmapped)
 
 
 def _parse(path: Path) -> dict[str, str]:

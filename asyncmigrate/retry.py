@@ -9,14 +9,17 @@ A server's ``Retry-After`` replaces the computed backoff, capped at
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import stamina
 
 from .config import RetryPolicy
-from .errors import AsyncMigrateError, Behaviour, HTTPStatusError
+from .errors import AsyncMigrateError, Behaviour, DestinationConflict, HTTPStatusError
+from .report import ImageResult, Outcome
 
-__all__ = ["is_retryable", "retrying"]
+__all__ = ["is_retryable", "retrying", "run_unit"]
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -48,3 +51,24 @@ def retrying(policy: RetryPolicy) -> Any:
         wait_max=policy.wait_max,
         wait_jitter=policy.wait_jitter,
     )
+
+
+async def run_unit(policy: RetryPolicy, attempt: Callable[[int], Awaitable[None]], result: ImageResult) -> None:
+    """Run ``attempt(number)`` until it succeeds, retrying transient errors.
+
+    A per-image error (or retries running out) is recorded in ``result``
+    (``failed``, or ``conflict``); fatal and usage errors propagate and stop
+    the run.  ``result.seconds`` covers every attempt.
+    """
+    started = time.monotonic()
+    try:
+        async for retry in retrying(policy):
+            with retry:
+                await attempt(retry.num)
+    except AsyncMigrateError as exc:
+        if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+            raise
+        result.outcome = Outcome.CONFLICT if isinstance(exc, DestinationConflict) else Outcome.FAILED
+        result.reason = str(exc)
+    finally:
+        result.seconds = time.monotonic() - started

@@ -41,7 +41,7 @@ from .glance import GlanceClient, open_glance
 from .metadata import carrier_body
 from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
-from .retry import retrying
+from .retry import run_unit
 from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
@@ -113,20 +113,12 @@ class StoreMove:
 
     async def run(self) -> ImageResult:
         """Every step with retries; fatal errors propagate, others are recorded."""
-        started = time.monotonic()
         try:
-            async for attempt in retrying(self.config.retry):
-                with attempt:
-                    await self._attempt(attempt.num)
-        except AsyncMigrateError as exc:
-            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                raise
-            self.result.outcome = Outcome.FAILED
-            self.result.reason = str(exc)
+            await run_unit(self.config.retry, self._attempt, self.result)
         finally:
-            self.result.seconds = time.monotonic() - started
             if self._reactivated:
-                await self._deactivate_again()
+                with anyio.CancelScope(shield=True):  # never leave it active by accident
+                    await self._deactivate_again()
         return self.result
 
     def plan(self) -> ImageResult:

@@ -11,7 +11,6 @@ again — never deleted, because Glance never lets a deleted id be used again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -28,10 +27,11 @@ from .errors import (
     VerificationError,
 )
 from .glance import GlanceClient
+from .identity import map_members
 from .metadata import create_body, differences, left_out
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
-from .retry import retrying
+from .retry import run_unit
 from .stream import Digest, pipeline
 
 __all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
@@ -127,18 +127,7 @@ class ImageTransfer:
 
     async def run(self) -> ImageResult:
         """Run every step with retries; return the image's result (fatal errors propagate)."""
-        started = time.monotonic()
-        try:
-            async for attempt in retrying(self.config.retry):
-                with attempt:
-                    await self._attempt(attempt.num)
-        except AsyncMigrateError as exc:
-            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                raise
-            self.result.outcome = Outcome.CONFLICT if isinstance(exc, DestinationConflict) else Outcome.FAILED
-            self.result.reason = str(exc)
-        finally:
-            self.result.seconds = time.monotonic() - started
+        await run_unit(self.config.retry, self._attempt, self.result)
         return self.result
 
     async def plan(self) -> ImageResult:
@@ -271,10 +260,8 @@ class ImageTransfer:
     async def _members_differ(self) -> bool:
         if self.image.get("visibility") != "shared":
             return False
-        wanted = {m["member_id"]: m.get("status") for m in await self.src.list_members(self.id)}
-        pmap = self.config.project_map
-        if pmap is not None:
-            wanted = {pmap.member(m): st for m, st in wanted.items() if pmap.member(m) is not None}
+        members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        wanted, _ = map_members(self.config.project_map, members)
         have = {m["member_id"]: m.get("status") for m in await self.dst.list_members(self.id)}
         return any(have.get(m) != st for m, st in wanted.items())
 
@@ -294,12 +281,9 @@ class ImageTransfer:
 
     async def _sync_members(self) -> bool:
         src_members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
-        pmap = self.config.project_map
-        if pmap is not None:
-            unmapped = sorted(m for m in src_members if pmap.member(m) is None)
-            if unmapped:
-                self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-            src_members = {pmap.member(m): st for m, st in src_members.items() if pmap.member(m) is not None}
+        src_members, unmapped = map_members(self.config.project_map, src_members)
+        if unmapped:
+            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
         dst_members = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
         changed = False
         for member, status in sorted(src_members.items()):

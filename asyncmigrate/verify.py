@@ -16,7 +16,8 @@ from .clouds import Cloud
 from .config import CopyConfig
 from .engine import check_endpoint, list_images, run_pool
 from .errors import AsyncMigrateError, Behaviour
-from .glance import GlanceClient, open_glance
+from .glance import GlanceClient, client_options, open_glance
+from .identity import map_members
 from .metadata import differences
 from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
@@ -55,11 +56,8 @@ async def compare_image(src: GlanceClient, dst: GlanceClient, image: dict[str, A
             f"checksum {image.get('checksum')} / {other.get('checksum')}"
         )
     if image.get("visibility") == "shared":
-        members = {m["member_id"]: m.get("status") for m in await src.list_members(image["id"])}
-        if config.project_map is not None:
-            members = {
-                config.project_map.member(m): s for m, s in members.items() if config.project_map.member(m) is not None
-            }
+        listed = {m["member_id"]: m.get("status", "pending") for m in await src.list_members(image["id"])}
+        members, _ = map_members(config.project_map, listed)
         theirs = {m["member_id"]: m.get("status") for m in await dst.list_members(image["id"])}
         if members != theirs:
             problems.append(f"members {sorted(members.items())} != {sorted(theirs.items())}")
@@ -76,12 +74,7 @@ async def verify_catalogs(
 ) -> RunResult:
     """Compare the catalogs; each image's outcome is match, differs, missing or extra."""
     started = time.monotonic()
-    kw: dict[str, Any] = {
-        "chunk_size": config.chunk_size,
-        "concurrency": config.concurrency,
-        "timeouts": config.timeouts,
-        "retry": config.retry,
-    }
+    kw = client_options(config)
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
         await check_endpoint(src, "source")
         await check_endpoint(dst, "destination")
