@@ -501,6 +501,15 @@ async def test_range_requests(
             assert await resp.read() == expected
 
 
+async def test_range_ignored_when_not_honoured(http: aiohttp.ClientSession, url: str, fake: FakeGlance) -> None:
+    """With honour_range False a ranged download is answered 200 with the whole body."""
+    iid = fake.add_image(DATA)["id"]
+    fake.honour_range = False
+    async with http.get(f"{url}/v2/images/{iid}/file", headers={"Range": "bytes=1000-"}) as resp:
+        assert resp.status == 200 and "Content-Range" not in resp.headers
+        assert await resp.read() == DATA
+
+
 async def test_download_of_queued_image_is_no_content(http: aiohttp.ClientSession, url: str, fake: FakeGlance) -> None:
     """An image without data answers 204 to a download."""
     iid = fake.add_image(None)["id"]
@@ -645,6 +654,20 @@ async def test_fail_next_answers_503_with_retry_after(http: aiohttp.ClientSessio
     assert [r.fault for r in fake.requests_matching("GET", "^/v2/images$")] == ["fail_next", "fail_next", None]
 
 
+async def test_fail_next_nth_lets_earlier_requests_through(
+    http: aiohttp.ClientSession, url: str, fake: FakeGlance
+) -> None:
+    """fail_next(nth=k) fails the kth matching request; each armed failure counts on its own."""
+    fake.faults.fail_next("GET", r"^/v2/images$", nth=2)
+    fake.faults.fail_next("GET", r"^/v2/images$", nth=4)
+    fake.faults.fail_next("GET", r"^/v2/images/", nth=1)  # another path: not counted above
+    for _ in range(5):
+        async with http.get(f"{url}/v2/images") as resp:
+            await resp.read()
+    got = [r.fault for r in fake.requests_matching("GET", "^/v2/images$")]
+    assert got == [None, "fail_next", None, "fail_next", None]
+
+
 async def test_tokens_are_required_and_can_expire(http: aiohttp.ClientSession, url: str, fake: FakeGlance) -> None:
     """Without a valid token /v2 is 401; an expired token stays invalid until re-issued."""
     fake.require_token = "t1"
@@ -672,6 +695,20 @@ async def test_stopped_server_refuses_then_returns_on_same_port(fake: FakeGlance
             await get_json(http, url, f"/v2/images/{iid}")
         assert await server.start() == url
         assert (await get_json(http, url, f"/v2/images/{iid}"))[0] == 200
+
+
+async def test_listen_ends_refusals_at_once_and_start_serves(fake: FakeGlance) -> None:
+    """FakeServer.listen (synchronous) stops the refusals; a connection waits until start()."""
+    async with FakeServer(fake) as server, aiohttp.ClientSession() as http:
+        url = server.url
+        await server.stop()
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await get_json(http, url, "/v2/images")
+        server.listen()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.start)
+            assert (await get_json(http, url, "/v2/images"))[0] == 200
+        assert server.running and server.url == url
 
 
 # -- multi-store --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Modules: ``core`` (state, app, middlewares), ``model`` (records and JSON), ``lis
 
 from __future__ import annotations
 
-from .core import FakeGlance, LoggedRequest
+from .core import FakeGlance, LoggedRequest, token_fingerprint
 from .faults import DownloadPlan, Faults
 from .model import ADMIN_PROJECT, ADMIN_USER, DEFAULT_STORES, QCOW2_MAGIC, ImageRecord, MemberRecord
 from .server import FakeServer, serve
@@ -33,4 +33,5 @@ __all__ = [
     "LoggedRequest",
     "MemberRecord",
     "serve",
+    "token_fingerprint",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
 import uuid
@@ -56,6 +57,14 @@ class LoggedRequest:
     fault: str | None = None
     """Set when the exchange did not end normally: ``fail_next``, ``cut_download``,
     ``hang_download``, ``cut_upload``, ``token_expired`` or ``client_disconnected``."""
+    token: str | None = None
+    """:func:`token_fingerprint` of the request's ``X-Auth-Token`` (None without one): which
+    token a request carried, without the log holding the token itself."""
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, stable name for a token, as :attr:`LoggedRequest.token` records it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 LOG_ENTRY = web.RequestKey("fakeglance_log_entry", LoggedRequest)
@@ -90,6 +99,9 @@ class FakeGlance:
         self.import_methods = tuple(import_methods)
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
+        self.honour_range = True
+        """Whether downloads honour ``Range`` (206 from the offset); False models a source
+        behind a proxy or store that ignores it and answers 200 with the whole body."""
         self.import_delay = 0.0
         # Time between a copy-image's new store appearing in ``stores`` and the task's final
         # save (lock released). Real glance 33 saves the image record it loaded earlier at that
@@ -285,8 +297,10 @@ class FakeGlance:
     @web.middleware
     async def _log_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "x-auth-token"}
+        token = request.headers.get("X-Auth-Token")
         entry = LoggedRequest(request.method, self.relative_path(request), request.query_string,
-                              headers, f"req-{uuid.uuid4()}")
+                              headers, f"req-{uuid.uuid4()}",
+                              token=None if token is None else token_fingerprint(token))
         self.requests.append(entry)
         request[LOG_ENTRY] = entry
         try:
@@ -304,7 +318,11 @@ class FakeGlance:
             return await handler(request)
         self.log_entry(request).fault = "fail_next"
         headers = {} if failure.retry_after is None else {"Retry-After": str(failure.retry_after)}
-        return web.Response(status=failure.status, text=failure.body, headers=headers)
+        body = failure.body
+        if failure.echo:
+            lines = [f"{request.method} {request.url}", *(f"{k}: {v}" for k, v in request.headers.items())]
+            body = "\n".join([body, "", *lines])
+        return web.Response(status=failure.status, text=body, headers=headers)
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -312,7 +330,7 @@ class FakeGlance:
         if not self.relative_path(request).startswith("/v2"):
             return await handler(request)
         token = request.headers.get("X-Auth-Token")
-        if self.faults.take_token_expiry():
+        if self.faults.take_token_expiry(request.method, self.relative_path(request)):
             if self.valid_tokens is not None and token is not None:
                 self.valid_tokens.discard(token)
             self.log_entry(request).fault = "token_expired"

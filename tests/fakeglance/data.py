@@ -12,7 +12,8 @@ so a retry gets 500); the fake leaves it cleanly ``queued``.
 Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
 ``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
 a start past the end is 416, several ranges 400; an image holding no data is 204; a
-deactivated image is 403 except for admins.
+deactivated image is 403 except for admins. With ``FakeGlance.honour_range`` False the
+``Range`` header is ignored: 200 and the whole body, so a cut download cannot be resumed.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ class _DataApi:
         first, last = 0, size - 1
         headers = {"Content-Type": "application/octet-stream"}
         status = 200
-        if "Range" in request.headers:
+        if "Range" in request.headers and fake.honour_range:
             first, last = parse_range(request.headers["Range"], size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
             status = 206

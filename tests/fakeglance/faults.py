@@ -36,7 +36,19 @@ class HttpFailure:
     status: int
     retry_after: int | None
     body: str
+    echo: bool
     armed: _Armed
+    skip: int = 0
+    """Matching requests still to let through before the first failure."""
+
+
+@dataclasses.dataclass
+class _TokenExpiry:
+    """Expire the token of the ``skip + 1``-th matching authenticated request."""
+
+    method: str
+    pattern: re.Pattern[str]
+    skip: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +91,7 @@ class Faults:
         self._slow: dict[str, float] = {}
         self._flips: dict[str, list[_ByteFault]] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
-        self._expire_token = False
+        self._expire_token: _TokenExpiry | None = None
 
     # -- arming, for tests --------------------------------------------------------------
 
@@ -92,17 +104,25 @@ class Faults:
         retry_after: int | None = 1,
         times: int | None = 1,
         body: str = "",
+        echo: bool = False,
+        nth: int = 1,
     ) -> None:
         """Answer ``status`` (with ``Retry-After`` unless None) to matching requests.
 
         ``method`` is an HTTP method or ``"*"``; ``path_regex`` is searched (``re.search``) in
         the path as glance sees it, without the deployment prefix, e.g. ``r"/file$"``. This
         runs before authentication, like an overloaded proxy in front of glance would.
+        ``echo`` appends the request line and every request header (``X-Auth-Token``
+        included) to the body, as a debugging proxy's error page does. ``nth`` makes the
+        nth matching request from now the first to fail (e.g. a later page of a listing);
+        each armed failure counts matching requests on its own.
         """
+        if nth < 1:
+            raise ValueError("nth must be >= 1")
         self._http.append(HttpFailure(
             method=method.upper(), pattern=re.compile(path_regex), status=status,
             retry_after=retry_after, body=body or f"{status} injected by fakeglance",
-            armed=_check_times(times),
+            echo=echo, armed=_check_times(times), skip=nth - 1,
         ))
 
     def cut_download_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
@@ -132,9 +152,15 @@ class Faults:
         """Close the connection after the server has read ``n_bytes`` of an upload."""
         _arm(self._cut_upload, image_id, n_bytes, times)
 
-    def expire_token_once(self) -> None:
-        """The next authenticated request gets 401 and its token stops being valid."""
-        self._expire_token = True
+    def expire_token_once(self, method: str = "*", path_regex: str = "", *, nth: int = 1) -> None:
+        """The next authenticated request gets 401 and its token stops being valid.
+
+        ``method`` and ``path_regex`` (as for :meth:`fail_next`) narrow which request it is;
+        ``nth`` picks the nth matching one, e.g. the second page of a listing.
+        """
+        if nth < 1:
+            raise ValueError("nth must be >= 1")
+        self._expire_token = _TokenExpiry(method.upper(), re.compile(path_regex), nth - 1)
 
     def fail_import(
         self, store: str, *, message: str = "injected copy failure", times: int | None = 1
@@ -149,13 +175,17 @@ class Faults:
     # -- consuming, for handlers ----------------------------------------------------------
 
     def take_http_failure(self, method: str, path: str) -> HttpFailure | None:
-        """The first armed canned error matching this request, consuming one shot."""
+        """The first armed canned error matching this request, consuming one shot; every
+        matching failure still waiting for its ``nth`` request counts this one."""
+        chosen = None
         for failure in self._http:
             if failure.method not in ("*", method.upper()) or not failure.pattern.search(path):
                 continue
-            if failure.armed.take():
-                return failure
-        return None
+            if failure.skip:
+                failure.skip -= 1
+            elif chosen is None and failure.armed.take():
+                chosen = failure
+        return chosen
 
     def take_download_plan(self, image_id: str) -> DownloadPlan:
         """Decide what happens to the download that is starting now."""
@@ -170,10 +200,16 @@ class Faults:
         """After how many bytes the upload that is starting now gets cut, if at all."""
         return _take_bytes(self._cut_upload.get(image_id, []))
 
-    def take_token_expiry(self) -> bool:
+    def take_token_expiry(self, method: str = "GET", path: str = "/") -> bool:
         """Whether this authenticated request is the one whose token expires."""
-        fire, self._expire_token = self._expire_token, False
-        return fire
+        armed = self._expire_token
+        if armed is None or armed.method not in ("*", method.upper()) or not armed.pattern.search(path):
+            return False
+        if armed.skip:
+            armed.skip -= 1
+            return False
+        self._expire_token = None
+        return True
 
     def take_import_failure(self, store: str) -> str | None:
         """The failure message for a copy into ``store`` that is starting now, if any."""

@@ -135,6 +135,9 @@ class ImageRecord:
     tags: list[str] = dataclasses.field(default_factory=list)
     properties: dict[str, str] = dataclasses.field(default_factory=dict)
     data: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    location_urls: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Location URL per store, shown instead of the default ``file://`` one (e.g. an
+    ``s3://key:secret@host/bucket/id`` URL, which glance shows as stored)."""
 
     def store_bytes(self, data: bytes, stores: Iterable[str], digest: Digest | None = None) -> None:
         """Record ``data`` as this image's content in ``stores``, with its sizes and hashes.
@@ -188,7 +191,7 @@ def render_image(rec: ImageRecord, *, multi_store: bool, show_locations: bool) -
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
         view["locations"] = [
-            {"url": f"file:///var/lib/glance/{store or 'images'}/{rec.id}",
+            {"url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
              "metadata": {"store": store} if store else {}}
             for store in rec.data
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,7 +21,8 @@ class FakeServer:
     """Runs a FakeGlance on ``host``; :meth:`stop` refuses connections, :meth:`start` resumes.
 
     The port is chosen on the first start (``port=0`` means a free one) and kept afterwards,
-    so a client holding the URL sees the same endpoint come back.
+    so a client holding the URL sees the same endpoint come back. :meth:`listen` ends the
+    refusals synchronously, for a restart timed from a callback (e.g. a retry hook).
     """
 
     def __init__(self, fake: FakeGlance, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -28,7 +30,8 @@ class FakeServer:
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
+        self._listening: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -47,12 +50,26 @@ class FakeServer:
                                          shutdown_timeout=_SHUTDOWN_TIMEOUT)
             await self._runner.setup()
         if self._site is None:
-            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            site: web.BaseSite
+            if self._listening is not None:
+                site, self._listening = web.SockSite(self._runner, self._listening), None
+            else:
+                site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
             await site.start()
             self._site = site
             self.port = self._runner.addresses[0][1]
         self.fake.server = self
         return self.url
+
+    def listen(self) -> None:
+        """Stop refusing connections now, without awaiting: bind and listen on the port.
+
+        Connections then wait in the kernel's backlog until :meth:`start` (which must follow)
+        serves them, so a synchronous callback can end an outage at an exact moment.
+        """
+        if self._site is None and self._listening is None:
+            # socket.create_server sets SO_REUSEADDR, as TCPSite(reuse_address=True) does.
+            self._listening = socket.create_server((self.host, self.port))
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection, as if the server had died."""
@@ -66,6 +83,9 @@ class FakeServer:
     async def close(self) -> None:
         """Stop for good: also run the app's cleanup (cancelling background imports)."""
         await self.stop()
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
