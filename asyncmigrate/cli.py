@@ -85,10 +85,10 @@ def _renderer(args: argparse.Namespace, console: Console, stats: Stats) -> Any:
     if args.log_format == "json":
         return JsonRenderer(sys.stderr, stats, interval=float("inf") if args.quiet else 10.0)
     if args.quiet:
-        return LineRenderer(sys.stderr, stats, interval=float("inf"))
+        return LineRenderer(sys.stderr, stats, interval=float("inf"), verbose=args.verbose)
     if console.is_terminal:
-        return RichRenderer(console, stats)
-    return LineRenderer(sys.stderr, stats)
+        return RichRenderer(console, stats, verbose=args.verbose)
+    return LineRenderer(sys.stderr, stats, verbose=args.verbose)
 
 
 async def _project_map(args: argparse.Namespace, src: Cloud) -> ProjectMap | None:
@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         # keystoneauth warns (e.g. "Failed to discover available identity versions") right
         # before raising what we report anyway, in one line.
         logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
+        # Retries are shown from our own events (with the reason) under -v; stamina's
+        # bare "stamina.retry_scheduled" lines would only add noise.
+        logging.getLogger("stamina").setLevel(logging.ERROR)
         run = anyio.run(_run, args, console)
         return int(run.exit_code)
     except AsyncMigrateError as exc:

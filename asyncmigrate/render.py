@@ -34,7 +34,7 @@ from .progress import (
     TransferStarted,
 )
 
-__all__ = ["JsonRenderer", "LineRenderer", "RichRenderer", "human_bytes", "resume_note"]
+__all__ = ["JsonRenderer", "LineRenderer", "RichRenderer", "human_bytes", "resume_note", "retry_note"]
 
 
 def human_bytes(n: float) -> str:
@@ -54,11 +54,17 @@ def resume_note(event: JournalOpened) -> str:
     )
 
 
+def retry_note(event: Retrying) -> str:
+    """The line ``-v`` shows when an image is tried again."""
+    return f"retrying {event.image_id} (attempt {event.attempt}): {event.reason}"
+
+
 class RichRenderer:
     """Progress bars on a terminal; use as a context manager and as the emit callback."""
 
-    def __init__(self, console: Console, stats: Stats) -> None:
+    def __init__(self, console: Console, stats: Stats, *, verbose: bool = False) -> None:
         self.stats = stats
+        self.verbose = verbose
         self.progress = Progress(
             TextColumn("{task.description}", justify="left"),
             BarColumn(bar_width=30),
@@ -95,6 +101,8 @@ class RichRenderer:
             if event.image_id in self.tasks:
                 self.progress.advance(self.tasks[event.image_id], event.n)
         elif isinstance(event, Retrying):
+            if self.verbose:
+                self.progress.console.print(retry_note(event), markup=False)
             self.progress.advance(self.overall, -event.rewound)
             if event.image_id in self.tasks:
                 self.progress.update(self.tasks[event.image_id], completed=0)
@@ -112,10 +120,11 @@ class RichRenderer:
 class LineRenderer:
     """Plain progress lines every ``interval`` seconds, for non-terminals."""
 
-    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0) -> None:
+    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0, *, verbose: bool = False) -> None:
         self.stream = stream
         self.stats = stats
         self.interval = interval
+        self.verbose = verbose
         self._last = time.monotonic()
 
     def __enter__(self) -> LineRenderer:
@@ -129,6 +138,8 @@ class LineRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             print(resume_note(event), file=self.stream, flush=True)
+        if isinstance(event, Retrying) and self.verbose:
+            print(retry_note(event), file=self.stream, flush=True)
         if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
             r = event.result
             print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", file=self.stream, flush=True)

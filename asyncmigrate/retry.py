@@ -61,10 +61,18 @@ async def run_unit(policy: RetryPolicy, attempt: Callable[[int], Awaitable[None]
     the run.  ``result.seconds`` covers every attempt.
     """
     started = time.monotonic()
+
+    async def recorded(number: int) -> None:
+        try:
+            await attempt(number)
+        except AsyncMigrateError as exc:
+            result.reason = str(exc)  # what the next attempt's Retrying event reports
+            raise
+
     try:
         async for retry in retrying(policy):
             with retry:
-                await attempt(retry.num)
+                await recorded(retry.num)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
