@@ -19,6 +19,7 @@ own read buffer (``2 × chunk_size``) and the chunk being written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from typing import Any
 
 from .errors import StreamCorrupted, TransportError
 
-__all__ = ["Digest", "Pipeline", "counted", "pipeline", "resuming_source", "verified"]
+__all__ = ["Digest", "Pipeline", "close_quietly", "counted", "pipeline", "resuming_source", "verified"]
 
 
 class Digest:
@@ -166,7 +167,19 @@ class Pipeline:
     async def aclose(self) -> None:
         """Close all stages, outermost first."""
         for stage in reversed(self._stages):
-            await stage.aclose()  # type: ignore[attr-defined]
+            await close_quietly(stage)
+
+
+async def close_quietly(stage: AsyncIterator[bytes]) -> None:
+    """``aclose()`` a stage, unless it is still running in another task.
+
+    aiohttp's body writer can still be inside the generator when the request
+    call has already returned (a server that answers before reading the whole
+    body); closing it then raises RuntimeError.  The writer task finishes or
+    is cancelled on its own, and closes the stage then.
+    """
+    with contextlib.suppress(RuntimeError):
+        await stage.aclose()  # type: ignore[attr-defined]
 
 
 def pipeline(

@@ -32,7 +32,7 @@ from .metadata import create_body, differences, left_out
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import run_unit
-from .stream import Digest, pipeline
+from .stream import Digest, close_quietly, pipeline
 
 __all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
 
@@ -358,7 +358,7 @@ async def stream_data(
             bad_digests.add(exc.actual)
         raise
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await close_quietly(chunks)
         await pipe.aclose()
         if digest is not None:
             digest.close()
