@@ -30,6 +30,7 @@ from .config import CopyConfig
 from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
+from .limits import Limits
 from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
@@ -212,9 +213,10 @@ async def copy_images(
     ):
         await check_endpoint(src, "source")
         await check_endpoint(dst, "destination")
+        limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit)
+            transfer = ImageTransfer(src, dst, image, config, emit, limits)
             return await (transfer.plan() if config.dry_run else transfer.run())
 
         results = await run_pool(

@@ -118,6 +118,20 @@ def _filters(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _caps(p: argparse.ArgumentParser, *, scope: str) -> None:
+    p.add_argument(
+        "--max-rate",
+        metavar="SIZE",
+        help=f"bandwidth cap for the whole run, bytes per second, e.g. 200MiB{scope} (default: none)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        metavar="N",
+        help=f"at most N uploads at once{scope}, for destinations that limit them (default: --concurrency)",
+    )
+
+
 def _copy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
     p.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
@@ -128,6 +142,7 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         default="full",
         help="full: hash on the fly and hold the last chunk back (default); server: compare recorded hashes only",
     )
+    _caps(p, scope="")
     _identity(p)
     _filters(p)
 
@@ -147,6 +162,7 @@ def _move_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cloud", required=True, metavar="NAME", help="the cloud (clouds.yaml name)")
     p.add_argument("--from-store", required=True, metavar="OLD", help="store to empty")
     p.add_argument("--to-store", required=True, metavar="NEW", help="store to fill")
+    _caps(p, scope=" (--method location)")
     p.add_argument(
         "--method",
         choices=("copy-image", "location"),
@@ -284,7 +300,14 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         retry=_retry(args),
         timeouts=_timeouts(args),
         selection=selection(args),
+        max_rate=_max_rate(args),
+        max_uploads=getattr(args, "max_uploads", None),
     )
+
+
+def _max_rate(args: argparse.Namespace) -> int | None:
+    rate = getattr(args, "max_rate", None)
+    return parse_size(rate) if rate else None
 
 
 def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfig:
@@ -304,4 +327,6 @@ def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfi
         retry=_retry(args),
         timeouts=_timeouts(args),
         selection=selection(args),
+        max_rate=_max_rate(args),
+        max_uploads=getattr(args, "max_uploads", None),
     )

@@ -38,6 +38,7 @@ from .errors import (
     VerificationError,
 )
 from .glance import GlanceClient, open_glance
+from .limits import Limits
 from .metadata import carrier_body
 from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
@@ -100,8 +101,16 @@ def plan_move(image: dict[str, Any], config: MoveConfig) -> tuple[str, str]:
 class StoreMove:
     """Moves one image from ``config.from_store`` to ``config.to_store``."""
 
-    def __init__(self, client: GlanceClient, image: dict[str, Any], config: MoveConfig, emit: Emit) -> None:
+    def __init__(
+        self,
+        client: GlanceClient,
+        image: dict[str, Any],
+        config: MoveConfig,
+        emit: Emit,
+        limits: Limits | None = None,
+    ) -> None:
         self.client = client
+        self.limits = limits or Limits()
         self.image = image
         self.config = config
         self.emit = emit
@@ -324,6 +333,7 @@ class StoreMove:
                 on_started=lambda: None,
                 on_bytes=lambda n: None,
                 bad_digests=self._bad_digests,
+                limits=self.limits,
             )
             fresh = await self.client.get_image(carrier["id"])
             assert fresh is not None
@@ -396,9 +406,10 @@ async def move_images(
     ):
         await check_endpoint(client, "the")
         await check_stores(client, config)
+        limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            move = StoreMove(client, image, config, emit)
+            move = StoreMove(client, image, config, emit, limits)
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:

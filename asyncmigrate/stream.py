@@ -5,55 +5,67 @@ Stages (each a single purpose):
 * :func:`resuming_source` — the source download; a cut connection is reopened
   with ``Range: bytes=OFFSET-`` and reading goes on where it stopped.
 * :class:`Digest` — hashes each chunk in the transfer's own thread, pipelined:
-  chunk N is hashed while chunk N+1 is read and chunk N-1 is written.
+  chunk N is hashed while chunk N+1 is read and chunk N-1 is written (up to
+  two chunks queued).
 * :func:`verified` — counts bytes, feeds the digest, and holds back the last
   chunk until size and digest match the source's record.  If they do not, it
   raises before the last byte is sent, so the destination never commits the
   upload (Glance returns the image to ``queued``).
+* :func:`~asyncmigrate.limits.throttled` — the run-wide ``--max-rate`` cap, when set.
 * ``on_bytes`` — progress accounting, called for each chunk handed on.
 
-Memory: one chunk in the digest thread and one held back, on top of aiohttp's
-own read buffer (``2 × chunk_size``) and the chunk being written.
+Memory: two chunks queued to the digest thread and one held back, on top of
+aiohttp's own read buffer (``2 × chunk_size``) and the chunk being written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import StreamCorrupted, TransportError
+from .limits import Throttle, throttled
 
 __all__ = ["Digest", "Pipeline", "close_quietly", "counted", "pipeline", "resuming_source", "verified"]
 
 
 class Digest:
-    """A running hash computed off the event loop, one chunk in flight at most.
+    """A running hash computed off the event loop, at most ``DEPTH`` chunks in flight.
 
     Each transfer owns one single-thread executor, so updates apply in order
     while hashlib (which releases the GIL on large buffers) runs on another core.
+    The loop only waits when ``DEPTH`` chunks are still queued; a finished
+    update is collected by polling, without an asyncio future per chunk.
+    Two in flight measured 5–8 % faster than one (benchmarks, experiment group)
+    for one more chunk of memory per transfer.
     """
+
+    DEPTH = 2
 
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
         self._hash = hashlib.new(algorithm)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hash-{algorithm}")
-        self._pending: asyncio.Future[None] | None = None
+        self._inflight: collections.deque[Future[None]] = collections.deque()
 
     async def feed(self, chunk: bytes) -> None:
-        """Start hashing ``chunk`` once the previous chunk is hashed."""
-        if self._pending is not None:
-            await self._pending
-        self._pending = asyncio.wrap_future(self._pool.submit(self._hash.update, chunk))
+        """Queue ``chunk`` for hashing; wait only while ``DEPTH`` chunks are queued."""
+        queue = self._inflight
+        while queue and queue[0].done():
+            queue.popleft().result()
+        while len(queue) >= self.DEPTH:
+            await asyncio.wrap_future(queue.popleft())
+        queue.append(self._pool.submit(self._hash.update, chunk))
 
     async def hexdigest(self) -> str:
         """The digest of everything fed so far."""
-        if self._pending is not None:
-            await self._pending
-            self._pending = None
+        while self._inflight:
+            await asyncio.wrap_future(self._inflight.popleft())
         return self._hash.hexdigest()
 
     def close(self) -> None:
@@ -190,11 +202,17 @@ def pipeline(
     expected: str | None,
     on_bytes: Callable[[int], None],
     max_resumes: int = 3,
+    throttle: Throttle | None = None,
 ) -> Pipeline:
-    """Assemble the stages: source → verify (+digest, hold-back) → count."""
+    """Assemble the stages: source → verify (+digest, hold-back) → [throttle] → count."""
     # 1. read the source, healing cuts with Range
     source = resuming_source(open_at, size, max_resumes=max_resumes)
     # 2. count and hash; hold the last chunk back until size and digest match
     checked = verified(source, size=size, digest=digest, expected=expected)
-    # 3. account progress for each chunk handed to the upload
-    return Pipeline([source, checked, counted(checked, on_bytes)])
+    stages = [source, checked]
+    # 3. the run-wide bandwidth cap
+    if throttle is not None:
+        stages.append(throttled(checked, throttle))
+    # 4. account progress for each chunk handed to the upload
+    stages.append(counted(stages[-1], on_bytes))
+    return Pipeline(stages)

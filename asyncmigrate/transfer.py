@@ -28,6 +28,7 @@ from .errors import (
 )
 from .glance import GlanceClient
 from .identity import map_members
+from .limits import Limits, Throttle
 from .metadata import create_body, differences, left_out
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
@@ -105,8 +106,10 @@ class ImageTransfer:
         image: dict[str, Any],
         config: CopyConfig,
         emit: Emit,
+        limits: Limits | None = None,
     ) -> None:
         self.src = src
+        self.limits = limits or Limits()
         self.dst = dst
         self.image = image
         self.config = config
@@ -224,6 +227,7 @@ class ImageTransfer:
             on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
             on_bytes=self._on_bytes,
             bad_digests=self._bad_digests,
+            limits=self.limits,
         )
 
     def _on_bytes(self, n: int) -> None:
@@ -320,6 +324,7 @@ async def stream_data(
     on_started: Callable[[], None],
     on_bytes: Callable[[int], None],
     bad_digests: set[str],
+    limits: Limits | None = None,
 ) -> None:
     """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified.
 
@@ -327,6 +332,23 @@ async def stream_data(
     source's record, or :class:`SourceCorrupt` when the same wrong digest was
     already seen in ``bad_digests`` (the stored bytes themselves are bad).
     """
+    limits = limits or Limits()
+    async with limits.upload_slot():
+        await _stream_data(src, dst, image, dest_id, store, verify, on_started, on_bytes, bad_digests, limits.throttle)
+
+
+async def _stream_data(
+    src: GlanceClient,
+    dst: GlanceClient,
+    image: dict[str, Any],
+    dest_id: str,
+    store: str | None,
+    verify: str,
+    on_started: Callable[[], None],
+    on_bytes: Callable[[int], None],
+    bad_digests: set[str],
+    throttle: Throttle | None,
+) -> None:
     size = int(image.get("size") or 0)
     algo, expected = expected_digest(image)
     digest = Digest(algo) if algo and verify == "full" else None
@@ -336,6 +358,7 @@ async def stream_data(
         digest=digest,
         expected=expected,
         on_bytes=on_bytes,
+        throttle=throttle,
     )
     chunks = pipe.__aiter__()
     try:

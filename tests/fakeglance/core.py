@@ -35,8 +35,15 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _BASE_SEED_ATTRS = (
-    "name", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "owner",
-    "disk_format", "container_format",
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "min_disk",
+    "min_ram",
+    "owner",
+    "disk_format",
+    "container_format",
 )
 
 
@@ -114,6 +121,8 @@ class FakeGlance:
         self.members: dict[str, dict[str, MemberRecord]] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
         self.requests: list[LoggedRequest] = []
+        self.uploads_in_flight = 0  # PUT …/file being received now
+        self.max_uploads_in_flight = 0  # the most seen at once
         self.faults = Faults()
         self.valid_tokens: set[str] | None = None
         """Tokens accepted in ``X-Auth-Token``; None turns authentication off."""
@@ -207,8 +216,7 @@ class FakeGlance:
     def requests_matching(self, method: str, path_regex: str) -> list[LoggedRequest]:
         """Logged requests with this method (or ``"*"``) whose path matches (``re.search``)."""
         pattern = re.compile(path_regex)
-        return [r for r in self.requests
-                if method in ("*", r.method) and pattern.search(r.path)]
+        return [r for r in self.requests if method in ("*", r.method) and pattern.search(r.path)]
 
     async def drain(self) -> None:
         """Wait until background work (copy-image imports) has finished."""
@@ -232,8 +240,7 @@ class FakeGlance:
 
     def render(self, rec: ImageRecord) -> dict[str, Any]:
         """The image's JSON under this fake's configuration."""
-        return render_image(rec, multi_store=self.multi_store,
-                            show_locations=self.show_multiple_locations)
+        return render_image(rec, multi_store=self.multi_store, show_locations=self.show_multiple_locations)
 
     def identity(self, request: web.Request) -> Identity:
         """The caller: ``X-Project-Id``/``X-Roles``/``X-User-Id``, else the admin of ADMIN_PROJECT.
@@ -245,8 +252,7 @@ class FakeGlance:
         roles = request.headers.get("X-Roles", default_roles)
         return Identity(
             project_id=project or ADMIN_PROJECT,
-            user_id=request.headers.get(
-                "X-User-Id", ADMIN_USER if project is None else f"user-{project}"),
+            user_id=request.headers.get("X-User-Id", ADMIN_USER if project is None else f"user-{project}"),
             roles=frozenset(r.strip().lower() for r in roles.split(",") if r.strip()),
         )
 
@@ -259,8 +265,7 @@ class FakeGlance:
 
     def require_owner(self, rec: ImageRecord, identity: Identity, action: str = "modify") -> None:
         """403 unless the caller is an admin or a member of the owning project."""
-        if not (identity.is_admin
-                or (rec.owner == identity.project_id and "member" in identity.roles)):
+        if not (identity.is_admin or (rec.owner == identity.project_id and "member" in identity.roles)):
             raise fail(403, f"You are not authorized to {action} image {rec.id}.")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -280,13 +285,12 @@ class FakeGlance:
     def relative_path(self, request: web.Request) -> str:
         """The request path without the deployment prefix."""
         path = request.path
-        return path[len(self.prefix):] if path.startswith(self.prefix) else path
+        return path[len(self.prefix) :] if path.startswith(self.prefix) else path
 
     # -- the app -----------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._log_middleware, self._fault_middleware,
-                                           self._auth_middleware])
+        app = web.Application(middlewares=[self._log_middleware, self._fault_middleware, self._auth_middleware])
         for module in (stores, images, members, data):
             for method, path, handler in module.routes(self):
                 app.router.add_route(method, self.prefix + path, handler)
@@ -298,9 +302,14 @@ class FakeGlance:
     async def _log_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "x-auth-token"}
         token = request.headers.get("X-Auth-Token")
-        entry = LoggedRequest(request.method, self.relative_path(request), request.query_string,
-                              headers, f"req-{uuid.uuid4()}",
-                              token=None if token is None else token_fingerprint(token))
+        entry = LoggedRequest(
+            request.method,
+            self.relative_path(request),
+            request.query_string,
+            headers,
+            f"req-{uuid.uuid4()}",
+            token=None if token is None else token_fingerprint(token),
+        )
         self.requests.append(entry)
         request[LOG_ENTRY] = entry
         try:
@@ -353,9 +362,11 @@ class FakeGlance:
 
 def _unauthorized() -> web.HTTPUnauthorized:
     # What keystonemiddleware answers for a missing or expired token.
-    body = {"error": {"code": 401, "title": "Unauthorized",
-                      "message": "The request you have made requires authentication."}}
+    body = {
+        "error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}
+    }
     return web.HTTPUnauthorized(
-        text=json.dumps(body), content_type="application/json",
+        text=json.dumps(body),
+        content_type="application/json",
         headers={"WWW-Authenticate": 'Keystone uri="http://127.0.0.1:5000"'},
     )

@@ -47,8 +47,11 @@ def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
 def parse_range(header: str, size: int) -> tuple[int, int]:
     """(first, last) byte positions, inclusive, for a single-range ``Range`` header."""
     if "," in header:
-        raise fail(400, "Requests with multiple ranges are not supported in Glance. "
-                        "You may make multiple single-range requests instead.")
+        raise fail(
+            400,
+            "Requests with multiple ranges are not supported in Glance. "
+            "You may make multiple single-range requests instead.",
+        )
     match = _RANGE.fullmatch(header)
     if match is None or match.group(1) == match.group(2) == "":
         raise fail(416, "Invalid Range header.")
@@ -64,8 +67,10 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     if end < start:
         raise fail(416, "Invalid Range header.")
     if start >= size:
-        raise fail(416, "Invalid start position in Range header. Start position MUST be in "
-                        f"the inclusive range [0, {size - 1}].")
+        raise fail(
+            416,
+            f"Invalid start position in Range header. Start position MUST be in the inclusive range [0, {size - 1}].",
+        )
     return start, min(end, size - 1)
 
 
@@ -105,6 +110,17 @@ class _DataApi:
 
         rec.status = "saving"
         rec.updated_at = fake.now()
+        fake.uploads_in_flight += 1
+        fake.max_uploads_in_flight = max(fake.max_uploads_in_flight, fake.uploads_in_flight)
+        try:
+            return await self._receive(request, rec, store, claimed_size)
+        finally:
+            fake.uploads_in_flight -= 1
+
+    async def _receive(
+        self, request: web.Request, rec: ImageRecord, store: str, claimed_size: int | None
+    ) -> web.StreamResponse:
+        fake = self.fake
         entry = fake.log_entry(request)
         cut_after = fake.faults.take_upload_cut(rec.id)
         digest = Digest()
@@ -139,12 +155,16 @@ class _DataApi:
         self, rec: ImageRecord, store: str, data: bytes, digest: Digest, claimed_size: int | None
     ) -> web.Response:
         if self.fake.images.get(rec.id) is not rec:
-            raise fail(410, f"Image {rec.id} could not be found after upload. The image may "
-                            "have been deleted during the upload, cleaning up the chunks uploaded.")
+            raise fail(
+                410,
+                f"Image {rec.id} could not be found after upload. The image may "
+                "have been deleted during the upload, cleaning up the chunks uploaded.",
+            )
         if claimed_size is not None and claimed_size != digest.size:
             self._restore(rec)
-            raise fail(400, f"Image size {digest.size} does not match the size "
-                            f"{claimed_size} given in x-openstack-image-size.")
+            raise fail(
+                400, f"Image size {digest.size} does not match the size {claimed_size} given in x-openstack-image-size."
+            )
         if rec.disk_format == "qcow2" and not data.startswith(QCOW2_MAGIC):
             self._restore(rec)
             raise fail(415, "Image disk_format is qcow2 but the data is not a qcow2 image.")
@@ -165,8 +185,7 @@ class _DataApi:
         identity = fake.identity(request)
         rec = fake.lookup(request.match_info["image_id"], identity)
         if rec.status == "deactivated" and not identity.is_admin:
-            raise fail(403, "The requested image has been deactivated. "
-                            "Image data download is forbidden.")
+            raise fail(403, "The requested image has been deactivated. Image data download is forbidden.")
         content = rec.content()
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)

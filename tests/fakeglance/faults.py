@@ -119,11 +119,18 @@ class Faults:
         """
         if nth < 1:
             raise ValueError("nth must be >= 1")
-        self._http.append(HttpFailure(
-            method=method.upper(), pattern=re.compile(path_regex), status=status,
-            retry_after=retry_after, body=body or f"{status} injected by fakeglance",
-            echo=echo, armed=_check_times(times), skip=nth - 1,
-        ))
+        self._http.append(
+            HttpFailure(
+                method=method.upper(),
+                pattern=re.compile(path_regex),
+                status=status,
+                retry_after=retry_after,
+                body=body or f"{status} injected by fakeglance",
+                echo=echo,
+                armed=_check_times(times),
+                skip=nth - 1,
+            )
+        )
 
     def cut_download_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
         """Close the connection after ``n_bytes`` of a download's body (headers already sent)."""
@@ -162,9 +169,7 @@ class Faults:
             raise ValueError("nth must be >= 1")
         self._expire_token = _TokenExpiry(method.upper(), re.compile(path_regex), nth - 1)
 
-    def fail_import(
-        self, store: str, *, message: str = "injected copy failure", times: int | None = 1
-    ) -> None:
+    def fail_import(self, store: str, *, message: str = "injected copy failure", times: int | None = 1) -> None:
         """Make copy-image imports into ``store`` fail (listed in ``os_glance_failed_import``)."""
         self._import_failures[store] = (message, _check_times(times))
 
@@ -219,9 +224,7 @@ class Faults:
         return None
 
 
-def _arm(
-    faults: dict[str, list[_ByteFault]], image_id: str, n_bytes: int, times: int | None
-) -> None:
+def _arm(faults: dict[str, list[_ByteFault]], image_id: str, n_bytes: int, times: int | None) -> None:
     if n_bytes < 0:
         raise ValueError("n_bytes must be >= 0")
     faults.setdefault(image_id, []).append(_ByteFault(n_bytes, _check_times(times)))

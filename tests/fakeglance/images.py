@@ -37,14 +37,33 @@ _RESERVED = ("location", "locations", "deleted", "deleted_at")
 _DROPPED_IN_CREATE = ("os_hash_algo", "os_hash_value")
 # Refused as the root of a PATCH path.
 _READONLY_PATCH = (
-    "created_at", "updated_at", "status", "checksum", "size", "virtual_size", "direct_url",
-    "self", "file", "schema", "id", "os_hash_algo", "os_hash_value",
+    "created_at",
+    "updated_at",
+    "status",
+    "checksum",
+    "size",
+    "virtual_size",
+    "direct_url",
+    "self",
+    "file",
+    "schema",
+    "id",
+    "os_hash_algo",
+    "os_hash_value",
     # Not in glance's list; refused here so a client cannot rewrite `stores` by accident.
     "stores",
 )
 _SETTABLE = (
-    "name", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "owner",
-    "disk_format", "container_format", "tags",
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "min_disk",
+    "min_ram",
+    "owner",
+    "disk_format",
+    "container_format",
+    "tags",
 )
 PATCH_TYPES = {
     "application/openstack-images-v2.0-json-patch": 4,
@@ -86,8 +105,11 @@ def validate_attr(key: str, value: Any) -> None:
         # The schema's additionalProperties: custom properties are strings.
         ok = isinstance(value, str) and len(key) <= 255
     if not ok:
-        raise fail(400, f"Provided object does not match schema 'image': {value!r} is not valid "
-                        f"under any of the given schemas\n\nFailed validating {key!r}")
+        raise fail(
+            400,
+            f"Provided object does not match schema 'image': {value!r} is not valid "
+            f"under any of the given schemas\n\nFailed validating {key!r}",
+        )
 
 
 def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
@@ -112,8 +134,9 @@ class _ImagesApi:
         self.fake = fake
 
     async def index(self, request: web.Request) -> web.Response:
-        body = list_images(self.fake.images.values(), self.fake.members,
-                           self.fake.identity(request), request.query, self.fake.render)
+        body = list_images(
+            self.fake.images.values(), self.fake.members, self.fake.identity(request), request.query, self.fake.render
+        )
         return web.json_response(body)
 
     async def create(self, request: web.Request) -> web.Response:
@@ -128,8 +151,9 @@ class _ImagesApi:
             body.pop(key, None)
         image_id = body.pop("id", None)
         if image_id is not None and not (isinstance(image_id, str) and _UUID.match(image_id)):
-            raise fail(400, f"Provided object does not match schema 'image': {image_id!r} "
-                            "does not match the id pattern")
+            raise fail(
+                400, f"Provided object does not match schema 'image': {image_id!r} does not match the id pattern"
+            )
         tags = body.pop("tags", [])
         validate_attr("tags", tags)
         for key, value in body.items():
@@ -146,8 +170,7 @@ class _ImagesApi:
             raise fail(409, f"Image with identifier {image_id} already exists!")
 
         now = self.fake.now()
-        rec = ImageRecord(id=image_id or _new_id(), owner=owner, created_at=now, updated_at=now,
-                          tags=_dedupe(tags))
+        rec = ImageRecord(id=image_id or _new_id(), owner=owner, created_at=now, updated_at=now, tags=_dedupe(tags))
         for key, value in body.items():
             if key in _SETTABLE:
                 setattr(rec, key, value)
@@ -171,8 +194,7 @@ class _ImagesApi:
         draft = PATCH_TYPES.get(request.content_type)
         if draft is None:
             allowed = ", ".join(sorted(PATCH_TYPES))
-            raise fail(415, f"Image PATCH expects Content-Type one of: {allowed}",
-                       headers={"Accept-Patch": allowed})
+            raise fail(415, f"Image PATCH expects Content-Type one of: {allowed}", headers={"Accept-Patch": allowed})
         changes = await json_body(request)
         if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
             raise fail(400, "Request body must be a JSON array of operation objects.")
@@ -264,15 +286,13 @@ def _parse_change(change: dict[str, Any], draft: int) -> tuple[str, str, Any]:
     if draft == 10:
         op, pointer = change.get("op"), change.get("path")
         if op not in ops:
-            raise fail(400, f"Invalid operation: `{op}`. It must be one of the following: "
-                            "add, remove, replace.")
+            raise fail(400, f"Invalid operation: `{op}`. It must be one of the following: add, remove, replace.")
         if not isinstance(pointer, str):
             raise fail(400, "Unable to find 'path' in JSON Schema change")
     else:
         present = [key for key in ops if key in change]
         if len(present) != 1:
-            raise fail(400, 'Operation objects must contain exactly one member named "add", '
-                            '"remove", or "replace".')
+            raise fail(400, 'Operation objects must contain exactly one member named "add", "remove", or "replace".')
         op = present[0]
         pointer = change[op]
         if not isinstance(pointer, str):

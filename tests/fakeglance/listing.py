@@ -29,7 +29,14 @@ from .model import Identity, ImageRecord, MemberRecord, fail
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
 SORT_KEYS = (
-    "name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
+    "name",
+    "status",
+    "container_format",
+    "disk_format",
+    "size",
+    "id",
+    "created_at",
+    "updated_at",
 )
 _EQ_OR_IN_KEYS = ("name", "id", "status", "container_format", "disk_format")
 _PAGING_KEYS = ("limit", "marker", "member_status", "tag", "sort", "sort_key", "sort_dir")
@@ -118,8 +125,7 @@ def _parse_sort(query: MultiMapping[str]) -> tuple[list[str], list[str]]:
             raise fail(400, "Number of sort dirs does not match the number of sort keys")
     for key in keys:
         if key not in SORT_KEYS:
-            raise fail(400, f"Invalid sort key: {key}. It must be one of the following: "
-                            f"{', '.join(SORT_KEYS)}.")
+            raise fail(400, f"Invalid sort key: {key}. It must be one of the following: {', '.join(SORT_KEYS)}.")
     for direction in dirs:
         if direction not in ("asc", "desc"):
             raise fail(400, f"Invalid sort direction: {direction}")
@@ -148,13 +154,12 @@ def _compare(keys: list[str], dirs: list[str], a: ImageRecord, b: ImageRecord) -
 
 
 def _parse_bool(name: str, raw: str | None, default: str | None) -> bool | None:
-    value = (raw if raw is not None else default)
+    value = raw if raw is not None else default
     if value is None:
         return None
     value = value.lower()
     if value not in ("true", "false"):
-        raise fail(400, f"Invalid value '{raw}' for '{name}' filter. "
-                        "Valid values are 'true' or 'false'.")
+        raise fail(400, f"Invalid value '{raw}' for '{name}' filter. Valid values are 'true' or 'false'.")
     return value == "true"
 
 
@@ -180,8 +185,16 @@ def _make_filter(
                 bounds.append((key[-3:], int(query[key])))
             except ValueError:
                 raise fail(400, "Unable to filter on a range with a non-numeric value.") from None
-    handled = {"visibility", "os_hidden", "protected", "changes-since", "size_min", "size_max",
-               *_EQ_OR_IN_KEYS, *_PAGING_KEYS}
+    handled = {
+        "visibility",
+        "os_hidden",
+        "protected",
+        "changes-since",
+        "size_min",
+        "size_max",
+        *_EQ_OR_IN_KEYS,
+        *_PAGING_KEYS,
+    }
     others = {key: query[key] for key in query if key not in handled}
 
     def listed_to_caller(rec: ImageRecord) -> bool:
@@ -190,8 +203,7 @@ def _make_filter(
         if rec.visibility in ("public", "community"):
             return True
         member = members.get(rec.id, {}).get(identity.project_id)
-        return (rec.visibility == "shared" and member is not None
-                and member_status in ("all", member.status))
+        return rec.visibility == "shared" and member is not None and member_status in ("all", member.status)
 
     def visibility_ok(rec: ImageRecord) -> bool:
         if visibility:
@@ -234,4 +246,3 @@ def _attr_or_property(rec: ImageRecord, key: str) -> str | None:
         value = getattr(rec, key)
         return None if value is None else str(value)
     return rec.properties.get(key)
-

@@ -37,9 +37,7 @@ class _MembersApi:
     def __init__(self, fake: FakeGlance) -> None:
         self.fake = fake
 
-    def _image(
-        self, request: web.Request, identity: Identity, not_shared: int = 403
-    ) -> ImageRecord:
+    def _image(self, request: web.Request, identity: Identity, not_shared: int = 403) -> ImageRecord:
         rec = self.fake.lookup(request.match_info["image_id"], identity)
         if rec.visibility != "shared":
             raise fail(not_shared, "Only shared images have members.")
@@ -59,8 +57,11 @@ class _MembersApi:
     async def index(self, request: web.Request) -> web.Response:
         identity = self.fake.identity(request)
         rec = self._image(request, identity)
-        listed = [m.render() for m in self.fake.members.get(rec.id, {}).values()
-                  if self._is_owner(rec, identity) or m.member_id == identity.project_id]
+        listed = [
+            m.render()
+            for m in self.fake.members.get(rec.id, {}).values()
+            if self._is_owner(rec, identity) or m.member_id == identity.project_id
+        ]
         return web.json_response({"members": listed, "schema": "/v2/schemas/members"})
 
     async def create(self, request: web.Request) -> web.Response:

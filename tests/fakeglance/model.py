@@ -32,15 +32,34 @@ CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compr
 VISIBILITIES = ("public", "private", "shared", "community")
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 STATUSES = (
-    "queued", "saving", "active", "killed", "deleted", "uploading",
-    "importing", "pending_delete", "deactivated",
+    "queued",
+    "saving",
+    "active",
+    "killed",
+    "deleted",
+    "uploading",
+    "importing",
+    "pending_delete",
+    "deactivated",
 )
 
 # Base attributes: always rendered, never stored among the custom properties.
 BASE_ATTRS = (
-    "name", "disk_format", "container_format", "visibility", "size", "virtual_size",
-    "status", "checksum", "protected", "min_ram", "min_disk", "owner", "os_hidden",
-    "os_hash_algo", "os_hash_value",
+    "name",
+    "disk_format",
+    "container_format",
+    "visibility",
+    "size",
+    "virtual_size",
+    "status",
+    "checksum",
+    "protected",
+    "min_ram",
+    "min_disk",
+    "owner",
+    "os_hidden",
+    "os_hash_algo",
+    "os_hash_value",
 )
 
 RESERVED_PREFIX = "os_glance_"
@@ -191,8 +210,10 @@ def render_image(rec: ImageRecord, *, multi_store: bool, show_locations: bool) -
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
         view["locations"] = [
-            {"url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
-             "metadata": {"store": store} if store else {}}
+            {
+                "url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
+                "metadata": {"store": store} if store else {},
+            }
             for store in rec.data
         ]
     view["tags"] = list(rec.tags)
@@ -219,9 +240,7 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
 }
 
 
-def fail(
-    status: int, explanation: str, headers: Mapping[str, str] | None = None
-) -> web.HTTPException:
+def fail(status: int, explanation: str, headers: Mapping[str, str] | None = None) -> web.HTTPException:
     """An error to raise, with a plain-text body shaped like webob's (what glance sends)."""
     reason = http.HTTPStatus(status).phrase
     return _ERRORS[status](text=f"{status} {reason}\n\n{explanation}\n\n", headers=headers)

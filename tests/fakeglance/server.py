@@ -46,8 +46,7 @@ class FakeServer:
     async def start(self) -> str:
         """Start (or resume) listening; returns :attr:`url`."""
         if self._runner is None:
-            self._runner = web.AppRunner(self.fake.app, access_log=None,
-                                         shutdown_timeout=_SHUTDOWN_TIMEOUT)
+            self._runner = web.AppRunner(self.fake.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
             await self._runner.setup()
         if self._site is None:
             site: web.BaseSite

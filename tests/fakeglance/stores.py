@@ -28,10 +28,22 @@ if TYPE_CHECKING:
 
 # Glance 33 without an image cache, multi-store enabled; 2.17 is CURRENT.
 _VERSIONS = (
-    ("2.15", "SUPPORTED"), ("2.13", "SUPPORTED"), ("2.12", "SUPPORTED"), ("2.11", "SUPPORTED"),
-    ("2.10", "SUPPORTED"), ("2.9", "SUPPORTED"), ("2.8", "SUPPORTED"), ("2.17", "CURRENT"),
-    ("2.7", "SUPPORTED"), ("2.6", "SUPPORTED"), ("2.5", "SUPPORTED"), ("2.4", "SUPPORTED"),
-    ("2.3", "SUPPORTED"), ("2.2", "SUPPORTED"), ("2.1", "SUPPORTED"), ("2.0", "SUPPORTED"),
+    ("2.15", "SUPPORTED"),
+    ("2.13", "SUPPORTED"),
+    ("2.12", "SUPPORTED"),
+    ("2.11", "SUPPORTED"),
+    ("2.10", "SUPPORTED"),
+    ("2.9", "SUPPORTED"),
+    ("2.8", "SUPPORTED"),
+    ("2.17", "CURRENT"),
+    ("2.7", "SUPPORTED"),
+    ("2.6", "SUPPORTED"),
+    ("2.5", "SUPPORTED"),
+    ("2.4", "SUPPORTED"),
+    ("2.3", "SUPPORTED"),
+    ("2.2", "SUPPORTED"),
+    ("2.1", "SUPPORTED"),
+    ("2.0", "SUPPORTED"),
 )
 
 
@@ -63,10 +75,12 @@ class _StoresApi:
     def _version_doc(self, request: web.Request) -> dict[str, Any]:
         # Unlike every other link, these are absolute and include the prefix.
         href = f"{request.scheme}://{request.host}{self.fake.prefix}/v2/"
-        return {"versions": [
-            {"id": f"v{number}", "status": status, "links": [{"rel": "self", "href": href}]}
-            for number, status in _VERSIONS
-        ]}
+        return {
+            "versions": [
+                {"id": f"v{number}", "status": status, "links": [{"rel": "self", "href": href}]}
+                for number, status in _VERSIONS
+            ]
+        }
 
     async def root(self, request: web.Request) -> web.Response:
         return web.json_response(self._version_doc(request), status=300)
@@ -104,10 +118,15 @@ class _StoresApi:
         return web.json_response({"stores": listed})
 
     async def info_import(self, request: web.Request) -> web.Response:
-        return web.json_response({"import-methods": {
-            "description": "Import methods available.", "type": "array",
-            "value": list(self.fake.import_methods),
-        }})
+        return web.json_response(
+            {
+                "import-methods": {
+                    "description": "Import methods available.",
+                    "type": "array",
+                    "value": list(self.fake.import_methods),
+                }
+            }
+        )
 
     async def import_image(self, request: web.Request) -> web.Response:
         fake = self.fake
@@ -135,8 +154,9 @@ class _StoresApi:
         else:
             fake.require_owner(rec, identity, "import")
         if IMPORT_LOCK_KEY in rec.properties:
-            raise fail(409, f"New operation on image '{rec.id}' is not permitted as prior "
-                            "operation is still in progress")
+            raise fail(
+                409, f"New operation on image '{rec.id}' is not permitted as prior operation is still in progress"
+            )
         targets = self._target_stores(request, body)
         if name == "copy-image":
             already = [s for s in targets if s in rec.data]
@@ -163,13 +183,11 @@ class _StoresApi:
         header = request.headers.get("X-Image-Meta-Store")
         if body.get("all_stores", False):
             if "stores" in body or header is not None:
-                raise fail(400, "All_stores parameter can't be used with x-image-meta-store "
-                                "header or stores parameter")
+                raise fail(400, "All_stores parameter can't be used with x-image-meta-store header or stores parameter")
             targets = list(self.fake.stores)
         elif "stores" in body:
             if header is not None:
-                raise fail(400, "Stores parameter and x-image-meta-store header can't be both "
-                                "specified")
+                raise fail(400, "Stores parameter and x-image-meta-store header can't be both specified")
             targets = body["stores"]
             if not isinstance(targets, list):
                 raise fail(400, "'stores' must be a list")
@@ -185,18 +203,24 @@ class _StoresApi:
     ) -> dict[str, Any]:
         now = isotime(self.fake.now())
         task: dict[str, Any] = {
-            "id": str(uuid.uuid4()), "type": "api_image_import", "status": "processing",
-            "owner": identity.project_id, "user_id": identity.user_id, "request_id": request_id,
-            "image_id": image_id, "input": {"image_id": image_id, "import_req": body,
-                                            "backend": targets},
-            "result": None, "message": "", "expires_at": None,
-            "created_at": now, "updated_at": now,
+            "id": str(uuid.uuid4()),
+            "type": "api_image_import",
+            "status": "processing",
+            "owner": identity.project_id,
+            "user_id": identity.user_id,
+            "request_id": request_id,
+            "image_id": image_id,
+            "input": {"image_id": image_id, "import_req": body, "backend": targets},
+            "result": None,
+            "message": "",
+            "expires_at": None,
+            "created_at": now,
+            "updated_at": now,
         }
         self.fake.tasks[task["id"]] = task
         return task
 
-    async def _copy(self, image_id: str, task: dict[str, Any], targets: list[str],
-                    must_succeed: bool) -> None:
+    async def _copy(self, image_id: str, task: dict[str, Any], targets: list[str], must_succeed: bool) -> None:
         fake = self.fake
         pending = list(targets)
         try:
@@ -222,8 +246,7 @@ class _StoresApi:
                         task["status"] = "failure"
                         return
                 rec.updated_at = fake.now()
-            task.update(status="failure" if task["message"] else "success",
-                        result={"image_id": image_id})
+            task.update(status="failure" if task["message"] else "success", result={"image_id": image_id})
             rec = fake.images.get(image_id)
             if rec is not None and fake.import_finish_delay:
                 loaded = dict(rec.data)
@@ -256,11 +279,11 @@ class _StoresApi:
             # Glance's default delete_image_location policy is admin-only.
             raise fail(403, f"You are not authorized to remove data of image {image_id}.")
         if rec.status != "active":
-            raise fail(409, "It's not allowed to remove image data from store if image status "
-                            "is not 'active'")
+            raise fail(409, "It's not allowed to remove image data from store if image status is not 'active'")
         if len(rec.data) == 1:
-            raise fail(403, "Cannot delete image data from the only store containing it. "
-                            "Consider deleting the image instead.")
+            raise fail(
+                403, "Cannot delete image data from the only store containing it. Consider deleting the image instead."
+            )
         if store not in rec.data:
             raise fail(404, f"Image {image_id} is not stored in store {store}.")
         del rec.data[store]
