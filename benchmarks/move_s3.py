@@ -66,8 +66,15 @@ def main() -> int:
     ids = []
     t0 = time.monotonic()
     for i in range(args.images):
-        ids.append(src.create(seed.raw_image(size, 900 + i), store="fast", name=f"bench-move-{i}",
-                              disk_format="raw", container_format="bare")["id"])
+        ids.append(
+            src.create(
+                seed.raw_image(size, 900 + i),
+                store="fast",
+                name=f"bench-move-{i}",
+                disk_format="raw",
+                container_format="bare",
+            )["id"]
+        )
     seeded = time.monotonic() - t0
 
     peak = {"staging": 0}
@@ -81,13 +88,27 @@ def main() -> int:
     sampler = threading.Thread(target=sample, daemon=True)
     cpu_before = _tree_cpu(glance_pid)
     sampler.start()
-    cmd = [sys.executable, "-m", "asyncmigrate", "move", "--cloud", "harness-src", "--from-store", "fast",
-           "--to-store", "cold", "--concurrency", str(args.concurrency), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asyncmigrate",
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "fast",
+        "--to-store",
+        "cold",
+        "--concurrency",
+        str(args.concurrency),
+        "-q",
+    ]
     for image_id in ids:
         cmd += ["--image", image_id]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env={**os.environ, "OS_CLIENT_CONFIG_FILE": env["clouds_yaml"]},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, env={**os.environ, "OS_CLIENT_CONFIG_FILE": env["clouds_yaml"]}, capture_output=True, text=True
+    )
     wall = time.monotonic() - t0
     stop.set()
     sampler.join()

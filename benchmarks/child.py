@@ -1,0 +1,330 @@
+"""One measurement, in its own process, so CPU time and peak RSS are its own.
+
+    python -m benchmarks.child '<json spec>'
+
+prints one JSON line: ``seconds`` (wall time of the transfer only), ``bytes``,
+``images``, ``cpu`` (user + system seconds of this process, every thread,
+during the transfer), ``rss_before_kib`` (VmRSS just before the transfer: the
+imports), ``hwm_kib`` (VmHWM at the end: the peak of the whole process).
+
+Kinds (``spec["kind"]``):
+
+``asyncmigrate``
+    ``asyncmigrate.copy_images`` from cloud ``bench-src`` to ``bench-dst``
+    (``OS_CLIENT_CONFIG_FILE`` is set by the runner), every source image, with
+    a CLI-like ``Stats`` subscriber receiving every progress event
+    (``spec["clouds"]`` and ``spec["only_ids"]`` for the real Glance pair).
+``naive``
+    what simple migration scripts do, in plain ``requests``: GET the record,
+    POST the destination image, download the data to a temporary file
+    (hashing it with ``spec["hash"]`` algorithms, compared with the record),
+    then PUT the file, then GET the destination record.
+``pipe``
+    the raw ceiling: ``resp.content.iter_chunked(1 MiB)`` → an async generator
+    body of ``session.put``, no logic.  ``spec["hash"]`` adds the hash-bound
+    pipe: ``"sha512"`` hashed inline on the loop thread, ``"sha512-thread"``
+    in a one-thread executor, pipelined (one chunk in flight).
+
+``spec["tuning"]``: ``"uvloop"`` (uvloop policy + glibc mallopt, see
+:mod:`benchmarks.tuning`) or ``"mallopt"`` (mallopt only) before anything runs.
+``spec["patches"]``: experiments on asyncmigrate applied by monkeypatching in
+this process only (see :data:`PATCHES`) — the package is never edited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["PATCHES", "main"]
+
+MiB = 1024 * 1024
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+# -- experiments on asyncmigrate (monkeypatches, this process only) ------------------
+
+CHUNK_SIZES: list[int] = []
+
+
+def _patch_digest_inline(_arg: str) -> None:
+    """Hash on the event-loop thread: no executor, no thread hop per chunk."""
+    from asyncmigrate import stream
+
+    async def feed(self: Any, chunk: bytes) -> None:
+        self._hash.update(chunk)
+
+    stream.Digest.feed = feed  # type: ignore[method-assign]
+
+
+def _patch_digest_poll(arg: str) -> None:
+    """Keep the hashing thread, but no asyncio future per chunk: poll the
+    concurrent future and only wrap-and-await it when it is not done yet.
+    With ``=N``, up to N chunks may be in flight (memory: N chunks)."""
+    import collections
+
+    from asyncmigrate import stream
+
+    depth = int(arg or 1)
+
+    async def feed(self: Any, chunk: bytes) -> None:
+        queue = self.__dict__.setdefault("_inflight", collections.deque())
+        while queue and queue[0].done():
+            queue.popleft().result()
+        while len(queue) >= depth:
+            await asyncio.wrap_future(queue.popleft())
+        queue.append(self._pool.submit(self._hash.update, chunk))
+
+    async def hexdigest(self: Any) -> str:
+        queue = self.__dict__.setdefault("_inflight", collections.deque())
+        while queue:
+            await asyncio.wrap_future(queue.popleft())
+        return str(self._hash.hexdigest())
+
+    stream.Digest.feed = feed  # type: ignore[method-assign]
+    stream.Digest.hexdigest = hexdigest  # type: ignore[method-assign]
+
+
+def _patch_read_bufsize(arg: str) -> None:
+    """Force the aiohttp sessions' read_bufsize (bytes) whatever chunk_size is."""
+    import aiohttp
+
+    size = int(arg)
+    original = aiohttp.ClientSession.__init__
+
+    def init(self: Any, *a: Any, **kw: Any) -> None:
+        kw["read_bufsize"] = size
+        original(self, *a, **kw)
+
+    aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
+
+
+def _patch_chunk_stats(_arg: str) -> None:
+    """Record the length of every chunk the source download yields."""
+    from asyncmigrate import glance
+
+    original = glance.Download.chunks
+
+    async def chunks(self: Any) -> AsyncIterator[bytes]:
+        async for chunk in original(self):
+            CHUNK_SIZES.append(len(chunk))
+            yield chunk
+
+    glance.Download.chunks = chunks  # type: ignore[method-assign]
+
+
+def _patch_readany(_arg: str) -> None:
+    """Read the source with ``iter_any()`` (whatever the socket gave, no re-slicing)
+    instead of ``iter_chunked(chunk_size)``."""
+    from asyncmigrate import glance
+
+    async def chunks(self: Any) -> AsyncIterator[bytes]:
+        async for chunk in self._resp.content.iter_any():
+            yield chunk
+
+    glance.Download.chunks = chunks  # type: ignore[method-assign]
+
+
+PATCHES: dict[str, Callable[[str], None]] = {
+    "digest-inline": _patch_digest_inline,
+    "digest-poll": _patch_digest_poll,
+    "read-bufsize": _patch_read_bufsize,
+    "chunk-stats": _patch_chunk_stats,
+    "readany": _patch_readany,
+    "no-events": lambda _arg: None,  # handled in _asyncmigrate: emit=ignore
+}
+
+
+# -- kinds --------------------------------------------------------------------
+
+
+async def _asyncmigrate(spec: dict[str, Any]) -> dict[str, Any]:
+    from asyncmigrate import CopyConfig, copy_images, load_cloud
+    from asyncmigrate.progress import Stats, ignore
+
+    for patch in spec.get("patches", []):
+        name, _, arg = patch.partition("=")
+        PATCHES[name](arg)
+    src_name, dst_name = spec.get("clouds", ["bench-src", "bench-dst"])
+    src = await load_cloud(src_name)
+    dst = await load_cloud(dst_name)
+    config = CopyConfig(
+        concurrency=spec.get("concurrency", 4),
+        chunk_size=spec.get("chunk_size", MiB),
+        verify=spec.get("verify", "full"),
+        image_ids=tuple(spec.get("only_ids", ())),
+    )
+    emit: Any = ignore if "no-events" in spec.get("patches", []) else Stats()
+    rss = _status("VmRSS")
+    cpu0, t0 = _cpu(), time.perf_counter()
+    run = await copy_images(config, src, dst, emit=emit)
+    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    bad = [(r.id, r.outcome, r.reason) for r in run.images if r.outcome != "copied"]
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "cpu": cpu,
+        "bytes": run.bytes,
+        "images": len(run.images),
+        "rss_before_kib": rss,
+    }
+    if bad:
+        out["error"] = f"{len(bad)} images not copied, e.g. {bad[0]}"
+    if CHUNK_SIZES:
+        sizes = sorted(CHUNK_SIZES)
+        out["chunks"] = {
+            "count": len(sizes),
+            "median": sizes[len(sizes) // 2],
+            "p10": sizes[len(sizes) // 10],
+            "max": sizes[-1],
+        }
+    return out
+
+
+def _naive(spec: dict[str, Any]) -> dict[str, Any]:
+    import requests
+
+    src, dst = spec["src_url"], spec["dst_url"]
+    algos: list[str] = spec.get("hash", [])
+    http = requests.Session()
+    http.trust_env = False  # loopback only, never a proxy
+    rss = _status("VmRSS")
+    cpu0, t0 = _cpu(), time.perf_counter()
+    moved = 0
+    for iid in spec["image_ids"]:
+        image = http.get(f"{src}/v2/images/{iid}").json()
+        body = {k: image[k] for k in ("id", "name", "disk_format", "container_format", "visibility")}
+        http.post(f"{dst}/v2/images", json=body).raise_for_status()
+        with tempfile.TemporaryFile(prefix="bench-naive-") as f:
+            hashes = [hashlib.new(a) for a in algos]
+            with http.get(f"{src}/v2/images/{iid}/file", stream=True) as resp:
+                resp.raise_for_status()
+                for chunk in resp.iter_content(MiB):
+                    f.write(chunk)
+                    for h in hashes:
+                        h.update(chunk)
+            for h in hashes:
+                recorded = image["checksum"] if h.name == "md5" else image["os_hash_value"]
+                if h.hexdigest() != recorded:
+                    raise RuntimeError(f"{h.name} mismatch")
+            size = f.tell()
+            f.seek(0)
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            http.put(f"{dst}/v2/images/{iid}/file", data=f, headers=headers).raise_for_status()
+        copied = http.get(f"{dst}/v2/images/{iid}").json()
+        if copied["status"] != "active" or copied["os_hash_value"] != image["os_hash_value"]:
+            raise RuntimeError(f"destination recorded {copied['status']} {copied['os_hash_value']}")
+        moved += size
+    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    return {"seconds": seconds, "cpu": cpu, "bytes": moved, "images": len(spec["image_ids"]), "rss_before_kib": rss}
+
+
+async def _pipe(spec: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    src, dst = spec["src_url"], spec["dst_url"]
+    chunk_size = spec.get("chunk_size", MiB)
+    mode = spec.get("hash", "")
+    moved = 0
+    async with aiohttp.ClientSession(read_bufsize=spec.get("read_bufsize", chunk_size)) as http:
+        images = []
+        for iid in spec["image_ids"]:  # set-up, not timed: the records and queued images
+            async with http.get(f"{src}/v2/images/{iid}") as r:
+                image = await r.json()
+            async with http.post(f"{dst}/v2/images", json={"id": iid, "name": image["name"]}) as r:
+                assert r.status == 201, r.status
+            images.append(image)
+        rss = _status("VmRSS")
+        cpu0, t0 = _cpu(), time.perf_counter()
+        for image in images:
+            iid = image["id"]
+            h = hashlib.new(mode.split("-")[0]) if mode else None
+            pool = ThreadPoolExecutor(1) if mode.endswith("-thread") else None
+            async with http.get(f"{src}/v2/images/{iid}/file") as resp:
+                size = resp.content_length or 0
+
+                async def body(
+                    resp: aiohttp.ClientResponse = resp, h: Any = h, pool: Any = pool
+                ) -> AsyncIterator[bytes]:
+                    pending = None
+                    async for chunk in resp.content.iter_chunked(chunk_size):
+                        if pool is not None:
+                            if pending is not None:
+                                await pending
+                            pending = asyncio.wrap_future(pool.submit(h.update, chunk))
+                        elif h is not None:
+                            h.update(chunk)
+                        yield chunk
+                    if pending is not None:
+                        await pending
+
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+                async with http.put(f"{dst}/v2/images/{iid}/file", data=body(), headers=headers) as up:
+                    if up.status != 204:
+                        raise RuntimeError(f"upload answered {up.status}")
+            if pool is not None:
+                pool.shutdown()
+            if h is not None and h.hexdigest() != image["os_hash_value"]:
+                raise RuntimeError("digest mismatch")
+            moved += size
+        seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    return {"seconds": seconds, "cpu": cpu, "bytes": moved, "images": len(images), "rss_before_kib": rss}
+
+
+def main(argv: list[str]) -> int:
+    """Run the spec in ``argv[1]``; print the result as one JSON line."""
+    spec = json.loads(argv[1])
+    tuning = spec.get("tuning", "")
+    if tuning == "uvloop":
+        from .tuning import install_uvloop
+
+        install_uvloop()
+    elif tuning == "mallopt":
+        from .tuning import mallopt
+
+        mallopt()
+    elif tuning == "uvloop-stock":
+        from .tuning import install_uvloop
+
+        install_uvloop(with_mallopt=False)
+    kind = spec["kind"]
+    try:
+        if kind == "asyncmigrate":
+            out = asyncio.run(_asyncmigrate(spec))
+        elif kind == "naive":
+            out = _naive(spec)
+        elif kind == "pipe":
+            out = asyncio.run(_pipe(spec))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    except Exception as exc:  # reported to the runner, which shows it in the table
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    out["hwm_kib"] = _status("VmHWM")
+    out["cpu_total"] = _cpu()
+    out["pid"] = os.getpid()
+    print(json.dumps(out), flush=True)
+    return 0 if "error" not in out else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
