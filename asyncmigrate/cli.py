@@ -32,6 +32,7 @@ from .progress import Stats
 from .render import JsonRenderer, LineRenderer, RichRenderer
 from .report import RunResult, check_writable, write_report
 from .storemove import move_images
+from .tuning import loop_options
 from .verify import verify_catalogs
 
 __all__ = ["build_parser", "main"]
@@ -182,7 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         # Retries are shown from our own events (with the reason) under -v; stamina's
         # bare "stamina.retry_scheduled" lines would only add noise.
         logging.getLogger("stamina").setLevel(logging.ERROR)
-        run = anyio.run(_run, args, console)
+        try:
+            loop_name, backend_options = loop_options(args.event_loop)
+        except ModuleNotFoundError:
+            raise UsageError(
+                "--event-loop uvloop: uvloop is not installed (pip install 'asyncmigrate[fast]')"
+            ) from None
+        logging.getLogger("asyncmigrate").info("event loop: %s", loop_name)
+        run = anyio.run(_run, args, console, backend="asyncio", backend_options=backend_options)
         return int(run.exit_code)
     except AsyncMigrateError as exc:
         print(f"asyncmigrate: error: {exc}", file=sys.stderr)

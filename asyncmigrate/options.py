@@ -67,6 +67,12 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
     p.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report, one entry per image")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (prints a warning)")
+    p.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="auto: uvloop (with malloc tuning) when installed, else asyncio (default auto)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries")
     p.add_argument(

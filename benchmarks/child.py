@@ -292,8 +292,8 @@ async def _pipe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    """Run the spec in ``argv[1]``; print the result as one JSON line."""
-    spec = json.loads(argv[1])
+    """Run the spec in ``argv[1]`` (``-``: read it from stdin); print the result as one JSON line."""
+    spec = json.loads(sys.stdin.read() if argv[1] == "-" else argv[1])
     tuning = spec.get("tuning", "")
     if tuning == "uvloop":
         from .tuning import install_uvloop

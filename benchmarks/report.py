@@ -167,7 +167,13 @@ def plot(path: Path, s: dict[str, Summary]) -> str | None:
     ax.plot([v["x"] for v in conc], [v["mib_s"] for v in conc], "o-", label="asyncmigrate (default flags)")
     if uv8.get("mib_s"):
         ax.plot([8], [uv8["mib_s"]], "s", label="uvloop+mallopt, c=8")
-    ax.set(title="aggregate throughput vs concurrency", xlabel="concurrency", ylabel="MiB/s", xticks=[1, 2, 4, 8])
+    ax.set(
+        title="aggregate throughput vs concurrency",
+        xlabel="concurrency",
+        ylabel="MiB/s",
+        xticks=[1, 2, 4, 8],
+        ylim=(0, None),
+    )
     ax.legend(fontsize=8)
     ax = axes[1][0]
     ax.plot([v["x"] for v in conc], [v["peak_rss_mib"] for v in conc], "o-", label="peak RSS (VmHWM)")
@@ -179,7 +185,9 @@ def plot(path: Path, s: dict[str, Summary]) -> str | None:
     ax.legend(fontsize=8)
     ax = axes[0][1]
     ax.semilogx([v["x"] / 2**20 for v in sizes], [v["mib_s"] for v in sizes], "o-")
-    ax.set(title="throughput vs image size (verify=full)", xlabel="image size, MiB (log)", ylabel="MiB/s")
+    ax.set(
+        title="throughput vs image size (verify=full)", xlabel="image size, MiB (log)", ylabel="MiB/s", ylim=(0, None)
+    )
     ax = axes[1][1]
     ax.semilogx([v["x"] / 2**20 for v in sizes], [v["peak_rss_mib"] for v in sizes], "o-", label="peak RSS")
     if sizes:

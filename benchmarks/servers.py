@@ -120,7 +120,8 @@ def run_child(spec: dict[str, Any], env: dict[str, str], *, timeout: float = 900
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.child", json.dumps(spec)],
+            [sys.executable, "-m", "benchmarks.child", "-"],  # the spec on stdin: 10,000 ids overflow argv
+            input=json.dumps(spec),
             cwd=ROOT,
             env=env,
             capture_output=True,

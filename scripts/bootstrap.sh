@@ -12,7 +12,7 @@ fi
 # Reinstall only when pyproject.toml changed since the last install.
 STAMP=.venv/.asyncmigrate-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev,bench]'
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev,bench,fast]'
     touch "$STAMP"
 fi
 python3 harness/realglance.py start ${HARNESS_START_FLAGS:---s3}

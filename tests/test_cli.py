@@ -57,6 +57,8 @@ async def test_usage_errors_exit_two_with_one_line(clouds: Clouds, tmp_path: Pat
         ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--image", "12345"],
         ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--chunk-size", "huge"],
         ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--concurrency", "0"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--max-rate", "10"],
+        ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--max-uploads", "0"],
         ["copy", "--src-cloud", "src", "--dst-cloud", "dst", "--report", str(tmp_path / "no" / "r.json")],
     ]
     clouds.src.add_image(b"x", disk_format="raw", container_format="bare")
@@ -105,3 +107,21 @@ async def test_insecure_warns(clouds: Clouds) -> None:
         "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--insecure", "-q", clouds_yaml=clouds.clouds_yaml
     )
     assert "NOT verified" in out + err
+
+
+async def test_every_event_loop_copies_bit_exact(clouds: Clouds) -> None:
+    """--event-loop asyncio and uvloop (the default when installed) both copy, verified, bit-exact."""
+    import importlib.util
+
+    choices = ["asyncio"] + (["uvloop", "auto"] if importlib.util.find_spec("uvloop") else ["auto"])
+    for choice in choices:
+        data = os.urandom(300_000)
+        image = clouds.src.add_image(data, name=choice, disk_format="raw", container_format="bare")
+        code, _, err = await _cli(
+            "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--image", image["id"],
+            "--event-loop", choice, "-v", "--chunk-size", "64KiB", clouds_yaml=clouds.clouds_yaml,
+        )  # fmt: skip
+        assert code == 0, err
+        expected = "uvloop" if choice == "auto" and len(choices) == 3 else choice.replace("auto", "asyncio")
+        assert f"event loop: {expected}" in err
+        assert clouds.dst.data(image["id"]) == data
