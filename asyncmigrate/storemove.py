@@ -323,18 +323,19 @@ class StoreMove:
         ]
         carrier = found[0] if found else await self.client.create_image(carrier_body(self.image, CARRIER_KEY))
         if carrier.get("status") == "queued":
-            await stream_data(
-                self.client,
-                self.client,
-                self.image,
-                dest_id=carrier["id"],
-                store=self.config.to_store,
-                verify="full",
-                on_started=lambda: None,
-                on_bytes=lambda n: None,
-                bad_digests=self._bad_digests,
-                limits=self.limits,
-            )
+            async with self.limits.upload_slot():
+                await stream_data(
+                    self.client,
+                    self.client,
+                    self.image,
+                    dest_id=carrier["id"],
+                    store=self.config.to_store,
+                    verify="full",
+                    on_started=lambda: None,
+                    on_bytes=lambda n: None,
+                    bad_digests=self._bad_digests,
+                    throttle=self.limits.throttle,
+                )
             fresh = await self.client.get_image(carrier["id"])
             assert fresh is not None
             carrier = fresh

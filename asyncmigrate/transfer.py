@@ -217,6 +217,10 @@ class ImageTransfer:
 
     async def _stream(self) -> None:
         """Stream the source data into the destination, verifying on the fly."""
+        async with self.limits.upload_slot():
+            await self._stream_in_slot()
+
+    async def _stream_in_slot(self) -> None:
         await stream_data(
             self.src,
             self.dst,
@@ -227,7 +231,7 @@ class ImageTransfer:
             on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
             on_bytes=self._on_bytes,
             bad_digests=self._bad_digests,
-            limits=self.limits,
+            throttle=self.limits.throttle,
         )
 
     def _on_bytes(self, n: int) -> None:
@@ -324,31 +328,15 @@ async def stream_data(
     on_started: Callable[[], None],
     on_bytes: Callable[[int], None],
     bad_digests: set[str],
-    limits: Limits | None = None,
+    throttle: Throttle | None = None,
 ) -> None:
     """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified.
 
     Raises :class:`StreamCorrupted` (retry) when the bytes do not match the
     source's record, or :class:`SourceCorrupt` when the same wrong digest was
     already seen in ``bad_digests`` (the stored bytes themselves are bad).
+    The caller holds an upload slot (:meth:`Limits.upload_slot`) around it.
     """
-    limits = limits or Limits()
-    async with limits.upload_slot():
-        await _stream_data(src, dst, image, dest_id, store, verify, on_started, on_bytes, bad_digests, limits.throttle)
-
-
-async def _stream_data(
-    src: GlanceClient,
-    dst: GlanceClient,
-    image: dict[str, Any],
-    dest_id: str,
-    store: str | None,
-    verify: str,
-    on_started: Callable[[], None],
-    on_bytes: Callable[[int], None],
-    bad_digests: set[str],
-    throttle: Throttle | None,
-) -> None:
     size = int(image.get("size") or 0)
     algo, expected = expected_digest(image)
     digest = Digest(algo) if algo and verify == "full" else None
