@@ -155,7 +155,10 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
 
 def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
     if args.command == "plan":
-        print_plan(console, run, rate=parse_size(args.rate), as_json=args.output == "json", verb=args.job)
+        rate = parse_size(args.rate)
+        if getattr(args, "max_rate", None):  # the cap bounds the estimate too
+            rate = min(rate, parse_size(args.max_rate))
+        print_plan(console, run, rate=rate, as_json=args.output == "json", verb=args.job)
     elif args.command == "verify":
         print_verify(console, run, as_json=args.log_format == "json")
     elif run.dry_run:

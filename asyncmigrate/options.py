@@ -190,7 +190,12 @@ def _move_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rate", default="100MiB", metavar="SIZE", help="assumed throughput per second (default 100MiB)")
+    p.add_argument(
+        "--rate",
+        default="100MiB",
+        metavar="SIZE",
+        help="assumed throughput per second (default 100MiB; --max-rate caps it)",
+    )
     p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
 
 

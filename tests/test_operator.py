@@ -163,6 +163,10 @@ async def test_plan_json_and_estimate(clouds: Clouds) -> None:
     assert not clouds.dst.images
     code, out, _ = await _cli(clouds, "plan", "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--rate", "1MiB")
     assert "two-mb" in out and "about 2 s at 1.0 MiB/s" in out
+    code, out, _ = await _cli(
+        clouds, "plan", "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--max-rate", "512KiB", "--output", "json"
+    )
+    assert code == 0 and json.loads(out)["estimate"]["seconds"] == pytest.approx(2_000_000 / 2**19)
 
 
 async def test_json_log_format_is_one_object_per_line(clouds: Clouds) -> None:
