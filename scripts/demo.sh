@@ -5,10 +5,12 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 python3 harness/seed.py demo
+# Only the demo images: the pair may also hold what the integration tests left behind.
+DEMO=(--name 'demo-*')
 echo "--- plan (dry run) ---"
-.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst --dry-run
+.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst "${DEMO[@]}" --dry-run
 echo "--- copy ---"
-.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst --concurrency 4 --report .harness/demo-report.json
+.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst "${DEMO[@]}" --concurrency 4 --report .harness/demo-report.json
 echo "--- copy again (idempotent: everything is skipped) ---"
-.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst --quiet
+.venv/bin/asyncmigrate copy --src-cloud harness-src --dst-cloud harness-dst "${DEMO[@]}" --quiet
 echo "report: .harness/demo-report.json"
