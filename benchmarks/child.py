@@ -79,31 +79,10 @@ def _patch_digest_inline(_arg: str) -> None:
 
 
 def _patch_digest_poll(arg: str) -> None:
-    """Keep the hashing thread, but no asyncio future per chunk: poll the
-    concurrent future and only wrap-and-await it when it is not done yet.
-    With ``=N``, up to N chunks may be in flight (memory: N chunks)."""
-    import collections
-
+    """Hash-thread queue depth ``=N`` (default 1); asyncmigrate ships ``Digest.DEPTH = 2``."""
     from asyncmigrate import stream
 
-    depth = int(arg or 1)
-
-    async def feed(self: Any, chunk: bytes) -> None:
-        queue = self.__dict__.setdefault("_inflight", collections.deque())
-        while queue and queue[0].done():
-            queue.popleft().result()
-        while len(queue) >= depth:
-            await asyncio.wrap_future(queue.popleft())
-        queue.append(self._pool.submit(self._hash.update, chunk))
-
-    async def hexdigest(self: Any) -> str:
-        queue = self.__dict__.setdefault("_inflight", collections.deque())
-        while queue:
-            await asyncio.wrap_future(queue.popleft())
-        return str(self._hash.hexdigest())
-
-    stream.Digest.feed = feed  # type: ignore[method-assign]
-    stream.Digest.hexdigest = hexdigest  # type: ignore[method-assign]
+    stream.Digest.DEPTH = int(arg or 1)
 
 
 def _patch_read_bufsize(arg: str) -> None:

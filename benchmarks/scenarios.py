@@ -179,17 +179,17 @@ def _experiments(scale: Scale, repeats: int) -> list[Variant]:
     cases: list[tuple[str, str, dict[str, Any]]] = [
         ("digest-inline", "full, sha512 inline in the loop (no thread)", _am(patches=[INLINE])),
         ("digest-inline-uv", "full, sha512 inline, uvloop+mallopt", _am(patches=[INLINE], **uv)),
-        ("digest-poll", "full, thread, poll the future (no asyncio future per chunk)", _am(patches=["digest-poll"])),
-        ("digest-poll-uv", "full, thread + poll, uvloop+mallopt", _am(patches=["digest-poll"], **uv)),
-        ("digest-poll2", "full, thread + poll, 2 chunks in flight", _am(patches=["digest-poll=2"])),
-        ("digest-poll2-uv", "full, thread + poll, 2 in flight, uvloop+mallopt", _am(patches=["digest-poll=2"], **uv)),
+        ("digest-poll", "full, hash queue depth 1 (before)", _am(patches=["digest-poll"])),
+        ("digest-poll-uv", "full, hash queue depth 1, uvloop+mallopt", _am(patches=["digest-poll"], **uv)),
+        ("digest-poll2", "full, hash queue depth 2 (= default)", _am(patches=["digest-poll=2"])),
+        ("digest-poll2-uv", "full, hash queue depth 2, uvloop+mallopt", _am(patches=["digest-poll=2"], **uv)),
         ("mallopt", "full, mallopt only (asyncio)", _am(tuning="mallopt")),
         ("uvloop-stock", "full, uvloop without mallopt", _am(tuning="uvloop-stock")),
         ("no-events", "full, no progress subscriber (emit=ignore)", _am(patches=["no-events"])),
         ("readany", "full, iter_any() instead of iter_chunked", _am(patches=["readany"])),
-        ("readany-poll2", "full, iter_any() + thread, 2 in flight", _am(patches=["readany", "digest-poll=2"])),
+        ("readany-poll2", "full, iter_any() + hash queue depth 2", _am(patches=["readany", "digest-poll=2"])),
         ("readany-mallopt", "full, iter_any() + mallopt", _am(patches=["readany"], tuning="mallopt")),
-        ("poll2-mallopt", "full, thread, 2 in flight + mallopt", _am(patches=["digest-poll=2"], tuning="mallopt")),
+        ("poll2-mallopt", "full, hash queue depth 2 + mallopt", _am(patches=["digest-poll=2"], tuning="mallopt")),
         ("rbuf-256k", "full, read_bufsize 256 KiB", _am(patches=["read-bufsize=262144"])),
         ("rbuf-4m", "full, read_bufsize 4 MiB", _am(patches=["read-bufsize=4194304"])),
         ("chunk-256k", "full, chunk 256 KiB", _am(chunk_size=256 * 1024)),
@@ -202,8 +202,8 @@ def _experiments(scale: Scale, repeats: int) -> list[Variant]:
     out = [Variant(f"experiment/{k}", "experiment", label, spec, 1, s, repeats) for k, label, spec in cases]
     c8 = [
         ("c8-inline", "c=8, digest inline", _am(concurrency=8, patches=[INLINE])),
-        ("c8-poll", "c=8, digest thread + poll", _am(concurrency=8, patches=["digest-poll"])),
-        ("c8-poll-uv", "c=8, digest thread + poll, uvloop+mallopt", _am(concurrency=8, patches=["digest-poll"], **uv)),
+        ("c8-poll", "c=8, hash queue depth 1", _am(concurrency=8, patches=["digest-poll"])),
+        ("c8-poll-uv", "c=8, hash queue depth 1, uvloop+mallopt", _am(concurrency=8, patches=["digest-poll"], **uv)),
         ("c8-chunk-256k", "c=8, chunk 256 KiB", _am(concurrency=8, chunk_size=256 * 1024)),
     ]
     out += [

@@ -34,18 +34,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_BASE_SEED_ATTRS = (
-    "name",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "min_disk",
-    "min_ram",
-    "owner",
-    "disk_format",
-    "container_format",
-)
-
 
 @dataclasses.dataclass
 class LoggedRequest:
@@ -183,7 +171,7 @@ class FakeGlance:
         unknown = [s for s in where_list if self.stores and s not in self.stores]
         if unknown:
             raise ValueError(f"unknown stores {unknown}; configured: {list(self.stores)}")
-        for key in _BASE_SEED_ATTRS:
+        for key in images.SETTABLE:  # tags were taken above
             if key in attrs:
                 setattr(rec, key, attrs.pop(key))
         rec.properties = {key: str(value) for key, value in attrs.items()}

@@ -53,7 +53,7 @@ _READONLY_PATCH = (
     # Not in glance's list; refused here so a client cannot rewrite `stores` by accident.
     "stores",
 )
-_SETTABLE = (
+SETTABLE = (  # also what add_image accepts as attributes (core.py)
     "name",
     "visibility",
     "protected",
@@ -172,7 +172,7 @@ class _ImagesApi:
         now = self.fake.now()
         rec = ImageRecord(id=image_id or _new_id(), owner=owner, created_at=now, updated_at=now, tags=_dedupe(tags))
         for key, value in body.items():
-            if key in _SETTABLE:
+            if key in SETTABLE:
                 setattr(rec, key, value)
             else:
                 rec.properties[key] = value
@@ -208,7 +208,7 @@ class _ImagesApi:
             _apply(draft_rec, op, key, value, identity)
         if parsed:
             # Copy back field by field: uploads and imports in flight hold `rec` itself.
-            for field in (*_SETTABLE, "properties"):
+            for field in (*SETTABLE, "properties"):
                 setattr(rec, field, getattr(draft_rec, field))
             rec.updated_at = self.fake.now()
         return web.json_response(self.fake.render(rec))
@@ -318,7 +318,7 @@ def _parse_change(change: dict[str, Any], draft: int) -> tuple[str, str, Any]:
 
 
 def _apply(rec: ImageRecord, op: str, key: str, value: Any, identity: Identity) -> None:
-    if key in _SETTABLE:
+    if key in SETTABLE:
         if op == "remove":
             raise fail(403, f"Property {key} may not be removed.")
         if key == "owner" and not identity.is_admin:

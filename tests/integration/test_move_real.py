@@ -111,36 +111,15 @@ def test_copy_image_move_file_to_file(pair: Pair) -> None:
 def test_location_method_file_to_s3(pair: Pair) -> None:
     """--method location: data streams into hidden protected carriers in S3; originals keep id and attributes."""
     seeded = {k: v for k, v in _seed(pair, "loc", "slow").items() if v["before"]["status"] == "active"}
-    run = pair.cli(
-        "move",
-        "--cloud",
-        "harness-src",
-        "--from-store",
-        "slow",
-        "--to-store",
-        "cold",
-        "--method",
-        "location",
-        *_ids(seeded),
-    )
+    move = ("move", "--cloud", "harness-src", "--from-store", "slow", "--to-store", "cold", "--method", "location")
+    run = pair.cli(*move, *_ids(seeded))
     assert run.returncode == 0, run.stdout + run.stderr
     assert set(run.outcomes().values()) == {"moved"}
     _assert_moved(pair, seeded, "cold")
     carriers = [i for i in pair.src.all_images() if i.get("asyncmigrate_carrier_for") in seeded]
     assert len(carriers) == len(seeded)
     assert all(c["protected"] and c["os_hidden"] and c["stores"] == "cold" for c in carriers)
-    again = pair.cli(
-        "move",
-        "--cloud",
-        "harness-src",
-        "--from-store",
-        "slow",
-        "--to-store",
-        "cold",
-        "--method",
-        "location",
-        *_ids(seeded),
-    )
+    again = pair.cli(*move, *_ids(seeded))
     assert set(again.outcomes().values()) == {"skipped"}
 
 
