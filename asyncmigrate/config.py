@@ -32,6 +32,7 @@ from typing import Literal
 
 from .errors import UsageError
 from .identity import ProjectMap
+from .preflight import PreflightOptions
 from .selection import Selection
 
 __all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "Timeouts", "parse_size"]
@@ -126,6 +127,7 @@ class CopyConfig:
     project_map: ProjectMap | None = None
     max_rate: int | None = None  # bytes/s for the whole run; None: uncapped
     max_uploads: int | None = None  # concurrent uploads at once; None: up to concurrency
+    preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:

@@ -25,46 +25,22 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from .capabilities import Capabilities, discover
+from .catalog import list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
 from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
 from .limits import Limits
-from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
 
-__all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "run_pool"]
-
-# The default listing hides hidden images and others' community images, and
-# shows only accepted shares; these two passes together return every image.
-_LISTINGS: tuple[dict[str, str], ...] = (
-    {"visibility": "all", "member_status": "all", "os_hidden": "false"},
-    {"visibility": "all", "member_status": "all", "os_hidden": "true"},
-)
+__all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "open_cloud", "run_pool"]
 
 Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
-
-
-async def list_images(client: GlanceClient, image_ids: tuple[str, ...]) -> AsyncIterator[dict[str, Any]]:
-    """Every image once: the ones named, or all of them.
-
-    A named image that does not exist is yielded as a stub with ``status``
-    ``"missing"`` so it is reported, not silently dropped.
-    """
-    if image_ids:
-        for image_id in image_ids:
-            image = await client.get_image(image_id)
-            yield image if image is not None else {"id": image_id, "status": "missing"}
-        return
-    seen: set[str] = set()
-    for params in _LISTINGS:
-        async for image in client.list_images(params):
-            if image["id"] not in seen:
-                seen.add(image["id"])
-                yield image
 
 
 def missing_result(image: dict[str, Any]) -> ImageResult:
@@ -86,6 +62,25 @@ async def check_endpoint(client: GlanceClient, role: str) -> None:
         if exc.behaviour is Behaviour.FATAL:
             raise
         raise EndpointError(f"{role} cloud {client.cloud.name!r} is not usable: {exc}") from exc
+
+
+async def open_cloud(client: GlanceClient, role: str) -> Capabilities:
+    """Check the endpoint answers us, then discover what its Glance can do (once per run)."""
+    await check_endpoint(client, role)
+    try:
+        return await discover(client)
+    except AsyncMigrateError as exc:
+        if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+            raise
+        raise EndpointError(f"{role} cloud {client.cloud.name!r}: cannot discover its Glance: {exc}") from exc
+
+
+def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
+    """Flags that name stores must fit the clouds: a one-line usage error before anything is done."""
+    for store in sorted(config.selection.stores):
+        src.require_store(store, "--store")
+    if config.dst_store is not None:
+        dst.require_store(config.dst_store, "--dst-store")
 
 
 async def run_pool(
@@ -211,16 +206,20 @@ async def copy_images(
         open_glance(dst_cloud, **kw) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
-        await check_endpoint(src, "source")
-        await check_endpoint(dst, "destination")
+        src_caps = await open_cloud(src, "source")
+        dst_caps = await open_cloud(dst, "destination")
+        check_selection(config, src_caps, dst_caps)
+        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
+        # Named images are read one by one; a whole catalog is decided from one listing.
+        index = None if config.image_ids else await load_index(dst, dst_caps)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, limits)
+            transfer = ImageTransfer(src, dst, image, config, emit, limits, index)
             return await (transfer.plan() if config.dry_run else transfer.run())
 
         results = await run_pool(
-            select(list_images(src, config.image_ids), config.selection),
+            select(list_images(src, src_caps, config.image_ids), config.selection),
             handle,
             concurrency=config.concurrency,
             emit=emit,
@@ -232,4 +231,5 @@ async def copy_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
+        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
     )

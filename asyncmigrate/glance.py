@@ -197,14 +197,46 @@ class GlanceClient:
         """One cheap authenticated request, to fail fast on a bad endpoint or credentials."""
         await self._call("GET", "/v2/images", params={"limit": "1"})
 
+    # -- discovery (see capabilities.py) --------------------------------------------
+
+    async def versions(self) -> dict[str, Any] | None:
+        """The version document (``GET /versions``); None when the endpoint has none."""
+        try:
+            body = await self._call("GET", "/versions")
+        except NotFound:
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def import_methods(self) -> list[str]:
+        """``GET /v2/info/import``'s methods; empty when the cloud has no import API (404)."""
+        try:
+            body = await self._call("GET", "/v2/info/import")
+        except NotFound:
+            return []
+        methods = ((body or {}).get("import-methods") or {}).get("value") or []
+        return [str(m) for m in methods]
+
+    async def stores_detail(self) -> list[dict[str, Any]]:
+        """The admin-only ``/v2/info/stores/detail`` entries (with ``type``); [] if refused or absent."""
+        try:
+            body = await self._call("GET", "/v2/info/stores/detail")
+        except HTTPStatusError:
+            return []
+        return list((body or {}).get("stores", []))
+
     # -- images -------------------------------------------------------------
+
+    async def list_page(self, params: Mapping[str, str] | None, path: str = "/v2/images") -> dict[str, Any]:
+        """One page of a listing: ``{"images": [...], "next": ...}``."""
+        page: dict[str, Any] = await self._call("GET", path, params=params)
+        return page
 
     async def list_images(self, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
         """Every image the listing returns for ``params``, following ``next`` links."""
         path: str | None = "/v2/images"
         query: Mapping[str, str] | None = params
         while path:
-            page = await self._call("GET", path, params=query)
+            page = await self.list_page(query, path)
             for image in page.get("images", []):
                 yield image
             path = page.get("next")
@@ -261,14 +293,6 @@ class GlanceClient:
             return None
         return list(body.get("stores", [])) if body else []
 
-    async def store_types(self) -> dict[str, str]:
-        """{store id: driver type} from the admin-only ``/v2/info/stores/detail``; {} if refused."""
-        try:
-            body = await self._call("GET", "/v2/info/stores/detail")
-        except HTTPStatusError:
-            return {}
-        return {str(s["id"]): str(s.get("type", "")) for s in (body or {}).get("stores", [])}
-
     async def import_image(self, image_id: str, method: str, stores: list[str]) -> None:
         """``POST /v2/images/{id}/import`` (e.g. ``copy-image`` into ``stores``); 202."""
         body = {"method": {"name": method}, "stores": stores}
@@ -310,22 +334,18 @@ class GlanceClient:
         image_id: str,
         body: AsyncIterable[bytes],
         *,
-        size: int,
+        size: int | None,
         store: str | None = None,
     ) -> None:
-        """``PUT /v2/images/{id}/file`` streaming ``body`` of exactly ``size`` bytes.
+        """``PUT /v2/images/{id}/file`` streaming ``body`` of exactly ``size`` bytes
+        (``size`` None: unknown, sent chunked without a declared size).
 
         If ``body`` raises, aiohttp drops the connection before the last byte:
         Glance sees a short body and returns the image to ``queued``.
         """
         url = self.url(f"/v2/images/{image_id}/file")
-        headers = await self._headers(
-            {
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(size),
-                "x-openstack-image-size": str(size),
-            }
-        )
+        sized = {} if size is None else {"Content-Length": str(size), "x-openstack-image-size": str(size)}
+        headers = await self._headers({"Content-Type": "application/octet-stream", **sized})
         if store:
             headers["X-Image-Meta-Store"] = store
         with _translating("PUT", url):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from .errors import ImageError, UsageError
 
-__all__ = ["ProjectMap", "UnmappedOwner", "load_project_map", "map_members"]
+__all__ = ["ProjectMap", "UnmappedOwner", "load_mapping", "load_project_map", "map_members"]
 
 _PROJECT_ID = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F-]{36}$")
 
@@ -66,17 +66,18 @@ def map_members(pmap: ProjectMap | None, members: dict[str, str]) -> tuple[dict[
     return mapped, sorted(unmapped)
 
 
-def _parse(path: Path) -> dict[str, str]:
+def load_mapping(path: Path, flag: str, what: str = "source ids to destination ids") -> dict[str, str]:
+    """A YAML (or ``.json``) file of string → string; a one-line usage error otherwise."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise UsageError(f"cannot read --project-map {path}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror or exc}") from exc
     try:
         data = json.loads(text) if path.suffix == ".json" else _yaml(text)
     except ValueError as exc:
-        raise UsageError(f"--project-map {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+        raise UsageError(f"{flag} {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise UsageError(f"--project-map {path} must map source project ids or names to destination project ids")
+        raise UsageError(f"{flag} {path} must map {what}")
     return dict(data)
 
 
@@ -96,7 +97,7 @@ async def load_project_map(
     resolve_name: Callable[[str], Awaitable[str]],
 ) -> ProjectMap:
     """Read the map; keys that are not ids are project names, resolved by ``resolve_name``."""
-    raw = _parse(path)
+    raw = load_mapping(path, "--project-map", "source project ids or names to destination project ids")
     mapping: dict[str, str] = {}
     for key, value in raw.items():
         source = key if _PROJECT_ID.match(key) else await resolve_name(key)

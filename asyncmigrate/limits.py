@@ -63,13 +63,17 @@ async def throttled(chunks: AsyncIterator[bytes], throttle: Throttle) -> AsyncIt
 
 
 class Limits:
-    """The caps of one run; built inside the run (the limiter needs the event loop)."""
+    """The caps of one run, and what the run learned about the destination's limits;
+    built inside the run (the limiter needs the event loop)."""
 
     def __init__(self, *, max_rate: int | None = None, max_uploads: int | None = None, chunk_size: int = 1) -> None:
         # A burst of a quarter second (at least two chunks) keeps the cap smooth
         # without stalling every chunk.
         self.throttle = Throttle(max_rate, burst=max(2 * chunk_size, max_rate // 4)) if max_rate else None
         self._uploads = anyio.CapacityLimiter(max_uploads) if max_uploads else None
+        # The destination's image_property_quota once a 413 has told it (Glance
+        # does not publish it): later images above it are blocked before creating.
+        self.property_quota: int | None = None
 
     @contextlib.asynccontextmanager
     async def upload_slot(self) -> AsyncIterator[None]:

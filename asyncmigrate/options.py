@@ -13,9 +13,11 @@ from typing import NoReturn
 from . import __version__
 from .config import CopyConfig, MoveConfig, RetryPolicy, Timeouts, parse_size
 from .errors import UsageError
+from .identity import load_mapping
+from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
 
-__all__ = ["build_parser", "copy_config", "move_config", "selection"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -150,7 +152,34 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
     )
     _caps(p, scope="")
     _identity(p)
+    _traps(p)
     _filters(p)
+
+
+def _traps(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("images that need an instruction (see README, 'Migrating from older clouds')")
+    g.add_argument(
+        "--certificate-map",
+        type=Path,
+        metavar="FILE",
+        help="YAML/JSON: signed images' source certificate uuid -> the uuid re-created in the destination's "
+        "key manager (rewrites img_signature_certificate_uuid)",
+    )
+    g.add_argument(
+        "--strip-signature",
+        action="store_true",
+        help="copy signed images without their four img_signature* keys (listed per image in the report)",
+    )
+    g.add_argument(
+        "--include-encrypted",
+        action="store_true",
+        help="copy encrypted images (cinder_encryption_key_id) as they are; their key must reach the destination",
+    )
+    g.add_argument(
+        "--include-volume-snapshots",
+        action="store_true",
+        help="copy volume-backed instance snapshots as image records (their data stays in the source's Cinder)",
+    )
 
 
 def _identity(p: argparse.ArgumentParser) -> None:
@@ -268,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
     verify.add_argument("--strict", action="store_true", help="images only at the destination are differences too")
     _identity(verify)
+    _traps(verify)
     _filters(verify)
     _runtime(verify, concurrency=8)
     return parser
@@ -313,6 +343,18 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         selection=selection(args),
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
+        preflight=preflight_options(args),
+    )
+
+
+def preflight_options(args: argparse.Namespace) -> PreflightOptions:
+    """The trap instructions the flags give (``--certificate-map`` is read here: bad input fails now)."""
+    path = getattr(args, "certificate_map", None)
+    return PreflightOptions(
+        certificate_map=load_mapping(path, "--certificate-map") if path is not None else {},
+        strip_signature=getattr(args, "strip_signature", False),
+        include_encrypted=getattr(args, "include_encrypted", False),
+        include_volume_snapshots=getattr(args, "include_volume_snapshots", False),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -12,9 +13,23 @@ from rich.table import Table
 from .render import human_bytes
 from .report import Action, Outcome, RunResult
 
-__all__ = ["print_plan", "print_summary", "print_verify"]
+__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
+
+
+def clouds_line(clouds: dict[str, Any]) -> str:
+    """``source 'old': Glance API 2.15, single-store → destination 'new': API 2.17, stores main*, swift``."""
+    parts = []
+    for role, info in clouds.items():
+        stores = info.get("stores") or []
+        where = (
+            "stores " + ", ".join(s["id"] + ("*" if s.get("default") else "") for s in stores)
+            if info.get("multi_store")
+            else "single-store"
+        )
+        parts.append(f"{role} {info.get('cloud')!r}: Glance API {info.get('api_version')}, {where}")
+    return " → ".join(parts)
 
 
 def print_summary(console: Console, run: RunResult) -> None:
@@ -30,6 +45,12 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.FAILED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
+    if run.count(Outcome.BLOCKED):
+        parts += f", {run.count(Outcome.BLOCKED)} blocked"
+    if s["size_only"]:
+        parts += f"; {s['size_only']} verified by size only (no recorded hash)"
+    if run.clouds:
+        console.print(clouds_line(run.clouds), markup=False)
     console.print(
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
         f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
@@ -54,9 +75,17 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
             json.dumps(
                 {
                     "images": [
-                        {"id": r.id, "name": r.name, "action": r.action, "size": r.size, "reason": r.reason}
+                        {
+                            "id": r.id,
+                            "name": r.name,
+                            "action": r.action,
+                            "size": r.size,
+                            "reason": r.reason,
+                            "traps": r.traps,
+                        }
                         for r in run.images
                     ],
+                    "clouds": run.clouds,
                     "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
                     "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
                 },
@@ -64,6 +93,8 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
             )
         )
         return
+    if run.clouds:
+        console.print(clouds_line(run.clouds), markup=False)
     table = Table(title=f"plan: {verb}", show_lines=False)
     table.add_column("action")
     table.add_column("id", no_wrap=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .report import ImageResult
 
 __all__ = [
     "BytesMoved",
+    "CloudsDiscovered",
     "Emit",
     "Event",
     "ImageDone",
@@ -36,6 +37,15 @@ class JournalOpened:
 
     path: str
     crashed_in_flight: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudsDiscovered:
+    """What each cloud's Glance can do (``Capabilities.describe()``); ``destination``
+    is None for a single-cloud command (``move``)."""
+
+    source: dict[str, Any]
+    destination: dict[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +99,9 @@ class ImageDone:
     result: ImageResult
 
 
-Event = JournalOpened | ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+Event = (
+    CloudsDiscovered | JournalOpened | ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+)
 Emit = Callable[[Event], None]
 
 

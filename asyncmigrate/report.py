@@ -29,6 +29,7 @@ class Action:
     CONFLICT = "conflict"  # same id at the destination with other content or attributes
     UNSUPPORTED = "unsupported"  # source state cannot be copied (saving, killed, ...)
     FAIL = "fail"  # cannot be done (e.g. the id was deleted at the destination)
+    BLOCKED = "blocked"  # a blocking pre-flight trap: not attempted (reason says the way out)
 
 
 class Outcome:
@@ -42,13 +43,14 @@ class Outcome:
     PLANNED = "planned"  # dry run
     CONFLICT = "conflict"
     FAILED = "failed"
+    BLOCKED = "blocked"  # a pre-flight trap (signed, encrypted, ...): not attempted, nothing created
     # verify
     MATCH = "match"
     DIFFERS = "differs"
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, DIFFERS, MISSING, EXTRA})
 
 
 @dataclasses.dataclass
@@ -66,6 +68,11 @@ class ImageResult:
     left_out: list[str] = dataclasses.field(default_factory=list)
     size: int = 0
     resumed: bool = False  # a previous run was killed while this image was in flight
+    # What the copy was checked against: the algorithm hashed ("sha512", "md5", ...),
+    # "size-only" (nothing recorded but the size) or "length-only" (not even that).
+    verification: str | None = None
+    traps: list[str] = dataclasses.field(default_factory=list)  # pre-flight kinds (preflight.py)
+    stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to the report."""
@@ -82,6 +89,7 @@ class RunResult:
     seconds: float
     dry_run: bool = False
     interrupted: bool = False
+    clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -110,9 +118,16 @@ class RunResult:
         for r in self.images:
             counts[r.outcome] = counts.get(r.outcome, 0) + 1
         rate = self.bytes / self.seconds if self.seconds > 0 and not self.dry_run else 0.0
+        checked: dict[str, int] = {}
+        for r in self.images:
+            if r.verification:
+                checked[r.verification] = checked.get(r.verification, 0) + 1
         return {
             "images": len(self.images),
             "outcomes": counts,
+            "verification": checked,
+            "size_only": checked.get("size-only", 0) + checked.get("length-only", 0),
+            "clouds": self.clouds,
             "failed": self.failed,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),

@@ -25,6 +25,8 @@ from typing import Any
 
 import anyio
 
+from .capabilities import Capabilities
+from .catalog import list_images
 from .clouds import Cloud
 from .config import MoveConfig
 from .errors import (
@@ -40,7 +42,7 @@ from .errors import (
 from .glance import GlanceClient, open_glance
 from .limits import Limits
 from .metadata import carrier_body
-from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
+from .progress import BytesMoved, CloudsDiscovered, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
 from .retry import run_unit
 from .selection import select
@@ -365,24 +367,21 @@ def _location_index(image: dict[str, Any], store: str) -> int | None:
     return None
 
 
-async def check_stores(client: GlanceClient, config: MoveConfig) -> list[str]:
-    """The cloud's store ids; a one-line usage error for a non-multi-store cloud or an unknown store."""
-    stores = await client.stores_info()
-    if stores is None:
+def check_stores(caps: Capabilities, config: MoveConfig) -> None:
+    """A one-line usage error for a single-store cloud, an unknown store, or a
+    location move into a file store (Glance refuses file:// locations)."""
+    if not caps.multi_store:
         raise UsageError(
-            f"cloud {client.cloud.name!r} is not multi-store (GET /v2/info/stores: 404); "
+            f"cloud {caps.cloud!r} is not multi-store (GET /v2/info/stores: 404): 'move' needs stores; "
             "configure enabled_backends in glance-api.conf, or use 'asyncmigrate copy' to another cloud"
         )
-    ids = [str(s["id"]) for s in stores]
-    for store in (config.from_store, config.to_store):
-        if store not in ids:
-            raise UsageError(f"unknown store {store!r}; this cloud has: {', '.join(ids)}")
-    if config.method == "location" and (await client.store_types()).get(config.to_store) == "file":
+    caps.require_store(config.from_store, "--from-store")
+    target = caps.require_store(config.to_store, "--to-store")
+    if config.method == "location" and target.type == "file":
         raise UsageError(
             f"--method location cannot move into {config.to_store!r}: it is a file store and Glance refuses "
             "to add file:// locations; use --method copy-image"
         )
-    return ids
 
 
 async def move_images(
@@ -392,7 +391,7 @@ async def move_images(
 
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
-    from .engine import check_endpoint, journaled, list_images, run_pool
+    from .engine import journaled, open_cloud, run_pool
 
     started = time.monotonic()
     async with (
@@ -405,8 +404,9 @@ async def move_images(
         ) as client,
         journaled(None if config.dry_run else config.journal, "move", emit, stop) as journal,
     ):
-        await check_endpoint(client, "the")
-        await check_stores(client, config)
+        caps = await open_cloud(client, "the")
+        check_stores(caps, config)
+        emit(CloudsDiscovered(caps.describe(), None))
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
@@ -414,7 +414,7 @@ async def move_images(
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:
-            async for image in select(list_images(client, config.image_ids), config.selection):
+            async for image in select(list_images(client, caps, config.image_ids), config.selection):
                 # Carriers of an earlier location move are not images to move.
                 if CARRIER_KEY in image:
                     continue
@@ -429,4 +429,5 @@ async def move_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
+        clouds={"cloud": caps.describe()},
     )

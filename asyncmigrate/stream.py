@@ -78,19 +78,24 @@ class Digest:
 Opener = Callable[[int], Any]
 
 
-async def resuming_source(open_at: Opener, size: int, *, max_resumes: int) -> AsyncIterator[bytes]:
+async def resuming_source(open_at: Opener, size: int | None, *, max_resumes: int) -> AsyncIterator[bytes]:
     """The source bytes, reopened with ``Range`` after a cut (up to ``max_resumes`` times).
 
     ``open_at(offset)`` is an async context manager giving a ``Download``.  If the
     server ignores the range (answers 200 instead of 206) the cut cannot be
     healed without resending bytes already uploaded, so the TransportError is
-    raised and the whole image is retried.
+    raised and the whole image is retried.  A first answer that announces
+    another length than the recorded ``size`` is refused before any byte is
+    handed on (``size`` None: an old image without a recorded size).
     """
     offset = 0
     resumes = 0
     while True:
         try:
             async with open_at(offset) as download:
+                announced = download.content_length
+                if not offset and size is not None and download.status == 200 and announced not in (None, size):
+                    raise StreamCorrupted(f"the source announces {announced} bytes, its recorded size is {size}")
                 if offset and (download.status != 206 or not _range_starts_at(download.content_range, offset)):
                     cannot = TransportError(f"source cannot resume at byte {offset} (HTTP {download.status})")
                     resumes = max_resumes  # no point trying again
@@ -100,7 +105,7 @@ async def resuming_source(open_at: Opener, size: int, *, max_resumes: int) -> As
                     yield chunk
             return
         except TransportError:
-            if offset == 0 or offset >= size or resumes >= max_resumes:
+            if offset == 0 or (size is not None and offset >= size) or resumes >= max_resumes:
                 raise
             resumes += 1
 
@@ -119,25 +124,29 @@ def _range_starts_at(content_range: str | None, offset: int) -> bool:
 async def verified(
     chunks: AsyncIterator[bytes],
     *,
-    size: int,
+    size: int | None,
     digest: Digest | None,
     expected: str | None,
 ) -> AsyncIterator[bytes]:
-    """Pass chunks on, holding the last one back until size and digest match."""
+    """Pass chunks on, holding the last one back until size and digest match.
+
+    ``size`` None (nothing recorded): the transport's own length check is all
+    there is (aiohttp fails a body shorter than its ``Content-Length``).
+    """
     count = 0
     held: bytes | None = None
     async for chunk in chunks:
         if not chunk:
             continue
         count += len(chunk)
-        if count > size:
+        if size is not None and count > size:
             raise StreamCorrupted(f"source sent more than its recorded size of {size} bytes")
         if digest is not None:
             await digest.feed(chunk)
         if held is not None:
             yield held
         held = chunk
-    if count != size:
+    if size is not None and count != size:
         raise StreamCorrupted(f"source sent {count} bytes, its recorded size is {size}")
     if digest is not None and expected is not None:
         actual = await digest.hexdigest()
@@ -197,7 +206,7 @@ async def close_quietly(stage: AsyncIterator[bytes]) -> None:
 def pipeline(
     open_at: Opener,
     *,
-    size: int,
+    size: int | None,
     digest: Digest | None,
     expected: str | None,
     on_bytes: Callable[[int], None],

@@ -1,26 +1,40 @@
 """One image's copy as a state object with step methods.
 
-    decide → create → stream (verify on the fly) → check → finish
+    judge (pre-flight) → decide → open the source → create → stream (verify on the fly) → check → finish
 
 :func:`decide` is pure: from the source image and what the destination holds
-under the same id, it says what to do.  :class:`ImageTransfer` runs the steps,
-re-deciding on every attempt, so a retry (or a re-run after a crash) picks up
-from the destination's real state: an image left ``queued`` is uploaded into
-again — never deleted, because Glance never lets a deleted id be used again.
+under the same id (an :class:`~asyncmigrate.catalog.Entry` from the run's
+destination index, or from one GET), it says what to do.
+:class:`ImageTransfer` runs the steps, re-deciding on every attempt from a
+fresh read, so a retry (or a re-run after a crash) picks up from the
+destination's real state: an image left ``queued`` is uploaded into again —
+never deleted, because Glance never lets a deleted id be used again.
+
+What a fresh copy sends the destination: ``POST /v2/images`` (a 409 says the
+id exists: only then is it read), ``PUT …/file``, and the one ``GET`` that
+proves the recorded size and hash — plus members, ``protected`` and
+deactivation only for images that have them.  The source download is opened
+(status and length checked, first chunk read) *before* the create, so a source
+that fails before its first byte leaves nothing behind at the destination.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from .catalog import DestinationIndex, Entry
 from .config import CopyConfig
 from .errors import (
     AsyncMigrateError,
     Behaviour,
+    ClientStatusError,
     ConflictStatus,
     DestinationBusy,
     DestinationConflict,
+    Forbidden,
     ImageError,
     SourceCorrupt,
     StreamCorrupted,
@@ -30,19 +44,36 @@ from .glance import GlanceClient
 from .identity import map_members
 from .limits import Limits, Throttle
 from .metadata import create_body, differences, left_out
+from .preflight import Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import run_unit
 from .stream import Digest, close_quietly, pipeline
 
-__all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
+__all__ = [
+    "ImageBlocked",
+    "ImageTransfer",
+    "decide",
+    "destination_view",
+    "expected_digest",
+    "same_data",
+    "stream_data",
+    "verification_of",
+]
 
 COPYABLE = frozenset({"active", "deactivated", "queued"})
 HAS_DATA = frozenset({"active", "deactivated"})
 BUSY = frozenset({"saving", "uploading", "importing"})
+# decide()'s reason when only fingerprints were compared: the caller reads the
+# destination image in full to say which attributes differ.
+ATTRIBUTES_DIFFER = "destination differs in its attributes"
 
 
-def expected_digest(image: dict[str, Any]) -> tuple[str | None, str | None]:
+class ImageBlocked(ImageError):
+    """A blocking pre-flight trap: the image is not attempted (nothing is created)."""
+
+
+def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The (algorithm, hex digest) the source recorded: multihash, else md5."""
     algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
     if algo and value:
@@ -52,22 +83,53 @@ def expected_digest(image: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def same_data(src: dict[str, Any], dst: dict[str, Any]) -> bool:
+def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
+    """The report's ``verification``: the algorithm checked, ``size-only`` or ``length-only``."""
+    if hashed:
+        return hashed
+    algo, _ = expected_digest(image)
+    if algo:
+        return algo  # --verify server: the destination's record was compared with it
+    return "size-only" if image.get("size") is not None else "length-only"
+
+
+def same_data(src: Mapping[str, Any], dst: Mapping[str, Any]) -> bool:
     """Do the two records describe the same bytes (size and every comparable hash)?"""
-    if src.get("size") != dst.get("size"):
-        return False
-    if src.get("checksum") and dst.get("checksum") and src["checksum"] != dst["checksum"]:
-        return False
-    comparable = (
-        src.get("os_hash_value") and dst.get("os_hash_value") and src.get("os_hash_algo") == dst.get("os_hash_algo")
-    )
-    return not (comparable and src["os_hash_value"] != dst["os_hash_value"])
+    return Entry.of(dst).same_data(src)
 
 
-def decide(src: dict[str, Any], dst: dict[str, Any] | None, *, keep_owner: bool) -> tuple[str, str]:
-    """What to do with ``src`` given the destination image of the same id.
+def destination_view(image: dict[str, Any], config: CopyConfig, property_quota: int | None = None) -> Judgement:
+    """The source image as the destination should hold it: the project map applied
+    (owner), then the pre-flight rewrites and traps (:func:`~asyncmigrate.preflight.judge`).
+
+    A view without ``owner`` means the owner is not kept (``--no-owner``, or a
+    project map that leaves the image to the caller's project).
+    """
+    pmap = config.project_map
+    view = image
+    if not config.keep_owner:
+        view = {k: v for k, v in image.items() if k != "owner"}
+    elif pmap is not None:
+        owner = pmap.owner(image)
+        view = {k: v for k, v in image.items() if k != "owner"} if owner is None else {**image, "owner": owner}
+    options = config.preflight
+    if property_quota is not None and options.property_quota is None:
+        options = dataclasses.replace(options, property_quota=property_quota)
+    return judge(view, options)
+
+
+def _keeps_owner(view: Mapping[str, Any]) -> bool:
+    # A source image without an owner gets the caller's project at the
+    # destination: there is nothing to compare (old tooling makes such images).
+    return view.get("owner") is not None
+
+
+def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None, *, keep_owner: bool) -> tuple[str, str]:
+    """What to do with ``src`` (the destination view) given the destination image of the same id.
 
     Returns ``(action, reason)``; the reason explains skips and conflicts.
+    With a full destination record the reason names the attributes that
+    differ; with an :class:`Entry` it is :data:`ATTRIBUTES_DIFFER`.
     """
     status = src.get("status")
     if status not in COPYABLE:
@@ -75,29 +137,50 @@ def decide(src: dict[str, Any], dst: dict[str, Any] | None, *, keep_owner: bool)
     has_data = status in HAS_DATA
     if dst is None:
         return (Action.COPY if has_data else Action.CREATE), ""
-    dstatus = dst.get("status")
-    if dstatus in BUSY:
-        raise DestinationBusy(f"destination image is {dstatus!r}")
-    diffs = differences(src, dst, keep_owner=keep_owner)
-    if diffs:
-        return Action.CONFLICT, "destination differs in: " + ", ".join(diffs)
-    if dst.get("protected") and not src.get("protected"):
+    full = dst if isinstance(dst, Mapping) else None
+    entry = Entry.of(dst) if isinstance(dst, Mapping) else dst
+    if entry.status in BUSY:
+        raise DestinationBusy(f"destination image is {entry.status!r}")
+    owner_differs = keep_owner and _keeps_owner(src) and src.get("owner") != entry.owner
+    formats_differ = (src.get("disk_format"), src.get("container_format")) != (
+        entry.disk_format,
+        entry.container_format,
+    )
+    if owner_differs or formats_differ or Entry.of(src).attrs != entry.attrs:
+        if full is None:
+            return Action.CONFLICT, ATTRIBUTES_DIFFER
+        diffs = differences(src, full, keep_owner=keep_owner and _keeps_owner(src))
+        return Action.CONFLICT, "destination differs in: " + (", ".join(diffs) or "attributes")
+    if entry.protected and not src.get("protected"):
         return Action.CONFLICT, "destination is protected, source is not"
-    if dstatus == "queued":
+    if entry.status == "queued":
         return (Action.UPLOAD if has_data else Action.FINISH), ""
-    if dstatus in HAS_DATA:
+    if entry.status in HAS_DATA:
         if not has_data:
             return Action.CONFLICT, "destination holds data, the source has none"
-        if not same_data(src, dst):
+        if not entry.same_data(src):
             return Action.CONFLICT, "destination holds other data (size or hash differ)"
-        if dstatus == "deactivated" and status == "active":
+        if entry.status == "deactivated" and status == "active":
             return Action.CONFLICT, "destination is deactivated, source is active"
         return Action.FINISH, ""
-    return Action.FAIL, f"destination image is {dstatus!r} and cannot be written"
+    return Action.FAIL, f"destination image is {entry.status!r} and cannot be written"
+
+
+class _Redecide(Exception):
+    """The destination changed under us (a create answered 409): decide again from ``image``."""
+
+    def __init__(self, image: dict[str, Any]) -> None:
+        super().__init__("redecide")
+        self.image = image
 
 
 class ImageTransfer:
-    """Copies one image from ``src`` to ``dst``, keeping its id and attributes."""
+    """Copies one image from ``src`` to ``dst``, keeping its id and attributes.
+
+    ``index`` is the run's destination catalog (None: read the destination
+    image by id); it is consulted on the first attempt only — every retry
+    reads the destination afresh.
+    """
 
     def __init__(
         self,
@@ -107,6 +190,7 @@ class ImageTransfer:
         config: CopyConfig,
         emit: Emit,
         limits: Limits | None = None,
+        index: DestinationIndex | None = None,
     ) -> None:
         self.src = src
         self.limits = limits or Limits()
@@ -114,6 +198,7 @@ class ImageTransfer:
         self.image = image
         self.config = config
         self.emit = emit
+        self.index = index
         self.id: str = image["id"]
         self.result = ImageResult(
             id=self.id,
@@ -125,6 +210,7 @@ class ImageTransfer:
         )
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
+        self._created = False  # this attempt created the destination image (it has no members yet)
 
     # -- the unit of work -----------------------------------------------------
 
@@ -136,11 +222,18 @@ class ImageTransfer:
     async def plan(self) -> ImageResult:
         """Dry run: decide against the destination's state, change nothing."""
         try:
-            dst = await self.dst.get_image(self.id)
-            view, keep_owner = self._view()
-            action, reason = decide(view, dst, keep_owner=keep_owner)
-            if action == Action.FINISH and dst is not None:
-                action, reason = _finish_plan(view, dst, members_differ=await self._members_differ())
+            judgement = self._judge()
+            if judgement.blocking is not None:
+                action, reason = Action.BLOCKED, judgement.blocking.reason
+            else:
+                dst, full = await self._lookup(fresh=False)
+                action, reason = decide(judgement.image, dst, keep_owner=True)
+                if reason == ATTRIBUTES_DIFFER:
+                    action, reason = decide(judgement.image, await self._full(full), keep_owner=True)
+                if action == Action.FINISH and dst is not None:
+                    action, reason = _finish_plan(
+                        judgement.image, dst, members_differ=await self._members_differ(judgement.image)
+                    )
         except DestinationBusy as exc:
             action, reason = Action.UPLOAD, str(exc)
         except AsyncMigrateError as exc:
@@ -154,6 +247,22 @@ class ImageTransfer:
             self.result.bytes = self.result.size
         return self.result
 
+    def _judge(self) -> Judgement:
+        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        self.result.traps = judgement.kinds
+        self.result.stripped = list(judgement.stripped)
+        return judgement
+
+    async def _lookup(self, *, fresh: bool) -> tuple[Entry | None, dict[str, Any] | None]:
+        """The destination's image: from the index on a first attempt, else one GET."""
+        if self.index is not None and not fresh:
+            return self.index.get(self.id), None
+        full = await self.dst.get_image(self.id)
+        return (None if full is None else Entry.of(full)), full
+
+    async def _full(self, full: dict[str, Any] | None) -> dict[str, Any] | None:
+        return full if full is not None else await self.dst.get_image(self.id)
+
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
         if number > 1:
@@ -163,10 +272,29 @@ class ImageTransfer:
             if fresh is None:
                 raise ImageError("image disappeared from the source")
             self.image = fresh
-        dst = await self.dst.get_image(self.id)
-        view, keep_owner = self._view()
-        action, reason = decide(view, dst, keep_owner=keep_owner)
+        judgement = self._judge()
+        if judgement.blocking is not None:
+            self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
+            self.result.outcome = Outcome.BLOCKED
+            return
+        entry, full = await self._lookup(fresh=number > 1)
+        for _ in range(3):  # a create that races with another writer decides again
+            try:
+                await self._decided(judgement.image, entry, full)
+                return
+            except _Redecide as again:
+                full = again.image
+                entry = Entry.of(full)
+        raise ImageError("the destination image kept changing while it was being written")
+
+    async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
+        keep_owner = _keeps_owner(view)
+        action, reason = decide(view, entry, keep_owner=True)
+        if reason == ATTRIBUTES_DIFFER:
+            full = await self._full(full)
+            action, reason = decide(view, full, keep_owner=True)
         self.result.action, self.result.reason = action, reason
+        self._created = False
         if action == Action.UNSUPPORTED:
             self.result.outcome = Outcome.SKIPPED
             return
@@ -174,15 +302,15 @@ class ImageTransfer:
             raise DestinationConflict(reason)
         if action == Action.FAIL:
             raise ImageError(reason)
-        if action in (Action.COPY, Action.CREATE):
-            dst = await self._create()
-            if dst.get("status") != "queued":  # somebody else got there first
-                return await self._attempt_again(number)
-        assert dst is not None
-        if action in (Action.COPY, Action.UPLOAD):
-            await self._stream()
-            dst = await self._check()
-        changed = await self._finish(dst)
+        if action == Action.CREATE:
+            await self._create(view, keep_owner, may_upload=False)
+            entry = None
+        elif action in (Action.COPY, Action.UPLOAD):
+            await self._stream(view, keep_owner, create=action == Action.COPY)
+            checked = await self._check()
+            entry = Entry.of(checked)
+        assert entry is not None or self._created
+        changed = await self._finish(view, entry)
         if action in (Action.COPY, Action.UPLOAD):
             self.result.outcome = Outcome.COPIED
         elif action == Action.CREATE:
@@ -194,18 +322,25 @@ class ImageTransfer:
             self.result.action = Action.NONE
             self.result.reason = "already at the destination"
 
-    async def _attempt_again(self, number: int) -> None:
-        # The create raced with another writer: decide again from what is there.
-        await self._attempt(number)
-
     # -- steps ------------------------------------------------------------------
 
-    async def _create(self) -> dict[str, Any]:
-        """Create the destination image with the same id and attributes."""
-        view, keep_owner = self._view()
+    async def _create(self, view: dict[str, Any], keep_owner: bool, *, may_upload: bool) -> None:
+        """Create the destination image with the same id and attributes.
+
+        A 409 means the id exists (another run, a race) or belonged to a
+        deleted image: read it; go on uploading into it when it is the same
+        image still ``queued`` (``may_upload``), else decide again.
+        """
         body = create_body(view, keep_owner=keep_owner)
         try:
-            return await self.dst.create_image(body)
+            await self.dst.create_image(body)
+        except ClientStatusError as exc:
+            raise _refused(exc, self.limits) from exc
+        except Forbidden as exc:
+            raise ImageError(
+                f"the destination refuses an attribute of this image (403, policy or property "
+                f"protection): {exc.detail or exc}"
+            ) from exc
         except ConflictStatus as exc:
             existing = await self.dst.get_image(self.id)
             if existing is None:
@@ -213,26 +348,29 @@ class ImageTransfer:
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
                     "and Glance never reuses a deleted image's id"
                 ) from exc
-            return existing
+            action, _ = decide(view, existing, keep_owner=True)
+            if may_upload and action == Action.UPLOAD:
+                return
+            raise _Redecide(existing) from exc
+        self._created = True
 
-    async def _stream(self) -> None:
-        """Stream the source data into the destination, verifying on the fly."""
+    async def _stream(self, view: dict[str, Any], keep_owner: bool, *, create: bool) -> None:
+        """Open the source, create the image (COPY), stream the data in, verifying on the fly."""
         async with self.limits.upload_slot():
-            await self._stream_in_slot()
-
-    async def _stream_in_slot(self) -> None:
-        await stream_data(
-            self.src,
-            self.dst,
-            self.image,
-            dest_id=self.id,
-            store=self.config.dst_store,
-            verify=self.config.verify,
-            on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
-            on_bytes=self._on_bytes,
-            bad_digests=self._bad_digests,
-            throttle=self.limits.throttle,
-        )
+            hashed = await stream_data(
+                self.src,
+                self.dst,
+                self.image,
+                dest_id=self.id,
+                store=self.config.dst_store,
+                verify=self.config.verify,
+                on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
+                on_bytes=self._on_bytes,
+                bad_digests=self._bad_digests,
+                throttle=self.limits.throttle,
+                before_upload=(lambda: self._create(view, keep_owner, may_upload=True)) if create else None,
+            )
+        self.result.verification = verification_of(self.image, hashed)
 
     def _on_bytes(self, n: int) -> None:
         self._moved += n
@@ -252,47 +390,44 @@ class ImageTransfer:
             )
         return dst
 
-    async def _finish(self, dst: dict[str, Any]) -> bool:
-        """Members, then ``protected``, then deactivation; True if anything changed."""
+    async def _finish(self, view: dict[str, Any], dst: Entry | None) -> bool:
+        """Members, then ``protected``, then deactivation; True if anything changed.
+
+        ``dst`` is None for an image this attempt created without data (queued,
+        unprotected, no members).
+        """
         changed = False
-        if self.image.get("visibility") == "shared":
+        if view.get("visibility") == "shared":
             changed |= await self._sync_members()
-        if self.image.get("protected") and not dst.get("protected"):
+        if view.get("protected") and not (dst is not None and dst.protected):
             await self.dst.patch_image(self.id, [{"op": "replace", "path": "/protected", "value": True}])
             changed = True
-        if self.image.get("status") == "deactivated" and dst.get("status") == "active":
+        if view.get("status") == "deactivated" and dst is not None and dst.status == "active":
             await self.dst.deactivate(self.id)
             changed = True
         return changed
 
-    async def _members_differ(self) -> bool:
-        if self.image.get("visibility") != "shared":
+    async def _members_differ(self, view: dict[str, Any]) -> bool:
+        if view.get("visibility") != "shared":
             return False
         members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
         wanted, _ = map_members(self.config.project_map, members)
         have = {m["member_id"]: m.get("status") for m in await self.dst.list_members(self.id)}
         return any(have.get(m) != st for m, st in wanted.items())
 
-    def _view(self) -> tuple[dict[str, Any], bool]:
-        """The source image as the destination should hold it, and whether its owner is kept.
-
-        With a project map the owner is the mapped destination project (or left
-        to the caller's project); otherwise the source's owner, as is.
-        """
-        pmap = self.config.project_map
-        if pmap is None:
-            return self.image, self.config.keep_owner
-        owner = pmap.owner(self.image)
-        if owner is None or not self.config.keep_owner:
-            return {k: v for k, v in self.image.items() if k != "owner"}, False
-        return {**self.image, "owner": owner}, True
-
     async def _sync_members(self) -> bool:
         src_members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
         src_members, unmapped = map_members(self.config.project_map, src_members)
         if unmapped:
             self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-        dst_members = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+        if not src_members:
+            return False
+        # An image this attempt created has no members yet: nothing to read.
+        dst_members: dict[str, str] = (
+            {}
+            if self._created
+            else {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+        )
         changed = False
         for member, status in sorted(src_members.items()):
             if member not in dst_members:
@@ -305,12 +440,29 @@ class ImageTransfer:
         return changed
 
 
-def _finish_plan(src: dict[str, Any], dst: dict[str, Any], *, members_differ: bool) -> tuple[str, str]:
+_QUOTA = re.compile(r"Maximum:\s*(\d+)")
+
+
+def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
+    """A create refused with a 4xx: name the cause; a 413 teaches the property quota."""
+    if exc.status == 413:
+        match = _QUOTA.search(exc.detail or "")
+        if match:
+            limits.property_quota = int(match[1])
+        quota = f" (it allows {match[1]})" if match else ""
+        return ImageError(
+            f"the destination refuses this image's custom properties: more than its image_property_quota{quota}; "
+            f"raise the quota there or drop properties at the source ({exc.detail})"
+        )
+    return ImageError(f"the destination refuses to create this image (HTTP {exc.status}): {exc.detail or exc}")
+
+
+def _finish_plan(src: dict[str, Any], dst: Entry, *, members_differ: bool) -> tuple[str, str]:
     """For a dry run: which finishing steps remain for an image whose data is there."""
     steps = ["sync members"] if members_differ else []
-    if src.get("protected") and not dst.get("protected"):
+    if src.get("protected") and not dst.protected:
         steps.append("set protected")
-    if src.get("status") == "deactivated" and dst.get("status") == "active":
+    if src.get("status") == "deactivated" and dst.status == "active":
         steps.append("deactivate")
     if not steps:
         return Action.NONE, "already at the destination"
@@ -329,15 +481,20 @@ async def stream_data(
     on_bytes: Callable[[int], None],
     bad_digests: set[str],
     throttle: Throttle | None = None,
-) -> None:
-    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified.
+    before_upload: Callable[[], Awaitable[None]] | None = None,
+) -> str | None:
+    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified;
+    return the algorithm the bytes were hashed with (None: not hashed here).
 
-    Raises :class:`StreamCorrupted` (retry) when the bytes do not match the
-    source's record, or :class:`SourceCorrupt` when the same wrong digest was
-    already seen in ``bad_digests`` (the stored bytes themselves are bad).
-    The caller holds an upload slot (:meth:`Limits.upload_slot`) around it.
+    The source is opened and its first chunk read before anything touches the
+    destination; ``before_upload`` (the create, for a new image) runs then, so
+    a source failing before its first byte leaves nothing behind.  Raises
+    :class:`StreamCorrupted` (retry) when the bytes do not match the source's
+    record, or :class:`SourceCorrupt` when the same wrong digest was already
+    seen in ``bad_digests`` (the stored bytes themselves are bad).  The caller
+    holds an upload slot (:meth:`Limits.upload_slot`) around it.
     """
-    size = int(image.get("size") or 0)
+    size = None if image.get("size") is None else int(image["size"])
     algo, expected = expected_digest(image)
     digest = Digest(algo) if algo and verify == "full" else None
     pipe = pipeline(
@@ -353,6 +510,8 @@ async def stream_data(
         # Read (and, for small images, fully verify) before touching the
         # destination: a source error must not flip the destination to saving.
         first = await _first(chunks)
+        if before_upload is not None:
+            await before_upload()
         on_started()
         try:
             await dst.upload(dest_id, _prepend(first, chunks), size=size, store=store)
@@ -360,6 +519,7 @@ async def stream_data(
             if isinstance(pipe.error, AsyncMigrateError):
                 raise pipe.error from None
             raise
+        return digest.algorithm if digest is not None else None
     except StreamCorrupted as exc:
         # A wire error gives a different wrong digest each time; the same wrong
         # digest twice means the stored bytes themselves do not match the record.

@@ -12,56 +12,75 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .catalog import DestinationIndex, Entry, list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
-from .engine import check_endpoint, list_images, run_pool
+from .engine import check_selection, open_cloud, run_pool
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .metadata import differences
-from .progress import Emit, ignore
+from .progress import CloudsDiscovered, Emit, ignore
 from .report import ImageResult, Outcome, RunResult
 from .selection import select
-from .transfer import same_data
+from .transfer import destination_view
 
 __all__ = ["MATCH", "compare_image", "verify_catalogs"]
 
 MATCH, DIFFERS, MISSING, EXTRA = Outcome.MATCH, Outcome.DIFFERS, Outcome.MISSING, Outcome.EXTRA
 
 
-def _view(image: dict[str, Any], config: CopyConfig) -> tuple[dict[str, Any], bool]:
-    pmap = config.project_map
-    if pmap is None:
-        return image, config.keep_owner
-    owner = pmap.owner(image)
-    if owner is None or not config.keep_owner:
-        return {k: v for k, v in image.items() if k != "owner"}, False
-    return {**image, "owner": owner}, True
+async def compare_image(
+    src: GlanceClient,
+    dst: GlanceClient,
+    image: dict[str, Any],
+    config: CopyConfig,
+    index: DestinationIndex | None = None,
+) -> list[str]:
+    """Every difference between the source image and the destination's (empty: they match).
 
-
-async def compare_image(src: GlanceClient, dst: GlanceClient, image: dict[str, Any], config: CopyConfig) -> list[str]:
-    """Every difference between the source image and the destination's (empty: they match)."""
-    other = await dst.get_image(image["id"])
-    if other is None:
+    The source image is compared as the destination should hold it (project
+    map, ``--certificate-map``/``--strip-signature``: :func:`destination_view`).
+    With the run's destination ``index`` an image whose listing entry matches
+    costs no request; the others (and shared images' members) are read.
+    """
+    view = destination_view(image, config).image
+    keep_owner = view.get("owner") is not None
+    entry = None if index is None else index.get(image["id"])
+    if index is not None and entry is None:
         return ["missing at the destination"]
     problems: list[str] = []
-    if image.get("status") != other.get("status"):
-        problems.append(f"status {image.get('status')} != {other.get('status')}")
-    view, keep_owner = _view(image, config)
-    diffs = differences(view, other, keep_owner=keep_owner, ignore=frozenset())
-    problems += [f"{key}: {a!r} != {b!r}" for key, (a, b) in diffs.items()]
-    if not same_data(image, other):
-        problems.append(
-            f"data: size {image.get('size')} / {other.get('size')}, "
-            f"checksum {image.get('checksum')} / {other.get('checksum')}"
-        )
-    if image.get("visibility") == "shared":
+    if entry is None or not _entry_matches(view, entry, keep_owner):
+        other = await dst.get_image(image["id"])
+        if other is None:
+            return ["missing at the destination"]
+        if view.get("status") != other.get("status"):
+            problems.append(f"status {view.get('status')} != {other.get('status')}")
+        diffs = differences(view, other, keep_owner=keep_owner, ignore=frozenset())
+        problems += [f"{key}: {a!r} != {b!r}" for key, (a, b) in diffs.items()]
+        if not Entry.of(other).same_data(view):
+            problems.append(
+                f"data: size {view.get('size')} / {other.get('size')}, "
+                f"checksum {view.get('checksum')} / {other.get('checksum')}"
+            )
+    if view.get("visibility") == "shared":  # members are not in any listing
         listed = {m["member_id"]: m.get("status", "pending") for m in await src.list_members(image["id"])}
         members, _ = map_members(config.project_map, listed)
         theirs = {m["member_id"]: m.get("status") for m in await dst.list_members(image["id"])}
         if members != theirs:
             problems.append(f"members {sorted(members.items())} != {sorted(theirs.items())}")
     return problems
+
+
+def _entry_matches(view: dict[str, Any], entry: Entry, keep_owner: bool) -> bool:
+    return (
+        view.get("status") == entry.status
+        and Entry.of(view).attrs == entry.attrs
+        and (view.get("disk_format"), view.get("container_format")) == (entry.disk_format, entry.container_format)
+        and bool(view.get("protected")) == entry.protected
+        and (not keep_owner or view.get("owner") == entry.owner)
+        and entry.same_data(view)
+    )
 
 
 async def verify_catalogs(
@@ -76,8 +95,11 @@ async def verify_catalogs(
     started = time.monotonic()
     kw = client_options(config)
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
-        await check_endpoint(src, "source")
-        await check_endpoint(dst, "destination")
+        src_caps = await open_cloud(src, "source")
+        dst_caps = await open_cloud(dst, "destination")
+        check_selection(config, src_caps, dst_caps)
+        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
+        index = None if config.image_ids else await load_index(dst, dst_caps)
         seen: set[str] = set()
 
         async def handle(image: dict[str, Any]) -> ImageResult:
@@ -86,7 +108,7 @@ async def verify_catalogs(
                 id=image["id"], name=image.get("name"), action="verify", outcome="", size=int(image.get("size") or 0)
             )
             try:
-                problems = await compare_image(src, dst, image, config)
+                problems = await compare_image(src, dst, image, config, index)
             except AsyncMigrateError as exc:
                 if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
                     raise
@@ -97,13 +119,13 @@ async def verify_catalogs(
             return result
 
         results = await run_pool(
-            select(list_images(src, config.image_ids), config.selection),
+            select(list_images(src, src_caps, config.image_ids), config.selection),
             handle,
             concurrency=config.concurrency,
             emit=emit,
         )
         if not config.image_ids:
-            async for other in list_images(dst, ()):
+            async for other in list_images(dst, dst_caps):
                 if other["id"] not in seen and config.selection.wants(other):
                     results.append(
                         ImageResult(
@@ -114,4 +136,8 @@ async def verify_catalogs(
                             reason="only at the destination",
                         )
                     )
-    return RunResult(images=results, seconds=time.monotonic() - started)
+    return RunResult(
+        images=results,
+        seconds=time.monotonic() - started,
+        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
+    )

@@ -5,7 +5,8 @@
 prints one JSON line ``{"port": N, "pid": P}`` once it listens on 127.0.0.1.
 
 It answers what ``asyncmigrate.copy_images`` uses, as glance-api 33 does:
-``GET/POST /v2/images`` (``limit`` default 25, max 1000, ``marker``, ``next``
+``GET /versions``, ``GET /v2/info/import`` (single-store: ``/v2/info/stores``
+is a 404), ``GET/POST /v2/images`` (``limit`` default 25, max 1000, ``marker``, ``next``
 links, ``os_hidden`` passes), ``GET/PATCH/DELETE /v2/images/{id}``,
 ``PUT/GET /v2/images/{id}/file`` (``Range``, ``Content-MD5``), members,
 deactivate.  Image data is never stored: a source image's bytes are the
@@ -113,6 +114,8 @@ class FakeGlance:
         self.app = web.Application(client_max_size=16 * MiB)
         self.app.middlewares.append(self._count)
         r = self.app.router
+        r.add_get("/versions", self.versions)
+        r.add_get("/v2/info/import", self.info_import)
         r.add_get("/v2/images", self.list_images)
         r.add_post("/v2/images", self.create)
         r.add_get("/v2/images/{id}", self.show)
@@ -178,6 +181,16 @@ class FakeGlance:
         return rec
 
     # -- images ---------------------------------------------------------------
+
+    async def versions(self, request: web.Request) -> web.Response:
+        """glance 33's version document (single-store: /v2/info/stores is a 404 here)."""
+        ids = [("v2.17", "CURRENT")] + [(f"v2.{n}", "SUPPORTED") for n in (15, 9, 7, 6, 5, 4, 3, 2, 1, 0)]
+        return web.json_response({"versions": [{"id": i, "status": st, "links": []} for i, st in ids]})
+
+    async def info_import(self, request: web.Request) -> web.Response:
+        """The import methods glance 33 offers by default."""
+        methods = ["glance-direct", "web-download", "copy-image"]
+        return web.json_response({"import-methods": {"description": "Import methods available.", "value": methods}})
 
     async def list_images(self, request: web.Request) -> web.Response:
         q = request.query

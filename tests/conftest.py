@@ -62,8 +62,9 @@ def write_clouds_yaml(path: Path, endpoints: dict[str, str]) -> Path:
 
 @pytest.fixture
 async def clouds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clouds]:
-    """Source (behind a /image prefix, small pages) and destination fakes, as clouds 'src' and 'dst'."""
+    """Source (behind a /image prefix, pages of at most 25) and destination fakes, as clouds 'src' and 'dst'."""
     src = FakeGlance(prefix="/image")
+    src.limit_max = 25  # a server whose api_limit_max is below the asked 1000: listings still page
     dst = FakeGlance(stores={"main": "main store", "archive": "archive store"})
     async with FakeServer(src) as s_srv, FakeServer(dst) as d_srv:
         path = write_clouds_yaml(tmp_path / "clouds.yaml", {"src": s_srv.url, "dst": d_srv.url})

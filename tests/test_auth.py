@@ -97,7 +97,8 @@ async def test_application_credential_auth(kc: GuardedClouds, tmp_path: Path, mo
 
 async def test_token_expiry_during_listing_reauthenticates(kc: GuardedClouds) -> None:
     """A 401 on a later listing page: one new token, the page is fetched again, nothing lost."""
-    images = _seed(kc.src, 30, size=2000)  # 25 a page: the second page is the 3rd GET (after the probe)
+    kc.src.limit_max = 25  # the second page is the 3rd GET of /v2/images (after the probe)
+    images = _seed(kc.src, 30, size=2000)
     kc.src.faults.expire_token_once("GET", r"^/v2/images$", nth=3)
     concurrency = 2
     src, dst = await load_cloud("src"), await load_cloud("dst")

@@ -7,7 +7,10 @@ import hashlib
 import os
 import uuid
 
+import pytest
+
 from asyncmigrate import copy_images
+from asyncmigrate.errors import UsageError
 from asyncmigrate.progress import BytesMoved, ImageDone, ListingDone
 from tests.conftest import Clouds, fast_config
 
@@ -90,10 +93,20 @@ async def test_uploads_carry_size_headers_and_store(clouds: Clouds) -> None:
     assert clouds.dst.get(image["id"])["stores"] == "archive"
 
 
-async def test_unknown_destination_store_fails_the_image(clouds: Clouds) -> None:
-    """A store the destination lacks (400) fails the image, leaves it queued, and is not retried."""
+async def test_unknown_destination_store_is_a_usage_error(clouds: Clouds) -> None:
+    """A --dst-store the destination does not list is a one-line usage error before anything is created."""
     image = clouds.src.add_image(b"data" * 1000, disk_format="raw", container_format="bare")
-    run = await copy_images(fast_config(dst_store="nope", image_ids=(image["id"],)), clouds.src_cloud, clouds.dst_cloud)
+    with pytest.raises(UsageError, match=r"unknown store 'nope'.*has: main, archive"):
+        await copy_images(fast_config(dst_store="nope", image_ids=(image["id"],)), clouds.src_cloud, clouds.dst_cloud)
+    assert not clouds.dst.requests_matching("POST", ".*") and not clouds.dst.requests_matching("PUT", ".*")
+
+
+async def test_store_rejected_at_upload_fails_the_image(clouds: Clouds) -> None:
+    """A store the destination refuses at upload (400) fails the image, leaves it queued, and is not retried."""
+    image = clouds.src.add_image(b"data" * 1000, disk_format="raw", container_format="bare")
+    clouds.dst.faults.fail_next("PUT", r"/file$", 400, retry_after=None, body="Store archive is read-only")
+    config = fast_config(dst_store="archive", image_ids=(image["id"],))
+    run = await copy_images(config, clouds.src_cloud, clouds.dst_cloud)
     assert run.images[0].outcome == "failed" and "400" in run.images[0].reason
     assert run.images[0].attempts == 1
     assert clouds.dst.get(image["id"])["status"] == "queued"

@@ -94,6 +94,10 @@ class FakeGlance:
         self.import_methods = tuple(import_methods)
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
+        self.property_quota = 128
+        """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
+        self.limit_max = 1000
+        """Glance's ``api_limit_max``: the largest page served, whatever ``limit`` asks for."""
         self.honour_range = True
         """Whether downloads honour ``Range`` (206 from the offset); False models a source
         behind a proxy or store that ignores it and answers 200 with the whole body."""

@@ -134,8 +134,9 @@ class _ImagesApi:
         self.fake = fake
 
     async def index(self, request: web.Request) -> web.Response:
+        fake = self.fake
         body = list_images(
-            self.fake.images.values(), self.fake.members, self.fake.identity(request), request.query, self.fake.render
+            fake.images.values(), fake.members, fake.identity(request), request.query, fake.render, fake.limit_max
         )
         return web.json_response(body)
 
@@ -176,6 +177,7 @@ class _ImagesApi:
                 setattr(rec, key, value)
             else:
                 rec.properties[key] = value
+        self._check_property_quota(rec)
         self.fake.images[rec.id] = rec
         headers = {
             "Location": f"{request.scheme}://{request.host}{self.fake.prefix}/v2/images/{rec.id}",
@@ -184,6 +186,17 @@ class _ImagesApi:
         if self.fake.multi_store:
             headers["OpenStack-image-store-ids"] = ",".join(self.fake.stores)
         return web.json_response(self.fake.render(rec), status=201, headers=headers)
+
+    def _check_property_quota(self, rec: ImageRecord) -> None:
+        # glance/quota/__init__.py: ImagePropertyLimitExceeded (a LimitExceeded) → 413 in
+        # glance/api/v2/images.py, before anything is saved.
+        quota = self.fake.property_quota
+        if quota >= 0 and len(rec.properties) > quota:
+            raise fail(
+                413,
+                "The limit has been exceeded on the number of allowed image properties. "
+                f"Attempted: {len(rec.properties)}, Maximum: {quota}",
+            )
 
     async def show(self, request: web.Request) -> web.Response:
         rec = self.fake.lookup(request.match_info["image_id"], self.fake.identity(request))
@@ -206,6 +219,8 @@ class _ImagesApi:
         draft_rec.tags, draft_rec.properties = list(rec.tags), dict(rec.properties)
         for op, key, value in parsed:
             _apply(draft_rec, op, key, value, identity)
+        if len(draft_rec.properties) > len(rec.properties):
+            self._check_property_quota(draft_rec)
         if parsed:
             # Copy back field by field: uploads and imports in flight hold `rec` itself.
             for field in (*SETTABLE, "properties"):

@@ -50,9 +50,13 @@ def list_images(
     identity: Identity,
     query: MultiMapping[str],
     render: Callable[[ImageRecord], dict[str, Any]],
+    limit_max: int = MAX_LIMIT,
 ) -> dict[str, Any]:
-    """Answer one listing request; raises 400 errors the way glance does."""
-    limit = _parse_limit(query.get("limit"))
+    """Answer one listing request; raises 400 errors the way glance does.
+
+    ``limit_max`` is glance's ``api_limit_max``: a larger ``limit`` is silently capped.
+    """
+    limit = _parse_limit(query.get("limit"), limit_max)
     member_status = query.get("member_status", "accepted")
     if member_status not in ("pending", "accepted", "rejected", "all"):
         raise fail(400, f"Invalid status: {member_status}")
@@ -96,16 +100,16 @@ def can_see(rec: ImageRecord, identity: Identity, members: Members) -> bool:
     return rec.visibility == "shared" and identity.project_id in members.get(rec.id, {})
 
 
-def _parse_limit(raw: str | None) -> int:
+def _parse_limit(raw: str | None, limit_max: int) -> int:
     if raw is None:
-        return DEFAULT_LIMIT
+        return min(DEFAULT_LIMIT, limit_max)
     try:
         limit = int(raw)
     except ValueError:
         raise fail(400, "limit param must be an integer") from None
     if limit < 0:
         raise fail(400, "limit param must be positive")
-    return min(limit, MAX_LIMIT)
+    return min(limit, limit_max)
 
 
 def _parse_sort(query: MultiMapping[str]) -> tuple[list[str], list[str]]:

@@ -243,4 +243,7 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
 def fail(status: int, explanation: str, headers: Mapping[str, str] | None = None) -> web.HTTPException:
     """An error to raise, with a plain-text body shaped like webob's (what glance sends)."""
     reason = http.HTTPStatus(status).phrase
-    return _ERRORS[status](text=f"{status} {reason}\n\n{explanation}\n\n", headers=headers)
+    text = f"{status} {reason}\n\n{explanation}\n\n"
+    if status == 413:  # aiohttp's class wants the sizes of a too-large body; glance's 413s are quotas
+        return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=text, headers=headers)
+    return _ERRORS[status](text=text, headers=headers)

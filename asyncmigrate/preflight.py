@@ -1,0 +1,216 @@
+"""Pre-flight judgement of an image: the traps of moving it between clouds.
+
+Pure functions, used alike by ``plan``, ``copy``, ``sync`` and ``verify`` so
+the four commands never disagree about an image.  :func:`judge` looks at a
+source image (after the project map) and returns a :class:`Judgement`: the
+image as the destination should hold it (signature keys rewritten or
+stripped on request) and the traps found.  A *blocking* trap means nothing is
+created at the destination for that image; the reason says the way out.
+
+Traps:
+
+``signed``
+    ``img_signature*`` keys: Glance verifies the signature at upload against
+    the certificate ``img_signature_certificate_uuid`` in the *destination's*
+    key manager, where the source's certificate does not exist ("Signature
+    verification failed … Unable to retrieve certificate").  Blocking unless
+    ``--certificate-map`` names the certificate re-created at the destination
+    or ``--strip-signature`` drops the four keys.
+``encrypted``
+    ``cinder_encryption_key_id``: the key lives in the source's key manager;
+    the bytes are useless without it.  Blocking unless ``--include-encrypted``.
+``volume-snapshot``
+    A volume-backed instance snapshot (``block_device_mapping`` naming
+    snapshots, usually 0 bytes): the data is in the source's block storage,
+    not in Glance.  Blocking unless ``--include-volume-snapshots``.
+``too-many-properties``
+    More custom properties than the destination allows
+    (``image_property_quota``, 128 by default; Glance does not publish it, so
+    it is learned from the first 413): blocking once the limit is known, a
+    warning above the default before that.
+``no-hash`` / ``no-size``
+    Nothing (or not even a size) recorded to verify the copy against: not
+    blocking; the report's ``verification`` says what was checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .metadata import settable
+
+__all__ = [
+    "DEFAULT_PROPERTY_QUOTA",
+    "SIGNATURE_KEYS",
+    "Judgement",
+    "PreflightOptions",
+    "Trap",
+    "custom_properties",
+    "judge",
+]
+
+SIGNATURE_KEYS = (
+    "img_signature",
+    "img_signature_hash_method",
+    "img_signature_key_type",
+    "img_signature_certificate_uuid",
+)
+CERTIFICATE_KEY = "img_signature_certificate_uuid"
+ENCRYPTION_KEY = "cinder_encryption_key_id"
+DEFAULT_PROPERTY_QUOTA = 128  # glance's image_property_quota default
+
+# Image attributes Glance keeps in the image row; everything else settable is
+# an "extra property" and counts against image_property_quota.
+_CORE = frozenset(
+    {"id", "name", "disk_format", "container_format", "visibility", "min_disk", "min_ram", "protected", "owner"}
+    | {"os_hidden", "tags"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trap:
+    """One reason an image needs care; ``blocking`` ones are not attempted."""
+
+    kind: str
+    blocking: bool
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PreflightOptions:
+    """The operator's instructions for the traps (flags), and what is known of the destination."""
+
+    certificate_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    strip_signature: bool = False
+    include_encrypted: bool = False
+    include_volume_snapshots: bool = False
+    property_quota: int | None = None  # the destination's, once known (learned from a 413)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """The image as the destination should hold it, and the traps found."""
+
+    image: dict[str, Any]
+    traps: tuple[Trap, ...] = ()
+    stripped: tuple[str, ...] = ()  # keys dropped (--strip-signature)
+    rewritten: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key: (source, destination)
+
+    @property
+    def blocking(self) -> Trap | None:
+        """The first blocking trap, if any."""
+        return next((t for t in self.traps if t.blocking), None)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of every trap, for the report."""
+        return [t.kind for t in self.traps]
+
+
+def custom_properties(image: Mapping[str, Any]) -> list[str]:
+    """The settable keys Glance stores as extra properties (counted by its quota)."""
+    return sorted(k for k in settable(image, keep_owner=True) if k not in _CORE)
+
+
+def judge(image: Mapping[str, Any], options: PreflightOptions) -> Judgement:
+    """Judge one source image (see the module docstring); never raises, never does I/O."""
+    view = dict(image)
+    traps: list[Trap] = []
+    stripped: tuple[str, ...] = ()
+    rewritten: dict[str, tuple[str, str]] = {}
+    if any(k in view for k in SIGNATURE_KEYS):
+        certificate = str(view.get(CERTIFICATE_KEY) or "")
+        if options.strip_signature:
+            stripped = tuple(k for k in SIGNATURE_KEYS if k in view)
+            for key in stripped:
+                del view[key]
+            traps.append(Trap("signed", False, f"signed; signature dropped (--strip-signature): {', '.join(stripped)}"))
+        elif certificate in options.certificate_map:
+            target = options.certificate_map[certificate]
+            view[CERTIFICATE_KEY] = target
+            rewritten[CERTIFICATE_KEY] = (certificate, target)
+            traps.append(Trap("signed", False, f"signed; certificate {certificate} → {target} (--certificate-map)"))
+        else:
+            missing = f"certificate {certificate} is not in --certificate-map" if options.certificate_map else ""
+            traps.append(
+                Trap(
+                    "signed",
+                    True,
+                    f"signed image: the destination verifies img_signature against certificate "
+                    f"{certificate or '(none named)'} in ITS key manager, where it does not exist"
+                    f"{'; ' + missing if missing else ''}; re-create the certificate there and pass "
+                    "--certificate-map FILE (source uuid: destination uuid), or --strip-signature",
+                )
+            )
+    if view.get(ENCRYPTION_KEY) and not options.include_encrypted:
+        traps.append(
+            Trap(
+                "encrypted",
+                True,
+                f"encrypted image: its key ({ENCRYPTION_KEY} {view[ENCRYPTION_KEY]}) is in the source's key "
+                "manager and the copy is unreadable without it; move the secret to the destination's key "
+                "manager, then re-run with --include-encrypted (and PATCH the key id if it changed)",
+            )
+        )
+    elif view.get(ENCRYPTION_KEY):
+        traps.append(Trap("encrypted", False, f"encrypted; copied as is ({ENCRYPTION_KEY} kept, --include-encrypted)"))
+    snapshots = _volume_snapshots(view)
+    if snapshots is not None:
+        traps.append(
+            Trap(
+                "volume-snapshot",
+                not options.include_volume_snapshots,
+                "volume-backed instance snapshot: its data is in the source's block storage "
+                f"(snapshots {', '.join(snapshots) or 'unnamed'}), not in Glance"
+                + (
+                    "; copied as a record only (--include-volume-snapshots)"
+                    if options.include_volume_snapshots
+                    else "; move the volumes with Cinder and snapshot again at the destination, or pass "
+                    "--include-volume-snapshots to copy the image record as is"
+                ),
+            )
+        )
+    count = len(custom_properties(view))
+    limit = options.property_quota
+    if limit is not None and count > limit:
+        traps.append(
+            Trap(
+                "too-many-properties",
+                True,
+                f"{count} custom properties; the destination allows {limit} (image_property_quota): "
+                "raise its quota or drop properties at the source",
+            )
+        )
+    elif limit is None and count > DEFAULT_PROPERTY_QUOTA:
+        traps.append(
+            Trap(
+                "too-many-properties",
+                False,
+                f"{count} custom properties: above Glance's default image_property_quota "
+                f"({DEFAULT_PROPERTY_QUOTA}); the destination may refuse it",
+            )
+        )
+    if view.get("status") in ("active", "deactivated"):
+        if view.get("size") is None:
+            traps.append(Trap("no-size", False, "no recorded size or hash: checked against the download's length"))
+        elif not (view.get("checksum") or (view.get("os_hash_algo") and view.get("os_hash_value"))):
+            traps.append(Trap("no-hash", False, "no recorded hash: verified by size only"))
+    return Judgement(image=view, traps=tuple(traps), stripped=stripped, rewritten=rewritten)
+
+
+def _volume_snapshots(image: Mapping[str, Any]) -> list[str] | None:
+    """Snapshot ids of a volume-backed instance snapshot, None when it is not one."""
+    raw = image.get("block_device_mapping")
+    if raw is None:
+        return None
+    try:
+        mappings = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return []
+    if not isinstance(mappings, list):
+        return []
+    ids = [str(m.get("snapshot_id")) for m in mappings if isinstance(m, dict) and m.get("snapshot_id")]
+    return ids if ids or str(image.get("bdm_v2", "")).lower() == "true" else None
