@@ -107,6 +107,20 @@ class Entry:
             attrs=fingerprint(image),
         )
 
+    def converted_from(self, image: Mapping[str, Any]) -> bool:
+        """Is this the destination's conversion of the source ``image`` (``image_conversion``
+        on import: another disk format, container ``bare``, new size and hashes)?
+
+        The converted size (raw) or virtual size must equal the source's recorded
+        ``virtual_size`` when the source has one: the virtual disk is the same.
+        """
+        if self.status not in ("active", "deactivated") or self.disk_format == image.get("disk_format"):
+            return False
+        if self.container_format != "bare":
+            return False
+        virtual = image.get("virtual_size")
+        return virtual is None or virtual in (self.virtual_size, self.size)
+
     def same_data(self, image: Mapping[str, Any]) -> bool:
         """Does the source record ``image`` describe the same bytes (size and every comparable hash)?"""
         if image.get("size") != self.size:

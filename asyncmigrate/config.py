@@ -128,6 +128,8 @@ class CopyConfig:
     max_rate: int | None = None  # bytes/s for the whole run; None: uncapped
     max_uploads: int | None = None  # concurrent uploads at once; None: up to concurrency
     preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
+    upload_method: Literal["put", "put-unsized", "glance-direct"] = "put"  # see upload.py
+    import_timeout: float = 3600.0  # per glance-direct import
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -137,6 +139,10 @@ class CopyConfig:
             raise UsageError("--chunk-size must be between 4KiB and 64MiB")
         if self.verify not in ("full", "server"):
             raise UsageError("--verify must be 'full' or 'server'")
+        if self.upload_method not in ("put", "put-unsized", "glance-direct"):
+            raise UsageError("--upload-method must be put, put-unsized or glance-direct")
+        if self.import_timeout <= 0:
+            raise UsageError("--import-timeout must be positive")
         if self.dst_store is not None and not self.dst_store.strip():
             raise UsageError("--dst-store cannot be empty")
         ids = tuple(dict.fromkeys(_check_image_id(i) for i in self.image_ids))

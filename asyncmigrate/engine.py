@@ -37,6 +37,7 @@ from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpe
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
+from .upload import choose_uploader
 
 __all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "open_cloud", "run_pool"]
 
@@ -211,11 +212,14 @@ async def copy_images(
         check_selection(config, src_caps, dst_caps)
         emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
+        uploader = choose_uploader(
+            config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout
+        )
         # Named images are read one by one; a whole catalog is decided from one listing.
         index = None if config.image_ids else await load_index(dst, dst_caps)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, limits, index)
+            transfer = ImageTransfer(src, dst, image, config, emit, limits, index, uploader)
             return await (transfer.plan() if config.dry_run else transfer.run())
 
         results = await run_pool(
@@ -231,5 +235,8 @@ async def copy_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
+        clouds={
+            "source": src_caps.describe(),
+            "destination": {**dst_caps.describe(), "upload_method": uploader.method},
+        },
     )

@@ -293,9 +293,12 @@ class GlanceClient:
             return None
         return list(body.get("stores", [])) if body else []
 
-    async def import_image(self, image_id: str, method: str, stores: list[str]) -> None:
-        """``POST /v2/images/{id}/import`` (e.g. ``copy-image`` into ``stores``); 202."""
-        body = {"method": {"name": method}, "stores": stores}
+    async def import_image(self, image_id: str, method: str, stores: list[str] | None) -> None:
+        """``POST /v2/images/{id}/import`` (``copy-image`` into ``stores``, ``glance-direct``
+        of the staged data); 202.  ``stores`` None: the default store (single-store clouds)."""
+        body: dict[str, Any] = {"method": {"name": method}}
+        if stores is not None:
+            body["stores"] = stores
         await self._call("POST", f"/v2/images/{image_id}/import", json=body)
 
     async def image_tasks(self, image_id: str) -> list[dict[str, Any]]:
@@ -336,14 +339,16 @@ class GlanceClient:
         *,
         size: int | None,
         store: str | None = None,
+        stage: bool = False,
     ) -> None:
-        """``PUT /v2/images/{id}/file`` streaming ``body`` of exactly ``size`` bytes
-        (``size`` None: unknown, sent chunked without a declared size).
+        """Stream ``body`` into ``PUT /v2/images/{id}/file`` (or ``…/stage`` with
+        ``stage``): exactly ``size`` bytes, declared in ``Content-Length`` and
+        ``x-openstack-image-size``; ``size`` None sends it chunked, declaring no size.
 
         If ``body`` raises, aiohttp drops the connection before the last byte:
         Glance sees a short body and returns the image to ``queued``.
         """
-        url = self.url(f"/v2/images/{image_id}/file")
+        url = self.url(f"/v2/images/{image_id}/{'stage' if stage else 'file'}")
         sized = {} if size is None else {"Content-Length": str(size), "x-openstack-image-size": str(size)}
         headers = await self._headers({"Content-Type": "application/octet-stream", **sized})
         if store:

@@ -150,6 +150,20 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         default="full",
         help="full: hash on the fly and hold the last chunk back (default); server: compare recorded hashes only",
     )
+    p.add_argument(
+        "--upload-method",
+        choices=("put", "put-unsized", "glance-direct"),
+        default="put",
+        help="put: PUT the data, declaring its size (without it into Swift stores) (default); put-unsized: "
+        "never declare the size; glance-direct: stage and import, for destinations that convert on import",
+    )
+    p.add_argument(
+        "--import-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="per glance-direct import (default 3600)",
+    )
     _caps(p, scope="")
     _identity(p)
     _traps(p)
@@ -344,6 +358,8 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
         preflight=preflight_options(args),
+        upload_method=getattr(args, "upload_method", "put"),
+        import_timeout=getattr(args, "import_timeout", 3600.0),
     )
 
 

@@ -73,6 +73,8 @@ class ImageResult:
     verification: str | None = None
     traps: list[str] = dataclasses.field(default_factory=list)  # pre-flight kinds (preflight.py)
     stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
+    # The destination converted the data on import: {"from": "qcow2", "to": "raw", "size": N}.
+    converted: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to the report."""

@@ -31,7 +31,6 @@ from .clouds import Cloud
 from .config import MoveConfig
 from .errors import (
     AsyncMigrateError,
-    Behaviour,
     ClientStatusError,
     ConflictStatus,
     Forbidden,
@@ -48,17 +47,11 @@ from .retry import run_unit
 from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
+from .upload import IMPORT_LOCK, ImportFailed, Uploader, choose_uploader, latest_import_task, task_message
 
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
 CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
-IMPORT_LOCK = "os_glance_import_task"  # set by glance while an import task holds the image
-
-
-class ImportFailed(ImageError):
-    """Glance's copy-image import into the new store failed; it is started again."""
-
-    behaviour = Behaviour.RETRY
 
 
 class Action:
@@ -110,9 +103,11 @@ class StoreMove:
         config: MoveConfig,
         emit: Emit,
         limits: Limits | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         self.client = client
         self.limits = limits or Limits()
+        self.uploader = uploader  # the carrier's upload (--method location)
         self.image = image
         self.config = config
         self.emit = emit
@@ -223,20 +218,12 @@ class StoreMove:
             await anyio.sleep(delay)
             delay = min(self.config.poll_max, delay * 2 if delay else 0)
 
-    async def _latest_task(self) -> dict[str, Any] | None:
-        tasks = [t for t in await self.client.image_tasks(self.id) if t.get("type") == "api_image_import"]
-        tasks.sort(key=lambda t: str(t.get("created_at", "")), reverse=True)
-        return tasks[0] if tasks else None
-
     async def _task_failed(self) -> bool:
-        task = await self._latest_task()
+        task = await latest_import_task(self.client, self.id)
         return task is not None and task.get("status") == "failure"
 
     async def _task_message(self) -> str:
-        task = await self._latest_task()
-        if task is None:
-            return "no task recorded"
-        return str(task.get("message") or task.get("status") or "unknown")
+        return await task_message(self.client, self.id)
 
     async def _store_ids(self) -> list[str]:
         return [s["id"] for s in await self.client.stores_info() or []]
@@ -337,6 +324,7 @@ class StoreMove:
                     on_bytes=lambda n: None,
                     bad_digests=self._bad_digests,
                     throttle=self.limits.throttle,
+                    uploader=self.uploader,
                 )
             fresh = await self.client.get_image(carrier["id"])
             assert fresh is not None
@@ -408,9 +396,11 @@ async def move_images(
         check_stores(caps, config)
         emit(CloudsDiscovered(caps.describe(), None))
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
+        # The carrier's data goes into NEW as a copy's would (unsized into Swift: see upload.py).
+        uploader = choose_uploader("put", caps, config.to_store, import_timeout=config.import_timeout)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            move = StoreMove(client, image, config, emit, limits)
+            move = StoreMove(client, image, config, emit, limits, uploader)
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:

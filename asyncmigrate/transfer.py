@@ -49,6 +49,7 @@ from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import run_unit
 from .stream import Digest, close_quietly, pipeline
+from .upload import PlainPut, Uploader
 
 __all__ = [
     "ImageBlocked",
@@ -142,10 +143,10 @@ def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None, *, kee
     if entry.status in BUSY:
         raise DestinationBusy(f"destination image is {entry.status!r}")
     owner_differs = keep_owner and _keeps_owner(src) and src.get("owner") != entry.owner
-    formats_differ = (src.get("disk_format"), src.get("container_format")) != (
-        entry.disk_format,
-        entry.container_format,
-    )
+    formats = (src.get("disk_format"), src.get("container_format"))
+    # A converting destination changes the formats, size and hashes on import.
+    converted = formats != (entry.disk_format, entry.container_format) and has_data and entry.converted_from(src)
+    formats_differ = formats != (entry.disk_format, entry.container_format) and not converted
     if owner_differs or formats_differ or Entry.of(src).attrs != entry.attrs:
         if full is None:
             return Action.CONFLICT, ATTRIBUTES_DIFFER
@@ -158,7 +159,7 @@ def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None, *, kee
     if entry.status in HAS_DATA:
         if not has_data:
             return Action.CONFLICT, "destination holds data, the source has none"
-        if not entry.same_data(src):
+        if not converted and not entry.same_data(src):
             return Action.CONFLICT, "destination holds other data (size or hash differ)"
         if entry.status == "deactivated" and status == "active":
             return Action.CONFLICT, "destination is deactivated, source is active"
@@ -179,7 +180,8 @@ class ImageTransfer:
 
     ``index`` is the run's destination catalog (None: read the destination
     image by id); it is consulted on the first attempt only — every retry
-    reads the destination afresh.
+    reads the destination afresh.  ``uploader`` is the run's way of putting
+    bytes in (:mod:`asyncmigrate.upload`; a plain PUT by default).
     """
 
     def __init__(
@@ -191,8 +193,10 @@ class ImageTransfer:
         emit: Emit,
         limits: Limits | None = None,
         index: DestinationIndex | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         self.src = src
+        self.uploader = uploader or PlainPut()
         self.limits = limits or Limits()
         self.dst = dst
         self.image = image
@@ -307,8 +311,10 @@ class ImageTransfer:
             entry = None
         elif action in (Action.COPY, Action.UPLOAD):
             await self._stream(view, keep_owner, create=action == Action.COPY)
-            checked = await self._check()
-            entry = Entry.of(checked)
+            completed = await self.uploader.complete(self.dst, self.id, store=self.config.dst_store)
+            entry = Entry.of(await self._check(view, completed))
+        elif entry is not None and entry.converted_from(view):
+            self._note_conversion(view, entry)
         assert entry is not None or self._created
         changed = await self._finish(view, entry)
         if action in (Action.COPY, Action.UPLOAD):
@@ -369,6 +375,7 @@ class ImageTransfer:
                 bad_digests=self._bad_digests,
                 throttle=self.limits.throttle,
                 before_upload=(lambda: self._create(view, keep_owner, may_upload=True)) if create else None,
+                uploader=self.uploader,
             )
         self.result.verification = verification_of(self.image, hashed)
 
@@ -377,18 +384,26 @@ class ImageTransfer:
         self.result.bytes = self._moved
         self.emit(BytesMoved(self.id, n))
 
-    async def _check(self) -> dict[str, Any]:
-        """After upload: the destination must record the source's size and hashes."""
-        dst = await self.dst.get_image(self.id)
+    async def _check(self, view: dict[str, Any], image: dict[str, Any] | None) -> dict[str, Any]:
+        """After upload: the destination must record the source's size and hashes
+        (or, when it converted the data on import, the conversion of it)."""
+        dst = image if image is not None else await self.dst.get_image(self.id)
         if dst is None:
             raise ImageError("destination image vanished after upload")
-        if dst.get("status") != "active" or not same_data(self.image, dst):
+        entry = Entry.of(dst)
+        converted = entry.converted_from(view)
+        if dst.get("status") != "active" or not (converted or entry.same_data(self.image)):
             raise VerificationError(
                 f"destination recorded status={dst.get('status')} size={dst.get('size')} "
                 f"checksum={dst.get('checksum')}; source size={self.image.get('size')} "
                 f"checksum={self.image.get('checksum')}"
             )
+        if converted:
+            self._note_conversion(view, entry)
         return dst
+
+    def _note_conversion(self, view: dict[str, Any], entry: Entry) -> None:
+        self.result.converted = {"from": view.get("disk_format"), "to": entry.disk_format, "size": entry.size}
 
     async def _finish(self, view: dict[str, Any], dst: Entry | None) -> bool:
         """Members, then ``protected``, then deactivation; True if anything changed.
@@ -482,6 +497,7 @@ async def stream_data(
     bad_digests: set[str],
     throttle: Throttle | None = None,
     before_upload: Callable[[], Awaitable[None]] | None = None,
+    uploader: Uploader | None = None,
 ) -> str | None:
     """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified;
     return the algorithm the bytes were hashed with (None: not hashed here).
@@ -514,7 +530,7 @@ async def stream_data(
             await before_upload()
         on_started()
         try:
-            await dst.upload(dest_id, _prepend(first, chunks), size=size, store=store)
+            await (uploader or PlainPut()).send(dst, dest_id, _prepend(first, chunks), size=size, store=store)
         except AsyncMigrateError:
             if isinstance(pipe.error, AsyncMigrateError):
                 raise pipe.error from None

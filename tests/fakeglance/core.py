@@ -94,6 +94,8 @@ class FakeGlance:
         self.import_methods = tuple(import_methods)
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
+        self.convert_to: str | None = None
+        """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
         self.property_quota = 128
         """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
         self.limit_max = 1000

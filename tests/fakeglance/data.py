@@ -9,6 +9,8 @@ One deliberate simplification: real glance answers 415 to bytes that do not matc
 ``qcow2`` ``disk_format`` but then leaves the image broken (queued, yet holding a location,
 so a retry gets 500); the fake leaves it cleanly ``queued``.
 
+Staging (``PUT …/stage``, for glance-direct imports): see ``_DataApi.stage``.
+
 Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
 ``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
 a start past the end is 416, several ranges 400; an image holding no data is 204; a
@@ -40,6 +42,7 @@ def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
     api = _DataApi(fake)
     return [
         ("PUT", "/v2/images/{image_id}/file", api.upload),
+        ("PUT", "/v2/images/{image_id}/stage", api.stage),
         ("GET", "/v2/images/{image_id}/file", api.download),
     ]
 
@@ -171,6 +174,35 @@ class _DataApi:
         rec.store_bytes(data, [store], digest)
         rec.status = "active"
         rec.updated_at = self.fake.now()
+        return web.Response(status=204)
+
+    async def stage(self, request: web.Request) -> web.StreamResponse:
+        """``PUT …/stage`` (glance/api/v2/image_data.py ``stage``): queued → uploading, the data
+        kept in the staging store until a glance-direct import; a failed upload restores
+        ``queued`` and (as glance_store's file driver does) drops the partial file."""
+        fake = self.fake
+        identity = fake.identity(request)
+        rec = fake.lookup(request.match_info["image_id"], identity)
+        fake.require_owner(rec, identity, "upload data to")
+        if "glance-direct" not in fake.import_methods:
+            raise fail(404, "The requested resource could not be found.")
+        if rec.staged is not None:
+            raise fail(409, f"The image {rec.id} has data on staging")
+        if rec.status != "queued":
+            raise fail(409, f"Image status transition from {rec.status} to uploading is not allowed")
+        rec.status = "uploading"
+        pieces: list[bytes] = []
+        try:
+            while piece := await request.content.read(fake.chunk_size):
+                pieces.append(piece)
+        except ConnectionError:
+            fake.log_entry(request).fault = "client_disconnected"
+            rec.status = "queued"
+            return web.Response(status=500)
+        rec.staged = b"".join(pieces)
+        rec.size = len(rec.staged)
+        rec.properties["os_glance_stage_host"] = f"{request.scheme}://{request.host}{fake.prefix}"
+        rec.updated_at = fake.now()
         return web.Response(status=204)
 
     def _restore(self, rec: ImageRecord) -> None:

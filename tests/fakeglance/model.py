@@ -154,6 +154,8 @@ class ImageRecord:
     tags: list[str] = dataclasses.field(default_factory=list)
     properties: dict[str, str] = dataclasses.field(default_factory=dict)
     data: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    staged: bytes | None = None
+    """Data in the staging store (``PUT …/stage``) awaiting a glance-direct import."""
     location_urls: dict[str, str] = dataclasses.field(default_factory=dict)
     """Location URL per store, shown instead of the default ``file://`` one (e.g. an
     ``s3://key:secret@host/bucket/id`` URL, which glance shows as stored)."""

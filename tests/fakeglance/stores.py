@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .images import json_body
-from .model import FAILED_IMPORT_KEY, IMPORT_LOCK_KEY, IMPORTING_KEY, Identity, fail, isotime
+from .model import (
+    FAILED_IMPORT_KEY,
+    IMPORT_LOCK_KEY,
+    IMPORTING_KEY,
+    QCOW2_MAGIC,
+    Identity,
+    fail,
+    isotime,
+    virtual_size_of,
+)
 
 if TYPE_CHECKING:
     from .core import FakeGlance, Handler
@@ -166,10 +175,19 @@ class _StoresApi:
                     return web.Response(status=202)
             elif already:
                 raise fail(400, f"Image is already present at store '{already[0]}'")
+        elif name == "glance-direct":
+            if rec.status != "uploading" or rec.staged is None:
+                raise fail(409, "Image needs to be staged before 'glance-direct' method can be used")
         else:
-            raise fail(501, f"fakeglance implements only copy-image, not {name}.")
+            raise fail(501, f"fakeglance implements only copy-image and glance-direct, not {name}.")
 
         task = self._new_task(rec.id, identity, body, targets, fake.log_entry(request).request_id)
+        if name == "glance-direct":
+            rec.status = "importing"
+            rec.properties[IMPORT_LOCK_KEY] = task["id"]
+            rec.properties[IMPORTING_KEY] = ",".join(targets)
+            fake.spawn(self._direct(rec.id, task, targets))
+            return web.Response(status=202)
         rec.properties[IMPORT_LOCK_KEY] = task["id"]
         rec.properties[IMPORTING_KEY] = ",".join(targets)
         failed = _csv(rec.properties.get(FAILED_IMPORT_KEY))
@@ -179,6 +197,8 @@ class _StoresApi:
 
     def _target_stores(self, request: web.Request, body: dict[str, Any]) -> list[str]:
         if not self.fake.multi_store:
+            if body.get("method", {}).get("name") == "glance-direct":
+                return [""]
             raise fail(409, "copy-image needs multiple stores (enabled_backends).")
         header = request.headers.get("X-Image-Meta-Store")
         if body.get("all_stores", False):
@@ -258,6 +278,44 @@ class _StoresApi:
             if rec is not None:
                 rec.properties.pop(IMPORT_LOCK_KEY, None)
                 rec.properties[IMPORTING_KEY] = ""
+
+    async def _direct(self, image_id: str, task: dict[str, Any], targets: list[str]) -> None:
+        """A glance-direct import (glance/async_/flows/api_image_import.py): the configured
+        ``image_conversion`` plugin first (plugins/image_conversion.py: inspect, refuse a
+        format mismatch, convert, set disk_format/container_format=bare/size), then the
+        stores; a failure reverts the image to ``queued`` with the stores in
+        ``os_glance_failed_import`` and the task's message."""
+        fake = self.fake
+        await asyncio.sleep(fake.import_delay)
+        rec = fake.images.get(image_id)
+        if rec is None:
+            task.update(status="failure", message=f"Image {image_id} was deleted")
+            return
+        data = rec.staged or b""
+        error = next((e for e in (fake.faults.take_import_failure(s) for s in targets) if e), None)
+        if error is None and fake.convert_to and rec.disk_format != fake.convert_to:
+            detected = "qcow2" if data.startswith(QCOW2_MAGIC) else "raw"
+            if detected != rec.disk_format:
+                error = "Image format mismatch"
+            else:
+                data = b"\0" * virtual_size_of(data, rec.disk_format)
+                rec.disk_format, rec.container_format = fake.convert_to, "bare"
+        rec.properties.pop(IMPORT_LOCK_KEY, None)
+        rec.properties.pop("os_glance_stage_host", None)
+        rec.properties[IMPORTING_KEY] = ""
+        rec.staged = None
+        if error is not None:
+            rec.status = "queued"
+            rec.size = None
+            rec.properties[FAILED_IMPORT_KEY] = ",".join(targets)
+            task.update(status="failure", message=error)
+        else:
+            rec.store_bytes(data, targets)
+            rec.status = "active"
+            rec.properties[FAILED_IMPORT_KEY] = ""
+            task.update(status="success", result={"image_id": image_id})
+        task["updated_at"] = isotime(fake.now())
+        rec.updated_at = fake.now()
 
     async def image_tasks(self, request: web.Request) -> web.Response:
         rec = self.fake.lookup(request.match_info["image_id"], self.fake.identity(request))

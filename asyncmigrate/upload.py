@@ -1,0 +1,201 @@
+"""How bytes enter the destination: the upload ways, chosen once per run.
+
+Every way is fed by the same verified pipeline (:mod:`asyncmigrate.stream`):
+the last chunk is held back until size and digest match the source, so a
+mismatch drops the connection before the last byte and the destination never
+commits unverified bytes — staged bytes included, since an import is started
+only after its stage upload succeeded.
+
+:class:`PlainPut` (``put``)
+    ``PUT /v2/images/{id}/file`` declaring the size (``Content-Length``,
+    ``x-openstack-image-size``): the fast path everywhere else.
+:class:`UnsizedPut` (``put-unsized``; what ``put`` becomes for a Swift store)
+    The same upload sent chunked, declaring no size.  glance_store 5.7.0's
+    Swift driver, given a size above ``swift_store_large_object_size``,
+    declares every segment full-size — the last, shorter one too — and the
+    upload hangs until Swift's timeout, then fails (an upstream regression
+    around LP #2136857).  Without a size it segments by reading, and works.
+:class:`GlanceDirect` (``glance-direct``)
+    ``PUT /v2/images/{id}/stage``, then ``POST …/import`` with
+    ``glance-direct``, then wait for the import task.  A plain PUT skips
+    import plugins: a converting destination (``image_conversion``, e.g. Ceph
+    clouds turning qcow2 into raw for copy-on-write clones) only converts what
+    is imported.  The import's failures (``os_glance_failed_import``, the
+    task's message) are reported per image.
+
+:func:`choose_uploader` picks one from the destination's
+:class:`~asyncmigrate.capabilities.Capabilities` and the ``--upload-method``
+flag, before anything is done: asking for ``glance-direct`` where it is not
+offered is a one-line usage error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from .errors import Behaviour, ImageError, UsageError
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
+    from .glance import GlanceClient
+
+__all__ = [
+    "FAILED_IMPORT",
+    "IMPORT_LOCK",
+    "GlanceDirect",
+    "ImportFailed",
+    "PlainPut",
+    "UnsizedPut",
+    "Uploader",
+    "choose_uploader",
+    "latest_import_task",
+    "task_message",
+]
+
+IMPORT_LOCK = "os_glance_import_task"  # set by glance while an import task holds the image
+FAILED_IMPORT = "os_glance_failed_import"  # stores an import failed to reach
+
+
+class ImportFailed(ImageError):
+    """A Glance import task failed (its message says why); the image may be tried again."""
+
+    behaviour = Behaviour.RETRY
+
+
+class Uploader(Protocol):
+    """One way of putting verified bytes into a destination image."""
+
+    method: str
+
+    async def send(
+        self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
+    ) -> None:
+        """Stream ``body`` into the image (the bytes' last chunk is held back upstream)."""
+
+    async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
+        """After ``send``: whatever makes the data the image's (an import); the image when it read it."""
+
+
+class PlainPut:
+    """``PUT …/file`` with the size declared: the fast path."""
+
+    method = "put"
+
+    async def send(
+        self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
+    ) -> None:
+        """Upload, declaring ``size``."""
+        await dst.upload(image_id, body, size=size, store=store)
+
+    async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
+        """Nothing: the PUT committed the data."""
+        return None
+
+
+class UnsizedPut(PlainPut):
+    """``PUT …/file`` sent chunked with no declared size (Swift stores, see the module docstring)."""
+
+    method = "put-unsized"
+
+    async def send(
+        self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
+    ) -> None:
+        """Upload without declaring a size; the pipeline still checks it."""
+        await dst.upload(image_id, body, size=None, store=store)
+
+
+class GlanceDirect:
+    """Stage, then import with ``glance-direct``, then wait for the task (bounded, with backoff)."""
+
+    method = "glance-direct"
+
+    def __init__(self, *, multi_store: bool, timeout: float, poll_initial: float = 0.5, poll_max: float = 15.0):
+        self.multi_store = multi_store
+        self.timeout = timeout
+        self.poll_initial = poll_initial
+        self.poll_max = poll_max
+        self._failures: dict[str, str] = {}  # image id -> the last import failure's message
+
+    async def send(
+        self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
+    ) -> None:
+        """``PUT …/stage``: the image becomes ``uploading``."""
+        await dst.upload(image_id, body, size=size, stage=True)
+
+    async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
+        """Start the import (unless one runs) and wait until the image is active or the task failed."""
+        image = await dst.get_image(image_id)
+        if image is None:
+            raise ImageError("destination image vanished after staging")
+        if image.get("status") == "uploading" and not image.get(IMPORT_LOCK):
+            stores = [store] if store else None
+            await dst.import_image(image_id, "glance-direct", stores if self.multi_store else None)
+        return await self._wait(dst, image_id)
+
+    async def _wait(self, dst: GlanceClient, image_id: str) -> dict[str, Any]:
+        """Poll (backoff up to ``poll_max``) until ``active``; glance puts a failed
+        import back to ``queued``.  An import task that died before marking the
+        image ``importing`` leaves it ``uploading``: its task says so."""
+        deadline = time.monotonic() + self.timeout
+        delay = self.poll_initial
+        polls = 0
+        while True:
+            image = await dst.get_image(image_id)
+            if image is None:
+                raise ImageError("destination image vanished during its import")
+            status = image.get("status")
+            if status == "active" and not image.get(IMPORT_LOCK):
+                return image
+            failed = status == "queued"
+            if not failed and status == "uploading" and polls >= 2:
+                task = await latest_import_task(dst, image_id)
+                failed = task is not None and task.get("status") == "failure"
+            if failed:
+                why = await task_message(dst, image_id)
+                message = f"the destination's glance-direct import failed: {why}"
+                if self._failures.get(image_id) == why:  # the same twice: it will not go better
+                    raise ImageError(f"{message} (twice)")
+                self._failures[image_id] = why
+                raise ImportFailed(message)
+            if time.monotonic() > deadline:
+                raise ImageError(f"the destination's import did not finish within {self.timeout:.0f} s")
+            polls += 1
+            await anyio.sleep(delay)
+            delay = min(self.poll_max, delay * 2 if delay else 0)
+
+
+def choose_uploader(method: str, caps: Capabilities, store: str | None, *, import_timeout: float) -> Uploader:
+    """The uploader for ``--upload-method`` on this destination (``put`` adapts to Swift stores)."""
+    if method == "glance-direct":
+        if "glance-direct" not in caps.import_methods:
+            offered = ", ".join(sorted(caps.import_methods)) or "no import methods"
+            raise UsageError(
+                f"--upload-method glance-direct: destination {caps.cloud!r} does not offer it "
+                f"(GET /v2/info/import lists: {offered}); use --upload-method put"
+            )
+        return GlanceDirect(multi_store=caps.multi_store, timeout=import_timeout)
+    if method == "put-unsized":
+        return UnsizedPut()
+    target = caps.store(store)
+    if target is not None and target.type == "swift":
+        return UnsizedPut()
+    return PlainPut()
+
+
+async def latest_import_task(dst: GlanceClient, image_id: str) -> dict[str, Any] | None:
+    """The image's newest ``api_image_import`` task, if any."""
+    tasks = [t for t in await dst.image_tasks(image_id) if t.get("type") == "api_image_import"]
+    tasks.sort(key=lambda t: str(t.get("created_at", "")), reverse=True)
+    return tasks[0] if tasks else None
+
+
+async def task_message(dst: GlanceClient, image_id: str) -> str:
+    """What the newest import task says (its message, else its status)."""
+    task = await latest_import_task(dst, image_id)
+    if task is None:
+        return "no task recorded"
+    return str(task.get("message") or task.get("status") or "unknown")
