@@ -3,8 +3,8 @@
 Sources (openstack/glance at the profile's tag): ``glance/api/versions.py`` (version document),
 ``glance/api/v2/images.py`` (listing filters, image fields), ``glance/db/sqlalchemy/api.py``
 (property filters, community rule), ``glance/api/v2/discovery.py`` and ``router.py`` (``/v2/info``
-and which routes exist). The expected values below are written out by hand from those files,
-not computed from the profiles.
+and which routes exist), ``glance/policies/base.py`` (locations API). The expected values below
+are written out by hand from those files, not computed from the profiles.
 """
 
 from __future__ import annotations
@@ -306,6 +306,22 @@ async def test_glance_27_is_single_store_by_default(http: aiohttp.ClientSession)
         async with http.put(f"{url}/v2/images/{created['id']}/file", data=b"xyz") as resp:
             assert resp.status == 204
         assert "stores" not in fake.get(created["id"])
+
+
+async def test_glance_33_locations_api_for_admin_and_service(http: aiohttp.ClientSession) -> None:
+    """Glance 33 shows an image's locations to admin and service roles; others get 403 or 404."""
+    fake = FakeGlance()
+    iid = fake.add_image(b"data", owner="p1", visibility="private")["id"]
+    path = f"/v2/images/{iid}/locations"
+    async with serve(fake) as url:
+        status, body = await get(http, url, path)
+        assert status == 200
+        assert body == [{"url": f"file:///var/lib/glance/fast/{iid}", "metadata": {"store": "fast"}}]
+        assert (await get(http, url, path, **{"X-Project-Id": "p1", "X-Roles": "service"}))[0] == 200
+        assert (await get(http, url, path, **{"X-Project-Id": "p1", "X-Roles": "member,reader"}))[0] == 403
+        assert (await get(http, url, path, **{"X-Project-Id": "p2"}))[0] == 404
+        async with http.post(f"{url}{path}", json={"url": "http://x"}) as resp:
+            assert resp.status == 501
 
 
 # -- construction ----------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Image metadata endpoints: create, list, show, JSON-patch, delete, tags, (de)activation.
+"""Image metadata endpoints: create, list, show, JSON-patch, delete, tags, (de)activation, and
+``GET /v2/images/{id}/locations`` (glance 29 on: for the service role or an admin in glance 33,
+``glance/policies/base.py`` ``service_api``).
 
 On a release without ``os_hidden`` or multihash (the profile's ``missing_attrs``), those keys
 are ordinary custom properties in create and PATCH: strings, stored and shown as given.
@@ -24,6 +26,7 @@ from .model import (
     Identity,
     ImageRecord,
     fail,
+    locations,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +129,12 @@ def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
     """The (method, path, handler) triples this module serves."""
     api = _ImagesApi(fake)
     one = "/v2/images/{image_id}"
+    locations_api = [
+        ("GET", one + "/locations", api.locations),
+        ("POST", one + "/locations", api.add_location),
+    ]
     return [
+        *(locations_api if fake.profile.locations_api else []),
         ("GET", "/v2/images", api.index),
         ("POST", "/v2/images", api.create),
         ("GET", one, api.show),
@@ -225,6 +233,16 @@ class _ImagesApi:
                 setattr(rec, field, getattr(draft_rec, field))
             rec.updated_at = self.fake.now()
         return web.json_response(self.fake.render(rec))
+
+    async def locations(self, request: web.Request) -> web.Response:
+        identity = self.fake.identity(request)
+        rec = self.fake.lookup(request.match_info["image_id"], identity)
+        if not (identity.is_admin or "service" in identity.roles):
+            raise fail(403, "You are not authorized to complete fetch_image_location action.")
+        return web.json_response(locations(rec))
+
+    async def add_location(self, request: web.Request) -> web.Response:
+        raise fail(501, "fakeglance does not implement adding a location.")
 
     async def delete(self, request: web.Request) -> web.Response:
         identity = self.fake.identity(request)
