@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import enum
 import hashlib
 import json
 import re
@@ -28,6 +29,7 @@ from .model import (
     parse_time,
     render_image,
 )
+from .profiles import GLANCE_33, GlanceProfile
 
 if TYPE_CHECKING:
     from .server import FakeServer
@@ -65,41 +67,65 @@ def token_fingerprint(token: str) -> str:
 LOG_ENTRY = web.RequestKey("fakeglance_log_entry", LoggedRequest)
 
 
+class _FromProfile(enum.Enum):
+    """Marker for "as the profile's default deployment" (a type distinct from None)."""
+
+    DEFAULT = enum.auto()
+
+
+FROM_PROFILE = _FromProfile.DEFAULT
+"""``stores`` default of FakeGlance: DEFAULT_STORES for a multi-store profile, else None."""
+
+
 class FakeGlance:
-    """An in-process Glance v2 that enforces glance 33's rules and injects faults on demand.
+    """An in-process Glance v2 that enforces one release's rules and injects faults on demand.
 
     Serve it with :func:`tests.fakeglance.serve` (or :class:`FakeServer` to stop and restart
-    it). The API lives under ``prefix`` (``""`` or e.g. ``"/image"``) while every link glance
-    returns (``next``, ``self``, ``file``) stays a bare ``/v2/...`` path, as real glance does.
-    ``stores`` maps store ids to descriptions (multi-store mode); ``None`` means a legacy
-    single-store glance without ``stores`` on images nor ``/v2/info/stores``.
+    it). ``profile`` is the Glance release it behaves as (:mod:`tests.fakeglance.profiles`;
+    glance 33 by default). The API lives under ``prefix`` (``""`` or e.g. ``"/image"``) while
+    every link glance returns (``next``, ``self``, ``file``) stays a bare ``/v2/...`` path, as
+    real glance does. ``stores`` maps store ids to descriptions (multi-store mode); ``None``
+    means a single-store glance without ``stores`` on images nor ``/v2/info/stores``; left out,
+    it is the profile's default deployment (DEFAULT_STORES or None). ``import_methods`` left
+    out is the release's default ``enabled_import_methods``.
     """
 
     def __init__(
         self,
         *,
         prefix: str = "",
-        stores: Mapping[str, str] | None = DEFAULT_STORES,
+        profile: GlanceProfile = GLANCE_33,
+        stores: Mapping[str, str] | _FromProfile | None = FROM_PROFILE,
         default_store: str | None = None,
         show_multiple_locations: bool = False,
-        import_methods: Iterable[str] = ("glance-direct", "web-download", "copy-image"),
+        import_methods: Iterable[str] | None = None,
         chunk_size: int = 65536,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.profile = profile
+        """The Glance release this fake behaves as."""
+        if stores is FROM_PROFILE:
+            stores = DEFAULT_STORES if profile.multi_store_by_default else None
         self.stores: dict[str, str] = dict(stores or {})
+        if self.stores and profile.multi_store_versions is None:
+            raise ValueError(f"glance {profile.glance_version} ({profile.name}) has no multi-store support")
         self.default_store = default_store or next(iter(self.stores), None)
         if self.stores and self.default_store not in self.stores:
             raise ValueError(f"default store {default_store!r} is not one of {list(self.stores)}")
         self.show_multiple_locations = show_multiple_locations
-        self.import_methods = tuple(import_methods)
+        if import_methods is not None and profile.import_methods is None:
+            raise ValueError(f"glance {profile.glance_version} ({profile.name}) offers no image import by default")
+        self.import_methods = tuple((profile.import_methods or ()) if import_methods is None else import_methods)
+        """What ``/v2/info/import`` lists (and the ``OpenStack-image-import-methods`` header)."""
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
         self.convert_to: str | None = None
         """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
         self.property_quota = 128
         """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
-        self.limit_max = 1000
-        """Glance's ``api_limit_max``: the largest page served, whatever ``limit`` asks for."""
+        self.limit_max: int | None = None
+        """This deployment's ``api_limit_max`` (None: the profile's default, 1000): the largest
+        page served, whatever ``limit`` asks for."""
         self.honour_range = True
         """Whether downloads honour ``Range`` (206 from the offset); False models a source
         behind a proxy or store that ignores it and answers 200 with the whole body."""
@@ -156,7 +182,9 @@ class FakeGlance:
         ``queued``. ``status`` overrides (e.g. ``"deactivated"``, ``"killed"``, ``"saving"``);
         ``store="slow"`` or ``stores=["fast", "slow"]`` choose where the data lives (default
         store otherwise); ``id``, base attributes, ``tags``, ``created_at`` and ``updated_at``
-        are taken as given; any other keyword becomes a custom property.
+        are taken as given; any other keyword becomes a custom property. On a release without
+        ``os_hidden`` or multihash (see ``profile.missing_attrs``) those keys are custom
+        properties too, so they must be strings.
         """
         image_id = str(attrs.pop("id", None) or uuid.uuid4())
         if image_id in self.images or image_id in self.deleted:
@@ -177,8 +205,12 @@ class FakeGlance:
         unknown = [s for s in where_list if self.stores and s not in self.stores]
         if unknown:
             raise ValueError(f"unknown stores {unknown}; configured: {list(self.stores)}")
+        missing = self.profile.missing_attrs
+        for key in missing:
+            if key in attrs and not isinstance(attrs[key], str):
+                raise ValueError(f"glance {self.profile.glance_version} images have no {key} attribute")
         for key in images.SETTABLE:  # tags were taken above
-            if key in attrs:
+            if key in attrs and key not in missing:
                 setattr(rec, key, attrs.pop(key))
         rec.properties = {key: str(value) for key, value in attrs.items()}
         if data is not None:
@@ -234,7 +266,12 @@ class FakeGlance:
 
     def render(self, rec: ImageRecord) -> dict[str, Any]:
         """The image's JSON under this fake's configuration."""
-        return render_image(rec, multi_store=self.multi_store, show_locations=self.show_multiple_locations)
+        return render_image(
+            rec,
+            multi_store=self.multi_store,
+            show_locations=self.show_multiple_locations,
+            missing_attrs=self.profile.missing_attrs,
+        )
 
     def identity(self, request: web.Request) -> Identity:
         """The caller: ``X-Project-Id``/``X-Roles``/``X-User-Id``, else the admin of ADMIN_PROJECT.

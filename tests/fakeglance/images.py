@@ -1,4 +1,10 @@
-"""Image metadata endpoints: create, list, show, JSON-patch, delete, tags, (de)activation."""
+"""Image metadata endpoints: create, list, show, JSON-patch, delete, tags, (de)activation, and
+``GET /v2/images/{id}/locations`` (glance 29 on: for the service role or an admin in glance 33,
+``glance/policies/base.py`` ``service_api``).
+
+On a release without ``os_hidden`` or multihash (the profile's ``missing_attrs``), those keys
+are ordinary custom properties in create and PATCH: strings, stored and shown as given.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import copy
 import json
 import re
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -19,6 +26,7 @@ from .model import (
     Identity,
     ImageRecord,
     fail,
+    locations,
 )
 
 if TYPE_CHECKING:
@@ -82,10 +90,15 @@ async def json_body(request: web.Request) -> Any:
         raise fail(400, "Malformed JSON in request body.") from None
 
 
-def validate_attr(key: str, value: Any) -> None:
-    """400 unless ``value`` fits glance's image schema for ``key``."""
+def validate_attr(key: str, value: Any, missing_attrs: Collection[str] = ()) -> None:
+    """400 unless ``value`` fits glance's image schema for ``key``.
+
+    Keys in ``missing_attrs`` are not attributes of the release: custom properties (strings).
+    """
     ok: bool
-    if key == "name":
+    if key in missing_attrs:
+        ok = isinstance(value, str)
+    elif key == "name":
         ok = value is None or (isinstance(value, str) and len(value) <= 255)
     elif key == "visibility":
         ok = value in VISIBILITIES
@@ -116,7 +129,12 @@ def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
     """The (method, path, handler) triples this module serves."""
     api = _ImagesApi(fake)
     one = "/v2/images/{image_id}"
+    locations_api = [
+        ("GET", one + "/locations", api.locations),
+        ("POST", one + "/locations", api.add_location),
+    ]
     return [
+        *(locations_api if fake.profile.locations_api else []),
         ("GET", "/v2/images", api.index),
         ("POST", "/v2/images", api.create),
         ("GET", one, api.show),
@@ -136,7 +154,13 @@ class _ImagesApi:
     async def index(self, request: web.Request) -> web.Response:
         fake = self.fake
         body = list_images(
-            fake.images.values(), fake.members, fake.identity(request), request.query, fake.render, fake.limit_max
+            fake.images.values(),
+            fake.members,
+            fake.identity(request),
+            request.query,
+            fake.render,
+            fake.profile,
+            fake.limit_max,
         )
         return web.json_response(body)
 
@@ -145,11 +169,13 @@ class _ImagesApi:
         body = await json_body(request)
         if not isinstance(body, dict):
             raise fail(400, "Request body must be a JSON object.")
+        missing = self.fake.profile.missing_attrs
         for key in _DISALLOWED:
             if key in body:
                 raise fail(403, f"Attribute '{key}' is read-only.")
         for key in _DROPPED_IN_CREATE:
-            body.pop(key, None)
+            if key not in missing:
+                body.pop(key, None)
         image_id = body.pop("id", None)
         if image_id is not None and not (isinstance(image_id, str) and _UUID.match(image_id)):
             raise fail(
@@ -162,7 +188,7 @@ class _ImagesApi:
                 raise fail(403, f"Attribute '{key}' is read-only.")
             if key in _RESERVED or key.startswith(RESERVED_PREFIX):
                 raise fail(403, f"Attribute '{key}' is reserved.")
-            validate_attr(key, value)
+            validate_attr(key, value, missing)
         owner = body.pop("owner", None) or identity.project_id
         if owner != identity.project_id and not identity.is_admin:
             raise fail(403, f"You are not permitted to create images owned by '{owner}'.")
@@ -173,16 +199,15 @@ class _ImagesApi:
         now = self.fake.now()
         rec = ImageRecord(id=image_id or _new_id(), owner=owner, created_at=now, updated_at=now, tags=_dedupe(tags))
         for key, value in body.items():
-            if key in SETTABLE:
+            if key in SETTABLE and key not in missing:
                 setattr(rec, key, value)
             else:
                 rec.properties[key] = value
         self._check_property_quota(rec)
         self.fake.images[rec.id] = rec
-        headers = {
-            "Location": f"{request.scheme}://{request.host}{self.fake.prefix}/v2/images/{rec.id}",
-            "OpenStack-image-import-methods": ",".join(self.fake.import_methods),
-        }
+        headers = {"Location": f"{request.scheme}://{request.host}{self.fake.prefix}/v2/images/{rec.id}"}
+        if self.fake.import_methods:
+            headers["OpenStack-image-import-methods"] = ",".join(self.fake.import_methods)
         if self.fake.multi_store:
             headers["OpenStack-image-store-ids"] = ",".join(self.fake.stores)
         return web.json_response(self.fake.render(rec), status=201, headers=headers)
@@ -211,14 +236,15 @@ class _ImagesApi:
         changes = await json_body(request)
         if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
             raise fail(400, "Request body must be a JSON array of operation objects.")
-        parsed = [_parse_change(change, draft) for change in changes]
+        missing = self.fake.profile.missing_attrs
+        parsed = [_parse_change(change, draft, missing) for change in changes]
         rec = self.fake.lookup(request.match_info["image_id"], identity)
         self.fake.require_owner(rec, identity)
         # Glance saves only if every change applies, so work on a copy.
         draft_rec = copy.copy(rec)
         draft_rec.tags, draft_rec.properties = list(rec.tags), dict(rec.properties)
         for op, key, value in parsed:
-            _apply(draft_rec, op, key, value, identity)
+            _apply(draft_rec, op, key, value, identity, missing)
         if len(draft_rec.properties) > len(rec.properties):
             self._check_property_quota(draft_rec)
         if parsed:
@@ -227,6 +253,16 @@ class _ImagesApi:
                 setattr(rec, field, getattr(draft_rec, field))
             rec.updated_at = self.fake.now()
         return web.json_response(self.fake.render(rec))
+
+    async def locations(self, request: web.Request) -> web.Response:
+        identity = self.fake.identity(request)
+        rec = self.fake.lookup(request.match_info["image_id"], identity)
+        if not (identity.is_admin or "service" in identity.roles):
+            raise fail(403, "You are not authorized to complete fetch_image_location action.")
+        return web.json_response(locations(rec))
+
+    async def add_location(self, request: web.Request) -> web.Response:
+        raise fail(501, "fakeglance does not implement adding a location.")
 
     async def delete(self, request: web.Request) -> web.Response:
         identity = self.fake.identity(request)
@@ -295,7 +331,7 @@ def _check_publicize(visibility: Any, identity: Identity) -> None:
         raise fail(403, "You are not authorized to publicize images.")
 
 
-def _parse_change(change: dict[str, Any], draft: int) -> tuple[str, str, Any]:
+def _parse_change(change: dict[str, Any], draft: int, missing_attrs: Collection[str]) -> tuple[str, str, Any]:
     """Validate one JSON-patch operation; returns (op, attribute, value)."""
     ops = ("add", "remove", "replace")
     if draft == 10:
@@ -320,7 +356,7 @@ def _parse_change(change: dict[str, Any], draft: int) -> tuple[str, str, Any]:
         raise fail(501, "fakeglance does not implement the legacy locations API.")
     if len(parts) != 1:
         raise fail(400, f"Invalid JSON pointer for this resource: '{pointer}'")
-    if root in _READONLY_PATCH:
+    if root in _READONLY_PATCH and root not in missing_attrs:
         raise fail(403, f"Attribute '{root}' is read-only.")
     if root in _RESERVED or root.startswith(RESERVED_PREFIX):
         raise fail(403, f"Attribute '{root}' is reserved.")
@@ -328,12 +364,12 @@ def _parse_change(change: dict[str, Any], draft: int) -> tuple[str, str, Any]:
         return op, root, None
     if "value" not in change:
         raise fail(400, f'Operation "{op}" requires a member named "value".')
-    validate_attr(root, change["value"])
+    validate_attr(root, change["value"], missing_attrs)
     return op, root, change["value"]
 
 
-def _apply(rec: ImageRecord, op: str, key: str, value: Any, identity: Identity) -> None:
-    if key in SETTABLE:
+def _apply(rec: ImageRecord, op: str, key: str, value: Any, identity: Identity, missing_attrs: Collection[str]) -> None:
+    if key in SETTABLE and key not in missing_attrs:
         if op == "remove":
             raise fail(403, f"Property {key} may not be removed.")
         if key == "owner" and not identity.is_admin:

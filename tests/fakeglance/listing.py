@@ -1,18 +1,21 @@
 """GET /v2/images: glance's visibility rules, filters, sorting and marker pagination.
 
 Mirrors glance 33 (``glance/api/v2/images.py`` index and ``glance/db/sqlalchemy/api.py``
-``_image_get_all``) where a client could notice the difference:
+``_image_get_all``) where a client could notice the difference, and older releases where
+their :class:`~tests.fakeglance.profiles.GlanceProfile` says they differ:
 
 * a regular caller sees public, community and own images, plus shared images it is a
   member of with ``member_status`` (default ``accepted``); an admin sees everything;
-* without ``visibility``, community images are listed only to their owner;
-  ``visibility=all`` lifts that;
-* ``os_hidden`` defaults to false, and ``os_hidden=true`` lists *only* hidden images;
+* without ``visibility``, community images are listed only to their owner (an admin too);
+  ``visibility=all`` lifts that — from Stein on; before, it is 400;
+* ``os_hidden`` defaults to false, and ``os_hidden=true`` lists *only* hidden images — from
+  Rocky on; before, ``os_hidden`` is no column, so like every other unknown key it filters on
+  a custom property of that name (and ``os_hidden=false`` usually matches nothing);
 * ``killed`` images are never listed;
-* pages hold ``limit`` images (default 25, capped at 1000), sorted by the requested keys
-  followed by ``created_at`` and ``id``; ``next`` appears whenever a page is full (so a full
-  last page is followed by an empty one) and is a bare ``/v2/images?...`` path that keeps
-  the query, with repeated parameters collapsed to their last value as webob does.
+* pages hold ``limit`` images (default 25, capped at ``api_limit_max``, 1000), sorted by the
+  requested keys followed by ``created_at`` and ``id``; ``next`` appears whenever a page is
+  full (so a full last page is followed by an empty one) and is a bare ``/v2/images?...`` path
+  that keeps the query, with repeated parameters collapsed to their last value as webob does.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from typing import Any
 from multidict import MultiMapping
 
 from .model import Identity, ImageRecord, MemberRecord, fail
+from .profiles import GLANCE_33, GlanceProfile
 
 DEFAULT_LIMIT = 25
-MAX_LIMIT = 1000
 SORT_KEYS = (
     "name",
     "status",
@@ -40,6 +43,10 @@ SORT_KEYS = (
 )
 _EQ_OR_IN_KEYS = ("name", "id", "status", "container_format", "disk_format")
 _PAGING_KEYS = ("limit", "marker", "member_status", "tag", "sort", "sort_key", "sort_dir")
+# Columns of glance's ``images`` table a filter key compares directly (any other key is a
+# custom-property filter); os_hash_* became columns with multihash (Rocky).
+_COLUMNS = ("owner", "checksum", "min_disk", "min_ram", "size", "virtual_size")
+_MULTIHASH_COLUMNS = ("os_hash_algo", "os_hash_value")
 
 Members = Mapping[str, Mapping[str, MemberRecord]]
 
@@ -50,18 +57,20 @@ def list_images(
     identity: Identity,
     query: MultiMapping[str],
     render: Callable[[ImageRecord], dict[str, Any]],
-    limit_max: int = MAX_LIMIT,
+    profile: GlanceProfile = GLANCE_33,
+    limit_max: int | None = None,
 ) -> dict[str, Any]:
-    """Answer one listing request; raises 400 errors the way glance does.
+    """Answer one listing request as ``profile``'s release would; raises 400 errors the way glance does.
 
-    ``limit_max`` is glance's ``api_limit_max``: a larger ``limit`` is silently capped.
+    ``limit_max`` overrides the profile's ``api_limit_max`` (a deployment's setting): a
+    larger ``limit`` is silently capped.
     """
-    limit = _parse_limit(query.get("limit"), limit_max)
+    limit = _parse_limit(query.get("limit"), profile.api_limit_max if limit_max is None else limit_max)
     member_status = query.get("member_status", "accepted")
-    if member_status not in ("pending", "accepted", "rejected", "all"):
+    if member_status not in profile.member_statuses:
         raise fail(400, f"Invalid status: {member_status}")
     sort_keys, sort_dirs = _parse_sort(query)
-    match = _make_filter(query, identity, members, member_status)
+    match = _make_filter(query, identity, members, member_status, profile)
 
     by_id = {rec.id: rec for rec in images}
     compare = functools.partial(_compare, sort_keys, sort_dirs)
@@ -168,14 +177,16 @@ def _parse_bool(name: str, raw: str | None, default: str | None) -> bool | None:
 
 
 def _make_filter(
-    query: MultiMapping[str], identity: Identity, members: Members, member_status: str
+    query: MultiMapping[str], identity: Identity, members: Members, member_status: str, profile: GlanceProfile
 ) -> Callable[[ImageRecord], bool]:
     visibility = query.get("visibility")
-    if visibility and visibility not in ("community", "public", "private", "shared", "all"):
+    allowed_visibilities = ("community", "public", "private", "shared", *(("all",) if profile.visibility_all else ()))
+    if visibility and visibility not in allowed_visibilities:
         raise fail(400, f"Invalid visibility value: {visibility}")
     if "changes-since" in query:
         raise fail(400, 'The "changes-since" filter is no longer available on v2.')
-    os_hidden = _parse_bool("os_hidden", query.get("os_hidden"), "false")
+    # Before Rocky os_hidden is no filter of its own: it falls through to the property filters.
+    os_hidden = _parse_bool("os_hidden", query.get("os_hidden"), "false") if profile.os_hidden else None
     protected = _parse_bool("protected", query.get("protected"), None)
     tags = query.getall("tag", [])
     exact: dict[str, set[str]] = {}
@@ -191,7 +202,7 @@ def _make_filter(
                 raise fail(400, "Unable to filter on a range with a non-numeric value.") from None
     handled = {
         "visibility",
-        "os_hidden",
+        *(("os_hidden",) if profile.os_hidden else ()),
         "protected",
         "changes-since",
         "size_min",
@@ -200,6 +211,7 @@ def _make_filter(
         *_PAGING_KEYS,
     }
     others = {key: query[key] for key in query if key not in handled}
+    columns = _COLUMNS + (_MULTIHASH_COLUMNS if profile.multihash else ())
 
     def listed_to_caller(rec: ImageRecord) -> bool:
         if identity.is_admin or rec.owner == identity.project_id:
@@ -215,7 +227,7 @@ def _make_filter(
         return rec.visibility != "community" or rec.owner == identity.project_id
 
     def match(rec: ImageRecord) -> bool:
-        if rec.status in ("killed", "deleted") or rec.os_hidden != os_hidden:
+        if rec.status in ("killed", "deleted") or (os_hidden is not None and rec.os_hidden != os_hidden):
             return False
         if protected is not None and rec.protected != protected:
             return False
@@ -229,7 +241,7 @@ def _make_filter(
                 return False
         if not all(tag in rec.tags for tag in tags):
             return False
-        return all(_attr_or_property(rec, key) == value for key, value in others.items())
+        return all(_column_or_property(rec, key, columns) == value for key, value in others.items())
 
     return match
 
@@ -245,8 +257,8 @@ def _eq_or_in(raw: str) -> set[str]:
     raise fail(400, f"Unable to filter by unknown operator '{op}'.")
 
 
-def _attr_or_property(rec: ImageRecord, key: str) -> str | None:
-    if key in ("owner", "checksum", "os_hash_value", "min_disk", "min_ram"):
+def _column_or_property(rec: ImageRecord, key: str, columns: tuple[str, ...]) -> str | None:
+    if key in columns:
         value = getattr(rec, key)
         return None if value is None else str(value)
     return rec.properties.get(key)

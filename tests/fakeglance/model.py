@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import http
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -202,22 +202,34 @@ class MemberRecord:
         }
 
 
-def render_image(rec: ImageRecord, *, multi_store: bool, show_locations: bool) -> dict[str, Any]:
-    """The image's JSON: custom properties at top level, links, ``stores`` as a CSV string."""
+def locations(rec: ImageRecord) -> list[dict[str, Any]]:
+    """The image's locations as glance shows them: ``url`` and ``metadata`` (store id, if any)."""
+    return [
+        {
+            "url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
+            "metadata": {"store": store} if store else {},
+        }
+        for store in rec.data
+    ]
+
+
+def render_image(
+    rec: ImageRecord, *, multi_store: bool, show_locations: bool, missing_attrs: Collection[str] = ()
+) -> dict[str, Any]:
+    """The image's JSON: custom properties at top level, links, ``stores`` as a CSV string.
+
+    ``missing_attrs`` are base attributes the release lacks (e.g. ``os_hidden`` before Rocky):
+    not rendered, so a custom property of that name shows instead.
+    """
     view: dict[str, Any] = dict(rec.properties)
     for key in BASE_ATTRS:
-        view[key] = getattr(rec, key)
+        if key not in missing_attrs:
+            view[key] = getattr(rec, key)
     view["id"] = rec.id
     view["created_at"] = isotime(rec.created_at)
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
-        view["locations"] = [
-            {
-                "url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
-                "metadata": {"store": store} if store else {},
-            }
-            for store in rec.data
-        ]
+        view["locations"] = locations(rec)
     view["tags"] = list(rec.tags)
     view["self"] = f"/v2/images/{rec.id}"
     view["file"] = f"/v2/images/{rec.id}/file"

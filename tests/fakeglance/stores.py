@@ -10,6 +10,9 @@ image not active 409, caller not admin 403.
 
 Store delete: ``DELETE /v2/stores/{store}/{id}`` 204; unknown store 409; image not active
 409; the only store holding the image 403; a store not holding it 404.
+
+The version document and which of these routes exist follow the fake's profile
+(:mod:`tests.fakeglance.profiles`); a route the release lacks answers 404.
 """
 
 from __future__ import annotations
@@ -35,41 +38,25 @@ from .model import (
 if TYPE_CHECKING:
     from .core import FakeGlance, Handler
 
-# Glance 33 without an image cache, multi-store enabled; 2.17 is CURRENT.
-_VERSIONS = (
-    ("2.15", "SUPPORTED"),
-    ("2.13", "SUPPORTED"),
-    ("2.12", "SUPPORTED"),
-    ("2.11", "SUPPORTED"),
-    ("2.10", "SUPPORTED"),
-    ("2.9", "SUPPORTED"),
-    ("2.8", "SUPPORTED"),
-    ("2.17", "CURRENT"),
-    ("2.7", "SUPPORTED"),
-    ("2.6", "SUPPORTED"),
-    ("2.5", "SUPPORTED"),
-    ("2.4", "SUPPORTED"),
-    ("2.3", "SUPPORTED"),
-    ("2.2", "SUPPORTED"),
-    ("2.1", "SUPPORTED"),
-    ("2.0", "SUPPORTED"),
-)
-
 
 def routes(fake: FakeGlance) -> list[tuple[str, str, Handler]]:
     """The (method, path, handler) triples this module serves."""
     api = _StoresApi(fake)
+    profile = fake.profile
     root = [("GET", "", api.root)] if fake.prefix else []
+    optional = [
+        (profile.info_stores, ("GET", "/v2/info/stores", api.info_stores)),
+        (profile.info_stores_detail, ("GET", "/v2/info/stores/detail", api.info_stores_detail)),
+        (profile.image_tasks, ("GET", "/v2/images/{image_id}/tasks", api.image_tasks)),
+        (profile.store_delete, ("DELETE", "/v2/stores/{store_id}/{image_id}", api.delete_from_store)),
+    ]
     return [
         *root,
         ("GET", "/", api.root),
         ("GET", "/versions", api.versions),
-        ("GET", "/v2/info/stores", api.info_stores),
-        ("GET", "/v2/info/stores/detail", api.info_stores_detail),
         ("GET", "/v2/info/import", api.info_import),
         ("POST", "/v2/images/{image_id}/import", api.import_image),
-        ("GET", "/v2/images/{image_id}/tasks", api.image_tasks),
-        ("DELETE", "/v2/stores/{store_id}/{image_id}", api.delete_from_store),
+        *(route for present, route in optional if present),
     ]
 
 
@@ -82,12 +69,17 @@ class _StoresApi:
         self.fake = fake
 
     def _version_doc(self, request: web.Request) -> dict[str, Any]:
-        # Unlike every other link, these are absolute and include the prefix.
-        href = f"{request.scheme}://{request.host}{self.fake.prefix}/v2/"
+        # Unlike every other link, these are absolute; up to Train they lose the prefix.
+        profile = self.fake.profile
+        base = f"{request.scheme}://{request.host}{self.fake.prefix if profile.version_links_keep_prefix else ''}"
         return {
             "versions": [
-                {"id": f"v{number}", "status": status, "links": [{"rel": "self", "href": href}]}
-                for number, status in _VERSIONS
+                {
+                    "id": version_id,
+                    "status": status,
+                    "links": [{"rel": "self", "href": f"{base}/{version_id.partition('.')[0]}/"}],
+                }
+                for version_id, status in profile.versions(self.fake.multi_store)
             ]
         }
 
@@ -127,6 +119,8 @@ class _StoresApi:
         return web.json_response({"stores": listed})
 
     async def info_import(self, request: web.Request) -> web.Response:
+        if self.fake.profile.import_methods is None:
+            raise fail(404, "Image import is not supported at this site.")
         return web.json_response(
             {
                 "import-methods": {
