@@ -31,7 +31,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .metadata import settable
+from .metadata import comparable
 
 if TYPE_CHECKING:
     from .capabilities import Capabilities
@@ -52,9 +52,7 @@ def fingerprint(image: Mapping[str, Any]) -> bytes:
     ``os_hidden``, ``min_disk``, ``min_ram``, tags (in any order) and every
     custom property.
     """
-    attrs = {k: v for k, v in settable(image, keep_owner=False).items() if k not in _APART}
-    if isinstance(attrs.get("tags"), list):
-        attrs["tags"] = sorted(str(t) for t in attrs["tags"])
+    attrs = {k: v for k, v in comparable(image, keep_owner=False).items() if k not in _APART}
     blob = json.dumps(attrs, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).digest()
 

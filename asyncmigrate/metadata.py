@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LATE_KEYS", "READ_ONLY", "carrier_body", "create_body", "differences", "left_out", "settable"]
+__all__ = [
+    "DEFAULTS",
+    "LATE_KEYS",
+    "READ_ONLY",
+    "carrier_body",
+    "comparable",
+    "create_body",
+    "differences",
+    "left_out",
+    "settable",
+]
 
 # Set by Glance itself, or links: never sent.
 READ_ONLY = frozenset(
@@ -74,10 +84,17 @@ def create_body(image: Mapping[str, Any], *, keep_owner: bool) -> dict[str, Any]
     return body
 
 
-def _norm(key: str, value: Any) -> Any:
-    if key == "tags" and isinstance(value, list):
-        return sorted(str(v) for v in value)
-    return value
+# What a destination records for a key the source's Glance does not have (os_hidden
+# came with API 2.7, Rocky): compared as if the source had said it.
+DEFAULTS: dict[str, Any] = {"os_hidden": False}
+
+
+def comparable(image: Mapping[str, Any], *, keep_owner: bool) -> dict[str, Any]:
+    """The settable attributes as compared between clouds: defaults filled, tags in order."""
+    out = {**DEFAULTS, **settable(image, keep_owner=keep_owner)}
+    if isinstance(out.get("tags"), list):
+        out["tags"] = sorted(str(t) for t in out["tags"])
+    return out
 
 
 def differences(
@@ -92,15 +109,14 @@ def differences(
     Keys listed in ``ignore`` (by default the late ones, which the finishing
     step fixes) are not compared.  A key missing on one side counts as ``None``.
     """
-    src = settable(source, keep_owner=keep_owner)
-    dst = settable(dest, keep_owner=keep_owner)
+    src = comparable(source, keep_owner=keep_owner)
+    dst = comparable(dest, keep_owner=keep_owner)
     diffs: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(src) | set(dst)):
         if key in ignore:
             continue
-        a, b = _norm(key, src.get(key)), _norm(key, dst.get(key))
-        if a != b:
-            diffs[key] = (src.get(key), dst.get(key))
+        if src.get(key) != dst.get(key):
+            diffs[key] = (source.get(key), dest.get(key))
     return diffs
 
 

@@ -119,6 +119,12 @@ class FakeGlance:
         """What ``/v2/info/import`` lists (and the ``OpenStack-image-import-methods`` header)."""
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
+        self.store_types: dict[str, str] = {}
+        """Driver type per store in ``/v2/info/stores/detail`` (default ``file``)."""
+        self.swift_segment_size: int | None = None
+        """glance_store 5.7.0's Swift regression: an upload into a ``swift`` store whose size
+        is known (``x-openstack-image-size``, else ``Content-Length``) and above this fails
+        (500), as does a copy-image (it always knows the size); a chunked upload works."""
         self.convert_to: str | None = None
         """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
         self.property_quota = 128
@@ -217,6 +223,11 @@ class FakeGlance:
             rec.store_bytes(data, where_list if self.stores else [""])
         self.images[image_id] = rec
         return self.get(image_id)
+
+    def swift_fails_known_size(self, store: str, size: int | None) -> bool:
+        """Whether an upload of ``size`` (None/0: unknown) into ``store`` hits the Swift regression."""
+        limit = self.swift_segment_size
+        return limit is not None and self.store_types.get(store) == "swift" and bool(size) and size > limit
 
     def add_member(self, image_id: str, member_id: str, status: str = "pending") -> dict[str, Any]:
         """Share an image with a project directly in state, and return the member JSON."""

@@ -87,6 +87,15 @@ def _drop_connection(request: web.Request) -> None:
         request.transport.close()
 
 
+# What glance answers when glance_store 5.7.0's Swift driver, told the size, declares the
+# last segment full-size and Swift times out waiting for it (see FakeGlance.swift_segment_size).
+SWIFT_SEGMENT_ERROR = (
+    "Error in store configuration. Adding images to store is disabled. "
+    "(BackendException: Failed to add object to Swift. Got error from Swift: "
+    "Object PUT failed ... 408 Request Timeout; failure and no ability to reset contents for reupload)"
+)
+
+
 class _DataApi:
     def __init__(self, fake: FakeGlance) -> None:
         self.fake = fake
@@ -152,10 +161,18 @@ class _DataApi:
             if not done:
                 self._restore(rec)
 
-        return self._finish_upload(rec, store, b"".join(pieces), digest, claimed_size)
+        # glance takes the size from x-openstack-image-size, else Content-Length (0: unknown)
+        known = claimed_size or request.content_length
+        return self._finish_upload(rec, store, b"".join(pieces), digest, claimed_size, known)
 
     def _finish_upload(
-        self, rec: ImageRecord, store: str, data: bytes, digest: Digest, claimed_size: int | None
+        self,
+        rec: ImageRecord,
+        store: str,
+        data: bytes,
+        digest: Digest,
+        claimed_size: int | None,
+        known: int | None,
     ) -> web.Response:
         if self.fake.images.get(rec.id) is not rec:
             raise fail(
@@ -163,6 +180,9 @@ class _DataApi:
                 f"Image {rec.id} could not be found after upload. The image may "
                 "have been deleted during the upload, cleaning up the chunks uploaded.",
             )
+        if self.fake.swift_fails_known_size(store, known):
+            self._restore(rec)
+            raise fail(500, SWIFT_SEGMENT_ERROR)
         if claimed_size is not None and claimed_size != digest.size:
             self._restore(rec)
             raise fail(

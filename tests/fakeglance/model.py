@@ -250,6 +250,7 @@ _ERRORS: dict[int, type[web.HTTPException]] = {
     413: web.HTTPRequestEntityTooLarge,
     415: web.HTTPUnsupportedMediaType,
     416: web.HTTPRequestRangeNotSatisfiable,
+    500: web.HTTPInternalServerError,
     501: web.HTTPNotImplemented,
 }
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .data import SWIFT_SEGMENT_ERROR
 from .images import json_body
 from .model import (
     FAILED_IMPORT_KEY,
@@ -103,14 +104,15 @@ class _StoresApi:
         return web.json_response({"stores": listed})
 
     async def info_stores_detail(self, request: web.Request) -> web.Response:
-        # Admin only in glance; every fake store is a filesystem store.
+        # Admin only in glance; stores are file stores unless FakeGlance.store_types says otherwise.
         if not self.fake.multi_store:
             raise fail(404, "Multi backend is not supported at this site.")
         if not self.fake.identity(request).is_admin:
             raise fail(403, "You are not authorized to list store details.")
         listed = []
         for store_id, description in self.fake.stores.items():
-            entry: dict[str, Any] = {"id": store_id, "type": "file", "properties": {}}
+            store_type = self.fake.store_types.get(store_id, "file")
+            entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": {}}
             if description:
                 entry["description"] = description
             if store_id == self.fake.default_store:
@@ -247,6 +249,8 @@ class _StoresApi:
                     return
                 content = rec.content()
                 error = fake.faults.take_import_failure(store)
+                if error is None and content is not None and fake.swift_fails_known_size(store, len(content)):
+                    error = SWIFT_SEGMENT_ERROR
                 pending.pop(0)
                 rec.properties[IMPORTING_KEY] = ",".join(pending)
                 if error is None and content is not None:
