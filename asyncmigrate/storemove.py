@@ -47,7 +47,16 @@ from .retry import run_unit
 from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
-from .upload import IMPORT_LOCK, ImportFailed, Uploader, choose_uploader, latest_import_task, task_message
+from .upload import (
+    IMPORT_LOCK,
+    SWIFT_WAY_OUT,
+    ImportFailed,
+    Uploader,
+    choose_uploader,
+    latest_import_task,
+    swift_segment_failure,
+    task_message,
+)
 
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
@@ -209,14 +218,22 @@ class StoreMove:
             seen_importing |= importing
             failed = new in stores_of(image, "os_glance_failed_import")
             if failed and not importing and (seen_importing or not failed_before):
-                raise ImportFailed(f"copy-image into {new} failed: {await self._task_message()}")
+                await self._import_failed()
             if not importing and not seen_importing and await self._task_failed():
                 # Never seen importing, and the task already failed: it died at start.
-                raise ImportFailed(f"copy-image into {new} failed: {await self._task_message()}")
+                await self._import_failed()
             if time.monotonic() > deadline:
                 raise ImageError(f"copy-image into {new} did not finish within {self.config.import_timeout:.0f} s")
             await anyio.sleep(delay)
             delay = min(self.config.poll_max, delay * 2 if delay else 0)
+
+    async def _import_failed(self) -> None:
+        """Raise the import's failure: retried, unless it is the Swift regression (it would fail again)."""
+        message = await self._task_message()
+        failure = f"copy-image into {self.config.to_store} failed: {message}"
+        if swift_segment_failure(message):
+            raise ImageError(f"{failure}. {SWIFT_WAY_OUT}; {self.config.from_store} is kept")
+        raise ImportFailed(failure)
 
     async def _task_failed(self) -> bool:
         task = await latest_import_task(self.client, self.id)

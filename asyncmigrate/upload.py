@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILED_IMPORT",
     "IMPORT_LOCK",
+    "SWIFT_WAY_OUT",
     "GlanceDirect",
     "ImportFailed",
     "PlainPut",
@@ -53,6 +54,7 @@ __all__ = [
     "Uploader",
     "choose_uploader",
     "latest_import_task",
+    "swift_segment_failure",
     "task_message",
 ]
 
@@ -184,6 +186,20 @@ def choose_uploader(method: str, caps: Capabilities, store: str | None, *, impor
     if target is not None and target.type == "swift":
         return UnsizedPut()
     return PlainPut()
+
+
+def swift_segment_failure(message: str) -> bool:
+    """Does a Glance error or task message show glance_store's Swift regression (a
+    segmented upload of a known size that Swift never received the end of)?"""
+    return "Failed to add object to Swift" in message
+
+
+SWIFT_WAY_OUT = (
+    "glance_store's Swift driver (5.7.0) fails segmented uploads whose size it knows, and copy-image always "
+    "knows it (upstream regression around LP #2136857): images above swift_store_large_object_size cannot be "
+    "copied into Swift server-side; use --method location (the tool uploads the carrier without declaring "
+    "its size), or a fixed glance_store"
+)
 
 
 async def latest_import_task(dst: GlanceClient, image_id: str) -> dict[str, Any] | None:

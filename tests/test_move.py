@@ -196,3 +196,19 @@ async def test_waits_for_the_import_task_to_release_its_lock(one: One) -> None:
     await one.fake.drain()
     assert {r.outcome for r in run.images} == {"moved"}
     assert {one.fake.get(i)["stores"] for i in images} == {"cold"}
+
+
+async def test_copy_image_into_swift_above_the_segment_size_says_why_and_the_way_out(one: One) -> None:
+    """glance_store 5.7.0 fails copy-image into Swift for segmented images: reported once, not retried, OLD kept."""
+    one.fake.store_types["cold"] = "swift"
+    one.fake.swift_segment_size = 15_000
+    small = one.fake.add_image(os.urandom(10_000), name="small", disk_format="raw", container_format="bare")
+    big = one.fake.add_image(os.urandom(20_000), name="big", disk_format="raw", container_format="bare")
+    run = await move_images(cfg(), one.cloud)
+    results = {r.id: r for r in run.images}
+    assert results[small["id"]].outcome == "moved"
+    failed = results[big["id"]]
+    assert failed.outcome == "failed" and failed.attempts == 1
+    assert "Failed to add object to Swift" in failed.reason and "--method location" in failed.reason
+    assert one.fake.get(big["id"])["stores"] == "fast"
+    assert len(one.fake.requests_matching("POST", rf"/v2/images/{big['id']}/import$")) == 1
