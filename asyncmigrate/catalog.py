@@ -120,8 +120,11 @@ class Entry:
         return virtual is None or virtual in (self.virtual_size, self.size)
 
     def same_data(self, image: Mapping[str, Any]) -> bool:
-        """Does the source record ``image`` describe the same bytes (size and every comparable hash)?"""
-        if image.get("size") != self.size:
+        """Does the source record ``image`` describe the same bytes (size and every comparable hash)?
+
+        A source without a recorded size (old images) is compared by hash only.
+        """
+        if image.get("size") is not None and image.get("size") != self.size:
             return False
         if image.get("checksum") and self.checksum and _hex(image["checksum"]) != self.checksum:
             return False

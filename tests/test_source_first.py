@@ -75,3 +75,18 @@ async def test_report_says_what_each_copy_was_verified_against(clouds: Clouds, v
     assert summary["verification"] == {"sha512": 1, "md5": 1, "size-only": 1} and summary["size_only"] == 1
     for image_id in (modern, md5_only, bare):
         assert clouds.dst.data(image_id) == clouds.src.data(image_id)
+
+
+async def test_image_without_a_recorded_size_is_streamed_unsized_and_checked_by_length(clouds: Clouds) -> None:
+    """size: null with data (old glance): sent chunked with no declared size, the download's length checked."""
+    image_id = _image(clouds, name="sizeless")
+    rec = clouds.src.images[image_id]
+    rec.size, rec.checksum, rec.os_hash_algo, rec.os_hash_value = None, None, None, None
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    (result,) = run.images
+    assert (result.outcome, result.verification, result.traps) == ("copied", "length-only", ["no-size"])
+    assert clouds.dst.data(image_id) == clouds.src.data(image_id)
+    (put,) = [r for r in clouds.dst.requests if r.method == "PUT"]
+    assert "x-openstack-image-size" not in put.headers and put.headers.get("Transfer-Encoding") == "chunked"
+    again = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [r.outcome for r in again.images] == ["skipped"]
