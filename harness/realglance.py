@@ -413,13 +413,12 @@ def start_all(cfg: Settings) -> None:
     db_sync_all(cfg)
     oldglance.finish_db_sync(cfg, old_sync)
     say(f"postgres, databases, db_sync: {time.monotonic() - t1:.1f} s")
+    checks: dict[str, Check] = oldglance.spawn(cfg)  # the slowest to come up: start it first
     if cfg.s3:
         moto_start(cfg)
-    checks: dict[str, Check] = {}
     for inst in cfg.instances:
         proc = glance_start(cfg, inst)
         checks[f"glance {inst.name}"] = (f"{inst.url}/versions", cfg.path("logs", f"{inst.name}.log"), proc)
-    checks |= oldglance.spawn(cfg)
     wait_ready(checks)
     cfg.path("clouds.yaml").write_text(clouds_yaml(cfg) + oldglance.clouds_yaml(cfg))
     cfg.path("env.sh").write_text(env_sh(cfg) + oldglance.env_sh(cfg))
