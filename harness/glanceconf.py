@@ -70,6 +70,8 @@ class Settings:
     moto_port: int
     s3: bool
     instances: tuple[Instance, ...]
+    old_port: int  # glance 27.1.1, see oldglance.py
+    blob_port: int  # its http-store blob server
 
     @classmethod
     def from_env(cls, s3: bool) -> Settings:
@@ -88,6 +90,8 @@ class Settings:
                 Instance("src", int(env("ASYNCMIGRATE_SRC_PORT", "19292")), "glance_src", src_stores, "fast"),
                 Instance("dst", int(env("ASYNCMIGRATE_DST_PORT", "19293")), "glance_dst", dst_stores, "main"),
             ),
+            old_port=int(env("ASYNCMIGRATE_OLD_PORT", "19320")),
+            blob_port=int(env("ASYNCMIGRATE_BLOB_PORT", "19321")),
         )
 
     def path(self, *parts: str) -> Path:
@@ -97,7 +101,14 @@ class Settings:
     def fingerprint(self) -> str:
         """Hash of the settings, packages and the harness's own code, so any edit forces a restart."""
         blob = json.dumps([asdict(self), GLANCE_PACKAGES, MOTO_PACKAGES], default=str, sort_keys=True).encode()
-        for name in ("realglance.py", "glanceconf.py", "fakeauth.py"):
+        for name in (
+            "realglance.py",
+            "glanceconf.py",
+            "fakeauth.py",
+            "oldglance.py",
+            "blobserver.py",
+            "constraints/upper-constraints-2023.2.txt",
+        ):
             blob += (HERE / name).read_bytes()
         return hashlib.sha256(blob).hexdigest()[:16]
 

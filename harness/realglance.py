@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from glanceconf import (
@@ -57,6 +59,11 @@ from glanceconf import (
     glance_conf,
     paste_ini,
 )
+
+# oldglance (glance 27.1.1) calls our helpers back; as a script we are __main__, so let its
+# ``import realglance`` find this module instead of loading a second copy.
+sys.modules.setdefault("realglance", sys.modules[__name__])
+import oldglance  # noqa: E402
 
 READY_TIMEOUT = 60.0
 # Loopback only: never route the harness's own checks through a proxy from the environment.
@@ -118,10 +125,15 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 # ----------------------------------------------------------------------------- install
 
 
-def ensure_venv(venv: Path, packages: tuple[str, ...]) -> bool:
-    """Create ``venv`` and pip-install ``packages`` unless its marker says so; True if work was done."""
+def ensure_venv(venv: Path, packages: tuple[str, ...], constraints: Path | None = None) -> bool:
+    """Create ``venv`` and pip-install ``packages`` (``-c constraints``) unless its marker says so.
+
+    True if work was done.  The marker holds the packages and the constraints' hash.
+    """
     marker = venv / ".harness-installed"
-    want = json.dumps(sorted(packages))
+    pins = ["-c", str(constraints)] if constraints else []
+    pinned = [hashlib.sha256(constraints.read_bytes()).hexdigest()] if constraints else []
+    want = json.dumps(sorted(packages) + pinned)
     if marker.exists() and marker.read_text() == want and (venv / "bin" / "python").exists():
         return False
     t0 = time.monotonic()
@@ -132,21 +144,26 @@ def ensure_venv(venv: Path, packages: tuple[str, ...]) -> bool:
     run([python, "-m", "venv", str(venv)])
     pip = str(venv / "bin" / "pip")
     run([pip, "install", "-q", "--upgrade", "pip"], env=child_env())
-    run([pip, "install", "-q", *packages], log=venv / "pip-install.log", env=child_env())
+    run([pip, "install", "-q", *pins, *packages], log=venv / "pip-install.log", env=child_env())
     marker.write_text(want)
     say(f"{venv.name} installed in {time.monotonic() - t0:.1f} s")
     return True
 
 
 def install(cfg: Settings) -> None:
-    """Install both venvs (idempotent) and print how long it took."""
+    """Install the venvs (idempotent), in parallel (pip is mostly waiting on I/O), and print how long it took."""
     t0 = time.monotonic()
     cfg.harness_dir.mkdir(parents=True, exist_ok=True)
     # The default harness dir lives inside the repo: keep everything generated out of git.
     cfg.path(".gitignore").write_text("*\n")
-    did = ensure_venv(cfg.path("venv-glance"), GLANCE_PACKAGES)
-    did = ensure_venv(cfg.path("venv-moto"), MOTO_PACKAGES) or did
-    say(f"install {'done' if did else 'already up to date'} in {time.monotonic() - t0:.1f} s")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        jobs = [
+            pool.submit(ensure_venv, cfg.path("venv-glance"), GLANCE_PACKAGES),
+            pool.submit(ensure_venv, cfg.path("venv-moto"), MOTO_PACKAGES),
+            pool.submit(oldglance.install, cfg),
+        ]
+        did = [job.result() for job in jobs]  # re-raises the first failure
+    say(f"install {'done' if any(did) else 'already up to date'} in {time.monotonic() - t0:.1f} s")
 
 
 # ----------------------------------------------------------------------------- postgres
@@ -333,7 +350,7 @@ def running_state(cfg: Settings) -> dict[str, bool]:
         alive = pid_alive(cfg.path("run", f"{inst.name}.pid"), "gunicorn")
         state[inst.name] = bool(alive) and http_status(f"{inst.url}/versions") == 200
     state["moto"] = bool(pid_alive(cfg.path("run", "moto.pid"), "moto_server"))
-    return state
+    return state | oldglance.state(cfg)
 
 
 def is_current(cfg: Settings) -> bool:
@@ -353,7 +370,7 @@ def stop_servers(cfg: Settings) -> list[str]:
     stopped = [i.name for i in cfg.instances if kill_pidfile(cfg.path("run", f"{i.name}.pid"), "gunicorn")]
     if kill_pidfile(cfg.path("run", "moto.pid"), "moto_server"):
         stopped.append("moto")
-    return stopped
+    return stopped + oldglance.stop(cfg)
 
 
 def cmd_start(cfg: Settings, fresh: bool) -> None:
@@ -367,6 +384,7 @@ def cmd_start(cfg: Settings, fresh: bool) -> None:
     cfg.path("env.json").unlink(missing_ok=True)  # no stale fingerprint if this start fails
     stop_servers(cfg)
     ports = {i.name: i.port for i in cfg.instances} | ({"moto": cfg.moto_port} if cfg.s3 else {})
+    ports |= oldglance.ports(cfg)
     busy = [f"{port} ({name})" for name, port in ports.items() if port_busy(port)]
     if busy:
         raise HarnessError(f"port(s) already in use by something else: {', '.join(busy)}")
@@ -377,6 +395,8 @@ def cmd_start(cfg: Settings, fresh: bool) -> None:
         raise
     for inst in cfg.instances:
         say(f"{inst.name}: {inst.url} stores={','.join(inst.store_ids)} default={inst.default_store}")
+    old, blobs = oldglance.instance(cfg).url, oldglance.blob_url(cfg)
+    say(f"old: {old} glance {oldglance.OLD_VERSION}, single-store (file, http); blobs: {blobs}")
     say(f"started in {time.monotonic() - t1:.1f} s (total {time.monotonic() - t0:.1f} s); env: {cfg.path('env.sh')}")
 
 
@@ -389,18 +409,22 @@ def start_all(cfg: Settings) -> None:
     recreate_databases(cfg)
     for inst in cfg.instances:
         prepare_instance(cfg, inst)
+    old_sync = oldglance.prepare(cfg)  # its db_sync runs beside the others'
     db_sync_all(cfg)
+    oldglance.finish_db_sync(cfg, old_sync)
     say(f"postgres, databases, db_sync: {time.monotonic() - t1:.1f} s")
+    checks: dict[str, Check] = oldglance.spawn(cfg)  # the slowest to come up: start it first
     if cfg.s3:
         moto_start(cfg)
-    checks: dict[str, Check] = {}
     for inst in cfg.instances:
         proc = glance_start(cfg, inst)
         checks[f"glance {inst.name}"] = (f"{inst.url}/versions", cfg.path("logs", f"{inst.name}.log"), proc)
     wait_ready(checks)
-    cfg.path("clouds.yaml").write_text(clouds_yaml(cfg))
-    cfg.path("env.sh").write_text(env_sh(cfg))
-    cfg.path("env.json").write_text(json.dumps(env_info(cfg), indent=2) + "\n")  # last: marks success
+    cfg.path("clouds.yaml").write_text(clouds_yaml(cfg) + oldglance.clouds_yaml(cfg))
+    cfg.path("env.sh").write_text(env_sh(cfg) + oldglance.env_sh(cfg))
+    info = env_info(cfg)
+    info["instances"]["old"] = oldglance.env_info(cfg)
+    cfg.path("env.json").write_text(json.dumps(info, indent=2) + "\n")  # last: marks success
 
 
 def cmd_stop(cfg: Settings) -> None:
@@ -419,9 +443,10 @@ def cmd_status(cfg: Settings) -> int:
     rows = [("postgres", f"{HOST}:{cfg.pg_port}", state["postgres"])]
     rows += [(i.name, i.url, state[i.name]) for i in cfg.instances]
     rows += [("moto", f"http://{HOST}:{cfg.moto_port}", state["moto"])]
+    rows += [("old", oldglance.instance(cfg).url, state["old"]), ("blob", oldglance.blob_url(cfg), state["blob"])]
     for name, where, up in rows:
         print(f"{name:<9} {where:<24} {'up' if up else 'down'}")
-    return 0 if all(state[i.name] for i in cfg.instances) else 1
+    return 0 if all(state[name] for name in [i.name for i in cfg.instances] + ["old"]) else 1
 
 
 def run_command(cfg: Settings, args: argparse.Namespace) -> int:

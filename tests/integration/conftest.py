@@ -1,9 +1,10 @@
-"""Fixtures for the integration tests: the real Glance pair and the CLI.
+"""Fixtures for the integration tests: the real Glance pair, the old Glance and the CLI.
 
 The pair is started once per session by the project's own harness
 (``harness/realglance.py start --fresh``): two glance-api servers on
-127.0.0.1 on PostgreSQL, no Keystone.  If it cannot start the tests FAIL —
-they never skip silently.
+127.0.0.1 on PostgreSQL, no Keystone — and, in the same start, the old
+single-store glance 27.1.1 (``old_glance``).  If it cannot start the tests
+FAIL — they never skip silently.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "harness"))
 
+import legacy  # noqa: E402
 import seed  # noqa: E402
 
 pytestmark = pytest.mark.realglance
@@ -79,3 +81,24 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
         dst=seed.Glance(env["instances"]["dst"]["url"]),
         tmp=tmp_path_factory.mktemp("cli"),
     )
+
+
+@dataclass
+class OldGlance:
+    """The harness's old glance (27.1.1, single-store): a client, its cloud name, and legacy seeding."""
+
+    env: dict[str, Any]
+    glance: seed.Glance
+    cloud: str
+    url: str
+
+    def seed_legacy(self, **kwargs: Any) -> dict[str, legacy.Legacy]:
+        """Seed one image of every legacy kind (see ``harness/legacy.py``); ``{kind: Legacy}``."""
+        return legacy.seed_legacy(self.env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def old_glance(pair: Pair) -> OldGlance:
+    """The old glance, started (fresh) by the same harness start as the pair."""
+    old = pair.env["instances"]["old"]
+    return OldGlance(env=pair.env, glance=seed.Glance(old["url"]), cloud=old["cloud"], url=old["url"])
