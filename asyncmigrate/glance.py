@@ -27,6 +27,7 @@ from .errors import (
     Unauthorized,
     status_error,
 )
+from .rawget import RawDownload, raw_get
 from .retry import retrying
 
 __all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
@@ -122,11 +123,13 @@ class GlanceClient:
         *,
         chunk_size: int,
         retry: RetryPolicy,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.cloud = cloud
         self._http = http
         self._chunk_size = chunk_size
         self._retry = retry
+        self._timeouts = timeouts or Timeouts()
         base = cloud.endpoint.rstrip("/")
         # Catalog entries sometimes carry the version; every path we use has it.
         base = re.sub(r"/v2(\.\d+)?$", "", base)
@@ -313,10 +316,21 @@ class GlanceClient:
     # -- data ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def download(self, image_id: str, offset: int = 0) -> AsyncIterator[Download]:
-        """Open the image data, from ``offset`` when it is not 0 (``Range``)."""
+    async def download(
+        self, image_id: str, offset: int = 0, *, lenient: bool = False
+    ) -> AsyncIterator[Download | RawDownload]:
+        """Open the image data, from ``offset`` when it is not 0 (``Range``).
+
+        ``lenient``: read the response by hand (:mod:`asyncmigrate.rawget`), for
+        images without a recorded size, which Glance serves with
+        ``Content-Length: None``.
+        """
         url = self.url(f"/v2/images/{image_id}/file")
         extra = {"Range": f"bytes={offset}-"} if offset else {}
+        if lenient:
+            async with self._download_lenient(url, extra) as raw:
+                yield raw
+            return
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
             with _translating("GET", url):
@@ -331,6 +345,26 @@ class GlanceClient:
             finally:
                 # Never hand a half-read connection back to the pool.
                 resp.close()
+
+    @contextlib.asynccontextmanager
+    async def _download_lenient(self, url: str, extra: Mapping[str, str]) -> AsyncIterator[RawDownload]:
+        for attempt in (1, 2):
+            auth = await self.cloud.auth_headers()
+            try:
+                async with raw_get(
+                    url,
+                    {**auth, **extra},
+                    ssl_context=self.cloud.ssl,
+                    chunk_size=self._chunk_size,
+                    connect_timeout=self._timeouts.connect,
+                    idle=self._timeouts.idle_read,
+                ) as raw:
+                    yield raw
+                    return
+            except Unauthorized:
+                if attempt == 2:
+                    raise
+                await self.cloud.invalidate(auth)
 
     async def upload(
         self,
@@ -393,7 +427,7 @@ async def open_glance(
         auto_decompress=False,
         raise_for_status=False,
     ) as http:
-        yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry)
+        yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts)
 
 
 def is_http_status(exc: BaseException, *statuses: int) -> bool:

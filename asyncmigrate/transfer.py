@@ -514,7 +514,8 @@ async def stream_data(
     algo, expected = expected_digest(image)
     digest = Digest(algo) if algo and verify == "full" else None
     pipe = pipeline(
-        lambda offset: src.download(image["id"], offset),
+        # Glance serves an image without a recorded size with "Content-Length: None".
+        lambda offset: src.download(image["id"], offset, lenient=size is None),
         size=size,
         digest=digest,
         expected=expected,

@@ -78,7 +78,8 @@ async def test_report_says_what_each_copy_was_verified_against(clouds: Clouds, v
 
 
 async def test_image_without_a_recorded_size_is_streamed_unsized_and_checked_by_length(clouds: Clouds) -> None:
-    """size: null with data (old glance): sent chunked with no declared size, the download's length checked."""
+    """size: null with data (old glance): read despite Glance's "Content-Length: None", sent chunked with no
+    declared size, checked by length; a re-run is clean."""
     image_id = _image(clouds, name="sizeless")
     rec = clouds.src.images[image_id]
     rec.size, rec.checksum, rec.os_hash_algo, rec.os_hash_value = None, None, None, None

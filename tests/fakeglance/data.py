@@ -252,6 +252,8 @@ class _DataApi:
         if rec.checksum:
             headers["Content-MD5"] = rec.checksum
         headers["Content-Length"] = str(last - first + 1)
+        if rec.size is None:
+            return self._sizeless(request, status, headers, content[first : last + 1])
         plan = fake.faults.take_download_plan(rec.id)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
@@ -260,6 +262,20 @@ class _DataApi:
         except ConnectionError:
             fake.log_entry(request).fault = "client_disconnected"
         return response
+
+    def _sizeless(self, request: web.Request, status: int, headers: dict[str, str], body: bytes) -> web.Response:
+        """Glance writes ``str(image.size)`` into ``Content-Length``: ``None`` for an image whose
+        size was never recorded (glance/api/v2/image_data.py ``ResponseSerializer.download``,
+        27.1.1 and master alike). aiohttp will not send that header, so the response is written
+        to the socket by hand, and the connection closed after the body (as eventlet does)."""
+        headers["Content-Length"] = "None"
+        head = [f"HTTP/1.1 {status} OK", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close", "", ""]
+        transport = request.transport
+        if transport is not None:
+            transport.write("\r\n".join(head).encode("latin-1") + body)
+            transport.close()
+        self.fake.log_entry(request).fault = "sizeless_download"
+        return web.Response(status=status)
 
     async def _stream(
         self,
