@@ -22,7 +22,9 @@ Traps:
 ``volume-snapshot``
     A volume-backed instance snapshot (``block_device_mapping`` naming
     snapshots, usually 0 bytes): the data is in the source's block storage,
-    not in Glance.  Blocking unless ``--include-volume-snapshots``.
+    not in Glance.  Blocking unless ``--include-volume-snapshots``, which copies the
+    record; a 0-byte one is created ``queued`` (Nova activates it with an empty upload,
+    which glance 33's format inspection refuses for qcow2).
 ``too-many-properties``
     More custom properties than the destination allows
     (``image_property_quota``, 128 by default; Glance does not publish it, so
@@ -43,6 +45,7 @@ from typing import Any
 from .metadata import settable
 
 __all__ = [
+    "CERTIFICATE_KEY",
     "DEFAULT_PROPERTY_QUOTA",
     "SIGNATURE_KEYS",
     "Judgement",
@@ -159,6 +162,12 @@ def judge(image: Mapping[str, Any], options: PreflightOptions) -> Judgement:
         traps.append(Trap("encrypted", False, f"encrypted; copied as is ({ENCRYPTION_KEY} kept, --include-encrypted)"))
     snapshots = _volume_snapshots(view)
     if snapshots is not None:
+        record_only = options.include_volume_snapshots and not view.get("size")
+        if record_only:
+            # Nova activates these by uploading an empty body; glance 33's format inspection
+            # refuses an empty qcow2 (415) and leaves the image broken: create the record only.
+            view.update(status="queued", size=None, virtual_size=None, checksum=None)
+            view.update(os_hash_algo=None, os_hash_value=None)
         traps.append(
             Trap(
                 "volume-snapshot",
@@ -166,10 +175,13 @@ def judge(image: Mapping[str, Any], options: PreflightOptions) -> Judgement:
                 "volume-backed instance snapshot: its data is in the source's block storage "
                 f"(snapshots {', '.join(snapshots) or 'unnamed'}), not in Glance"
                 + (
-                    "; copied as a record only (--include-volume-snapshots)"
+                    "; copied as a record only (--include-volume-snapshots), left queued: its 0-byte "
+                    "upload is refused by newer Glance"
+                    if record_only
+                    else "; copied as is (--include-volume-snapshots)"
                     if options.include_volume_snapshots
                     else "; move the volumes with Cinder and snapshot again at the destination, or pass "
-                    "--include-volume-snapshots to copy the image record as is"
+                    "--include-volume-snapshots to copy the image record"
                 ),
             )
         )

@@ -44,7 +44,7 @@ from .glance import GlanceClient
 from .identity import map_members
 from .limits import Limits, Throttle
 from .metadata import create_body, differences, left_out
-from .preflight import Judgement, judge
+from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import run_unit
@@ -362,6 +362,20 @@ class ImageTransfer:
 
     async def _stream(self, view: dict[str, Any], keep_owner: bool, *, create: bool) -> None:
         """Open the source, create the image (COPY), stream the data in, verifying on the fly."""
+        try:
+            await self._stream_verified(view, keep_owner, create=create)
+        except ClientStatusError as exc:
+            if "Signature verification failed" not in (exc.detail or ""):
+                raise
+            certificate = view.get(CERTIFICATE_KEY)
+            raise ImageError(
+                f"the destination checked the image's signature against certificate {certificate} in its key "
+                f"manager and refused it ({exc.detail}); re-create that certificate there (--certificate-map maps "
+                "the source's id to it) or copy with --strip-signature; the image stays queued and a re-run "
+                "uploads into it"
+            ) from exc
+
+    async def _stream_verified(self, view: dict[str, Any], keep_owner: bool, *, create: bool) -> None:
         async with self.limits.upload_slot():
             hashed = await stream_data(
                 self.src,

@@ -54,7 +54,9 @@ def test_encrypted_and_volume_snapshots_are_blocked_unless_included() -> None:
     snapshot = {**BASE, "size": 0, "block_device_mapping": SNAPSHOT_BDM, "bdm_v2": "True"}
     blocked = judge(snapshot, PreflightOptions()).blocking
     assert blocked is not None and blocked.kind == "volume-snapshot" and "5c1a" in blocked.reason
-    assert judge(snapshot, PreflightOptions(include_volume_snapshots=True)).blocking is None
+    included = judge(snapshot, PreflightOptions(include_volume_snapshots=True))
+    assert included.blocking is None and included.image["status"] == "queued" and included.image["size"] is None
+    assert snapshot["status"] == "active"  # the source record is never changed
     assert judge({**BASE, "block_device_mapping": "[]"}, PreflightOptions()).traps == ()
 
 
@@ -99,7 +101,8 @@ async def test_blocked_images_create_nothing_and_fail_the_run(clouds: Clouds) ->
 
 
 async def test_strip_signature_and_certificate_map_copy_signed_images(clouds: Clouds) -> None:
-    """--strip-signature copies without the 4 keys (reported); --certificate-map rewrites the uuid; verify agrees."""
+    """--strip-signature copies without the 4 keys (reported); --certificate-map rewrites the uuid the destination
+    verifies against (refused until that certificate exists there, then uploaded into); verify agrees."""
     a = clouds.src.add_image(os.urandom(7000), name="a", disk_format="raw", container_format="bare", **SIGNED)
     stripping = fast_config(preflight=PreflightOptions(strip_signature=True))
     run = await copy_images(stripping, clouds.src_cloud, clouds.dst_cloud)
@@ -114,8 +117,13 @@ async def test_strip_signature_and_certificate_map_copy_signed_images(clouds: Cl
 
     b = clouds.src.add_image(os.urandom(7000), name="b", disk_format="raw", container_format="bare", **SIGNED)
     mapping = fast_config(image_ids=(b["id"],), preflight=PreflightOptions(certificate_map={CERT: NEW_CERT}))
+    refused = await copy_images(mapping, clouds.src_cloud, clouds.dst_cloud)  # not (yet) in its key manager
+    assert refused.images[0].outcome == "failed" and refused.images[0].attempts == 1
+    assert f"against certificate {NEW_CERT}" in refused.images[0].reason and "stays queued" in refused.images[0].reason
+    assert clouds.dst.get(b["id"])["status"] == "queued"
+    clouds.dst.certificates.add(NEW_CERT)  # the operator re-created it at the destination
     run = await copy_images(mapping, clouds.src_cloud, clouds.dst_cloud)
-    assert run.images[0].outcome == "copied"
+    assert [(r.action, r.outcome) for r in run.images] == [("upload", "copied")]
     assert clouds.dst.get(b["id"])["img_signature_certificate_uuid"] == NEW_CERT
     assert clouds.src.get(b["id"])["img_signature_certificate_uuid"] == CERT
 
@@ -174,3 +182,18 @@ async def test_plan_flags_traps_and_the_flags_exist_on_plan_verify_and_copy(clou
         )
         assert code == 2 and "--certificate-map" in err and len(err.strip().splitlines()) == 1
     assert not clouds.dst.images
+
+
+async def test_included_volume_snapshot_is_created_as_a_record_and_verifies(clouds: Clouds) -> None:
+    """--include-volume-snapshots creates a 0-byte snapshot's record (queued, no upload); re-run and verify agree."""
+    snapshot = clouds.src.add_image(
+        b"", name="snap", disk_format="qcow2", container_format="bare", block_device_mapping=SNAPSHOT_BDM, bdm_v2="True"
+    )
+    config = fast_config(preflight=PreflightOptions(include_volume_snapshots=True))
+    run = await copy_images(config, clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.action, r.outcome, r.traps) for r in run.images] == [("create", "created", ["volume-snapshot"])]
+    dst = clouds.dst.get(snapshot["id"])
+    assert dst["status"] == "queued" and dst["block_device_mapping"] == SNAPSHOT_BDM
+    assert not clouds.dst.requests_matching("PUT", ".*")
+    assert [r.outcome for r in (await copy_images(config, clouds.src_cloud, clouds.dst_cloud)).images] == ["skipped"]
+    assert [r.outcome for r in (await verify_catalogs(config, clouds.src_cloud, clouds.dst_cloud)).images] == ["match"]

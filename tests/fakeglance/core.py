@@ -119,6 +119,9 @@ class FakeGlance:
         """What ``/v2/info/import`` lists (and the ``OpenStack-image-import-methods`` header)."""
         self.chunk_size = chunk_size
         """Size of the pieces downloads are written in (glance's file store uses 64 KiB)."""
+        self.certificates: set[str] = set()
+        """Certificate ids in this cloud's key manager: a signed image's upload is verified against
+        its ``img_signature_certificate_uuid`` (the signature itself is taken as good)."""
         self.store_types: dict[str, str] = {}
         """Driver type per store in ``/v2/info/stores/detail`` (default ``file``)."""
         self.swift_segment_size: int | None = None

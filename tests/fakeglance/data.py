@@ -96,6 +96,22 @@ SWIFT_SEGMENT_ERROR = (
 )
 
 
+_SIGNATURE_KEYS = (
+    "img_signature",
+    "img_signature_hash_method",
+    "img_signature_key_type",
+    "img_signature_certificate_uuid",
+)
+
+
+def _signature_certificate(rec: ImageRecord) -> str | None:
+    """The certificate a signed image's upload is verified against (glance/location.py checks the
+    data when all four img_signature* properties are present; image_data.py answers a failure 400)."""
+    if all(key in rec.properties for key in _SIGNATURE_KEYS):
+        return rec.properties["img_signature_certificate_uuid"]
+    return None
+
+
 class _DataApi:
     def __init__(self, fake: FakeGlance) -> None:
         self.fake = fake
@@ -179,6 +195,14 @@ class _DataApi:
                 410,
                 f"Image {rec.id} could not be found after upload. The image may "
                 "have been deleted during the upload, cleaning up the chunks uploaded.",
+            )
+        certificate = _signature_certificate(rec)
+        if certificate is not None and certificate not in self.fake.certificates:
+            self._restore(rec)
+            raise fail(
+                400,
+                f"Signature verification failed for image {rec.id}: Unable to retrieve certificate with ID: "
+                f"{certificate}",
             )
         if self.fake.swift_fails_known_size(store, known):
             self._restore(rec)
