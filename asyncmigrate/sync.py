@@ -182,16 +182,20 @@ class ImageSync:
             drift = compute_drift(view, full)
         members = None
         if view.get("visibility") == "shared" and not drift.conflict and entry.status != "queued":
-            members = await self._member_state()
+            # Glance lists members of shared images only (403 otherwise): a copy that
+            # becomes shared by this sync's PATCH has none to read yet.
+            members = await self._member_state(listable=entry.visibility == "shared")
         return _Assessment(entry, drift, members)
 
-    async def _member_state(self) -> tuple[dict[str, str], dict[str, str]] | None:
+    async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
         listed = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
         wanted, unmapped = map_members(self.config.project_map, listed)
         if unmapped:
             self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-        have = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+        have: dict[str, str] = {}
+        if listable:
+            have = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
         return None if member_delta(wanted, have).empty else (have, wanted)
 
     def _note(self, found: _Assessment) -> None:
@@ -238,8 +242,13 @@ class ImageSync:
             await self.dst.deactivate(self.id)
         if drift.ops:
             await self.dst.patch_image(self.id, list(drift.ops))
-        if found.members is not None:
-            await self._level_members(*found.members)
+        members = found.members
+        if "visibility" in drift.changes and view.get("visibility") == "shared":
+            # Shared only now: its members (some perhaps left from an earlier sharing) can be read.
+            members = await self._member_state()
+            self._note(dataclasses.replace(found, members=members))
+        if members is not None:
+            await self._level_members(*members)
         if drift.status == "reactivate":
             await self.dst.reactivate(self.id)
         if result.changes:

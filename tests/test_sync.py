@@ -363,3 +363,17 @@ def test_flags_that_cannot_work_are_usage_errors() -> None:
     """--force-protected without --delete-removed is refused when the config is built."""
     with pytest.raises(UsageError, match="--force-protected"):
         SyncConfig(force_protected=True)
+
+
+async def test_an_image_shared_only_now_gets_its_members(clouds: Clouds, tmp_path: Path) -> None:
+    """A private copy whose source became shared with members is patched to shared, then given the members."""
+    image = _add(clouds, name="was private", visibility="private")
+    await _copied(clouds, tmp_path, [image])
+    clouds.src.images[image].visibility = "shared"
+    clouds.src.add_member(image, "p-new", "accepted")
+    plan = await sync_images(sync_config(tmp_path, dry_run=True), clouds.src_cloud, clouds.dst_cloud)
+    assert plan.images[0].changes == {"visibility": ["private", "shared"], "members": [{}, {"p-new": "accepted"}]}
+    run = await sync_images(sync_config(tmp_path), clouds.src_cloud, clouds.dst_cloud)
+    assert _outcomes(run) == {image: "updated"}, run.images[0].reason
+    _same(clouds, [image])
+    assert "members +p-new (accepted)" in run.images[0].reason
