@@ -66,6 +66,12 @@ class _Assessment:
     members: tuple[dict[str, str], dict[str, str]] | None = None  # (destination, wanted) when they differ
 
 
+def _uploads(view: dict[str, Any], entry: Entry) -> bool:
+    """Does the destination wait for data the source has (a copy left queued, or a source image
+    uploaded since)?  Then ImageTransfer uploads into it once the attributes are levelled."""
+    return entry.status == "queued" and view.get("status") in ("active", "deactivated")
+
+
 class ImageSync:
     """Levels one source image at the destination (see the module docstring)."""
 
@@ -136,7 +142,7 @@ class ImageSync:
             return
         self._note(found)
         assert found.entry is not None
-        if found.entry.status == "queued" and view.get("status") in ("active", "deactivated"):
+        if _uploads(view, found.entry):
             result.action, result.bytes = Action.UPLOAD, result.size
             result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
         elif result.changes:
@@ -181,7 +187,7 @@ class ImageSync:
                 return _Assessment(None)
             drift = compute_drift(view, full)
         members = None
-        if view.get("visibility") == "shared" and not drift.conflict and entry.status != "queued":
+        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
             # Glance lists members of shared images only (403 otherwise): a copy that
             # becomes shared by this sync's PATCH has none to read yet.
             members = await self._member_state(listable=entry.visibility == "shared")
@@ -230,7 +236,7 @@ class ImageSync:
             raise DestinationConflict(found.drift.conflict)
         self._note(found)
         drift = found.drift
-        if found.entry.status == "queued":
+        if _uploads(view, found.entry):
             # The copy sets `protected` once the data is in; everything else first.
             ops = [op for op in drift.ops if not (op["path"] == "/protected" and op.get("value"))]
             if ops:

@@ -377,3 +377,14 @@ async def test_an_image_shared_only_now_gets_its_members(clouds: Clouds, tmp_pat
     assert _outcomes(run) == {image: "updated"}, run.images[0].reason
     _same(clouds, [image])
     assert "members +p-new (accepted)" in run.images[0].reason
+
+
+async def test_a_queued_image_renamed_at_both_ends_is_updated(clouds: Clouds, tmp_path: Path) -> None:
+    """A source image still without data, renamed and shared since the copy, is patched and shared: updated."""
+    image = str(clouds.src.add_image(None, name="draft", disk_format="raw", container_format="bare")["id"])
+    await _copied(clouds, tmp_path, [image])
+    clouds.src.images[image].name = "named"
+    clouds.src.add_member(image, "p1", "accepted")
+    run = await sync_images(sync_config(tmp_path), clouds.src_cloud, clouds.dst_cloud)
+    assert _outcomes(run) == {image: "updated"}, run.images[0].reason
+    _same(clouds, [image])
