@@ -77,3 +77,34 @@ async def test_impossible_flag_sets_are_usage_errors(clouds: Clouds) -> None:
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("asyncmigrate: error:"), err
     assert not clouds.dst.requests
+
+
+async def test_a_killed_sync_finishes_on_rerun(clouds: Clouds, tmp_path: Path) -> None:
+    """kill -9 while sync uploads a new image: nothing removed yet; the re-run levels everything."""
+    from asyncmigrate import copy_images
+    from tests.conftest import fast_config
+
+    journal = str(tmp_path / "j.sqlite")
+    old = [_add(clouds, f"old-{i}") for i in range(4)]
+    assert (await copy_images(fast_config(journal=Path(journal)), clouds.src_cloud, clouds.dst_cloud)).failed == 0
+    for image_id in old[:3]:
+        clouds.src.images[image_id].name += " renamed"
+    del clouds.src.images[old[3]]
+    data = os.urandom(400_000)
+    new = str(clouds.src.add_image(data, name="new", disk_format="raw", container_format="bare")["id"])
+    clouds.src.faults.slow_download(new, 100_000)  # about 4 s
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds.clouds_yaml)}
+    cmd = [sys.executable, "-m", "asyncmigrate", "sync", *PAIR, "--journal", journal, "--delete-removed", "-q"]
+    proc = await anyio.open_process([*cmd, "--chunk-size", "64KiB"], env=env)
+    with anyio.fail_after(20):
+        while not any(r.status == "saving" for r in clouds.dst.images.values()):
+            await anyio.sleep(0.02)
+    proc.kill()
+    await proc.wait()
+    assert old[3] in clouds.dst.images  # removal is judged only after the images: not reached
+    clouds.src.faults.slow_download(new, None)
+    code, out, err = await _cli(clouds, *cmd[3:])
+    assert code == 0, err
+    assert "1 deleted" in out and "1 copied" in out
+    assert clouds.dst.data(new) == data and old[3] not in clouds.dst.images
+    assert all(clouds.dst.get(i)["name"].endswith(" renamed") for i in old[:3])
