@@ -14,12 +14,10 @@ once (:func:`~asyncmigrate.catalog.load_index`):
   uploaded into by ``ImageTransfer``.  Other data or other formats on an
   image with data are a **conflict**: reported, never overwritten.
 
-Then the **removed** images (:class:`Removal`): the images of this pair's
-record (:mod:`asyncmigrate.journal`) that the source no longer lists, within
-the selection — reported, or deleted with ``delete_removed``.  An image the
-record does not name (the destination's own) is never touched.  Removal is
-judged only after a complete source listing, and each candidate is confirmed
-gone with one ``GET`` at the source before anything is said or done.
+Then the **removed** images (:class:`~asyncmigrate.removal.Removal`): the
+images of this pair's record that the source no longer lists, within the
+selection — reported, or deleted with ``delete_removed`` — judged only after
+a complete source listing.
 
 Every attempt re-reads both sides, so a re-run (after a crash, a Ctrl-C)
 continues from the real state, and a second sync sends nothing.
@@ -30,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -47,12 +45,13 @@ from .journal import Journal, pair_key, read_record
 from .limits import Limits
 from .metadata import left_out
 from .progress import CloudsDiscovered, Emit, Retrying, ignore
+from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import run_unit
 from .selection import select
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
 
-__all__ = ["ImageSync", "Removal", "sync_images"]
+__all__ = ["ImageSync", "sync_images"]
 
 WRITABLE = frozenset({"queued", "active", "deactivated"})
 
@@ -274,97 +273,6 @@ class ImageSync:
                 await self.dst.add_member(self.id, member)
             if status != "pending" or member in delta.status:
                 await self.dst.set_member_status(self.id, member, status)
-
-
-class Removal:
-    """The images of this pair's record that the source no longer has."""
-
-    def __init__(
-        self,
-        src: GlanceClient,
-        dst: GlanceClient,
-        config: SyncConfig,
-        index: DestinationIndex | None,
-        record: dict[str, dict[str, Any]],
-    ) -> None:
-        self.src, self.dst, self.config, self.index, self.record = src, dst, config, index, record
-        self.gone: list[str] = []  # deleted now, or found gone from both ends: dropped from the record
-
-    def candidates(self, listed: set[str], named_missing: Iterable[str]) -> list[dict[str, Any]]:
-        """Recorded images the source did not list, within the selection (and the named ids)."""
-        if self.config.image_ids:
-            ids = [i for i in named_missing if i in self.record]
-        else:
-            ids = [i for i in self.record if i not in listed]
-            if self.index is not None:
-                self.gone += [i for i in ids if i not in self.index]
-                ids = [i for i in ids if i in self.index]
-        return [{**self.record[i], "id": i} for i in sorted(ids) if self.config.selection.wants(self.record[i])]
-
-    async def handle(self, last_seen: dict[str, Any]) -> ImageResult:
-        """Report, delete (``delete_removed``) or, on a dry run, plan one removed image."""
-        image_id = last_seen["id"]
-        result = ImageResult(
-            id=image_id,
-            name=last_seen.get("name"),
-            action=Action.DELETE if self.config.delete_removed else Action.REMOVE,
-            outcome="",
-            size=int(last_seen.get("size") or 0),
-        )
-        deleting = False
-
-        async def attempt(number: int) -> None:
-            nonlocal deleting
-            result.attempts = number
-            if await self.src.get_image(image_id) is not None:
-                result.action, result.outcome = Action.NONE, Outcome.SKIPPED
-                result.reason = "missing from the source's listing but the source still has it: left for the next run"
-                return
-            entry = self.index.get(image_id) if self.index is not None and number == 1 else None
-            if entry is None:
-                full = await self.dst.get_image(image_id)
-                if full is None:
-                    self.gone.append(image_id)
-                    result.outcome = Outcome.DELETED if deleting else Outcome.SKIPPED
-                    result.reason = "deleted at the destination" if deleting else "gone from both clouds"
-                    return
-                entry = Entry.of(full)
-            result.reason = "deleted at the source"
-            if not self.config.delete_removed:
-                result.reason += "; kept at the destination (--delete-removed deletes it)"
-                result.outcome = Outcome.PLANNED if self.config.dry_run else Outcome.REMOVED
-                return
-            if entry.protected and not self.config.force_protected:
-                raise DestinationConflict(
-                    "deleted at the source; protected at the destination, so not deleted "
-                    "(--force-protected unprotects and deletes it)"
-                )
-            if self.config.dry_run:
-                result.reason += "; delete at the destination" + (" (unprotect first)" if entry.protected else "")
-                result.outcome = Outcome.PLANNED
-                return
-            deleting = True
-            if entry.protected:
-                await self.dst.patch_image(image_id, [{"op": "replace", "path": "/protected", "value": False}])
-            with contextlib.suppress(NotFound):  # a retry after a lost answer: it is gone
-                await self.dst.delete_image(image_id)
-            self.gone.append(image_id)
-            result.reason += "; deleted at the destination" + (" (unprotected first)" if entry.protected else "")
-            result.outcome = Outcome.DELETED
-
-        if self.config.dry_run:
-            try:
-                await attempt(1)
-            except DestinationConflict as exc:
-                result.action, result.reason = Action.CONFLICT, str(exc)
-            except AsyncMigrateError as exc:
-                if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                    raise
-                result.action, result.reason = Action.FAIL, str(exc)
-            result.outcome = Outcome.PLANNED
-            return result
-        await run_unit(self.config.retry, attempt, result)
-        return result
 
 
 class _Listed:
