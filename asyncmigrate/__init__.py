@@ -20,10 +20,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .clouds import Cloud, load_cloud
-from .config import CopyConfig, RetryPolicy, Timeouts
+from .config import CopyConfig, RetryPolicy, SyncConfig, Timeouts
 from .engine import copy_images
 from .errors import AsyncMigrateError, ExitCode
 from .report import ImageResult, RunResult
+from .sync import sync_images
 
 __all__ = [
     "AsyncMigrateError",
@@ -33,8 +34,10 @@ __all__ = [
     "ImageResult",
     "RetryPolicy",
     "RunResult",
+    "SyncConfig",
     "Timeouts",
     "__version__",
     "copy_images",
     "load_cloud",
+    "sync_images",
 ]

@@ -110,14 +110,16 @@ class Entry:
         on import: another disk format, container ``bare``, new size and hashes)?
 
         The converted size (raw) or virtual size must equal the source's recorded
-        ``virtual_size`` when the source has one: the virtual disk is the same.
+        ``virtual_size``: the virtual disk is the same.  Without a recorded virtual
+        size nothing proves it, and the image is not taken for a conversion.
         """
         if self.status not in ("active", "deactivated") or self.disk_format == image.get("disk_format"):
             return False
         if self.container_format != "bare":
             return False
         virtual = image.get("virtual_size")
-        return virtual is None or virtual in (self.virtual_size, self.size)
+        # A conversion rewrites the bytes: the same bytes under other formats are not one.
+        return virtual is not None and virtual in (self.virtual_size, self.size) and not self.same_data(image)
 
     def same_data(self, image: Mapping[str, Any]) -> bool:
         """Does the source record ``image`` describe the same bytes (size and every comparable hash)?

@@ -26,12 +26,13 @@ from .engine import copy_images
 from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .identity import ProjectMap, load_project_map
 from .journal import default_journal_path
-from .options import build_parser, copy_config, move_config
+from .options import build_parser, copy_config, move_config, sync_config
 from .output import print_plan, print_summary, print_verify
 from .progress import Stats
 from .render import JsonRenderer, LineRenderer, RichRenderer
 from .report import RunResult, check_writable, write_report
 from .storemove import move_images
+from .sync import sync_images
 from .tuning import loop_options
 from .verify import verify_catalogs
 
@@ -39,7 +40,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str) -> Any:
-    if args.no_journal:
+    if getattr(args, "no_journal", False):
         if args.journal is not None:
             raise UsageError("--journal and --no-journal contradict each other")
         return config
@@ -102,7 +103,8 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
     """Validate flags, load the clouds and build the job to run (nothing is changed yet)."""
     kind = args.job if args.command == "plan" else args.command
     dry = args.command == "plan"
-    config: Any = move_config(args, dry_run=dry) if kind == "move" else copy_config(args, dry_run=dry)
+    configs = {"move": move_config, "sync": sync_config}
+    config: Any = configs.get(kind, copy_config)(args, dry_run=dry)
     if getattr(args, "grace", 0) < 0:
         raise UsageError("--grace cannot be negative")
     if args.command == "plan":
@@ -124,8 +126,11 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
     config = dataclasses.replace(config, project_map=await _project_map(args, src))
     if args.command == "verify":
         return config, lambda emit, stop: verify_catalogs(config, src, dst, strict=args.strict, emit=emit)
-    if args.command == "copy":
-        config = _with_journal(config, args, "copy", src.endpoint, dst.endpoint, config.dst_store or "")
+    if args.command == "copy" or kind == "sync":  # plan sync reads the record (read only)
+        # One journal per (source, destination) pair: copy and sync share the record of what was brought.
+        config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
+    if kind == "sync":
+        return config, lambda emit, stop: sync_images(config, src, dst, emit=emit, stop=stop)
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)
 
 

@@ -35,7 +35,7 @@ from .identity import ProjectMap
 from .preflight import PreflightOptions
 from .selection import Selection
 
-__all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "Timeouts", "parse_size"]
+__all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "SyncConfig", "Timeouts", "parse_size"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -152,6 +152,26 @@ class CopyConfig:
     def max_buffer_bytes(self) -> int:
         """The worst-case bytes held in transfer buffers at once."""
         return self.concurrency * 6 * self.chunk_size
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncConfig(CopyConfig):
+    """What ``asyncmigrate sync`` does: everything ``copy`` does for missing images,
+    plus levelling the drift of images at both ends and handling removed ones.
+
+    ``delete_removed``: delete at the destination the images this tool brought
+    from this source that the source no longer has (else they are reported);
+    ``force_protected``: unprotect such an image first (else it is reported).
+    Memory as for :class:`CopyConfig`.
+    """
+
+    delete_removed: bool = False
+    force_protected: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.force_protected and not self.delete_removed:
+            raise UsageError("--force-protected only applies with --delete-removed")
 
 
 @dataclasses.dataclass(frozen=True)

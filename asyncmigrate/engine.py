@@ -26,12 +26,12 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .capabilities import Capabilities, discover
-from .catalog import list_images, load_index
+from .catalog import DestinationIndex, list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
 from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
 from .glance import GlanceClient, client_options, open_glance
-from .journal import Journal
+from .journal import Journal, pair_key
 from .limits import Limits
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
@@ -39,7 +39,16 @@ from .selection import select
 from .transfer import ImageTransfer
 from .upload import choose_uploader
 
-__all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "open_cloud", "run_pool"]
+__all__ = [
+    "at_destination",
+    "check_endpoint",
+    "copy_images",
+    "journaled",
+    "list_images",
+    "missing_result",
+    "open_cloud",
+    "run_pool",
+]
 
 Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
 
@@ -53,6 +62,23 @@ def missing_result(image: dict[str, Any]) -> ImageResult:
         outcome=Outcome.FAILED,
         reason="no such image on the source",
     )
+
+
+# The image is at the destination after the run when it arrived now, or when
+# the decision was made against an image of the same id found there.
+_ARRIVED = frozenset({Outcome.COPIED, Outcome.CREATED, Outcome.FINISHED, Outcome.UPDATED})
+_FOUND = frozenset({Action.NONE, Action.UPLOAD, Action.FINISH, Action.CONFLICT, Action.UPDATE})
+
+
+def at_destination(result: ImageResult, index: DestinationIndex | None) -> bool:
+    """Does the destination hold this source image (same id) after the run?
+
+    What ``copy`` and ``sync`` write to the pair's record: a Glance id is a
+    random UUID, so an id found at both ends was copied from this source.
+    """
+    if index is not None and result.id in index:
+        return True
+    return result.outcome in _ARRIVED or result.action in _FOUND
 
 
 async def check_endpoint(client: GlanceClient, role: str) -> None:
@@ -218,9 +244,16 @@ async def copy_images(
         # Named images are read one by one; a whole catalog is decided from one listing.
         index = None if config.image_ids else await load_index(dst, dst_caps)
 
+        pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+
         async def handle(image: dict[str, Any]) -> ImageResult:
             transfer = ImageTransfer(src, dst, image, config, emit, limits, index, uploader)
-            return await (transfer.plan() if config.dry_run else transfer.run())
+            if config.dry_run:
+                return await transfer.plan()
+            result = await transfer.run()
+            if journal is not None and at_destination(result, index):
+                await journal.remember(pair, image)  # the record sync's removed images come from
+            return result
 
         results = await run_pool(
             select(list_images(src, src_caps, config.image_ids), config.selection),
@@ -230,6 +263,8 @@ async def copy_images(
             stop=stop,
             journal=journal,
         )
+        if journal is not None:
+            await journal.flush_record()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,

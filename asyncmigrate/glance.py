@@ -286,6 +286,14 @@ class GlanceClient:
         """``POST /v2/images/{id}/actions/reactivate`` (admin)."""
         await self._call("POST", f"/v2/images/{image_id}/actions/reactivate")
 
+    async def remove_member(self, image_id: str, member: str) -> None:
+        """Stop sharing the image with a project."""
+        await self._call("DELETE", f"/v2/images/{image_id}/members/{member}")
+
+    async def delete_image(self, image_id: str) -> None:
+        """``DELETE /v2/images/{id}``: the id can never be used again (403 while ``protected``)."""
+        await self._call("DELETE", f"/v2/images/{image_id}")
+
     # -- stores (multi-store Glance) ------------------------------------------
 
     async def stores_info(self) -> list[dict[str, Any]] | None:

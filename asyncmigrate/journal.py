@@ -8,7 +8,14 @@ What it is for:
 
 * a run that was killed (``kill -9``, power loss) is seen by the next one:
   the images that were in flight are named and reported as ``resumed``;
-* operators can watch or audit a long job from outside (``sqlite3 FILE``).
+* operators can watch or audit a long job from outside (``sqlite3 FILE``);
+* the *record* of what this tool brought from one source to one destination
+  (table ``brought``, keyed by the pair): ``sync`` reports or deletes the
+  images of that record the source no longer has, and nothing else.  It is
+  rebuilt on every run from the images found at both ends (Glance ids are
+  random UUIDs: an id in both catalogs was copied), so a lost file only
+  forgets the images deleted at the source since the last run — those are
+  then never deleted, the safe direction.
 
 What it is not: the truth.  Every image is re-decided from the destination's
 real state on every run (the destination wins), so a journal that lost its
@@ -19,6 +26,7 @@ never corrupt the file) or that was deleted costs nothing but the history.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -31,7 +39,7 @@ import anyio.to_thread
 from .errors import UsageError
 from .report import ImageResult
 
-__all__ = ["Journal", "default_journal_path"]
+__all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,6 +63,55 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
+# The record of images brought from a source to a destination ("pair" is
+# pair_key()).  ``source`` holds the attributes of the source image, as last
+# seen, that the selection flags look at: a removed image is judged by them.
+_RECORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS brought (
+    pair TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT,
+    source TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (pair, id)
+);
+"""
+RECORD_KEYS = ("id", "name", "owner", "visibility", "status", "tags", "size", "stores")
+_RECORD_BATCH = 500  # rows buffered before a write: one thread hop per batch, not per image
+
+
+def pair_key(source_endpoint: str, destination_endpoint: str) -> str:
+    """The record's key for one (source, destination) pair of image endpoints."""
+    return hashlib.sha256(f"{source_endpoint}\n{destination_endpoint}".encode()).hexdigest()[:16]
+
+
+async def read_record(path: Path, pair: str) -> dict[str, dict[str, Any]]:
+    """The record of ``pair`` in the journal at ``path``, read only ({} when there is none).
+
+    For dry runs: opens nothing for writing and creates no file.
+    """
+    return await anyio.to_thread.run_sync(_read_record_blocking, path, pair)
+
+
+def _read_record_blocking(path: Path, pair: str) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _select_record(db, pair)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise UsageError(f"cannot read the journal {path}: {exc}") from exc
+
+
+def _select_record(db: sqlite3.Connection, pair: str) -> dict[str, dict[str, Any]]:
+    rows = db.execute("SELECT id, source FROM brought WHERE pair = ?", (pair,))
+    return {row[0]: dict(json.loads(row[1])) for row in rows}
+
 
 def default_journal_path(command: str, *endpoints: str) -> Path:
     """``$XDG_STATE_HOME/asyncmigrate/<command>-<hash of the endpoints>.sqlite``."""
@@ -73,6 +130,7 @@ class Journal:
         # Images a previous run left in flight, with that run's start time.
         self.crashed_in_flight = crashed
         self._limiter = anyio.CapacityLimiter(1)
+        self._remembered: list[tuple[str, str, str | None, str, float]] = []
 
     @classmethod
     async def open(cls, path: Path, command: str) -> Journal:
@@ -128,3 +186,54 @@ class Journal:
     async def abandon(self) -> None:
         """Close the file without closing the run (as a crash would, but cleanly)."""
         await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+
+    # -- the record of images brought from a source (``sync`` reads it) ------
+
+    async def remember(self, pair: str, image: dict[str, Any]) -> None:
+        """Record that the source image ``image`` is at the destination too (buffered)."""
+        source = json.dumps({k: image.get(k) for k in RECORD_KEYS}, separators=(",", ":"))
+        self._remembered.append((pair, image["id"], image.get("name"), source, time.time()))
+        if len(self._remembered) >= _RECORD_BATCH:
+            await self.flush_record()
+
+    async def flush_record(self) -> None:
+        """Write the buffered :meth:`remember` rows."""
+        rows, self._remembered = self._remembered, []
+        if rows:
+            await anyio.to_thread.run_sync(self._write_record, rows, limiter=self._limiter)
+
+    def _write_record(self, rows: list[tuple[str, str, str | None, str, float]]) -> None:
+        self._db.executescript(_RECORD_SCHEMA)
+        self._batch(
+            "INSERT INTO brought (pair, id, name, source, seen_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(pair, id) DO UPDATE SET name=excluded.name, source=excluded.source, seen_at=excluded.seen_at",
+            rows,
+        )
+
+    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        # The connection is in autocommit mode: one explicit transaction per batch.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    async def record(self, pair: str) -> dict[str, dict[str, Any]]:
+        """Every image of ``pair``'s record: {id: the source attributes last seen}."""
+        await self.flush_record()
+        return await anyio.to_thread.run_sync(self._read_own_record, pair, limiter=self._limiter)
+
+    def _read_own_record(self, pair: str) -> dict[str, dict[str, Any]]:
+        self._db.executescript(_RECORD_SCHEMA)
+        return _select_record(self._db, pair)
+
+    async def forget(self, pair: str, image_ids: list[str]) -> None:
+        """Drop images from ``pair``'s record (deleted at the destination too)."""
+        if image_ids:
+            await anyio.to_thread.run_sync(self._forget, pair, image_ids, limiter=self._limiter)
+
+    def _forget(self, pair: str, image_ids: list[str]) -> None:
+        self._db.executescript(_RECORD_SCHEMA)
+        self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])

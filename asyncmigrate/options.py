@@ -1,23 +1,24 @@
 """Command-line flags → validated configs (the CLI's parser, kept apart from running).
 
-Commands: ``copy``, ``move``, ``plan copy|move`` (the same flags, a dry run
-with a table and a time estimate) and ``verify``.
+Commands: ``copy``, ``sync``, ``move``, ``plan copy|sync|move`` (the same
+flags, a dry run with a table and a time estimate) and ``verify``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .config import CopyConfig, MoveConfig, RetryPolicy, Timeouts, parse_size
+from .config import CopyConfig, MoveConfig, RetryPolicy, SyncConfig, Timeouts, parse_size
 from .errors import UsageError
 from .identity import load_mapping
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
 
-__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -25,6 +26,13 @@ examples:
   asyncmigrate copy --src-cloud old --dst-cloud new --concurrency 8 --report report.json
   asyncmigrate copy --src-cloud old --dst-cloud new --image 3f1c...e9 --dst-store ceph
   asyncmigrate copy --src-cloud old --dst-cloud new --project-map projects.yaml --shard 0/4
+"""
+SYNC_EXAMPLES = """\
+examples:
+  asyncmigrate plan sync --src-cloud old --dst-cloud new
+  asyncmigrate sync --src-cloud old --dst-cloud new --report sync.json
+  asyncmigrate sync --src-cloud old --dst-cloud new --delete-removed
+  asyncmigrate sync --src-cloud old --dst-cloud new --project-map projects.yaml --shard 0/4
 """
 MOVE_EXAMPLES = """\
 examples:
@@ -37,6 +45,7 @@ PLAN_EXAMPLES = """\
 examples:
   asyncmigrate plan copy --src-cloud old --dst-cloud new --rate 200MiB
   asyncmigrate plan copy --src-cloud old --dst-cloud new --min-size 1G --output json
+  asyncmigrate plan sync --src-cloud old --dst-cloud new --delete-removed --output json
   asyncmigrate plan move --cloud prod --from-store file --to-store s3
 """
 VERIFY_EXAMPLES = """\
@@ -207,6 +216,27 @@ def _identity(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
+    g = p.add_argument_group("images the source no longer has (those this tool brought from it)")
+    g.add_argument(
+        "--delete-removed",
+        action="store_true",
+        help="delete them at the destination (default: report them as removed and keep them)",
+    )
+    g.add_argument(
+        "--force-protected",
+        action="store_true",
+        help="with --delete-removed: unprotect a protected one and delete it (default: report it, exit 1)",
+    )
+    if plan:
+        p.add_argument(
+            "--journal",
+            type=Path,
+            metavar="FILE",
+            help="the journal whose record names what was brought (default: the pair's, as sync uses)",
+        )
+
+
 def _move_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cloud", required=True, metavar="NAME", help="the cloud (clouds.yaml name)")
     p.add_argument("--from-store", required=True, metavar="OLD", help="store to empty")
@@ -253,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="asyncmigrate",
         description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
-        epilog=COPY_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
@@ -270,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(copy)
     _writing(copy)
     _runtime(copy, concurrency=4)
+
+    sync = _sub(
+        sub,
+        "sync",
+        "make the destination equal the source again: copy what is new, level what drifted, report what is gone",
+        "Copy images missing at the destination (as copy does), apply every attribute, member and status change "
+        "to images at both ends with the fewest requests, and report (or, with --delete-removed, delete) the images "
+        "this tool brought from the source that the source no longer has. Image data never changes under an id: "
+        "an image whose data differs is a conflict, never overwritten.",
+        SYNC_EXAMPLES,
+    )
+    _copy_flags(sync)
+    _sync_flags(sync, plan=False)
+    _writing(sync)
+    _runtime(sync, concurrency=4)
 
     move = _sub(
         sub,
@@ -295,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(plan_copy)
     _plan_flags(plan_copy)
     _runtime(plan_copy, concurrency=8)
+    plan_sync = _sub(plan_sub, "sync", "plan a sync", "Plan a sync (same flags as sync).", PLAN_EXAMPLES)
+    _copy_flags(plan_sync)
+    _sync_flags(plan_sync, plan=True)
+    _plan_flags(plan_sync)
+    _runtime(plan_sync, concurrency=8)
     plan_move = _sub(plan_sub, "move", "plan a store move", "Plan a store move (same flags as move).", PLAN_EXAMPLES)
     _move_flags(plan_move)
     _plan_flags(plan_move)
@@ -361,6 +411,17 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
     )
+
+
+def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
+    """The SyncConfig the flags describe (``sync``, ``plan sync``)."""
+    if args.delete_removed and getattr(args, "no_journal", False):
+        raise UsageError(
+            "--delete-removed needs the journal: its record names the images this tool brought (drop --no-journal)"
+        )
+    base = copy_config(args, dry_run=dry_run)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    return SyncConfig(**fields, delete_removed=args.delete_removed, force_protected=args.force_protected)
 
 
 def preflight_options(args: argparse.Namespace) -> PreflightOptions:

@@ -40,7 +40,10 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.MOVED,
         Outcome.CREATED,
         Outcome.FINISHED,
+        Outcome.UPDATED,
         Outcome.SKIPPED,
+        Outcome.REMOVED,
+        Outcome.DELETED,
         Outcome.CONFLICT,
         Outcome.FAILED,
     )
@@ -82,6 +85,7 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
                             "size": r.size,
                             "reason": r.reason,
                             "traps": r.traps,
+                            **({"changes": r.changes} if r.changes else {}),
                         }
                         for r in run.images
                     ],

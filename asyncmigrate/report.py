@@ -30,6 +30,10 @@ class Action:
     UNSUPPORTED = "unsupported"  # source state cannot be copied (saving, killed, ...)
     FAIL = "fail"  # cannot be done (e.g. the id was deleted at the destination)
     BLOCKED = "blocked"  # a blocking pre-flight trap: not attempted (reason says the way out)
+    # sync
+    UPDATE = "update"  # same image at both ends: apply the attribute, member and status drift
+    REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
+    DELETE = "delete"  # the same, deleted at the destination (--delete-removed)
 
 
 class Outcome:
@@ -44,6 +48,10 @@ class Outcome:
     CONFLICT = "conflict"
     FAILED = "failed"
     BLOCKED = "blocked"  # a pre-flight trap (signed, encrypted, ...): not attempted, nothing created
+    # sync
+    UPDATED = "updated"  # drift applied: attributes, members, status
+    REMOVED = "removed"  # gone from the source, kept at the destination (reported; exit code unaffected)
+    DELETED = "deleted"  # gone from the source, deleted at the destination (--delete-removed)
     # verify
     MATCH = "match"
     DIFFERS = "differs"
@@ -75,6 +83,8 @@ class ImageResult:
     stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
     # The destination converted the data on import: {"from": "qcow2", "to": "raw", "size": N}.
     converted: dict[str, Any] | None = None
+    # sync: what changed (or would change), {attribute: [destination value, source value]}
+    changes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to the report."""

@@ -15,6 +15,7 @@ from typing import Any
 from .catalog import DestinationIndex, Entry, list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
+from .drift import is_level
 from .engine import check_selection, open_cloud, run_pool
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
@@ -53,7 +54,7 @@ async def compare_image(
     if index is not None and entry is None:
         return ["missing at the destination"]
     problems: list[str] = []
-    if entry is None or not _entry_matches(view, entry, keep_owner):
+    if entry is None or not is_level(view, entry):  # the test sync uses: the two never disagree
         other = await dst.get_image(image["id"])
         if other is None:
             return ["missing at the destination"]
@@ -76,20 +77,6 @@ async def compare_image(
         if members != theirs:
             problems.append(f"members {sorted(members.items())} != {sorted(theirs.items())}")
     return problems
-
-
-def _entry_matches(view: dict[str, Any], entry: Entry, keep_owner: bool) -> bool:
-    same_formats = (view.get("disk_format"), view.get("container_format")) == (
-        entry.disk_format,
-        entry.container_format,
-    )
-    return (
-        view.get("status") == entry.status
-        and Entry.of(view).attrs == entry.attrs
-        and bool(view.get("protected")) == entry.protected
-        and (not keep_owner or view.get("owner") == entry.owner)
-        and ((same_formats and entry.same_data(view)) or entry.converted_from(view))
-    )
 
 
 async def verify_catalogs(

@@ -1,0 +1,368 @@
+"""``asyncmigrate sync``: keep the destination level with the source until the cut-over.
+
+For every selected source image, decided from the destination's catalog read
+once (:func:`~asyncmigrate.catalog.load_index`):
+
+* **not at the destination** → copied exactly as ``copy`` does
+  (:class:`~asyncmigrate.transfer.ImageTransfer`);
+* **at both ends, level** (its listing entry agrees: attributes fingerprint,
+  owner, formats, ``protected``, status, size and hashes) → nothing is sent;
+  only a shared image's members are read, on both sides;
+* **at both ends, drifted** → the destination image is read in full and
+  levelled with the fewest requests (:mod:`asyncmigrate.drift`): deactivate,
+  one JSON-patch, members, reactivate; a destination left ``queued`` is then
+  uploaded into by ``ImageTransfer``.  Other data or other formats on an
+  image with data are a **conflict**: reported, never overwritten.
+
+Then the **removed** images (:class:`~asyncmigrate.removal.Removal`): the
+images of this pair's record that the source no longer lists, within the
+selection — reported, or deleted with ``delete_removed`` — judged only after
+a complete source listing.
+
+Every attempt re-reads both sides, so a re-run (after a crash, a Ctrl-C)
+continues from the real state, and a second sync sends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from .catalog import DestinationIndex, Entry, list_images, load_index
+from .clouds import Cloud
+from .config import SyncConfig
+from .drift import Drift, compute_drift, describe, is_level, member_delta
+from .engine import at_destination, check_selection, journaled, open_cloud, run_pool
+from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, ImageError, NotFound
+from .glance import GlanceClient, client_options, open_glance
+from .identity import map_members
+from .journal import Journal, pair_key, read_record
+from .limits import Limits
+from .metadata import left_out
+from .progress import CloudsDiscovered, Emit, Retrying, ignore
+from .removal import Removal
+from .report import Action, ImageResult, Outcome, RunResult
+from .retry import run_unit
+from .selection import select
+from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
+
+__all__ = ["ImageSync", "sync_images"]
+
+WRITABLE = frozenset({"queued", "active", "deactivated"})
+
+
+@dataclasses.dataclass
+class _Assessment:
+    """What one image needs, read from both sides (nothing sent yet)."""
+
+    entry: Entry | None  # the destination's image; None: not there
+    drift: Drift = dataclasses.field(default_factory=Drift)
+    members: tuple[dict[str, str], dict[str, str]] | None = None  # (destination, wanted) when they differ
+
+
+def _uploads(view: dict[str, Any], entry: Entry) -> bool:
+    """Does the destination wait for data the source has (a copy left queued, or a source image
+    uploaded since)?  Then ImageTransfer uploads into it once the attributes are levelled."""
+    return entry.status == "queued" and view.get("status") in ("active", "deactivated")
+
+
+class ImageSync:
+    """Levels one source image at the destination (see the module docstring)."""
+
+    def __init__(
+        self,
+        src: GlanceClient,
+        dst: GlanceClient,
+        image: dict[str, Any],
+        config: SyncConfig,
+        emit: Emit,
+        limits: Limits,
+        index: DestinationIndex | None,
+    ) -> None:
+        self.src, self.dst, self.image, self.config = src, dst, image, config
+        self.emit, self.limits, self.index = emit, limits, index
+        self.id: str = image["id"]
+        self.result = ImageResult(
+            id=self.id,
+            name=image.get("name"),
+            action="",
+            outcome="",
+            size=int(image.get("size") or 0),
+            left_out=left_out(image),
+        )
+        self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
+
+    def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
+        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index)
+
+    async def run(self) -> ImageResult:
+        """Level the image (retrying transient errors); fatal errors propagate."""
+        if self.index is not None and self.id not in self.index:
+            return await self._transfer(self.index).run()  # missing: exactly as copy
+        await run_unit(self.config.retry, self._attempt, self.result)
+        if not self._hand_over:
+            return self.result
+        done = await self._transfer(None).run()
+        if self.result.changes:
+            done.changes = self.result.changes
+            done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
+        return done
+
+    async def plan(self) -> ImageResult:
+        """Dry run: what would be sent, from what to what; nothing is written."""
+        if self.index is not None and self.id not in self.index:
+            return await self._transfer(self.index).plan()
+        result = self.result
+        try:
+            view = self._view()
+            if view is not None:
+                found = await self._assess(view, fresh=False)
+                if found.entry is None:
+                    return await self._transfer(None).plan()
+                self._judge_plan(view, found)
+        except DestinationBusy as exc:
+            result.action, result.reason = Action.UPLOAD, str(exc)
+        except AsyncMigrateError as exc:
+            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+                raise
+            result.action, result.reason = Action.FAIL, str(exc)
+        result.outcome = Outcome.PLANNED
+        return result
+
+    def _judge_plan(self, view: dict[str, Any], found: _Assessment) -> None:
+        result = self.result
+        if found.drift.conflict:
+            result.action, result.reason = Action.CONFLICT, found.drift.conflict
+            return
+        self._note(found)
+        assert found.entry is not None
+        if _uploads(view, found.entry):
+            result.action, result.bytes = Action.UPLOAD, result.size
+            result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
+        elif result.changes:
+            result.action, result.reason = Action.UPDATE, describe(self._changes())
+        else:
+            result.action, result.reason = Action.NONE, "already level"
+
+    # -- one attempt ------------------------------------------------------------
+
+    def _view(self) -> dict[str, Any] | None:
+        """The destination view, or None when the image is not to be synced (result says why)."""
+        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
+        if judgement.blocking is not None:
+            self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
+            self.result.outcome = Outcome.BLOCKED
+            return None
+        status = judgement.image.get("status")
+        if status not in COPYABLE:
+            self.result.action = Action.UNSUPPORTED
+            self.result.reason = f"source image is {status!r}: only active, deactivated and queued images are synced"
+            self.result.outcome = Outcome.SKIPPED
+            return None
+        return judgement.image
+
+    async def _assess(self, view: dict[str, Any], *, fresh: bool) -> _Assessment:
+        full: dict[str, Any] | None = None
+        entry = None if self.index is None or fresh else self.index.get(self.id)
+        if entry is None:
+            full = await self.dst.get_image(self.id)
+            if full is None:
+                return _Assessment(None)
+            entry = Entry.of(full)
+        if entry.status in BUSY:
+            raise DestinationBusy(f"destination image is {entry.status!r}")
+        if entry.status not in WRITABLE:
+            raise ImageError(f"destination image is {entry.status!r} and cannot be written")
+        drift = Drift()
+        if not is_level(view, entry):
+            full = full if full is not None else await self.dst.get_image(self.id)
+            if full is None:
+                return _Assessment(None)
+            drift = compute_drift(view, full)
+        members = None
+        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
+            # Glance lists members of shared images only (403 otherwise): a copy that
+            # becomes shared by this sync's PATCH has none to read yet.
+            members = await self._member_state(listable=entry.visibility == "shared")
+        return _Assessment(entry, drift, members)
+
+    async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
+        """(destination members, wanted members) of a shared image, None when they agree."""
+        listed = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        wanted, unmapped = map_members(self.config.project_map, listed)
+        if unmapped:
+            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
+        have: dict[str, str] = {}
+        if listable:
+            have = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+        return None if member_delta(wanted, have).empty else (have, wanted)
+
+    def _note(self, found: _Assessment) -> None:
+        changes: dict[str, Any] = {k: [a, b] for k, (a, b) in found.drift.changes.items()}
+        if found.members is not None:
+            changes["members"] = list(found.members)
+        self.result.changes = changes
+
+    def _changes(self) -> dict[str, tuple[Any, Any]]:
+        return {k: (v[0], v[1]) for k, v in self.result.changes.items()}
+
+    async def _attempt(self, number: int) -> None:
+        result = self.result
+        result.attempts = number
+        self._hand_over = False
+        if number > 1:
+            self.emit(Retrying(self.id, number, 0, result.reason))
+            result.reason, result.changes = "", {}
+            fresh = await self.src.get_image(self.id)
+            if fresh is None:
+                raise ImageError("image disappeared from the source")
+            self.image = fresh
+        view = self._view()
+        if view is None:
+            return
+        found = await self._assess(view, fresh=number > 1)
+        if found.entry is None:  # not at the destination (named ids, or deleted since the listing)
+            self._hand_over = True
+            return
+        if found.drift.conflict:
+            result.action = Action.CONFLICT
+            raise DestinationConflict(found.drift.conflict)
+        self._note(found)
+        drift = found.drift
+        if _uploads(view, found.entry):
+            # The copy sets `protected` once the data is in; everything else first.
+            ops = [op for op in drift.ops if not (op["path"] == "/protected" and op.get("value"))]
+            if ops:
+                await self.dst.patch_image(self.id, ops)
+            self._hand_over = True
+            return
+        # Tighten first, loosen last: users never see the copy more open than the source.
+        if drift.status == "deactivate":
+            await self.dst.deactivate(self.id)
+        if drift.ops:
+            await self.dst.patch_image(self.id, list(drift.ops))
+        members = found.members
+        if "visibility" in drift.changes and view.get("visibility") == "shared":
+            # Shared only now: its members (some perhaps left from an earlier sharing) can be read.
+            members = await self._member_state()
+            self._note(dataclasses.replace(found, members=members))
+        if members is not None:
+            await self._level_members(*members)
+        if drift.status == "reactivate":
+            await self.dst.reactivate(self.id)
+        if result.changes:
+            result.action, result.outcome = Action.UPDATE, Outcome.UPDATED
+            result.reason = "; ".join(filter(None, [describe(self._changes()), result.reason]))
+        else:
+            result.action, result.outcome = Action.NONE, Outcome.SKIPPED
+            result.reason = result.reason or "already level"
+
+    async def _level_members(self, have: dict[str, str], wanted: dict[str, str]) -> None:
+        delta = member_delta(wanted, have)
+        for member in delta.remove:
+            with contextlib.suppress(NotFound):  # already gone: a retry after a lost answer
+                await self.dst.remove_member(self.id, member)
+        for member, status in sorted({**delta.add, **delta.status}.items()):
+            if member in delta.add:
+                await self.dst.add_member(self.id, member)
+            if status != "pending" or member in delta.status:
+                await self.dst.set_member_status(self.id, member, status)
+
+
+class _Listed:
+    """The source listing passed through, remembering every id and whether it was read to the end."""
+
+    def __init__(self, images: AsyncIterator[dict[str, Any]]) -> None:
+        self._images = images
+        self.ids: set[str] = set()  # about 100 bytes per source image
+        self.named_missing: list[str] = []  # --image ids the source does not have
+        self.complete = False
+
+    async def each(self) -> AsyncIterator[dict[str, Any]]:
+        """Every listed image, in listing order."""
+        async for image in self._images:
+            if image.get("status") == "missing":
+                self.named_missing.append(image["id"])
+            else:
+                self.ids.add(image["id"])
+            yield image
+        self.complete = True
+
+
+async def _each(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for item in items:
+        yield item
+
+
+async def _record(config: SyncConfig, journal: Journal | None, pair: str) -> dict[str, dict[str, Any]]:
+    if journal is not None:
+        return await journal.record(pair)
+    if config.dry_run and config.journal is not None:
+        return await read_record(config.journal, pair)
+    return {}
+
+
+async def sync_images(
+    config: SyncConfig,
+    src_cloud: Cloud,
+    dst_cloud: Cloud,
+    *,
+    emit: Emit = ignore,
+    stop: anyio.Event | None = None,
+) -> RunResult:
+    """Level the destination with the source (see the module docstring).
+
+    Per-image failures and conflicts are recorded, never raised; fatal errors
+    stop the run.  Setting ``stop`` ends the run after the images in flight,
+    and removed images are then not judged (the listing was not complete).
+    """
+    started = time.monotonic()
+    pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+    journal_path = None if config.dry_run else config.journal
+    async with (
+        open_glance(src_cloud, **client_options(config)) as src,
+        open_glance(dst_cloud, **client_options(config)) as dst,
+        journaled(journal_path, "sync", emit, stop) as journal,
+    ):
+        src_caps = await open_cloud(src, "source")
+        dst_caps = await open_cloud(dst, "destination")
+        check_selection(config, src_caps, dst_caps)
+        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
+        limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
+        index = None if config.image_ids else await load_index(dst, dst_caps)
+        listed = _Listed(list_images(src, src_caps, config.image_ids))
+
+        async def handle(image: dict[str, Any]) -> ImageResult:
+            one = ImageSync(src, dst, image, config, emit, limits, index)
+            if config.dry_run:
+                return await one.plan()
+            result = await one.run()
+            if journal is not None and at_destination(result, index):
+                await journal.remember(pair, image)
+            return result
+
+        kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
+        results = await run_pool(select(listed.each(), config.selection), handle, **kw)
+        if listed.complete and not (stop is not None and stop.is_set()):
+            removal = Removal(src, dst, config, index, await _record(config, journal, pair))
+            found = removal.candidates(listed.ids, listed.named_missing)
+            if found:
+                ids = {c["id"] for c in found}
+                results = [r for r in results if r.id not in ids] + await run_pool(_each(found), removal.handle, **kw)
+            if journal is not None:
+                await journal.forget(pair, removal.gone)
+        if journal is not None:
+            await journal.flush_record()
+    return RunResult(
+        images=results,
+        seconds=time.monotonic() - started,
+        dry_run=config.dry_run,
+        interrupted=stop is not None and stop.is_set(),
+        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
+    )
