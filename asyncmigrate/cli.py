@@ -183,9 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         # keystoneauth warns (e.g. "Failed to discover available identity versions") right
         # before raising what we report anyway, in one line.
         logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
-        # Retries are shown from our own events (with the reason) under -v; stamina's
-        # bare "stamina.retry_scheduled" lines would only add noise.
-        logging.getLogger("stamina").setLevel(logging.ERROR)
         try:
             loop_name, backend_options = loop_options(args.event_loop)
         except ModuleNotFoundError:

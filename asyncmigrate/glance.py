@@ -27,7 +27,7 @@ from .errors import (
     Unauthorized,
     status_error,
 )
-from .retry import retrying
+from .retry import retried
 
 __all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
 
@@ -186,9 +186,7 @@ class GlanceClient:
         """A request whose 401-after-reauth is fatal, and whose GETs are retried."""
         try:
             if method == "GET":
-                async for attempt in retrying(self._retry):
-                    with attempt:
-                        return (await self._send(method, path, **kw))[1]
+                return (await retried(self._retry, lambda _n: self._send(method, path, **kw)))[1]
             return (await self._send(method, path, **kw))[1]
         except Unauthorized as exc:
             raise AuthenticationError(f"cloud {self.cloud.name!r} refused a renewed token ({exc})") from exc

@@ -42,7 +42,7 @@ from .limits import Limits
 from .metadata import carrier_body
 from .progress import BytesMoved, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
@@ -119,11 +119,13 @@ class StoreMove:
         self.result = ImageResult(id=self.id, name=image.get("name"), action="", outcome="", size=self.size)
         self._bad_digests: set[str] = set()
         self._reactivated = False
+        # --retry-deadline counts time spent failing: a running import and bytes moved are progress.
+        self.budget = Budget(config.retry)
 
     async def run(self) -> ImageResult:
         """Every step with retries; fatal errors propagate, others are recorded."""
         try:
-            await run_unit(self.config.retry, self._attempt, self.result)
+            await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         finally:
             if self._reactivated:
                 with anyio.CancelScope(shield=True):  # never leave it active by accident
@@ -210,6 +212,8 @@ class StoreMove:
             if new in stores_of(image) and not importing and not image.get(IMPORT_LOCK):
                 return
             seen_importing |= importing
+            if importing:
+                self.budget.progress()  # glance is copying: waiting for it is not failing
             failed = new in stores_of(image, "os_glance_failed_import")
             if failed and not importing and (seen_importing or not failed_before):
                 raise ImportFailed(f"copy-image into {new} failed: {await self._task_message()}")
@@ -324,6 +328,7 @@ class StoreMove:
         carrier = found[0] if found else await self.client.create_image(carrier_body(self.image, CARRIER_KEY))
         if carrier.get("status") == "queued":
             async with self.limits.upload_slot():
+                self.budget.progress()
                 await stream_data(
                     self.client,
                     self.client,
@@ -332,7 +337,7 @@ class StoreMove:
                     store=self.config.to_store,
                     verify="full",
                     on_started=lambda: None,
-                    on_bytes=lambda n: None,
+                    on_bytes=lambda n: self.budget.progress(),
                     bad_digests=self._bad_digests,
                     throttle=self.limits.throttle,
                 )

@@ -32,7 +32,7 @@ from .limits import Limits, Throttle
 from .metadata import create_body, differences, left_out
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .stream import Digest, close_quietly, pipeline
 
 __all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
@@ -125,12 +125,14 @@ class ImageTransfer:
         )
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
+        # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
+        self.budget = Budget(config.retry)
 
     # -- the unit of work -----------------------------------------------------
 
     async def run(self) -> ImageResult:
         """Run every step with retries; return the image's result (fatal errors propagate)."""
-        await run_unit(self.config.retry, self._attempt, self.result)
+        await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         return self.result
 
     async def plan(self) -> ImageResult:
@@ -218,6 +220,7 @@ class ImageTransfer:
     async def _stream(self) -> None:
         """Stream the source data into the destination, verifying on the fly."""
         async with self.limits.upload_slot():
+            self.budget.progress()  # waiting for a slot is not failing
             await self._stream_in_slot()
 
     async def _stream_in_slot(self) -> None:
@@ -235,6 +238,7 @@ class ImageTransfer:
         )
 
     def _on_bytes(self, n: int) -> None:
+        self.budget.progress()
         self._moved += n
         self.result.bytes = self._moved
         self.emit(BytesMoved(self.id, n))

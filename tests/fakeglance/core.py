@@ -310,6 +310,9 @@ class FakeGlance:
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        delay = self.faults.take_delay(request.method, self.relative_path(request))
+        if delay:
+            await asyncio.sleep(delay)
         failure = self.faults.take_http_failure(request.method, self.relative_path(request))
         if failure is None:
             return await handler(request)
@@ -319,7 +322,7 @@ class FakeGlance:
         if failure.echo:
             lines = [f"{request.method} {request.url}", *(f"{k}: {v}" for k, v in request.headers.items())]
             body = "\n".join([body, "", *lines])
-        return web.Response(status=failure.status, text=body, headers=headers)
+        return web.Response(status=failure.status, text=body, headers=headers, content_type=failure.content_type)
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
