@@ -3,18 +3,26 @@ summary, writes the report and maps errors to exit codes.
 
 The only module that prints or exits.  Exit codes (README, "Exit codes"):
 0 all done, 1 some images failed or conflicted, 2 bad usage or configuration,
-3 fatal (authentication, endpoint), 130 interrupted.
+3 fatal (authentication, endpoint, or an internal error outside any one image),
+4 incomplete (a listing failed part-way), 130 interrupted.
+
+Tracebacks never reach the console: an internal error's goes to a log file
+(:class:`ErrorLog`) whose path is printed once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,12 +31,12 @@ from rich.console import Console
 from .clouds import Cloud, load_cloud
 from .config import parse_size
 from .engine import copy_images
-from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
+from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse, redact
 from .identity import ProjectMap, load_project_map
-from .journal import default_journal_path
+from .journal import default_journal_path, state_dir
 from .options import build_parser, copy_config, move_config
 from .output import print_plan, print_summary, print_verify
-from .progress import Stats
+from .progress import Event, InternalError, Stats
 from .render import JsonRenderer, LineRenderer, RichRenderer
 from .report import RunResult, check_writable, write_report
 from .storemove import move_images
@@ -36,6 +44,51 @@ from .tuning import loop_options
 from .verify import verify_catalogs
 
 __all__ = ["build_parser", "main"]
+
+
+class ErrorLog:
+    """Writes the tracebacks of internal errors to a file in ``directory`` (created at
+    the first one) — never to the console; the CLI names the file once at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path: Path | None = None
+        self.count = 0
+        self.unwritable: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Record ``event`` if it is an :class:`InternalError`."""
+        if isinstance(event, InternalError):
+            self.count += 1
+            where = f"image {event.image_id}" if event.image_id else "the run"
+            self.write(f"{where}: {event.summary}", event.traceback)
+
+    def write(self, title: str, text: str) -> None:
+        """Append one entry (a title line and a traceback)."""
+        try:
+            if self.path is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+                self.path = self.directory / f"errors-{stamp}-{os.getpid()}.log"
+            with self.path.open("a") as fh:
+                fh.write(f"=== {dt.datetime.now().isoformat(timespec='seconds')} {title}\n{text}\n")
+        except OSError as exc:
+            self.unwritable = str(exc)
+
+    def note(self) -> str | None:
+        """The line naming the file, if anything was written (or could not be)."""
+        if not self.count:
+            return None
+        what = f"{self.count} internal error(s) — bugs, please report them"
+        if self.unwritable is not None or self.path is None:
+            return f"asyncmigrate: {what}; their tracebacks could not be written ({self.unwritable})"
+        return f"asyncmigrate: {what}; tracebacks written to {self.path}"
+
+
+def _error_dir(config: Any) -> Path:
+    """Where the error log goes: next to the journal, else the state directory."""
+    journal = getattr(config, "journal", None)
+    return journal.parent if journal is not None else state_dir()
 
 
 def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str) -> Any:
@@ -133,13 +186,19 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     config, job = await _prepare(args, console)
     stats = Stats()
     renderer = _renderer(args, console, stats)
+    errors = ErrorLog(_error_dir(config))
+
+    def emit(event: Event) -> None:
+        errors(event)
+        renderer(event)
+
     stop = anyio.Event()
     run: RunResult | None = None
     with renderer:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, stop, tg.cancel_scope, getattr(args, "grace", 0.0))
-                run = await job(renderer, stop)
+                run = await job(emit, stop)
                 tg.cancel_scope.cancel()  # the run is over: stop watching signals
         except BaseExceptionGroup as group:
             raise collapse(group) from group
@@ -150,6 +209,9 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
         print(_where_it_stopped(stats, run), file=sys.stderr)
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
+    note = errors.note()
+    if note is not None:
+        print(note, file=sys.stderr)
     return run
 
 
@@ -193,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         run = anyio.run(_run, args, console, backend="asyncio", backend_options=backend_options)
         return int(run.exit_code)
     except AsyncMigrateError as exc:
-        print(f"asyncmigrate: error: {exc}", file=sys.stderr)
+        print(f"asyncmigrate: error: {redact(str(exc))}", file=sys.stderr)
         return int(ExitCode.USAGE if exc.behaviour is Behaviour.USAGE else ExitCode.FATAL)
     except KeyboardInterrupt:
         print("asyncmigrate: interrupted; run the same command again to finish", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug outside any one image: one line here, the traceback in a file
+        log = ErrorLog(state_dir())
+        log.count = 1
+        log.write(f"the run: {type(exc).__name__}", redact("".join(traceback.format_exception(exc))))
+        print(f"asyncmigrate: internal error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        print(log.note(), file=sys.stderr)
+        return int(ExitCode.FATAL)

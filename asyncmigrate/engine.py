@@ -27,10 +27,12 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .clouds import Cloud
 from .config import CopyConfig
-from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
+from .containment import handle_contained
+from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
 from .limits import Limits
+from .metadata import size_of
 from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
@@ -130,7 +132,7 @@ async def journaled(
     if path is None:
         yield None
         return
-    journal = await Journal.open(path, command)
+    journal = await Journal.open(path, command, emit)
     emit(JournalOpened(str(path), len(journal.crashed_in_flight)))
     try:
         yield journal
@@ -153,7 +155,7 @@ async def _produce(
             async for image in images:
                 if stop.is_set():
                     return
-                size = int(image.get("size") or 0)
+                size = size_of(image)
                 await send.send(image)
                 count, total = count + 1, total + size
                 emit(ImageQueued(image["id"], image.get("name"), size))
@@ -181,7 +183,12 @@ async def _work(
                 return
             if journal is not None:
                 await journal.started(image)
-            result = missing_result(image) if image.get("status") == "missing" else await handle(image)
+            if image.get("status") == "missing":
+                result = missing_result(image)
+            else:
+                # Whatever handling one image raises ends that image only (fatal errors aside).
+                result = await handle_contained(image, handle, emit)
+            result.reason = redact(result.reason)
             if journal is not None:
                 result.resumed = image["id"] in journal.crashed_in_flight
                 await journal.done(result)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LATE_KEYS", "READ_ONLY", "carrier_body", "create_body", "differences", "left_out", "settable"]
+__all__ = [
+    "LATE_KEYS",
+    "READ_ONLY",
+    "carrier_body",
+    "create_body",
+    "differences",
+    "left_out",
+    "settable",
+    "size_of",
+]
 
 # Set by Glance itself, or links: never sent.
 READ_ONLY = frozenset(
@@ -43,6 +52,15 @@ RESERVED_PREFIXES = ("os_glance_",)
 # Settable, but only at the end of the copy (``protected`` would block a retry's
 # fix-ups; members are a separate API).
 LATE_KEYS = frozenset({"protected"})
+
+
+def size_of(image: Mapping[str, Any]) -> int:
+    """The image's ``size`` for counting and filtering; 0 when absent or not a number
+    (the image's own handling then fails it — the listing goes on)."""
+    try:
+        return int(image.get("size") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _is_left_out(key: str) -> bool:

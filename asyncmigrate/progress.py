@@ -20,6 +20,8 @@ __all__ = [
     "Event",
     "ImageDone",
     "ImageQueued",
+    "InternalError",
+    "JournalFailed",
     "JournalOpened",
     "ListingDone",
     "Retrying",
@@ -36,6 +38,31 @@ class JournalOpened:
 
     path: str
     crashed_in_flight: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalFailed:
+    """The journal could not be written (``reason``); the run goes on without it.
+
+    Emitted once: the journal is only a record, every image is decided from the
+    destination's real state anyway.
+    """
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InternalError:
+    """An unexpected exception (a bug) ended one image, or the listing (``image_id`` None).
+
+    ``traceback`` is the formatted traceback, secrets redacted: for a log file,
+    never for the console (the image's result says "internal error: …").
+    """
+
+    image_id: str | None
+    summary: str
+    traceback: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +116,17 @@ class ImageDone:
     result: ImageResult
 
 
-Event = JournalOpened | ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+Event = (
+    JournalOpened
+    | JournalFailed
+    | ImageQueued
+    | ListingDone
+    | TransferStarted
+    | BytesMoved
+    | Retrying
+    | ImageDone
+    | InternalError
+)
 Emit = Callable[[Event], None]
 
 

@@ -11,6 +11,7 @@ again — never deleted, because Glance never lets a deleted id be used again.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,19 +36,30 @@ from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
 from .stream import Digest, close_quietly, pipeline
 
-__all__ = ["ImageTransfer", "decide", "expected_digest", "same_data", "stream_data"]
+__all__ = ["ImageTransfer", "computable", "decide", "expected_digest", "same_data", "stream_data"]
 
 COPYABLE = frozenset({"active", "deactivated", "queued"})
 HAS_DATA = frozenset({"active", "deactivated"})
 BUSY = frozenset({"saving", "uploading", "importing"})
 
 
+def computable(algorithm: str) -> bool:
+    """Can this Python hash with ``algorithm`` for verification (FIPS hosts included)?"""
+    try:
+        hashlib.new(algorithm, usedforsecurity=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def expected_digest(image: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The (algorithm, hex digest) the source recorded: multihash, else md5."""
+    """The (algorithm, hex digest) a copy of ``image`` is verified with — the algorithm
+    actually checked: the multihash when this Python can compute it, else the md5
+    ``checksum``, else ``(None, None)`` (size only)."""
     algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
-    if algo and value:
+    if algo and value and computable(str(algo)):
         return str(algo), str(value)
-    if image.get("checksum"):
+    if image.get("checksum") and computable("md5"):
         return "md5", str(image["checksum"])
     return None, None
 
@@ -361,7 +373,9 @@ async def stream_data(
         try:
             await dst.upload(dest_id, _prepend(first, chunks), size=size, store=store)
         except AsyncMigrateError:
-            if isinstance(pipe.error, AsyncMigrateError):
+            # aiohttp reports a failing body as a lost connection: raise what really
+            # failed (ours, or a bug that must not pass for a transient error).
+            if isinstance(pipe.error, Exception):
                 raise pipe.error from None
             raise
     except StreamCorrupted as exc:
