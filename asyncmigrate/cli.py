@@ -207,6 +207,12 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     _output(args, console, run)
     if run.interrupted:
         print(_where_it_stopped(stats, run), file=sys.stderr)
+    elif run.incomplete is not None:
+        print(
+            f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
+            "run the same command again to finish",
+            file=sys.stderr,
+        )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
     note = errors.note()

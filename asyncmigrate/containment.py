@@ -9,20 +9,26 @@ aborting the work in flight.
   :class:`~asyncmigrate.progress.InternalError` event for the CLI to write to a
   log file.  Only fatal and usage errors (and cancellation) pass through: they
   are meant to stop the run.
+* :class:`Listing` wraps a listing (any async iterator of image records) so
+  that a failure part-way — after the client's own retries — *ends* it instead
+  of raising: the pool stops taking new images, the images in flight finish,
+  and the run ends *incomplete* (:attr:`Listing.incomplete`, carried by
+  :attr:`~asyncmigrate.report.RunResult.incomplete`, exit code 4).  A re-run
+  completes the job.  Fatal errors (authentication) still stop the run.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .errors import AsyncMigrateError, Behaviour, collapse, redact
 from .metadata import size_of
-from .progress import Emit, InternalError
+from .progress import Emit, InternalError, ListingFailed, ignore
 from .report import Action, ImageResult, Outcome
 
-__all__ = ["handle_contained", "internal_error"]
+__all__ = ["Listing", "handle_contained", "internal_error"]
 
 _STOPS_THE_RUN = (Behaviour.FATAL, Behaviour.USAGE)
 
@@ -62,3 +68,34 @@ async def handle_contained(
             size=size_of(image),
             reason=reason,
         )
+
+
+class Listing:
+    """A listing that ends early, instead of raising, when its cloud stops answering.
+
+    Iterate it once; afterwards :attr:`incomplete` says why it ended early (None:
+    it was complete).  ``what`` names it in that reason ("source listing").
+    """
+
+    def __init__(self, images: AsyncIterator[dict[str, Any]], what: str, emit: Emit = ignore) -> None:
+        self._images = images
+        self.what = what
+        self._emit = emit
+        self.incomplete: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        listed = 0
+        try:
+            async for image in self._images:
+                listed += 1
+                yield image
+        except AsyncMigrateError as exc:
+            if exc.behaviour in _STOPS_THE_RUN:
+                raise
+            self._ended(listed, redact(str(exc)))
+        except Exception as exc:  # a bug, or a page the code did not foresee
+            self._ended(listed, internal_error(exc, None, self._emit))
+
+    def _ended(self, listed: int, why: str) -> None:
+        self.incomplete = f"the {self.what} failed after {listed} images: {why}"
+        self._emit(ListingFailed(self.incomplete))

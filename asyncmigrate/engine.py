@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .clouds import Cloud
 from .config import CopyConfig
-from .containment import handle_contained
+from .containment import Listing, handle_contained
 from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
@@ -91,7 +91,7 @@ async def check_endpoint(client: GlanceClient, role: str) -> None:
 
 
 async def run_pool(
-    images: AsyncIterator[dict[str, Any]],
+    images: AsyncIterable[dict[str, Any]],
     handle: Handler,
     *,
     concurrency: int,
@@ -144,7 +144,7 @@ async def journaled(
 
 
 async def _produce(
-    images: AsyncIterator[dict[str, Any]],
+    images: AsyncIterable[dict[str, Any]],
     send: ObjectSendStream[dict[str, Any]],
     emit: Emit,
     stop: anyio.Event,
@@ -207,7 +207,9 @@ async def copy_images(
     """Copy the source cloud's images (or ``config.image_ids``) to the destination.
 
     Returns every image's result.  Per-image failures are recorded, never
-    raised; :class:`FatalError` (authentication, endpoint) stops the run.
+    raised; :class:`FatalError` (authentication, endpoint) stops the run; a
+    listing that fails part-way ends it ``incomplete`` once the images in
+    flight are done.
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
     started = time.monotonic()
@@ -226,17 +228,13 @@ async def copy_images(
             transfer = ImageTransfer(src, dst, image, config, emit, limits)
             return await (transfer.plan() if config.dry_run else transfer.run())
 
-        results = await run_pool(
-            select(list_images(src, config.image_ids), config.selection),
-            handle,
-            concurrency=config.concurrency,
-            emit=emit,
-            stop=stop,
-            journal=journal,
-        )
+        # A listing that fails part-way ends the intake; the images in flight finish.
+        listing = Listing(select(list_images(src, config.image_ids), config.selection), "source listing", emit)
+        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
+        incomplete=listing.incomplete,
     )

@@ -24,6 +24,7 @@ __all__ = [
     "JournalFailed",
     "JournalOpened",
     "ListingDone",
+    "ListingFailed",
     "Retrying",
     "Stats",
     "TransferStarted",
@@ -83,6 +84,14 @@ class ListingDone:
 
 
 @dataclasses.dataclass(frozen=True)
+class ListingFailed:
+    """A listing failed part-way (after its retries): no new image is taken, those
+    in flight finish, and the run ends incomplete with this ``reason``."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class TransferStarted:
     """A worker began moving an image's bytes."""
 
@@ -121,6 +130,7 @@ Event = (
     | JournalFailed
     | ImageQueued
     | ListingDone
+    | ListingFailed
     | TransferStarted
     | BytesMoved
     | Retrying

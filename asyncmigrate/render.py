@@ -32,6 +32,7 @@ from .progress import (
     JournalFailed,
     JournalOpened,
     ListingDone,
+    ListingFailed,
     Retrying,
     Stats,
     TransferStarted,
@@ -45,6 +46,7 @@ __all__ = [
     "failure_note",
     "human_bytes",
     "journal_note",
+    "listing_note",
     "resume_note",
     "retry_note",
 ]
@@ -78,6 +80,11 @@ def journal_note(event: JournalFailed) -> str:
         f"warning: journal {event.path} cannot be written ({redact(event.reason)}); going on without it "
         "(it is only a record: the destination decides what is done)"
     )
+
+
+def listing_note(event: ListingFailed) -> str:
+    """The line printed as soon as a listing fails part-way."""
+    return f"{redact(event.reason)}; taking no new image, finishing those in flight"
 
 
 def failure_note(result: ImageResult) -> str:
@@ -118,6 +125,8 @@ class RichRenderer:
             self.progress.console.print(resume_note(event), markup=False)
         elif isinstance(event, JournalFailed):
             self.progress.console.print(journal_note(event), markup=False)
+        elif isinstance(event, ListingFailed):
+            self.progress.console.print(listing_note(event), markup=False)
         elif isinstance(event, (ImageQueued, ListingDone)):
             total = self.stats.bytes_seen if self.stats.listing_done else None
             self.progress.update(self.overall, total=total)
@@ -167,6 +176,8 @@ class LineRenderer:
             print(resume_note(event), file=self.stream, flush=True)
         if isinstance(event, JournalFailed):
             print(journal_note(event), file=self.stream, flush=True)
+        if isinstance(event, ListingFailed):
+            print(listing_note(event), file=self.stream, flush=True)
         if isinstance(event, Retrying) and self.verbose:
             print(retry_note(event), file=self.stream, flush=True)
         if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
@@ -209,6 +220,8 @@ class JsonRenderer:
             self._line(event="resuming", journal=event.path, crashed_in_flight=event.crashed_in_flight)
         elif isinstance(event, JournalFailed):
             self._line(event="journal-failed", journal=event.path, reason=redact(event.reason))
+        elif isinstance(event, ListingFailed):
+            self._line(event="listing-failed", reason=redact(event.reason))
         elif isinstance(event, InternalError):
             self._line(event="internal-error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):

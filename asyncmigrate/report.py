@@ -82,6 +82,7 @@ class RunResult:
     seconds: float
     dry_run: bool = False
     interrupted: bool = False
+    incomplete: str | None = None  # why a listing ended early (the run must be run again)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -99,9 +100,11 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all done, 1 some images failed, 130 interrupted."""
+        """0 all done, 1 some images failed, 4 a listing failed part-way, 130 interrupted."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
+        if self.incomplete is not None:
+            return ExitCode.INCOMPLETE
         return ExitCode.IMAGES_FAILED if self.failed else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
@@ -119,6 +122,7 @@ class RunResult:
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
+            "incomplete": self.incomplete,
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

@@ -27,6 +27,7 @@ import anyio
 
 from .clouds import Cloud
 from .config import MoveConfig
+from .containment import Listing
 from .errors import (
     AsyncMigrateError,
     Behaviour,
@@ -426,12 +427,12 @@ async def move_images(
                 if config.image_ids or config.from_store in stores_of(image):
                     yield image
 
-        results = await run_pool(
-            wanted(), handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal
-        )
+        listing = Listing(wanted(), "listing", emit)  # a failure part-way ends the intake only
+        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
+        incomplete=listing.incomplete,
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from .clouds import Cloud
 from .config import CopyConfig
+from .containment import Listing
 from .engine import check_endpoint, list_images, run_pool
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
@@ -96,14 +97,13 @@ async def verify_catalogs(
             result.reason = "; ".join(problems)
             return result
 
-        results = await run_pool(
-            select(list_images(src, config.image_ids), config.selection),
-            handle,
-            concurrency=config.concurrency,
-            emit=emit,
-        )
-        if not config.image_ids:
-            async for other in list_images(dst, ()):
+        source = Listing(select(list_images(src, config.image_ids), config.selection), "source listing", emit)
+        results = await run_pool(source, handle, concurrency=config.concurrency, emit=emit)
+        incomplete = source.incomplete
+        # Extras only make sense against a complete source listing.
+        if not config.image_ids and incomplete is None:
+            extras = Listing(list_images(dst, ()), "destination listing", emit)
+            async for other in extras:
                 if other["id"] not in seen and config.selection.wants(other):
                     results.append(
                         ImageResult(
@@ -114,4 +114,5 @@ async def verify_catalogs(
                             reason="only at the destination",
                         )
                     )
-    return RunResult(images=results, seconds=time.monotonic() - started)
+            incomplete = extras.incomplete
+    return RunResult(images=results, seconds=time.monotonic() - started, incomplete=incomplete)
