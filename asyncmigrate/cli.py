@@ -85,6 +85,15 @@ class ErrorLog:
         return f"asyncmigrate: {what}; tracebacks written to {self.path}"
 
 
+class _Redacting(logging.Filter):
+    """Rewrites every log record's message through :func:`redact` (third-party
+    libraries log under -v too; a credential must not reach the console that way)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
 def _error_dir(config: Any) -> Path:
     """Where the error log goes: next to the journal, else the state directory."""
     journal = getattr(config, "journal", None)
@@ -248,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_Redacting())
         # keystoneauth warns (e.g. "Failed to discover available identity versions") right
         # before raising what we report anyway, in one line.
         logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ExitCode
+from .errors import ExitCode, redact
 
 __all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
 
@@ -71,6 +71,7 @@ class ImageResult:
         """The JSON form written to the report."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        data["reason"] = redact(self.reason)  # reasons quote servers: never a credential in the file
         return data
 
 
@@ -122,7 +123,7 @@ class RunResult:
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
-            "incomplete": self.incomplete,
+            "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

@@ -37,6 +37,7 @@ from .errors import (
     ImageError,
     UsageError,
     VerificationError,
+    redact,
 )
 from .glance import GlanceClient, open_glance
 from .limits import Limits
@@ -187,8 +188,12 @@ class StoreMove:
         if start:
             try:
                 await self.client.import_image(self.id, "copy-image", [new])
-            except ClientStatusError as exc:  # 400: already there (a race with another run)
-                if exc.status != 400:
+            except ClientStatusError as exc:
+                # 400 "already present at store" is a race with another run; any other 400
+                # (e.g. a store URI glance cannot parse) must fail, not wait for an import
+                # that never started.
+                fresh = await self.client.get_image(self.id) if exc.status == 400 else None
+                if fresh is None or new not in stores_of(fresh):
                     raise
             except ConflictStatus as exc:
                 # 409: another import holds the image's lock, or NEW is unknown.
@@ -239,7 +244,8 @@ class StoreMove:
         task = await self._latest_task()
         if task is None:
             return "no task recorded"
-        return str(task.get("message") or task.get("status") or "unknown")
+        # Glance's task messages quote store URIs, credentials included.
+        return redact(str(task.get("message") or task.get("status") or "unknown"))
 
     async def _store_ids(self) -> list[str]:
         return [s["id"] for s in await self.client.stores_info() or []]
