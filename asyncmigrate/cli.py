@@ -105,12 +105,21 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
         if args.journal is not None:
             raise UsageError("--journal and --no-journal contradict each other")
         return config
-    return dataclasses.replace(config, journal=args.journal or default_journal_path(command, *key))
+    default = default_journal_path(command, *key, shard=config.selection.shard)
+    return dataclasses.replace(config, journal=args.journal or default)
 
 
-async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: float) -> None:
+def _changes_nothing(args: argparse.Namespace) -> str | None:
+    """The command's name when it writes nothing anywhere (plan, verify, a dry run)."""
+    if args.command in ("plan", "verify") or getattr(args, "dry_run", False):
+        return " ".join(filter(None, [args.command, getattr(args, "job", None)]))
+    return None
+
+
+async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: float, readonly: str | None) -> None:
     """First Ctrl-C/SIGTERM: take no new image, give those in flight ``grace``
-    seconds, then abort them; a second signal aborts at once."""
+    seconds, then abort them; a second signal aborts at once.  A command that
+    changes nothing (``readonly`` names it) has nothing to finish: it stops at once."""
 
     async def abort_after_grace() -> None:
         await anyio.sleep(grace)
@@ -120,6 +129,11 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: flo
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
             async for _ in signals:
+                if readonly is not None:
+                    stop.set()
+                    print(f"asyncmigrate: {readonly} changes nothing: stopping now", file=sys.stderr)
+                    scope.cancel()
+                    return
                 if stop.is_set():
                     print("asyncmigrate: second signal: aborting now", file=sys.stderr)
                     scope.cancel()
@@ -206,7 +220,8 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     with renderer:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, stop, tg.cancel_scope, getattr(args, "grace", 0.0))
+                grace = getattr(args, "grace", 0.0)
+                tg.start_soon(_watch_signals, stop, tg.cancel_scope, grace, _changes_nothing(args))
                 run = await job(emit, stop)
                 tg.cancel_scope.cancel()  # the run is over: stop watching signals
         except BaseExceptionGroup as group:
@@ -214,7 +229,13 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     if run is None:  # aborted: build what is known from the progress events
         run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
     _output(args, console, run)
-    if run.interrupted:
+    if run.interrupted and _changes_nothing(args):
+        print(
+            f"asyncmigrate: interrupted after {stats.done} images; nothing was changed; run the same command "
+            "again for all of them",
+            file=sys.stderr,
+        )
+    elif run.interrupted:
         print(_where_it_stopped(stats, run), file=sys.stderr)
     elif run.incomplete is not None:
         print(

@@ -28,17 +28,25 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing, handle_contained
-from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse, redact
+from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, UsageError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal
 from .limits import Limits
 from .metadata import size_of
 from .progress import Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
-from .selection import select
+from .selection import Selection, select
 from .transfer import ImageTransfer
 
-__all__ = ["check_endpoint", "copy_images", "journaled", "list_images", "missing_result", "run_pool"]
+__all__ = [
+    "check_endpoint",
+    "check_store_filter",
+    "copy_images",
+    "journaled",
+    "list_images",
+    "missing_result",
+    "run_pool",
+]
 
 # The default listing hides hidden images and others' community images, and
 # shows only accepted shares; these two passes together return every image.
@@ -88,6 +96,24 @@ async def check_endpoint(client: GlanceClient, role: str) -> None:
         if exc.behaviour is Behaviour.FATAL:
             raise
         raise EndpointError(f"{role} cloud {client.cloud.name!r} is not usable: {exc}") from exc
+
+
+async def check_store_filter(client: GlanceClient, selection: Selection) -> None:
+    """``--store`` names stores of ``client``'s cloud: a usage error (before anything is
+    done) when that cloud has no stores — its images would silently all be left out —
+    or when a named store does not exist there."""
+    if not selection.stores:
+        return
+    stores = await client.stores_info()
+    if stores is None:
+        raise UsageError(
+            f"--store: cloud {client.cloud.name!r} is not multi-store (GET /v2/info/stores: 404), "
+            "so its images have no stores to select by; leave --store out"
+        )
+    ids = sorted(str(s["id"]) for s in stores)
+    for store in sorted(selection.stores):
+        if store not in ids:
+            raise UsageError(f"--store: unknown store {store!r}; cloud {client.cloud.name!r} has: {', '.join(ids)}")
 
 
 async def run_pool(
@@ -222,6 +248,7 @@ async def copy_images(
     ):
         await check_endpoint(src, "source")
         await check_endpoint(dst, "destination")
+        await check_store_filter(src, config.selection)
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
         async def handle(image: dict[str, Any]) -> ImageResult:

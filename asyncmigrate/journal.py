@@ -66,10 +66,16 @@ def state_dir() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "asyncmigrate"
 
 
-def default_journal_path(command: str, *endpoints: str) -> Path:
-    """``<state dir>/<command>-<hash of the endpoints>.sqlite``."""
+def default_journal_path(command: str, *endpoints: str, shard: tuple[int, int] | None = None) -> Path:
+    """``<state dir>/<command>-<hash of the endpoints>[-shardKofN].sqlite``.
+
+    Each shard has its own: shards of one job often run on one host, and a
+    journal shared by two live runs would show each one the other's images in
+    flight as a killed run's leftovers.
+    """
     key = hashlib.sha256("\n".join(endpoints).encode()).hexdigest()[:16]
-    return state_dir() / f"{command}-{key}.sqlite"
+    suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    return state_dir() / f"{command}-{key}{suffix}.sqlite"
 
 
 class Journal:

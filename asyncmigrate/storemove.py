@@ -404,7 +404,7 @@ async def move_images(
 
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
-    from .engine import check_endpoint, journaled, list_images, run_pool
+    from .engine import check_endpoint, check_store_filter, journaled, list_images, run_pool
 
     started = time.monotonic()
     async with (
@@ -419,6 +419,7 @@ async def move_images(
     ):
         await check_endpoint(client, "the")
         await check_stores(client, config)
+        await check_store_filter(client, config.selection)
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
         async def handle(image: dict[str, Any]) -> ImageResult:

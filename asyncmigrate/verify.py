@@ -15,7 +15,7 @@ from typing import Any
 from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing
-from .engine import check_endpoint, list_images, run_pool
+from .engine import check_endpoint, check_store_filter, list_images, run_pool
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -79,6 +79,7 @@ async def verify_catalogs(
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
         await check_endpoint(src, "source")
         await check_endpoint(dst, "destination")
+        await check_store_filter(src, config.selection)
         seen: set[str] = set()
 
         async def handle(image: dict[str, Any]) -> ImageResult:
