@@ -289,6 +289,15 @@ class GlanceClient:
             return {}
         return {str(s["id"]): str(s.get("type", "")) for s in (body or {}).get("stores", [])}
 
+    async def import_methods(self) -> list[str]:
+        """``GET /v2/info/import``: the import methods the cloud enables ([] if it does not say)."""
+        try:
+            body = await self._call("GET", "/v2/info/import")
+        except NotFound:
+            return []
+        methods = ((body or {}).get("import-methods") or {}).get("value") or []
+        return [str(m) for m in methods]
+
     async def import_image(self, image_id: str, method: str, stores: list[str]) -> None:
         """``POST /v2/images/{id}/import`` (e.g. ``copy-image`` into ``stores``); 202."""
         body = {"method": {"name": method}, "stores": stores}

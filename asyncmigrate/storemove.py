@@ -16,6 +16,11 @@ what is left):
     original (``PATCH add /locations/-``) → remove the original's OLD
     location (never its last one).  The original keeps its id and
     attributes; the carrier shares its data and must never be deleted.
+    Glance refuses to add a location whose size is 0 (every version since at
+    least queens: ``glance/location.py`` ``_check_location_uri`` wants
+    ``size_from_backend > 0``), so a 0-byte image is moved with copy-image when
+    the cloud enables it (``GET /v2/info/import``), and fails with that reason
+    when it does not.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ from .transfer import expected_digest, same_data, stream_data
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
 CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
+ZERO_SIZE_LOCATION = (
+    'Glance refuses to add a location whose size is 0 ("400 Invalid location": glance/location.py '
+    "accepts only locations whose size is above 0)"
+)
 IMPORT_LOCK = "os_glance_import_task"  # set by glance while an import task holds the image
 
 
@@ -110,8 +119,11 @@ class StoreMove:
         config: MoveConfig,
         emit: Emit,
         limits: Limits | None = None,
+        *,
+        copy_image_enabled: bool = True,
     ) -> None:
         self.client = client
+        self.copy_image_enabled = copy_image_enabled  # GET /v2/info/import lists it
         self.limits = limits or Limits()
         self.image = image
         self.config = config
@@ -137,6 +149,9 @@ class StoreMove:
     def plan(self) -> ImageResult:
         """Dry run: what would be done, from the listing alone."""
         action, reason = plan_move(self.image, self.config)
+        if action in (Action.MOVE, Action.DROP_OLD) and self._zero_by_location():
+            how = "moved with copy-image" if self.copy_image_enabled else "cannot be moved: copy-image is not enabled"
+            reason = f"0-byte image: {how} ({ZERO_SIZE_LOCATION})"
         self.result.action, self.result.reason, self.result.outcome = action, reason, Outcome.PLANNED
         if action in (Action.MOVE, Action.COPY):
             self.result.bytes = self.size
@@ -155,14 +170,15 @@ class StoreMove:
         if action in (Action.SKIP, Action.NONE):
             self.result.outcome = Outcome.SKIPPED
             return
+        method = self._method()
         if self.image.get("status") == "deactivated":
             await self.client.reactivate(self.id)
             self._reactivated = True
         before = dict(self.image)
-        location_swap_left = action == Action.DROP_OLD and self.config.method == "location"
+        location_swap_left = action == Action.DROP_OLD and method == "location"
         if action in (Action.MOVE, Action.COPY, Action.WAIT) or location_swap_left:
             self.emit(TransferStarted(self.id, self.image.get("name"), self.size))
-            if self.config.method == "location":
+            if method == "location":
                 await self._via_location()
             else:
                 await self._copy_image(start=action != Action.WAIT)
@@ -172,12 +188,29 @@ class StoreMove:
         if self.config.keep_source:
             self.result.outcome = Outcome.COPIED
             return
-        if self.config.method == "copy-image":
+        if method == "copy-image":
             await self._drop_old()
         if self.config.verify_download:
             await self._verify_download()
         self.result.outcome = Outcome.MOVED
-        self.result.reason = ""
+        self.result.reason = (
+            "" if method == self.config.method else f"0-byte image moved with copy-image: {ZERO_SIZE_LOCATION}"
+        )
+
+    def _zero_by_location(self) -> bool:
+        return self.config.method == "location" and self.image.get("size") == 0
+
+    def _method(self) -> str:
+        """How this image moves: as configured, except a 0-byte image by location, which
+        only copy-image can move (a failure, with the reason, where it is not enabled)."""
+        if not self._zero_by_location():
+            return self.config.method
+        if not self.copy_image_enabled:
+            raise ImageError(
+                f"0-byte image: --method location cannot move it — {ZERO_SIZE_LOCATION}; enable the copy-image "
+                "import method (enabled_import_methods in glance-api.conf) to move it"
+            )
+        return "copy-image"
 
     # -- copy-image --------------------------------------------------------------
 
@@ -422,8 +455,11 @@ async def move_images(
         await check_store_filter(client, config.selection)
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
 
+        # Glance refuses 0-byte locations: --method location moves those with copy-image, if enabled.
+        copy_image = config.method == "copy-image" or "copy-image" in await client.import_methods()
+
         async def handle(image: dict[str, Any]) -> ImageResult:
-            move = StoreMove(client, image, config, emit, limits)
+            move = StoreMove(client, image, config, emit, limits, copy_image_enabled=copy_image)
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:

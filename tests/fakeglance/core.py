@@ -84,9 +84,12 @@ class FakeGlance:
         show_multiple_locations: bool = False,
         import_methods: Iterable[str] = ("glance-direct", "web-download", "copy-image"),
         chunk_size: int = 65536,
+        store_types: Mapping[str, str] | None = None,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.stores: dict[str, str] = dict(stores or {})
+        self.store_types: dict[str, str] = dict(store_types or {})
+        """Driver type per store as ``/v2/info/stores/detail`` shows it (default ``file``)."""
         self.default_store = default_store or next(iter(self.stores), None)
         if self.stores and self.default_store not in self.stores:
             raise ValueError(f"default store {default_store!r} is not one of {list(self.stores)}")

@@ -102,14 +102,15 @@ class _StoresApi:
         return web.json_response({"stores": listed})
 
     async def info_stores_detail(self, request: web.Request) -> web.Response:
-        # Admin only in glance; every fake store is a filesystem store.
+        # Admin only in glance; a store's type is a filesystem store unless store_types says.
         if not self.fake.multi_store:
             raise fail(404, "Multi backend is not supported at this site.")
         if not self.fake.identity(request).is_admin:
             raise fail(403, "You are not authorized to list store details.")
         listed = []
         for store_id, description in self.fake.stores.items():
-            entry: dict[str, Any] = {"id": store_id, "type": "file", "properties": {}}
+            kind = self.fake.store_types.get(store_id, "file")
+            entry: dict[str, Any] = {"id": store_id, "type": kind, "properties": {}}
             if description:
                 entry["description"] = description
             if store_id == self.fake.default_store:
