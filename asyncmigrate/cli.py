@@ -230,25 +230,36 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
         run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
     _output(args, console, run)
     if run.interrupted and _changes_nothing(args):
-        print(
+        _notice(
+            args,
+            "interrupted",
             f"asyncmigrate: interrupted after {stats.done} images; nothing was changed; run the same command "
             "again for all of them",
-            file=sys.stderr,
         )
     elif run.interrupted:
-        print(_where_it_stopped(stats, run), file=sys.stderr)
+        _notice(args, "interrupted", _where_it_stopped(stats, run))
     elif run.incomplete is not None:
-        print(
+        _notice(
+            args,
+            "incomplete",
             f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
             "run the same command again to finish",
-            file=sys.stderr,
         )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
     note = errors.note()
     if note is not None:
-        print(note, file=sys.stderr)
+        _notice(args, "internal-errors", note, log=str(errors.path) if errors.path else None)
     return run
+
+
+def _notice(args: argparse.Namespace, event: str, text: str, **fields: Any) -> None:
+    """An end-of-run line on stderr: plain text, or one JSON object with --log-format json."""
+    if args.log_format == "json":
+        line = {"event": event, "message": text.removeprefix("asyncmigrate: "), **fields}
+        print(json.dumps(line), file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
 
 
 def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:

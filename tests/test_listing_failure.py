@@ -87,3 +87,20 @@ async def test_verify_destination_listing_failure_is_incomplete(clouds: Clouds) 
     assert {r.outcome for r in run.images} == {"match"}
     assert run.incomplete is not None and "destination listing failed" in run.incomplete
     assert int(run.exit_code) == 4
+
+
+async def test_json_logs_stay_one_object_per_line_when_incomplete(clouds: Clouds) -> None:
+    """--log-format json: the listing failure and the incomplete end are JSON lines like the rest."""
+    _catalog(clouds, 2)
+    clouds.src.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=2)
+    code, out, err = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--log-format", "json", "--retries", "1",
+        clouds_yaml=clouds.clouds_yaml,
+    )  # fmt: skip
+    assert code == 4, err
+    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert [e["event"] for e in events if e["event"] in ("listing-failed", "incomplete")] == [
+        "listing-failed",
+        "incomplete",
+    ]
+    assert json.loads(out)["incomplete"].startswith("the source listing failed")
