@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
+
+import anyio
 
 from .errors import UsageError
 from .identity import ProjectMap
@@ -56,11 +60,16 @@ def parse_size(text: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """How one unit of work (an image transfer, a request) is retried.
+    """How one unit of work (an image, a request) is retried.
 
-    Exponential backoff with jitter between ``wait_initial`` and ``wait_max``,
-    honouring a server's ``Retry-After`` (capped at ``wait_max``); stops at
-    ``attempts`` tries or after ``deadline`` seconds, whichever comes first.
+    At most ``attempts`` attempts.  Between them, exponential backoff with
+    jitter (``wait_initial × 2ⁿ`` plus up to ``wait_jitter``, at most
+    ``wait_max``), or the server's ``Retry-After`` when it sends one.
+    ``deadline`` is a budget of time spent *failing and waiting* — the waits,
+    and each failed attempt's time since its last progress — not the unit's
+    total time: a long transfer that keeps moving bytes never spends it
+    (``--retry-deadline``; :mod:`asyncmigrate.retry` says exactly what counts).
+    ``sleep`` and ``clock`` are injectable so tests never wait.
     """
 
     attempts: int = 5
@@ -68,6 +77,8 @@ class RetryPolicy:
     wait_initial: float = 0.5
     wait_max: float = 30.0
     wait_jitter: float = 1.0
+    sleep: Callable[[float], Awaitable[None]] = dataclasses.field(default=anyio.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = dataclasses.field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from .capabilities import Capabilities, discover
 from .catalog import DestinationIndex, list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
-from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse
+from .containment import Listing, handle_contained
+from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal, pair_key
 from .limits import Limits
+from .metadata import size_of
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
@@ -47,6 +49,7 @@ __all__ = [
     "list_images",
     "missing_result",
     "open_cloud",
+    "read_index",
     "run_pool",
 ]
 
@@ -102,6 +105,17 @@ async def open_cloud(client: GlanceClient, role: str) -> Capabilities:
         raise EndpointError(f"{role} cloud {client.cloud.name!r}: cannot discover its Glance: {exc}") from exc
 
 
+async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
+    """The destination's catalog (:func:`~asyncmigrate.catalog.load_index`), read before any
+    image starts: a failure is fatal and nothing has been done."""
+    try:
+        return await load_index(client, caps)
+    except AsyncMigrateError as exc:
+        if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
+            raise
+        raise EndpointError(f"cannot read the destination's catalog (nothing was done): {exc}") from exc
+
+
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
     """Flags that name stores must fit the clouds: a one-line usage error before anything is done."""
     for store in sorted(config.selection.stores):
@@ -111,7 +125,7 @@ def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) ->
 
 
 async def run_pool(
-    images: AsyncIterator[dict[str, Any]],
+    images: AsyncIterable[dict[str, Any]],
     handle: Handler,
     *,
     concurrency: int,
@@ -152,7 +166,7 @@ async def journaled(
     if path is None:
         yield None
         return
-    journal = await Journal.open(path, command)
+    journal = await Journal.open(path, command, emit)
     emit(JournalOpened(str(path), len(journal.crashed_in_flight)))
     try:
         yield journal
@@ -164,7 +178,7 @@ async def journaled(
 
 
 async def _produce(
-    images: AsyncIterator[dict[str, Any]],
+    images: AsyncIterable[dict[str, Any]],
     send: ObjectSendStream[dict[str, Any]],
     emit: Emit,
     stop: anyio.Event,
@@ -175,7 +189,7 @@ async def _produce(
             async for image in images:
                 if stop.is_set():
                     return
-                size = int(image.get("size") or 0)
+                size = size_of(image)
                 await send.send(image)
                 count, total = count + 1, total + size
                 emit(ImageQueued(image["id"], image.get("name"), size))
@@ -203,7 +217,12 @@ async def _work(
                 return
             if journal is not None:
                 await journal.started(image)
-            result = missing_result(image) if image.get("status") == "missing" else await handle(image)
+            if image.get("status") == "missing":
+                result = missing_result(image)
+            else:
+                # Whatever handling one image raises ends that image only (fatal errors aside).
+                result = await handle_contained(image, handle, emit)
+            result.reason = redact(result.reason)
             if journal is not None:
                 result.resumed = image["id"] in journal.crashed_in_flight
                 await journal.done(result)
@@ -222,7 +241,9 @@ async def copy_images(
     """Copy the source cloud's images (or ``config.image_ids``) to the destination.
 
     Returns every image's result.  Per-image failures are recorded, never
-    raised; :class:`FatalError` (authentication, endpoint) stops the run.
+    raised; :class:`FatalError` (authentication, endpoint) stops the run; a
+    listing that fails part-way ends it ``incomplete`` once the images in
+    flight are done.
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
     started = time.monotonic()
@@ -242,7 +263,7 @@ async def copy_images(
             config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout
         )
         # Named images are read one by one; a whole catalog is decided from one listing.
-        index = None if config.image_ids else await load_index(dst, dst_caps)
+        index = None if config.image_ids else await read_index(dst, dst_caps)
 
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
 
@@ -255,14 +276,11 @@ async def copy_images(
                 await journal.remember(pair, image)  # the record sync's removed images come from
             return result
 
-        results = await run_pool(
-            select(list_images(src, src_caps, config.image_ids), config.selection),
-            handle,
-            concurrency=config.concurrency,
-            emit=emit,
-            stop=stop,
-            journal=journal,
+        # A listing that fails part-way ends the intake; the images in flight finish.
+        listing = Listing(
+            select(list_images(src, src_caps, config.image_ids), config.selection), "source listing", emit
         )
+        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
         if journal is not None:
             await journal.flush_record()
     return RunResult(
@@ -274,4 +292,5 @@ async def copy_images(
             "source": src_caps.describe(),
             "destination": {**dst_caps.describe(), "upload_method": uploader.method},
         },
+        incomplete=listing.incomplete,
     )

@@ -13,6 +13,7 @@ for configuration and authentication) and chained with ``raise ... from exc``.
     │   ├── AuthenticationError                             credentials refused, token not renewable
     │   └── EndpointError                                   no image endpoint, endpoint unreachable
     ├── TransportError                     RETRY            connection refused/reset, idle timeout
+    ├── UnexpectedResponse                 RETRY            a 2xx that is not Glance's (a proxy's HTML page)
     ├── HTTPStatusError                    (by status)      any non-2xx answer
     │   ├── Unauthorized          401      RETRY            token expired: re-authenticate, retry
     │   ├── Forbidden             403      IMAGE
@@ -29,13 +30,18 @@ for configuration and authentication) and chained with ``raise ... from exc``.
 
 ``RETRY`` errors are retried with backoff within an attempt cap and a deadline;
 when retries run out they are recorded against the image like ``IMAGE`` errors.
-``FATAL`` errors stop the whole run.  Messages never contain a token or a
-secret-bearing URL: URLs are reduced to scheme, host, port and path.
+``FATAL`` errors stop the whole run.  Anything else raised while one image
+is handled (a bug) ends that image as an *internal error*; the run goes on.
+
+Messages never contain a token or a secret: URLs are reduced to scheme, host,
+port and path, and every text that comes from a server (error bodies, task
+messages) goes through :func:`redact` at the boundary that reads it.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -58,9 +64,11 @@ __all__ = [
     "StreamCorrupted",
     "TransportError",
     "Unauthorized",
+    "UnexpectedResponse",
     "UsageError",
     "VerificationError",
     "collapse",
+    "redact",
     "redact_url",
     "status_error",
 ]
@@ -82,6 +90,7 @@ class ExitCode(enum.IntEnum):
     IMAGES_FAILED = 1
     USAGE = 2
     FATAL = 3
+    INCOMPLETE = 4  # a listing failed part-way: run the same command again
     INTERRUPTED = 130
 
 
@@ -108,6 +117,41 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if exc.behaviour is behaviour:
                 return exc
     return ours[0] if ours else leaves[0] if leaves else group
+
+
+# URL userinfo: scheme://user:password@host → scheme://***@host.  Greedy up to the
+# last "@" of the token: S3 secret keys may contain "/" and "+".
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s\"'<>]*@")
+# name=value where the name says it is a credential (query strings, config lines,
+# store URIs' parameters): the value goes.
+_ASSIGNED = re.compile(
+    r"(?P<name>\b[\w.\-]*(?:password|passwd|secret|token|credentials?|access_key|_key|api_key)\b)"
+    r"(?P<sep>\s*=\s*)(?P<value>[^\s\"'&;,]+)",
+    re.IGNORECASE,
+)
+# Headers and JSON keys that only ever hold credentials: "X-Auth-Token: …", "password": "…".
+_LABELLED = re.compile(
+    r"(?P<name>\b(?:x-auth-token|x-subject-token|x-service-token|authorization|password|secret|"
+    r"secret_key|access_key|aws_secret_access_key|aws_access_key_id|application_credential_secret|token)"
+    r"[\"']?)(?P<sep>\s*:\s*[\"']?)(?P<value>[^\s\"',}]+)",
+    re.IGNORECASE,
+)
+# AWS access key ids anywhere (AKIA… long-term, ASIA… temporary).
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: URL userinfo, ``name=value`` and ``Name: value``
+    credentials, AWS access key ids.
+
+    Applied to everything a server sends back that we show (error bodies, task
+    messages) at the boundary that reads it, and again to every reason the
+    report, the console or a log receives.  It over-redacts rather than under.
+    """
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
+    text = _ASSIGNED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
+    text = _LABELLED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
+    return _AWS_KEY_ID.sub("***", text)
 
 
 def redact_url(url: str) -> str:
@@ -157,7 +201,23 @@ class TransportError(AsyncMigrateError):
         self.method = method
         self.url = redact_url(url) if url else ""
         where = f" ({method} {self.url})" if url else ""
-        super().__init__(f"{message}{where}")
+        super().__init__(f"{redact(message)}{where}")
+
+
+class UnexpectedResponse(AsyncMigrateError):
+    """A 2xx answer that is not what Glance sends: a body that is not JSON (a load
+    balancer's maintenance page answering 200 text/html), or JSON of the wrong shape.
+
+    Transient: whatever stands in front of Glance will usually step aside.
+    """
+
+    behaviour = Behaviour.RETRY
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        self.method = method
+        self.url = redact_url(url) if url else ""
+        where = f" on {method} {self.url}" if url else ""
+        super().__init__(f"unexpected answer{where}: {redact(message)}")
 
 
 class HTTPStatusError(AsyncMigrateError):
@@ -181,10 +241,10 @@ class HTTPStatusError(AsyncMigrateError):
         self.method = method
         self.url = redact_url(url)
         self.request_id = request_id
-        self.detail = detail
+        self.detail = redact(detail)
         self.retry_after = retry_after
         rid = f" [request-id {request_id}]" if request_id else ""
-        det = f": {detail}" if detail else ""
+        det = f": {self.detail}" if detail else ""
         super().__init__(f"HTTP {status} on {method} {self.url}{rid}{det}")
 
 

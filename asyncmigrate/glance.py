@@ -10,6 +10,7 @@ stages between them without holding an image in memory.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -25,10 +26,12 @@ from .errors import (
     NotFound,
     TransportError,
     Unauthorized,
+    UnexpectedResponse,
+    redact,
     status_error,
 )
 from .rawget import RawDownload, raw_get
-from .retry import retrying
+from .retry import retried
 
 __all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
 
@@ -38,8 +41,8 @@ _TAG_RE = re.compile(r"<[^>]+>")
 
 
 def _detail(text: str) -> str:
-    """A short, tag-free excerpt of an error body."""
-    text = _TAG_RE.sub(" ", text)
+    """A short, tag-free excerpt of a body, credentials redacted (Glance echoes store URIs)."""
+    text = _TAG_RE.sub(" ", redact(text))
     return " ".join(text.split())[:200]
 
 
@@ -84,6 +87,25 @@ async def _raise_for_status(resp: aiohttp.ClientResponse, method: str) -> None:
         detail=_detail(_scrub(body, resp.request_info.headers.get("X-Auth-Token"))),
         retry_after=_retry_after(resp.headers),
     )
+
+
+def _not_glance(resp: aiohttp.ClientResponse, method: str, body: bytes, why: str) -> UnexpectedResponse:
+    """A 2xx that Glance would not send (e.g. a maintenance page answering 200 text/html)."""
+    text = _detail(_scrub(body.decode(errors="replace"), resp.request_info.headers.get("X-Auth-Token")))
+    return UnexpectedResponse(
+        f"HTTP {resp.status} {resp.content_type}, {why}: {text}", method=method, url=str(resp.url)
+    )
+
+
+def _json_object(resp: aiohttp.ClientResponse, method: str, body: bytes) -> dict[str, Any]:
+    """The body as the JSON object every Glance v2 answer is, or UnexpectedResponse (retried)."""
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise _not_glance(resp, method, body, "not JSON") from exc
+    if not isinstance(value, dict):
+        raise _not_glance(resp, method, body, "not a JSON object")
+    return value
 
 
 class Download:
@@ -182,16 +204,14 @@ class GlanceClient:
                     body = await resp.read()
                     if not body:
                         return resp.status, None
-                    return resp.status, await resp.json(content_type=None)
+                    return resp.status, _json_object(resp, method, body)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
         """A request whose 401-after-reauth is fatal, and whose GETs are retried."""
         try:
             if method == "GET":
-                async for attempt in retrying(self._retry):
-                    with attempt:
-                        return (await self._send(method, path, **kw))[1]
+                return (await retried(self._retry, lambda _n: self._send(method, path, **kw)))[1]
             return (await self._send(method, path, **kw))[1]
         except Unauthorized as exc:
             raise AuthenticationError(f"cloud {self.cloud.name!r} refused a renewed token ({exc})") from exc
@@ -348,6 +368,10 @@ class GlanceClient:
                     await self.cloud.invalidate(auth)
                     continue
                 await _raise_for_status(resp, "GET")
+                if resp.content_type == "text/html":  # image data is never HTML: a proxy's page
+                    with _translating("GET", url):
+                        page = await resp.content.read(4096)
+                    raise _not_glance(resp, "GET", page, "not image data")
                 yield Download(resp, self._chunk_size)
                 return
             finally:
@@ -400,6 +424,10 @@ class GlanceClient:
                 if resp.status == 401:
                     await self.cloud.invalidate(headers)
                 await _raise_for_status(resp, "PUT")
+                answer = await resp.read()
+                if answer.strip() and "json" not in resp.content_type:
+                    # Glance answers 204; a page means something else took the request.
+                    raise _not_glance(resp, "PUT", answer, "not Glance's answer to an upload")
 
 
 def client_options(config: Any) -> dict[str, Any]:

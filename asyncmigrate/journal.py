@@ -21,10 +21,14 @@ What it is not: the truth.  Every image is re-decided from the destination's
 real state on every run (the destination wins), so a journal that lost its
 last entries (``synchronous=NORMAL`` may drop the last commits on power loss,
 never corrupt the file) or that was deleted costs nothing but the history.
+That is also why a write that fails mid-run (a full disk, a file removed or
+damaged underneath) never stops the run: the journal says so once (a
+:class:`~asyncmigrate.progress.JournalFailed` event) and records nothing more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,9 +41,10 @@ import anyio
 import anyio.to_thread
 
 from .errors import UsageError
+from .progress import Emit, JournalFailed, ignore
 from .report import ImageResult
 
-__all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record"]
+__all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record", "state_dir"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -113,17 +118,34 @@ def _select_record(db: sqlite3.Connection, pair: str) -> dict[str, dict[str, Any
     return {row[0]: dict(json.loads(row[1])) for row in rows}
 
 
-def default_journal_path(command: str, *endpoints: str) -> Path:
-    """``$XDG_STATE_HOME/asyncmigrate/<command>-<hash of the endpoints>.sqlite``."""
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/asyncmigrate`` (default ``~/.local/state/asyncmigrate``)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "asyncmigrate"
+
+
+def default_journal_path(command: str, *endpoints: str, shard: tuple[int, int] | None = None) -> Path:
+    """``<state dir>/<command>-<hash of the endpoints>[-shardKofN].sqlite``.
+
+    Each shard has its own: shards of one job often run on one host, and a
+    journal shared by two live runs would show each one the other's images in
+    flight as a killed run's leftovers.
+    """
     key = hashlib.sha256("\n".join(endpoints).encode()).hexdigest()[:16]
-    return base / "asyncmigrate" / f"{command}-{key}.sqlite"
+    suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    return state_dir() / f"{command}-{key}{suffix}.sqlite"
 
 
 class Journal:
     """The journal file of one job; use :meth:`open` and ``async with``."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, run_id: int, crashed: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        run_id: int,
+        crashed: dict[str, str],
+        emit: Emit = ignore,
+    ) -> None:
         self.path = path
         self._db = connection
         self.run_id = run_id
@@ -131,14 +153,22 @@ class Journal:
         self.crashed_in_flight = crashed
         self._limiter = anyio.CapacityLimiter(1)
         self._remembered: list[tuple[str, str, str | None, str, float]] = []
+        self._emit = emit
+        self.failed: str | None = None  # why writing stopped, once it did
 
     @classmethod
-    async def open(cls, path: Path, command: str) -> Journal:
-        """Open (creating) the journal and start a run in it."""
+    async def open(cls, path: Path, command: str, emit: Emit = ignore) -> Journal:
+        """Open (creating) the journal and start a run in it.
+
+        A journal that cannot be opened is a usage error (nothing has started);
+        one that fails later is dropped with one ``JournalFailed`` event.
+        """
         try:
-            return await anyio.to_thread.run_sync(cls._open_blocking, path, command)
+            journal = await anyio.to_thread.run_sync(cls._open_blocking, path, command)
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"cannot open the journal {path}: {exc}") from exc
+        journal._emit = emit
+        return journal
 
     @classmethod
     def _open_blocking(cls, path: Path, command: str) -> Journal:
@@ -158,7 +188,19 @@ class Journal:
         return cls(path, db, int(cur.lastrowid or 0), crashed)
 
     async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        await anyio.to_thread.run_sync(self._db.execute, sql, params, limiter=self._limiter)
+        if self.failed is not None:
+            return
+        try:
+            await anyio.to_thread.run_sync(self._db.execute, sql, params, limiter=self._limiter)
+        except (OSError, sqlite3.Error) as exc:
+            if self.failed is None:  # writes in flight together may fail together: say it once
+                self.failed = f"{type(exc).__name__}: {exc}"
+                self._emit(JournalFailed(str(self.path), self.failed))
+
+    async def _close(self) -> None:
+        # Nothing left to lose if this fails: the run's outcome does not depend on it.
+        with contextlib.suppress(OSError, sqlite3.Error):
+            await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
 
     async def started(self, image: dict[str, Any]) -> None:
         """Record that a worker took the image."""
@@ -181,11 +223,11 @@ class Journal:
         await self._write(
             "UPDATE runs SET finished_at=?, interrupted=? WHERE id=?", (time.time(), int(interrupted), self.run_id)
         )
-        await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+        await self._close()
 
     async def abandon(self) -> None:
         """Close the file without closing the run (as a crash would, but cleanly)."""
-        await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+        await self._close()
 
     # -- the record of images brought from a source (``sync`` reads it) ------
 

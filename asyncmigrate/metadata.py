@@ -21,6 +21,7 @@ __all__ = [
     "differences",
     "left_out",
     "settable",
+    "size_of",
 ]
 
 # Set by Glance itself, or links: never sent.
@@ -53,6 +54,15 @@ RESERVED_PREFIXES = ("os_glance_",)
 # Settable, but only at the end of the copy (``protected`` would block a retry's
 # fix-ups; members are a separate API).
 LATE_KEYS = frozenset({"protected"})
+
+
+def size_of(image: Mapping[str, Any]) -> int:
+    """The image's ``size`` for counting and filtering; 0 when absent or not a number
+    (the image's own handling then fails it — the listing goes on)."""
+    try:
+        return int(image.get("size") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _is_left_out(key: str) -> bool:
@@ -108,7 +118,12 @@ def differences(
 
     Keys listed in ``ignore`` (by default the late ones, which the finishing
     step fixes) are not compared.  A key missing on one side counts as ``None``.
+    A source without an owner (``owner: null``, left by old tooling) cannot be
+    copied as such: Glance gives an ownerless create to the caller's project,
+    so whatever owner the destination holds is the expected one.
     """
+    if source.get("owner") is None:
+        ignore = ignore | {"owner"}
     src = comparable(source, keep_owner=keep_owner)
     dst = comparable(dest, keep_owner=keep_owner)
     diffs: dict[str, tuple[Any, Any]] = {}

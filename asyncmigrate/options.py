@@ -67,7 +67,15 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
     p.add_argument("--chunk-size", default="1MiB", metavar="SIZE", help="read/write chunk (default 1MiB)")
     p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per image (default 5)")
-    p.add_argument("--retry-deadline", type=float, default=900.0, metavar="SECONDS", help="per image (default 900)")
+    p.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="per image: time it may spend failing and waiting to retry — waits between attempts (a server's "
+        "Retry-After included, honoured up to what is left) and failed attempts' time since their last progress; "
+        "time spent transferring or waiting for an upload slot never counts (default 900)",
+    )
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS", help="per connection (default 30)")
     p.add_argument(
         "--read-timeout",

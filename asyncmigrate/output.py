@@ -1,17 +1,25 @@
 """What the CLI prints at the end: the summary, the plan table with its time
-estimate, the verify differences — as text for people or JSON for machines."""
+estimate, the verify differences — as text for people or JSON for machines.
+
+On a terminal, plan and verify draw a table fitted to its width.  Anywhere
+else (a pipe, a log file, CI, ``kubectl logs``) they print one tab-separated
+line per image instead — id, whole name, action or outcome, whole reason —
+so nothing is cut or wrapped, whatever the width, and ``grep``/``cut`` work.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from .errors import redact
 from .render import human_bytes
-from .report import Action, Outcome, RunResult
+from .report import Action, ImageResult, Outcome, RunResult
 
 __all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
 
@@ -30,6 +38,21 @@ def clouds_line(clouds: dict[str, Any]) -> str:
         )
         parts.append(f"{role} {info.get('cloud')!r}: Glance API {info.get('api_version')}, {where}")
     return " → ".join(parts)
+
+
+def _cell(text: object) -> str:
+    """A field of a tab-separated line: no tab or line break inside."""
+    return " ".join(str(text).split())
+
+
+def _print_lines(console: Console, header: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> None:
+    """One tab-separated line per row, under a header: nothing cut, nothing wrapped."""
+    for row in (header, *rows):  # plain print: rich would expand the tabs and fit the width
+        print("\t".join(_cell(field) for field in row), file=console.file)
+
+
+def _plan_key(r: ImageResult) -> tuple[bool, str, int, str]:
+    return (r.action not in _COPYING, r.action, -r.size, r.id)
 
 
 def print_summary(console: Console, run: RunResult) -> None:
@@ -99,15 +122,20 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         return
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
-    table = Table(title=f"plan: {verb}", show_lines=False)
-    table.add_column("action")
-    table.add_column("id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("size", justify="right")
-    table.add_column("why")
-    for r in sorted(run.images, key=lambda r: (r.action not in _COPYING, r.action, -r.size, r.id)):
-        table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), r.reason)
-    console.print(table)
+    ordered = sorted(run.images, key=_plan_key)
+    if not console.is_terminal:
+        rows = [(r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason)) for r in ordered]
+        _print_lines(console, ("action", "id", "size", "name", "why"), rows)
+    else:
+        table = Table(title=f"plan: {verb}", show_lines=False)
+        table.add_column("action")
+        table.add_column("id", no_wrap=True)
+        table.add_column("name")
+        table.add_column("size", justify="right")
+        table.add_column("why")
+        for r in ordered:
+            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
+        console.print(table)
     parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:
@@ -130,14 +158,18 @@ def print_verify(console: Console, run: RunResult, *, as_json: bool) -> None:
             )
         )
         return
-    if bad:
+    if not console.is_terminal:  # every image, one line each, for logs and scripts
+        ordered = sorted(run.images, key=lambda r: (r.outcome == Outcome.MATCH, r.outcome, r.id))
+        rows = [(r.outcome, r.id, r.name or "", redact(r.reason)) for r in ordered]
+        _print_lines(console, ("outcome", "id", "name", "what differs"), rows)
+    elif bad:
         table = Table(title="differences")
         table.add_column("outcome")
         table.add_column("id", no_wrap=True)
         table.add_column("name")
         table.add_column("what differs")
         for r in sorted(bad, key=lambda r: (r.outcome, r.id)):
-            table.add_row(r.outcome, r.id, r.name or "", r.reason)
+            table.add_row(r.outcome, r.id, r.name or "", redact(r.reason))
         console.print(table)
     verdict = "catalogs match" if not run.failed else "catalogs differ"
     parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))

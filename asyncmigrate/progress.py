@@ -21,8 +21,11 @@ __all__ = [
     "Event",
     "ImageDone",
     "ImageQueued",
+    "InternalError",
+    "JournalFailed",
     "JournalOpened",
     "ListingDone",
+    "ListingFailed",
     "Retrying",
     "Stats",
     "TransferStarted",
@@ -49,6 +52,31 @@ class CloudsDiscovered:
 
 
 @dataclasses.dataclass(frozen=True)
+class JournalFailed:
+    """The journal could not be written (``reason``); the run goes on without it.
+
+    Emitted once: the journal is only a record, every image is decided from the
+    destination's real state anyway.
+    """
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InternalError:
+    """An unexpected exception (a bug) ended one image, or the listing (``image_id`` None).
+
+    ``traceback`` is the formatted traceback, secrets redacted: for a log file,
+    never for the console (the image's result says "internal error: …").
+    """
+
+    image_id: str | None
+    summary: str
+    traceback: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageQueued:
     """The lister found an image and handed it to the workers."""
 
@@ -63,6 +91,14 @@ class ListingDone:
 
     images: int
     bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ListingFailed:
+    """A listing failed part-way (after its retries): no new image is taken, those
+    in flight finish, and the run ends incomplete with this ``reason``."""
+
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +136,17 @@ class ImageDone:
 
 
 Event = (
-    CloudsDiscovered | JournalOpened | ImageQueued | ListingDone | TransferStarted | BytesMoved | Retrying | ImageDone
+    CloudsDiscovered
+    | JournalOpened
+    | JournalFailed
+    | ImageQueued
+    | ListingDone
+    | ListingFailed
+    | TransferStarted
+    | BytesMoved
+    | Retrying
+    | ImageDone
+    | InternalError
 )
 Emit = Callable[[Event], None]
 

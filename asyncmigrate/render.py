@@ -22,19 +22,34 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from .errors import redact
 from .progress import (
     BytesMoved,
     Event,
     ImageDone,
     ImageQueued,
+    InternalError,
+    JournalFailed,
     JournalOpened,
     ListingDone,
+    ListingFailed,
     Retrying,
     Stats,
     TransferStarted,
 )
+from .report import ImageResult
 
-__all__ = ["JsonRenderer", "LineRenderer", "RichRenderer", "human_bytes", "resume_note", "retry_note"]
+__all__ = [
+    "JsonRenderer",
+    "LineRenderer",
+    "RichRenderer",
+    "failure_note",
+    "human_bytes",
+    "journal_note",
+    "listing_note",
+    "resume_note",
+    "retry_note",
+]
 
 
 def human_bytes(n: float) -> str:
@@ -56,7 +71,25 @@ def resume_note(event: JournalOpened) -> str:
 
 def retry_note(event: Retrying) -> str:
     """The line ``-v`` shows when an image is tried again."""
-    return f"retrying {event.image_id} (attempt {event.attempt}): {event.reason}"
+    return f"retrying {event.image_id} (attempt {event.attempt}): {redact(event.reason)}"
+
+
+def journal_note(event: JournalFailed) -> str:
+    """The one warning printed when the journal cannot be written any more."""
+    return (
+        f"warning: journal {event.path} cannot be written ({redact(event.reason)}); going on without it "
+        "(it is only a record: the destination decides what is done)"
+    )
+
+
+def listing_note(event: ListingFailed) -> str:
+    """The line printed as soon as a listing fails part-way."""
+    return f"{redact(event.reason)}; taking no new image, finishing those in flight"
+
+
+def failure_note(result: ImageResult) -> str:
+    """The line printed when an image fails or conflicts."""
+    return f"{result.outcome}: {result.id} {result.name or ''}: {redact(result.reason)}"
 
 
 class RichRenderer:
@@ -90,6 +123,10 @@ class RichRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             self.progress.console.print(resume_note(event), markup=False)
+        elif isinstance(event, JournalFailed):
+            self.progress.console.print(journal_note(event), markup=False)
+        elif isinstance(event, ListingFailed):
+            self.progress.console.print(listing_note(event), markup=False)
         elif isinstance(event, (ImageQueued, ListingDone)):
             total = self.stats.bytes_seen if self.stats.listing_done else None
             self.progress.update(self.overall, total=total)
@@ -111,8 +148,7 @@ class RichRenderer:
             if task is not None:
                 self.progress.remove_task(task)
             if event.result.outcome in ("failed", "conflict"):
-                r = event.result
-                self.progress.console.print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", markup=False)
+                self.progress.console.print(failure_note(event.result), markup=False)
         seen = self.stats.images_seen if self.stats.listing_done else f"{self.stats.images_seen}+"
         self.progress.update(self.overall, description=f"images {self.stats.done}/{seen}")
 
@@ -138,11 +174,14 @@ class LineRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             print(resume_note(event), file=self.stream, flush=True)
+        if isinstance(event, JournalFailed):
+            print(journal_note(event), file=self.stream, flush=True)
+        if isinstance(event, ListingFailed):
+            print(listing_note(event), file=self.stream, flush=True)
         if isinstance(event, Retrying) and self.verbose:
             print(retry_note(event), file=self.stream, flush=True)
         if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
-            r = event.result
-            print(f"{r.outcome}: {r.id} {r.name or ''}: {r.reason}", file=self.stream, flush=True)
+            print(failure_note(event.result), file=self.stream, flush=True)
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
@@ -179,8 +218,14 @@ class JsonRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             self._line(event="resuming", journal=event.path, crashed_in_flight=event.crashed_in_flight)
+        elif isinstance(event, JournalFailed):
+            self._line(event="journal-failed", journal=event.path, reason=redact(event.reason))
+        elif isinstance(event, ListingFailed):
+            self._line(event="listing-failed", reason=redact(event.reason))
+        elif isinstance(event, InternalError):
+            self._line(event="internal-error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):
-            self._line(event="retrying", image=event.image_id, attempt=event.attempt, reason=event.reason)
+            self._line(event="retrying", image=event.image_id, attempt=event.attempt, reason=redact(event.reason))
         elif isinstance(event, ImageDone):
             r = event.result
             self._line(
@@ -191,7 +236,7 @@ class JsonRenderer:
                 outcome=r.outcome,
                 bytes=r.bytes,
                 seconds=round(r.seconds, 3),
-                reason=r.reason,
+                reason=redact(r.reason),
             )
         now = time.monotonic()
         if now - self._last >= self.interval:

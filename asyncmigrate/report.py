@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ExitCode
+from .errors import ExitCode, redact
 
 __all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
 
@@ -90,6 +90,7 @@ class ImageResult:
         """The JSON form written to the report."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        data["reason"] = redact(self.reason)  # reasons quote servers: never a credential in the file
         return data
 
 
@@ -102,6 +103,7 @@ class RunResult:
     dry_run: bool = False
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
+    incomplete: str | None = None  # why a listing ended early (the run must be run again)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -119,9 +121,11 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all done, 1 some images failed, 130 interrupted."""
+        """0 all done, 1 some images failed, 4 a listing failed part-way, 130 interrupted."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
+        if self.incomplete is not None:
+            return ExitCode.INCOMPLETE
         return ExitCode.IMAGES_FAILED if self.failed else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
@@ -146,6 +150,7 @@ class RunResult:
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
+            "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

@@ -1,25 +1,45 @@
-"""Retrying a unit of work: attempt cap AND deadline, exponential backoff with
-jitter, honouring ``Retry-After`` — on top of stamina.
+"""Retrying a unit of work: an attempt cap and a time budget, exponential backoff
+with jitter, honouring ``Retry-After``.
 
-stamina (hynek/stamina) gives the backoff loop; what to retry is decided by
-behaviour (:attr:`AsyncMigrateError.behaviour`), not by exception type lists.
-A server's ``Retry-After`` replaces the computed backoff, capped at
-``wait_max`` so tests (``wait_max=0``) never sleep.
+What to retry is decided by behaviour (:attr:`AsyncMigrateError.behaviour`), not
+by lists of exception types.
+
+What the budget (``--retry-deadline``) counts
+----------------------------------------------
+Time spent *failing and waiting*, never time spent working:
+
+* every wait between attempts (the backoff, or a server's ``Retry-After``);
+* for a failed attempt, the time since it last made progress.  Progress is
+  marked by the caller through :meth:`Budget.progress`: each chunk handed to the
+  destination, the moment an upload slot (``--max-uploads``) is obtained, each
+  poll that finds a server-side import still running.
+
+So a 90 GB transfer cut after three hours is charged the seconds between its
+last byte and the error, not three hours; an attempt that fails without moving
+a byte (a refused connection, a 503) is charged in full; waiting for an upload
+slot is never charged.  When the budget is spent, or ``attempts`` have been
+made, the last error stands.
+
+A server's ``Retry-After`` replaces the computed backoff and is honoured as
+asked, up to what is left of the budget (a wait the budget cannot cover is cut
+to the remainder; one more attempt follows it).  Sleeping and reading the clock
+go through the policy (:attr:`RetryPolicy.sleep`, :attr:`RetryPolicy.clock`),
+so tests never wait.
 """
 
 from __future__ import annotations
 
-import time
+import random
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import stamina
+from typing import TypeVar
 
 from .config import RetryPolicy
-from .errors import AsyncMigrateError, Behaviour, DestinationConflict, HTTPStatusError
+from .errors import AsyncMigrateError, Behaviour, DestinationConflict, HTTPStatusError, redact
 from .report import ImageResult, Outcome
 
-__all__ = ["is_retryable", "retrying", "run_unit"]
+__all__ = ["Budget", "backoff", "is_retryable", "retried", "run_unit"]
+
+T = TypeVar("T")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -27,56 +47,116 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, AsyncMigrateError) and exc.behaviour is Behaviour.RETRY
 
 
-def _hook(policy: RetryPolicy):  # type: ignore[no-untyped-def]
-    def on(exc: Exception) -> bool | float:
-        if not is_retryable(exc):
-            return False
-        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
-            return min(exc.retry_after, policy.wait_max)
-        return True
+class Budget:
+    """The time one unit may spend failing and waiting (see the module docstring)."""
 
-    return on
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.limit = policy.deadline
+        self.spent = 0.0
+        self._clock = policy.clock
+        self._since: float | None = None  # start of the current attempt, or its last progress
+
+    @property
+    def remaining(self) -> float:
+        """Seconds of failing and waiting still allowed."""
+        return max(0.0, self.limit - self.spent)
+
+    def attempt_started(self) -> None:
+        """An attempt begins: from now on its time counts, until it makes progress."""
+        self._since = self._clock()
+
+    def progress(self) -> None:
+        """The attempt is getting somewhere: the time until now is not failing."""
+        self._since = self._clock()
+
+    def attempt_failed(self) -> None:
+        """Charge the failed attempt's time since its last progress."""
+        if self._since is not None:
+            self.spent += max(0.0, self._clock() - self._since)
+            self._since = None
+
+    def waited(self, seconds: float) -> None:
+        """Charge a wait between attempts."""
+        self.spent += seconds
 
 
-def retrying(policy: RetryPolicy) -> Any:
-    """``async for attempt in retrying(policy): with attempt: ...``
+def backoff(policy: RetryPolicy, failures: int, exc: BaseException, remaining: float) -> float:
+    """How long to wait after the ``failures``-th failure: the server's ``Retry-After``
+    if it sent one, else exponential backoff with jitter; never more than ``remaining``."""
+    if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+        wait = exc.retry_after
+    else:
+        computed = policy.wait_initial * 2 ** (failures - 1) + random.uniform(0, policy.wait_jitter)
+        wait = min(policy.wait_max, computed)
+    return max(0.0, min(wait, remaining))
 
-    Re-raises the last error when attempts or the deadline run out.
+
+async def retried(
+    policy: RetryPolicy,
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    budget: Budget | None = None,
+    on_failure: Callable[[AsyncMigrateError], None] | None = None,
+) -> T:
+    """``await attempt(number)`` until it succeeds; retry transient errors.
+
+    Gives up — re-raising the last error — on a non-transient error, after
+    ``policy.attempts`` attempts, or when ``budget`` (a fresh one by default) is
+    spent.  ``on_failure`` sees every error of ours before the decision.
     """
-    return stamina.retry_context(
-        on=_hook(policy),
-        attempts=policy.attempts,
-        timeout=policy.deadline,
-        wait_initial=policy.wait_initial,
-        wait_max=policy.wait_max,
-        wait_jitter=policy.wait_jitter,
-    )
+    budget = budget or Budget(policy)
+    number = 0
+    while True:
+        number += 1
+        budget.attempt_started()
+        try:
+            return await attempt(number)
+        except AsyncMigrateError as exc:
+            budget.attempt_failed()
+            if on_failure is not None:
+                on_failure(exc)
+            if not is_retryable(exc) or number >= policy.attempts or budget.remaining <= 0:
+                raise
+            wait = backoff(policy, number, exc, budget.remaining)
+            budget.waited(wait)
+            await policy.sleep(wait)
 
 
-async def run_unit(policy: RetryPolicy, attempt: Callable[[int], Awaitable[None]], result: ImageResult) -> None:
+async def run_unit(
+    policy: RetryPolicy,
+    attempt: Callable[[int], Awaitable[None]],
+    result: ImageResult,
+    *,
+    budget: Budget | None = None,
+) -> None:
     """Run ``attempt(number)`` until it succeeds, retrying transient errors.
 
     A per-image error (or retries running out) is recorded in ``result``
     (``failed``, or ``conflict``); fatal and usage errors propagate and stop
-    the run.  ``result.seconds`` covers every attempt.
+    the run.  ``result.seconds`` covers every attempt.  Pass the ``budget`` the
+    attempts mark their progress on (:meth:`Budget.progress`).
     """
-    started = time.monotonic()
+    budget = budget or Budget(policy)
+    started = policy.clock()
 
-    async def recorded(number: int) -> None:
-        try:
-            await attempt(number)
-        except AsyncMigrateError as exc:
-            result.reason = str(exc)  # what the next attempt's Retrying event reports
-            raise
+    def failed(exc: AsyncMigrateError) -> None:
+        result.reason = redact(str(exc))  # what the next attempt's Retrying event reports
 
     try:
-        async for retry in retrying(policy):
-            with retry:
-                await recorded(retry.num)
+        await retried(policy, attempt, budget=budget, on_failure=failed)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
         result.outcome = Outcome.CONFLICT if isinstance(exc, DestinationConflict) else Outcome.FAILED
-        result.reason = str(exc)
+        result.reason = redact(str(exc)) + _given_up(exc, result.attempts, budget, policy)
     finally:
-        result.seconds = time.monotonic() - started
+        result.seconds = policy.clock() - started
+
+
+def _given_up(exc: AsyncMigrateError, attempts: int, budget: Budget, policy: RetryPolicy) -> str:
+    """Why a transient error was not retried again, for the image's reason."""
+    if not is_retryable(exc):
+        return ""
+    if budget.remaining <= 0:
+        return f" (gave up after {attempts} attempts: --retry-deadline of {policy.deadline:g} s spent failing)"
+    return f" (gave up after {attempts} attempts)"

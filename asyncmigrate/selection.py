@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .errors import UsageError
+from .metadata import size_of
 
 __all__ = ["REFERENCE_KEYS", "Selection", "parse_shard", "select"]
 
@@ -82,7 +83,7 @@ class Selection:
             return False
         if self.tags and not self.tags <= set(image.get("tags") or ()):
             return False
-        size = int(image.get("size") or 0)
+        size = size_of(image)
         if self.min_size is not None and size < self.min_size:
             return False
         if self.max_size is not None and size > self.max_size:
@@ -95,7 +96,7 @@ class Selection:
 def _sort_key(order: str) -> Any:
     field = order.lstrip("-")
     if field == "size":
-        return lambda i: int(i.get("size") or 0)
+        return size_of
     if field == "name":
         return lambda i: str(i.get("name") or "")
     return lambda i: str(i.get("created_at") or "")

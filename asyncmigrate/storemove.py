@@ -16,6 +16,11 @@ what is left):
     original (``PATCH add /locations/-``) → remove the original's OLD
     location (never its last one).  The original keeps its id and
     attributes; the carrier shares its data and must never be deleted.
+    Glance refuses to add a location whose size is 0 (every version since at
+    least queens: ``glance/location.py`` ``_check_location_uri`` wants
+    ``size_from_backend > 0``), so a 0-byte image is moved with copy-image when
+    the cloud enables it (``GET /v2/info/import``), and fails with that reason
+    when it does not.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .capabilities import Capabilities
 from .catalog import list_images
 from .clouds import Cloud
 from .config import MoveConfig
+from .containment import Listing
 from .errors import (
     AsyncMigrateError,
     ClientStatusError,
@@ -37,13 +43,14 @@ from .errors import (
     ImageError,
     UsageError,
     VerificationError,
+    redact,
 )
 from .glance import GlanceClient, open_glance
 from .limits import Limits
 from .metadata import carrier_body
 from .progress import BytesMoved, CloudsDiscovered, Emit, Retrying, TransferStarted, ignore
 from .report import ImageResult, Outcome, RunResult
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .selection import select
 from .stream import Digest, pipeline
 from .transfer import expected_digest, same_data, stream_data
@@ -61,6 +68,10 @@ from .upload import (
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
 CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
+ZERO_SIZE_LOCATION = (
+    'Glance refuses to add a location whose size is 0 ("400 Invalid location": glance/location.py '
+    "accepts only locations whose size is above 0)"
+)
 
 
 class Action:
@@ -113,8 +124,11 @@ class StoreMove:
         emit: Emit,
         limits: Limits | None = None,
         uploader: Uploader | None = None,
+        *,
+        copy_image_enabled: bool = True,
     ) -> None:
         self.client = client
+        self.copy_image_enabled = copy_image_enabled  # GET /v2/info/import lists it
         self.limits = limits or Limits()
         self.uploader = uploader  # the carrier's upload (--method location)
         self.image = image
@@ -125,11 +139,13 @@ class StoreMove:
         self.result = ImageResult(id=self.id, name=image.get("name"), action="", outcome="", size=self.size)
         self._bad_digests: set[str] = set()
         self._reactivated = False
+        # --retry-deadline counts time spent failing: a running import and bytes moved are progress.
+        self.budget = Budget(config.retry)
 
     async def run(self) -> ImageResult:
         """Every step with retries; fatal errors propagate, others are recorded."""
         try:
-            await run_unit(self.config.retry, self._attempt, self.result)
+            await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         finally:
             if self._reactivated:
                 with anyio.CancelScope(shield=True):  # never leave it active by accident
@@ -139,6 +155,9 @@ class StoreMove:
     def plan(self) -> ImageResult:
         """Dry run: what would be done, from the listing alone."""
         action, reason = plan_move(self.image, self.config)
+        if action in (Action.MOVE, Action.DROP_OLD) and self._zero_by_location():
+            how = "moved with copy-image" if self.copy_image_enabled else "cannot be moved: copy-image is not enabled"
+            reason = f"0-byte image: {how} ({ZERO_SIZE_LOCATION})"
         self.result.action, self.result.reason, self.result.outcome = action, reason, Outcome.PLANNED
         if action in (Action.MOVE, Action.COPY):
             self.result.bytes = self.size
@@ -157,14 +176,15 @@ class StoreMove:
         if action in (Action.SKIP, Action.NONE):
             self.result.outcome = Outcome.SKIPPED
             return
+        method = self._method()
         if self.image.get("status") == "deactivated":
             await self.client.reactivate(self.id)
             self._reactivated = True
         before = dict(self.image)
-        location_swap_left = action == Action.DROP_OLD and self.config.method == "location"
+        location_swap_left = action == Action.DROP_OLD and method == "location"
         if action in (Action.MOVE, Action.COPY, Action.WAIT) or location_swap_left:
             self.emit(TransferStarted(self.id, self.image.get("name"), self.size))
-            if self.config.method == "location":
+            if method == "location":
                 await self._via_location()
             else:
                 await self._copy_image(start=action != Action.WAIT)
@@ -174,12 +194,29 @@ class StoreMove:
         if self.config.keep_source:
             self.result.outcome = Outcome.COPIED
             return
-        if self.config.method == "copy-image":
+        if method == "copy-image":
             await self._drop_old()
         if self.config.verify_download:
             await self._verify_download()
         self.result.outcome = Outcome.MOVED
-        self.result.reason = ""
+        self.result.reason = (
+            "" if method == self.config.method else f"0-byte image moved with copy-image: {ZERO_SIZE_LOCATION}"
+        )
+
+    def _zero_by_location(self) -> bool:
+        return self.config.method == "location" and self.image.get("size") == 0
+
+    def _method(self) -> str:
+        """How this image moves: as configured, except a 0-byte image by location, which
+        only copy-image can move (a failure, with the reason, where it is not enabled)."""
+        if not self._zero_by_location():
+            return self.config.method
+        if not self.copy_image_enabled:
+            raise ImageError(
+                f"0-byte image: --method location cannot move it — {ZERO_SIZE_LOCATION}; enable the copy-image "
+                "import method (enabled_import_methods in glance-api.conf) to move it"
+            )
+        return "copy-image"
 
     # -- copy-image --------------------------------------------------------------
 
@@ -190,8 +227,12 @@ class StoreMove:
         if start:
             try:
                 await self.client.import_image(self.id, "copy-image", [new])
-            except ClientStatusError as exc:  # 400: already there (a race with another run)
-                if exc.status != 400:
+            except ClientStatusError as exc:
+                # 400 "already present at store" is a race with another run; any other 400
+                # (e.g. a store URI glance cannot parse) must fail, not wait for an import
+                # that never started.
+                fresh = await self.client.get_image(self.id) if exc.status == 400 else None
+                if fresh is None or new not in stores_of(fresh):
                     raise
             except ConflictStatus as exc:
                 # 409: another import holds the image's lock, or NEW is unknown.
@@ -216,6 +257,8 @@ class StoreMove:
             if new in stores_of(image) and not importing and not image.get(IMPORT_LOCK):
                 return
             seen_importing |= importing
+            if importing:
+                self.budget.progress()  # glance is copying: waiting for it is not failing
             failed = new in stores_of(image, "os_glance_failed_import")
             if failed and not importing and (seen_importing or not failed_before):
                 await self._import_failed()
@@ -240,7 +283,8 @@ class StoreMove:
         return task is not None and task.get("status") == "failure"
 
     async def _task_message(self) -> str:
-        return await task_message(self.client, self.id)
+        # Glance's task messages quote store URIs, credentials included.
+        return redact(await task_message(self.client, self.id))
 
     async def _store_ids(self) -> list[str]:
         return [s["id"] for s in await self.client.stores_info() or []]
@@ -330,6 +374,7 @@ class StoreMove:
         carrier = found[0] if found else await self.client.create_image(carrier_body(self.image, CARRIER_KEY))
         if carrier.get("status") == "queued":
             async with self.limits.upload_slot():
+                self.budget.progress()
                 await stream_data(
                     self.client,
                     self.client,
@@ -338,7 +383,7 @@ class StoreMove:
                     store=self.config.to_store,
                     verify="full",
                     on_started=lambda: None,
-                    on_bytes=lambda n: None,
+                    on_bytes=lambda n: self.budget.progress(),
                     bad_digests=self._bad_digests,
                     throttle=self.limits.throttle,
                     uploader=self.uploader,
@@ -382,6 +427,8 @@ def check_stores(caps: Capabilities, config: MoveConfig) -> None:
         )
     caps.require_store(config.from_store, "--from-store")
     target = caps.require_store(config.to_store, "--to-store")
+    for store in sorted(config.selection.stores):
+        caps.require_store(store, "--store")
     if config.method == "location" and target.type == "file":
         raise UsageError(
             f"--method location cannot move into {config.to_store!r}: it is a file store and Glance refuses "
@@ -416,8 +463,11 @@ async def move_images(
         # The carrier's data goes into NEW as a copy's would (unsized into Swift: see upload.py).
         uploader = choose_uploader("put", caps, config.to_store, import_timeout=config.import_timeout)
 
+        # Glance refuses 0-byte locations: --method location moves those with copy-image, if enabled.
+        copy_image = config.method == "copy-image" or "copy-image" in caps.import_methods
+
         async def handle(image: dict[str, Any]) -> ImageResult:
-            move = StoreMove(client, image, config, emit, limits, uploader)
+            move = StoreMove(client, image, config, emit, limits, uploader, copy_image_enabled=copy_image)
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:
@@ -428,13 +478,13 @@ async def move_images(
                 if config.image_ids or config.from_store in stores_of(image):
                     yield image
 
-        results = await run_pool(
-            wanted(), handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal
-        )
+        listing = Listing(wanted(), "listing", emit)  # a failure part-way ends the intake only
+        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
         clouds={"cloud": caps.describe()},
+        incomplete=listing.incomplete,
     )

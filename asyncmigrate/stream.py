@@ -49,7 +49,8 @@ class Digest:
 
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
-        self._hash = hashlib.new(algorithm)
+        # Verification, not security: md5 must work on FIPS hosts too.
+        self._hash = hashlib.new(algorithm, usedforsecurity=False)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hash-{algorithm}")
         self._inflight: collections.deque[Future[None]] = collections.deque()
 

@@ -33,11 +33,11 @@ from typing import Any
 
 import anyio
 
-from .catalog import DestinationIndex, Entry, list_images, load_index
+from .catalog import DestinationIndex, Entry, list_images
 from .clouds import Cloud
 from .config import SyncConfig
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, check_selection, journaled, open_cloud, run_pool
+from .engine import at_destination, check_selection, journaled, open_cloud, read_index, run_pool
 from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -335,7 +335,7 @@ async def sync_images(
         check_selection(config, src_caps, dst_caps)
         emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
-        index = None if config.image_ids else await load_index(dst, dst_caps)
+        index = None if config.image_ids else await read_index(dst, dst_caps)
         listed = _Listed(list_images(src, src_caps, config.image_ids))
 
         async def handle(image: dict[str, Any]) -> ImageResult:

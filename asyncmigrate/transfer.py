@@ -21,6 +21,7 @@ that fails before its first byte leaves nothing behind at the destination.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -47,13 +48,13 @@ from .metadata import create_body, differences, left_out
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .stream import Digest, close_quietly, pipeline
 from .upload import PlainPut, Uploader
 
 __all__ = [
-    "ImageBlocked",
     "ImageTransfer",
+    "computable",
     "decide",
     "destination_view",
     "expected_digest",
@@ -70,16 +71,23 @@ BUSY = frozenset({"saving", "uploading", "importing"})
 ATTRIBUTES_DIFFER = "destination differs in its attributes"
 
 
-class ImageBlocked(ImageError):
-    """A blocking pre-flight trap: the image is not attempted (nothing is created)."""
+def computable(algorithm: str) -> bool:
+    """Can this Python hash with ``algorithm`` for verification (FIPS hosts included)?"""
+    try:
+        hashlib.new(algorithm, usedforsecurity=False)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The (algorithm, hex digest) the source recorded: multihash, else md5."""
+    """The (algorithm, hex digest) a copy of ``image`` is verified with — the algorithm
+    actually checked: the multihash when this Python can compute it, else the md5
+    ``checksum``, else ``(None, None)`` (size only)."""
     algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
-    if algo and value:
+    if algo and value and computable(str(algo)):
         return str(algo), str(value)
-    if image.get("checksum"):
+    if image.get("checksum") and computable("md5"):
         return "md5", str(image["checksum"])
     return None, None
 
@@ -215,12 +223,14 @@ class ImageTransfer:
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
+        # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
+        self.budget = Budget(config.retry)
 
     # -- the unit of work -----------------------------------------------------
 
     async def run(self) -> ImageResult:
         """Run every step with retries; return the image's result (fatal errors propagate)."""
-        await run_unit(self.config.retry, self._attempt, self.result)
+        await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         return self.result
 
     async def plan(self) -> ImageResult:
@@ -377,6 +387,7 @@ class ImageTransfer:
 
     async def _stream_verified(self, view: dict[str, Any], keep_owner: bool, *, create: bool) -> None:
         async with self.limits.upload_slot():
+            self.budget.progress()  # waiting for a slot is not failing
             hashed = await stream_data(
                 self.src,
                 self.dst,
@@ -394,6 +405,7 @@ class ImageTransfer:
         self.result.verification = verification_of(self.image, hashed)
 
     def _on_bytes(self, n: int) -> None:
+        self.budget.progress()
         self._moved += n
         self.result.bytes = self._moved
         self.emit(BytesMoved(self.id, n))
@@ -547,7 +559,9 @@ async def stream_data(
         try:
             await (uploader or PlainPut()).send(dst, dest_id, _prepend(first, chunks), size=size, store=store)
         except AsyncMigrateError:
-            if isinstance(pipe.error, AsyncMigrateError):
+            # aiohttp reports a failing body as a lost connection: raise what really
+            # failed (ours, or a bug that must not pass for a transient error).
+            if isinstance(pipe.error, Exception):
                 raise pipe.error from None
             raise
         return digest.algorithm if digest is not None else None

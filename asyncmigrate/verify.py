@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .catalog import DestinationIndex, Entry, list_images, load_index
+from .catalog import DestinationIndex, Entry, list_images
 from .clouds import Cloud
 from .config import CopyConfig
+from .containment import Listing
 from .drift import is_level
-from .engine import check_selection, open_cloud, run_pool
+from .engine import check_selection, open_cloud, read_index, run_pool
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -95,7 +96,7 @@ async def verify_catalogs(
         dst_caps = await open_cloud(dst, "destination")
         check_selection(config, src_caps, dst_caps)
         emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
-        index = None if config.image_ids else await load_index(dst, dst_caps)
+        index = None if config.image_ids else await read_index(dst, dst_caps)
         seen: set[str] = set()
 
         async def handle(image: dict[str, Any]) -> ImageResult:
@@ -114,14 +115,13 @@ async def verify_catalogs(
             result.reason = "; ".join(problems)
             return result
 
-        results = await run_pool(
-            select(list_images(src, src_caps, config.image_ids), config.selection),
-            handle,
-            concurrency=config.concurrency,
-            emit=emit,
-        )
-        if not config.image_ids:
-            async for other in list_images(dst, dst_caps):
+        source = Listing(select(list_images(src, src_caps, config.image_ids), config.selection), "source listing", emit)
+        results = await run_pool(source, handle, concurrency=config.concurrency, emit=emit)
+        incomplete = source.incomplete
+        # Extras only make sense against a complete source listing.
+        if not config.image_ids and incomplete is None:
+            extras = Listing(list_images(dst, dst_caps), "destination listing", emit)
+            async for other in extras:
                 if other["id"] not in seen and config.selection.wants(other):
                     results.append(
                         ImageResult(
@@ -132,8 +132,10 @@ async def verify_catalogs(
                             reason="only at the destination",
                         )
                     )
+            incomplete = extras.incomplete
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
+        incomplete=incomplete,
         clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
     )

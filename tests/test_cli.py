@@ -125,3 +125,49 @@ async def test_every_event_loop_copies_bit_exact(clouds: Clouds) -> None:
         expected = "uvloop" if choice == "auto" and len(choices) == 3 else choice.replace("auto", "asyncio")
         assert f"event loop: {expected}" in err
         assert clouds.dst.data(image["id"]) == data
+
+
+async def test_store_filter_on_a_single_store_source_is_a_usage_error(tmp_path: Path) -> None:
+    """--store on a cloud without stores (GET /v2/info/stores 404) is exit 2 with one clear line,
+    for copy (plan copy runs the same check) and verify, and nothing is done; an unknown store of
+    a multi-store cloud too."""
+    from tests.fakeglance import FakeGlance, FakeServer
+
+    src, dst = FakeGlance(stores=None), FakeGlance()
+    src.add_image(b"x" * 100, disk_format="raw", container_format="bare")
+    async with FakeServer(src) as s_srv, FakeServer(dst) as d_srv:
+        path = write_clouds_yaml(tmp_path / "c.yaml", {"src": s_srv.url, "dst": d_srv.url})
+        pair = ("--src-cloud", "src", "--dst-cloud", "dst")
+        for command in (["copy", *pair], ["verify", *pair]):
+            code, _, err = await _cli(*command, "--store", "fast", clouds_yaml=path)
+            assert code == 2, (command, err)
+            _one_clean_line(err)
+            assert "--store" in err and "not multi-store" in err
+        code, _, err = await _cli(
+            "copy", "--src-cloud", "dst", "--dst-cloud", "src", "--store", "nope", clouds_yaml=path
+        )
+        assert code == 2 and "unknown store 'nope'" in err and "fast" in err, err
+    assert not dst.images and all(r.method == "GET" for r in dst.requests + src.requests)
+
+
+async def test_each_shard_has_its_own_default_journal(clouds: Clouds, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two shards of one job on one host keep separate default journals, each recording only
+    its own images (so neither reads the other's images in flight as a crash's leftovers)."""
+    import sqlite3
+
+    from asyncmigrate.selection import shard_of
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    ids = [clouds.src.add_image(os.urandom(100), disk_format="raw", container_format="bare")["id"] for _ in range(8)]
+    for k in (0, 1):
+        code, _, err = await _cli(
+            "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--shard", f"{k}/2", clouds_yaml=clouds.clouds_yaml
+        )
+        assert code == 0, err
+    journals = sorted((tmp_path / "state" / "asyncmigrate").glob("*.sqlite"))
+    assert len(journals) == 2, journals
+    for journal in journals:
+        with sqlite3.connect(journal) as db:
+            recorded = {row[0] for row in db.execute("SELECT id FROM images")}
+        assert len({shard_of(i, 2) for i in recorded}) == 1
+    assert sorted(clouds.dst.images) == sorted(ids)

@@ -189,3 +189,25 @@ async def test_md5_only_source_is_verified_with_md5(clouds: Clouds) -> None:
     run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
     assert run.images[0].outcome == "copied"
     assert clouds.dst.get(image["id"])["checksum"] == hashlib.md5(data).hexdigest()
+
+
+async def test_ownerless_source_image_is_copied_once_and_then_clean(clouds: Clouds) -> None:
+    """A source image with owner null lands in the caller's project (Glance gives an ownerless
+    create to its creator); a re-run skips it and verify calls it a match — even after a cut
+    upload left it queued, the next run finishes it instead of calling it a conflict."""
+    from asyncmigrate.verify import verify_catalogs
+
+    data = os.urandom(300_000)
+    image = clouds.src.add_image(data, name="orphan", owner=None, disk_format="raw", container_format="bare")
+    assert image["owner"] is None
+    clouds.dst.faults.cut_upload_after(image["id"], 100_000, times=4)  # every attempt of the first run
+    first = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert first.images[0].outcome == "failed" and clouds.dst.get(image["id"])["status"] == "queued"
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.action, r.outcome) for r in run.images] == [("upload", "copied")], run.images[0].reason
+    assert clouds.dst.get(image["id"])["owner"] == "admin-project"
+    assert clouds.dst.data(image["id"]) == data
+    again = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [r.outcome for r in again.images] == ["skipped"] and int(again.exit_code) == 0
+    check = await verify_catalogs(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [r.outcome for r in check.images] == ["match"] and int(check.exit_code) == 0

@@ -161,3 +161,30 @@ async def test_journal_records_every_image_and_closes_the_run(clouds: Clouds, tm
     (finished,) = db.execute("SELECT finished_at FROM runs").fetchone()
     assert finished is not None
     db.close()
+
+
+async def test_verify_stops_at_the_first_signal(clouds: Clouds, tmp_path: Path) -> None:
+    """verify writes nothing: the first Ctrl-C stops it at once (no grace period, no talk of
+    images left queued), exit 130."""
+    for i in range(30):
+        image = clouds.src.add_image(b"v" * 100, name=f"v{i}", disk_format="raw", container_format="bare")
+        # Another name: the listing entry does not match, so each comparison reads the image.
+        clouds.dst.add_image(b"v" * 100, id=image["id"], name=f"w{i}", disk_format="raw", container_format="bare")
+    clouds.dst.faults.delay_next("GET", r"^/v2/images/[^/]+$", 5.0, times=None)  # every comparison hangs
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds.clouds_yaml)}
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "asyncmigrate", "verify", "--src-cloud", "src", "--dst-cloud", "dst"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    with anyio.fail_after(20):
+        while len(clouds.dst.requests_matching("GET", r"^/v2/images/[^/]+$")) < 8:  # comparisons in flight
+            await anyio.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    with anyio.fail_after(3):  # far less than one delayed comparison
+        code, err_text = await _finish(proc, tmp_path)
+    assert code == 130, err_text
+    assert "verify changes nothing: stopping now" in err_text
+    assert "in flight" not in err_text and "queued" not in err_text

@@ -212,3 +212,50 @@ async def test_copy_image_into_swift_above_the_segment_size_says_why_and_the_way
     assert "Failed to add object to Swift" in failed.reason and "--method location" in failed.reason
     assert one.fake.get(big["id"])["stores"] == "fast"
     assert len(one.fake.requests_matching("POST", rf"/v2/images/{big['id']}/import$")) == 1
+
+
+def _zero_byte_cloud(*methods: str) -> FakeGlance:
+    """A cloud showing locations whose 'cold' store is S3, holding one 0-byte image in 'fast'."""
+    fake = FakeGlance(
+        stores={"fast": "", "cold": ""},
+        store_types={"cold": "s3"},
+        show_multiple_locations=True,
+        import_methods=methods,
+    )
+    fake.add_image(b"", name="empty", store="fast", disk_format="raw", container_format="bare")
+    return fake
+
+
+async def _move_by_location(fake: FakeGlance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    async with FakeServer(fake) as server:
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(write_clouds_yaml(tmp_path / "z.yaml", {"z": server.url})))
+        return await move_images(cfg(method="location"), await load_cloud("z"))
+
+
+async def test_zero_byte_image_by_location_moves_with_copy_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--method location on a 0-byte image (Glance refuses a zero-size location) moves it with
+    copy-image when the cloud enables it: no carrier, the old store emptied."""
+    fake = _zero_byte_cloud("glance-direct", "copy-image")
+    run = await _move_by_location(fake, tmp_path, monkeypatch)
+    (result,) = run.images
+    assert result.outcome == "moved" and "copy-image" in result.reason, result.reason
+    (image,) = fake.images.values()
+    assert fake.get(image.id)["stores"] == "cold" and fake.data(image.id, "cold") == b""
+    assert not fake.requests_matching("PATCH", ".*") and not fake.requests_matching("POST", r"^/v2/images$")
+
+
+async def test_zero_byte_image_by_location_without_copy_image_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where copy-image is not enabled, the 0-byte image fails with the precise reason (Glance
+    refuses zero-size locations) and nothing is created or changed."""
+    fake = _zero_byte_cloud("glance-direct", "web-download")
+    run = await _move_by_location(fake, tmp_path, monkeypatch)
+    (result,) = run.images
+    assert result.outcome == "failed" and result.attempts == 1
+    assert "0-byte" in result.reason and "copy-image" in result.reason and "Invalid location" in result.reason
+    (image,) = fake.images.values()
+    assert fake.get(image.id)["stores"] == "fast"
+    assert all(r.method == "GET" for r in fake.requests)

@@ -181,3 +181,30 @@ async def test_json_log_format_is_one_object_per_line(clouds: Clouds) -> None:
     assert {e["outcome"] for e in events if e["event"] == "image"} == {"copied", "conflict"}
     summary = json.loads(out)
     assert summary["event"] == "summary" and summary["failed"] == 1
+
+
+async def test_plan_and_verify_print_one_full_line_per_image_into_a_pipe(clouds: Clouds) -> None:
+    """Into a pipe (a log file, CI, kubectl logs) plan and verify print one line per image with
+    its id, its whole name, its action or outcome and its whole reason — never cut or wrapped."""
+    long_name = "ubuntu-24.04-server-cloudimg-amd64-" + "with-a-very-long-suffix-" * 5 + "end"
+    image = _add(clouds, b"p" * 5000, name=long_name)
+    other = _add(clouds, b"q" * 5000, name="conflicting-" + "x" * 60)
+    props = {f"property_number_{i:02d}": "a value that differs" for i in range(8)}
+    clouds.dst.add_image(b"q" * 5000, id=other, name="conflicting-" + "x" * 60, disk_format="raw",
+                         container_format="bare", **props)  # fmt: skip
+    code, out, err = await _cli(clouds, "plan", "copy", "--src-cloud", "src", "--dst-cloud", "dst")
+    assert code == 0, err
+    lines = {line.split("\t")[1]: line for line in out.splitlines() if line.count("\t") >= 3}
+    assert long_name in lines[image] and lines[image].startswith("copy\t")
+    reason = "destination differs in: " + ", ".join(sorted(props))
+    assert lines[other].startswith("conflict\t") and lines[other].endswith(reason)
+
+    await copy_images(fast_config(image_ids=(image,)), clouds.src_cloud, clouds.dst_cloud)
+    clouds.dst.images[image].properties.update(props)
+    code, out, err = await _cli(clouds, "verify", "--src-cloud", "src", "--dst-cloud", "dst")
+    assert code == 1, err
+    lines = {line.split("\t")[1]: line for line in out.splitlines() if line.count("\t") >= 3}
+    assert lines[image].startswith("differs\t") and long_name in lines[image]
+    assert all(f"{key}: None != 'a value that differs'" in lines[image] for key in props)
+    assert lines[other].startswith("differs\t")  # the conflicting one was never copied over
+    assert max(len(line) for line in out.splitlines()) > 200  # nothing was cut to a terminal's width

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from asyncmigrate import Timeouts
+from tests.conftest import Clouds
 from tests.fakeglance import FakeGlance
 from tests.fakekeystone import GuardedClouds, PasswordCloud, guarded_clouds, write_keystone_clouds_yaml
 from tests.test_cli import _cli
@@ -102,3 +104,116 @@ async def test_no_token_from_an_error_body_echoing_the_request(kc: GuardedClouds
     code, text, _ = await _copy(kc, tmp_path)
     assert code == 1 and "HTTP 400" in text
     _assert_no_secret(text, kc.keystone.issued)
+
+
+# -- error bodies that echo store URIs: every request kind -------------------------------------
+
+SWIFT_KEY = f"swKey-{secrets.token_hex(6)}"
+
+
+def _s3_uri(image_id: str) -> str:
+    return f"s3://{ACCESS_KEY}:{SECRET_KEY}@127.0.0.1:9/bucket/{image_id}"
+
+
+def _swift_uri(image_id: str) -> str:
+    return f"swift+http://glance-svc:{SWIFT_KEY}@127.0.0.1:8080/v1/AUTH_glance/images/{image_id}"
+
+
+def _malformed(image_id: str) -> str:
+    return f"400 Bad Request\n\nThe Store URI was malformed: {_s3_uri(image_id)}\n\n"
+
+
+def _exists(image_id: str) -> str:
+    return f"409 Conflict\n\nThe location {_swift_uri(image_id)} already exists\n\n"
+
+
+def _assert_no_store_secret(text: str) -> None:
+    for secret in (ACCESS_KEY, SECRET_KEY, SWIFT_KEY):
+        assert secret not in text, f"{secret!r} leaked"
+
+
+async def _run_cli(clouds: Clouds, tmp_path: Path, *args: str) -> tuple[int, str, dict[str, object]]:
+    report = tmp_path / f"report-{len(list(tmp_path.iterdir()))}.json"
+    code, out, err = await _cli(*args, "-v", "--report", str(report), "--no-journal", clouds_yaml=clouds.clouds_yaml)
+    doc = json.loads(report.read_text())
+    return code, out + err + report.read_text(), doc
+
+
+async def test_store_uris_in_error_bodies_never_leak_from_copy(clouds: Clouds, tmp_path: Path) -> None:
+    """create 400, upload 500 (retried, shown by -v) and PATCH 409, each echoing an S3 or Swift
+    URI with its credentials: stdout, stderr and the report keep the message, not the secrets."""
+    ids = {}
+    for name in ("a-create", "b-upload", "c-patch"):
+        attrs = {"disk_format": "raw", "container_format": "bare", "protected": name == "c-patch"}
+        ids[name] = clouds.src.add_image(os.urandom(70_000), name=name, **attrs)["id"]
+    # Newest first, one at a time: c (POST 1, PUT 1, PATCH), b (POST 2, PUT 2), a (POST 3).
+    clouds.dst.faults.fail_next("PATCH", r"^/v2/images/", 409, body=_exists(ids["c-patch"]), retry_after=None)
+    clouds.dst.faults.fail_next("PUT", r"/file$", 500, body=_malformed(ids["b-upload"]), retry_after=0, nth=2)
+    clouds.dst.faults.fail_next("POST", r"^/v2/images$", 400, body=_malformed(ids["a-create"]), nth=3)
+    code, text, doc = await _run_cli(
+        clouds, tmp_path, "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--concurrency", "1"
+    )
+    assert code == 1, text
+    outcomes = {e["name"]: (e["outcome"], e["attempts"]) for e in doc["images"]}  # type: ignore[index, union-attr]
+    assert outcomes == {"a-create": ("failed", 1), "b-upload": ("copied", 2), "c-patch": ("failed", 1)}
+    assert "The Store URI was malformed: s3://***@127.0.0.1:9/bucket/" in text  # the message itself survives
+    assert "retrying " in text and "already exists" in text
+    _assert_no_store_secret(text)
+
+
+async def test_store_uris_never_leak_from_listing_or_json_logs(clouds: Clouds, tmp_path: Path) -> None:
+    """A listing failing for good and a retried upload, both echoing credentials, with
+    --log-format json: every JSON line, the summary and the report are clean."""
+    image = clouds.src.add_image(os.urandom(70_000), name="x", disk_format="raw", container_format="bare")
+    clouds.dst.faults.fail_next("PUT", r"/file$", 503, body=_malformed(image["id"]), retry_after=0)
+    # The probe, the first listing pass, then the hidden-images pass, which fails for good.
+    clouds.src.faults.fail_next("GET", r"^/v2/images$", 500, body=_exists("x"), retry_after=None, times=None, nth=3)
+    code, text, doc = await _run_cli(
+        clouds, tmp_path, "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--log-format", "json", "--retries", "2"
+    )
+    assert code == 4, text
+    events = [json.loads(line) for line in text.splitlines() if line.startswith('{"time"')]
+    assert {e["event"] for e in events} >= {"retrying", "listing-failed", "image"}
+    assert "already exists" in doc["summary"]["incomplete"]  # type: ignore[index]
+    _assert_no_store_secret(text)
+
+
+async def test_store_uris_never_leak_from_move(clouds: Clouds, tmp_path: Path) -> None:
+    """copy-image import 400 and delete-from-store 409 echoing credentials: clean output and report."""
+    imp = clouds.src.add_image(os.urandom(50_000), name="imp", store="fast", disk_format="raw", container_format="bare")
+    dele = clouds.src.add_image(
+        os.urandom(50_000), name="del", store="fast", disk_format="raw", container_format="bare"
+    )
+    clouds.src.faults.fail_next("POST", rf"^/v2/images/{imp['id']}/import$", 400, body=_malformed(imp["id"]))
+    clouds.src.faults.fail_next("DELETE", rf"^/v2/stores/fast/{dele['id']}$", 409, body=_exists(dele["id"]))
+    code, text, doc = await _run_cli(
+        clouds, tmp_path, "move", "--cloud", "src", "--from-store", "fast", "--to-store", "slow"
+    )
+    assert code == 1, text
+    assert {e["name"]: e["outcome"] for e in doc["images"]} == {"imp": "failed", "del": "failed"}  # type: ignore[index, union-attr]
+    assert "Store URI was malformed" in text and "already exists" in text
+    _assert_no_store_secret(text)
+
+
+async def test_exception_messages_carry_no_store_secret(clouds: Clouds) -> None:
+    """The errors the client raises (a 4xx, a 200 maintenance page) hold no credential in their
+    message or attributes, whatever the body echoed."""
+    from asyncmigrate.errors import HTTPStatusError, UnexpectedResponse
+    from asyncmigrate.glance import open_glance
+    from tests.conftest import FAST_RETRY
+
+    clouds.dst.faults.fail_next("POST", r"^/v2/images$", 400, body=_malformed("i"))
+    page = f"<html>maintenance; backend {_swift_uri('i')} password={SWIFT_KEY}</html>"
+    clouds.dst.faults.fail_next("PATCH", r"^/v2/images/", 200, body=page, content_type="text/html", retry_after=None)
+    opts = {"chunk_size": 65536, "concurrency": 1, "timeouts": Timeouts(), "retry": FAST_RETRY}
+    async with open_glance(clouds.dst_cloud, **opts) as dst:  # type: ignore[arg-type]
+        with pytest.raises(HTTPStatusError) as status:
+            await dst.create_image({"name": "n"})
+        clouds.dst.add_image(
+            None, id="6f1d7c5e-1111-4c1e-9a0a-000000000009", disk_format="raw", container_format="bare"
+        )
+        with pytest.raises(UnexpectedResponse) as unexpected:
+            await dst.patch_image("6f1d7c5e-1111-4c1e-9a0a-000000000009", [])
+    for exc in (status.value, unexpected.value):
+        _assert_no_store_secret(f"{exc} {exc.args} {vars(exc)}")
+    assert "Store URI was malformed" in str(status.value) and "maintenance" in str(unexpected.value)

@@ -100,6 +100,7 @@ class FakeGlance:
         show_multiple_locations: bool = False,
         import_methods: Iterable[str] | None = None,
         chunk_size: int = 65536,
+        store_types: Mapping[str, str] | None = None,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.profile = profile
@@ -109,6 +110,8 @@ class FakeGlance:
         self.stores: dict[str, str] = dict(stores or {})
         if self.stores and profile.multi_store_versions is None:
             raise ValueError(f"glance {profile.glance_version} ({profile.name}) has no multi-store support")
+        self.store_types: dict[str, str] = dict(store_types or {})
+        """Driver type per store as ``/v2/info/stores/detail`` shows it (default ``file``)."""
         self.default_store = default_store or next(iter(self.stores), None)
         if self.stores and self.default_store not in self.stores:
             raise ValueError(f"default store {default_store!r} is not one of {list(self.stores)}")
@@ -122,8 +125,6 @@ class FakeGlance:
         self.certificates: set[str] = set()
         """Certificate ids in this cloud's key manager: a signed image's upload is verified against
         its ``img_signature_certificate_uuid`` (the signature itself is taken as good)."""
-        self.store_types: dict[str, str] = {}
-        """Driver type per store in ``/v2/info/stores/detail`` (default ``file``)."""
         self.swift_segment_size: int | None = None
         """glance_store 5.7.0's Swift regression: an upload into a ``swift`` store whose size
         is known (``x-openstack-image-size``, else ``Content-Length``) and above this fails
@@ -367,6 +368,9 @@ class FakeGlance:
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        delay = self.faults.take_delay(request.method, self.relative_path(request))
+        if delay:
+            await asyncio.sleep(delay)
         failure = self.faults.take_http_failure(request.method, self.relative_path(request))
         if failure is None:
             return await handler(request)
@@ -376,7 +380,7 @@ class FakeGlance:
         if failure.echo:
             lines = [f"{request.method} {request.url}", *(f"{k}: {v}" for k, v in request.headers.items())]
             body = "\n".join([body, "", *lines])
-        return web.Response(status=failure.status, text=body, headers=headers)
+        return web.Response(status=failure.status, text=body, headers=headers, content_type=failure.content_type)
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

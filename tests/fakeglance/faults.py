@@ -40,6 +40,17 @@ class HttpFailure:
     armed: _Armed
     skip: int = 0
     """Matching requests still to let through before the first failure."""
+    content_type: str = "text/plain"
+
+
+@dataclasses.dataclass
+class _Delay:
+    """Hold matching requests this long before handling them."""
+
+    method: str
+    pattern: re.Pattern[str]
+    seconds: float
+    armed: _Armed
 
 
 @dataclasses.dataclass
@@ -85,6 +96,7 @@ class Faults:
 
     def _reset(self) -> None:
         self._http: list[HttpFailure] = []
+        self._delays: list[_Delay] = []
         self._cut_download: dict[str, list[_ByteFault]] = {}
         self._hang_download: dict[str, list[_ByteFault]] = {}
         self._cut_upload: dict[str, list[_ByteFault]] = {}
@@ -106,6 +118,7 @@ class Faults:
         body: str = "",
         echo: bool = False,
         nth: int = 1,
+        content_type: str = "text/plain",
     ) -> None:
         """Answer ``status`` (with ``Retry-After`` unless None) to matching requests.
 
@@ -115,7 +128,8 @@ class Faults:
         ``echo`` appends the request line and every request header (``X-Auth-Token``
         included) to the body, as a debugging proxy's error page does. ``nth`` makes the
         nth matching request from now the first to fail (e.g. a later page of a listing);
-        each armed failure counts matching requests on its own.
+        each armed failure counts matching requests on its own. A 2xx ``status`` with
+        ``content_type="text/html"`` is a load balancer's maintenance page.
         """
         if nth < 1:
             raise ValueError("nth must be >= 1")
@@ -129,8 +143,13 @@ class Faults:
                 echo=echo,
                 armed=_check_times(times),
                 skip=nth - 1,
+                content_type=content_type,
             )
         )
+
+    def delay_next(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1) -> None:
+        """Hold matching requests (as for :meth:`fail_next`) ``seconds`` before handling them."""
+        self._delays.append(_Delay(method.upper(), re.compile(path_regex), seconds, _check_times(times)))
 
     def cut_download_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
         """Close the connection after ``n_bytes`` of a download's body (headers already sent)."""
@@ -191,6 +210,13 @@ class Faults:
             elif chosen is None and failure.armed.take():
                 chosen = failure
         return chosen
+
+    def take_delay(self, method: str, path: str) -> float:
+        """Seconds to hold this request, consuming one shot of the first matching delay."""
+        for delay in self._delays:
+            if delay.method in ("*", method.upper()) and delay.pattern.search(path) and delay.armed.take():
+                return delay.seconds
+        return 0.0
 
     def take_download_plan(self, image_id: str) -> DownloadPlan:
         """Decide what happens to the download that is starting now."""

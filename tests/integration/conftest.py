@@ -54,18 +54,26 @@ class Pair:
     dst: seed.Glance
     tmp: Path
 
-    def cli(self, *args: str, report: bool = True, timeout: float = 900) -> CliRun:
-        """Run ``asyncmigrate`` as a subprocess against the pair."""
+    def cli(self, *args: str, report: bool = True, timeout: float = 900, clouds_yaml: str | None = None) -> CliRun:
+        """Run ``asyncmigrate`` as a subprocess against the pair (or the clouds ``clouds_yaml`` names)."""
         path = self.tmp / f"report-{time.monotonic_ns()}.json"
         cmd = [sys.executable, "-m", "asyncmigrate", *args]
         if report:
             cmd += ["--report", str(path)]
-        env = {**os.environ, "OS_CLIENT_CONFIG_FILE": self.env["clouds_yaml"]}
+        env = {**os.environ, "OS_CLIENT_CONFIG_FILE": clouds_yaml or self.env["clouds_yaml"]}
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=self.tmp)
         seconds = time.monotonic() - t0
         data = json.loads(path.read_text()) if report and path.exists() else None
         return CliRun(proc.returncode, proc.stdout, proc.stderr, data, seconds)
+
+    def sql(self, instance: str, statement: str) -> None:
+        """Run one SQL statement on an instance's database (legacy records Glance's API cannot make)."""
+        psql = Path(os.environ.get("ASYNCMIGRATE_PG_BIN", "/usr/lib/postgresql/15/bin")) / "psql"
+        pg = self.env["postgres"]
+        database = self.env["instances"][instance]["database"]
+        cmd = [str(psql), "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
+        subprocess.run([*cmd, "-d", database, "-c", statement], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -156,3 +156,30 @@ def test_killed_move_completes_on_rerun(pair: Pair) -> None:
     run = pair.cli("move", "--cloud", "harness-src", "--from-store", "fast", "--to-store", "slow", *_ids(seeded))
     assert run.returncode == 0, run.stdout + run.stderr
     _assert_moved(pair, seeded, "slow")
+
+
+def test_location_method_empties_a_store_of_zero_byte_images(pair: Pair) -> None:
+    """--method location cannot add a 0-byte location (glance answers 400 "Invalid location":
+    glance/location.py accepts only sizes > 0), so 0-byte images are moved with copy-image,
+    which this cloud enables: the store is emptied completely, no carrier is made for them."""
+    zero = pair.src.create(b"", store="slow", name="zero-bytes", disk_format="raw", container_format="bare")
+    one = pair.src.create(
+        seed.raw_image(MiB, 60), store="slow", name="one-mib", disk_format="raw", container_format="bare"
+    )
+    ids = {zero["id"]: hashlib.sha512(b"").hexdigest(), one["id"]: hashlib.sha512(seed.raw_image(MiB, 60)).hexdigest()}
+    move = ("move", "--cloud", "harness-src", "--from-store", "slow", "--to-store", "cold", "--method", "location")
+    run = pair.cli(*move, *_ids(ids))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.outcomes() == dict.fromkeys(ids, "moved")
+    reasons = {i["id"]: i["reason"] for i in run.report["images"]}  # type: ignore[index]
+    assert "copy-image" in reasons[zero["id"]] and "0-byte" in reasons[zero["id"]]
+    for image_id, sha in ids.items():
+        image = pair.src.get(image_id)
+        assert image is not None and image["stores"] == "cold" and image["status"] == "active"
+        assert [loc["metadata"]["store"] for loc in image["locations"]] == ["cold"]
+        size = image["size"]
+        assert (pair.src.sha512_of_data(image_id) or (0, hashlib.sha512(b"").hexdigest())) == (size, sha)
+    carriers = [i for i in pair.src.all_images() if i.get("asyncmigrate_carrier_for") in ids]
+    assert [c["asyncmigrate_carrier_for"] for c in carriers] == [one["id"]]
+    again = pair.cli(*move, *_ids(ids))
+    assert again.returncode == 0 and set(again.outcomes().values()) == {"skipped"}

@@ -1,0 +1,238 @@
+"""A fault-injecting HTTP proxy on 127.0.0.1, to put in front of a real glance-api (or the fake).
+
+Requests are forwarded to one upstream, bodies streamed both ways (an image upload or download
+is never held in memory); rules armed by the test act on matching requests instead::
+
+    with FaultProxy.running("http://127.0.0.1:19293") as proxy:    # its own thread and loop
+        proxy.answer("POST", r"^/v2/images$", 400, body="The Store URI was malformed: s3://k:s@h/b")
+        proxy.answer("GET", r"^/v2/images$", 200, body="<html>maintenance</html>",
+                     content_type="text/html")                      # a load balancer's page
+        proxy.cut_after("GET", r"/file$", 1_000_000)                # drop the connection mid-body
+        proxy.delay("GET", r"^/v2/images/[^/]+$", 0.5)
+        ... point a clouds.yaml at proxy.url and run the CLI ...
+
+Every rule matches a method (or ``"*"``) and a regex searched in the path; ``times`` shots (None:
+every matching request), starting at the ``nth`` match. Only loopback upstreams are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding"}
+    | {"upgrade", "host", "content-length"}
+)
+
+
+@dataclasses.dataclass
+class Rule:
+    """One armed fault: what to match, what to do, how many shots are left."""
+
+    method: str
+    pattern: re.Pattern[str]
+    kind: str  # "answer" | "cut" | "delay"
+    times: int | None
+    skip: int
+    status: int = 0
+    body: str = ""
+    content_type: str = "text/plain"
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    n_bytes: int = 0
+    seconds: float = 0.0
+
+    def take(self, method: str, path: str) -> bool:
+        """Does this request trigger the rule (consuming a shot)?"""
+        if self.method not in ("*", method) or not self.pattern.search(path):
+            return False
+        if self.skip:
+            self.skip -= 1
+            return False
+        if self.times is None:
+            return True
+        if self.times <= 0:
+            return False
+        self.times -= 1
+        return True
+
+
+@dataclasses.dataclass
+class Seen:
+    """One request that went through the proxy, and what the proxy did to it."""
+
+    method: str
+    path: str
+    status: int | None = None
+    fault: str | None = None
+
+
+class FaultProxy:
+    """The proxy's rules and log; serve it with :meth:`running` (a thread) or :meth:`serve` (this loop)."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"the fault proxy only fronts loopback servers, not {upstream}")
+        self.upstream = upstream.rstrip("/")
+        self.rules: list[Rule] = []
+        self.seen: list[Seen] = []
+        self.url = ""
+        self._lock = threading.Lock()
+
+    # -- arming -------------------------------------------------------------------------------
+
+    def _arm(self, method: str, path_regex: str, kind: str, times: int | None, nth: int, **kw: object) -> None:
+        rule = Rule(method.upper(), re.compile(path_regex), kind, times, nth - 1, **kw)  # type: ignore[arg-type]
+        with self._lock:
+            self.rules.append(rule)
+
+    def answer(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        *,
+        body: str = "",
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+        times: int | None = 1,
+        nth: int = 1,
+    ) -> None:
+        """Answer ``status`` with ``body`` instead of forwarding (a 200 ``text/html`` is a
+        maintenance page; a 4xx/5xx body may echo whatever the test wants echoed)."""
+        self._arm(
+            method, path_regex, "answer", times, nth,
+            status=status, body=body, content_type=content_type, headers=dict(headers or {}),
+        )  # fmt: skip
+
+    def cut_after(self, method: str, path_regex: str, n_bytes: int, *, times: int | None = 1, nth: int = 1) -> None:
+        """Forward, but drop the connection after ``n_bytes`` of the response body."""
+        self._arm(method, path_regex, "cut", times, nth, n_bytes=n_bytes)
+
+    def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1, nth: int = 1) -> None:
+        """Hold matching requests ``seconds`` before forwarding them."""
+        self._arm(method, path_regex, "delay", times, nth, seconds=seconds)
+
+    def clear(self) -> None:
+        """Disarm every rule."""
+        with self._lock:
+            self.rules.clear()
+
+    def matching(self, method: str, path_regex: str) -> list[Seen]:
+        """Logged requests with this method (or ``"*"``) whose path matches."""
+        pattern = re.compile(path_regex)
+        return [s for s in list(self.seen) if method in ("*", s.method) and pattern.search(s.path)]
+
+    def _take(self, kind: str, method: str, path: str) -> Rule | None:
+        with self._lock:
+            chosen = None
+            for rule in self.rules:
+                if rule.kind == kind and rule.take(method, path) and chosen is None:
+                    chosen = rule
+            return chosen
+
+    # -- serving ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        """Serve on a free loopback port in the running loop; yields the proxy's URL."""
+        async with aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_read=600)
+        ) as session:
+            app = web.Application(client_max_size=0)
+
+            async def handle(request: web.Request) -> web.StreamResponse:
+                return await self._handle(request, session)
+
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            try:
+                yield self.url
+            finally:
+                await runner.cleanup()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, upstream: str) -> Iterator[FaultProxy]:
+        """A proxy in front of ``upstream``, served by its own thread and event loop (for
+        synchronous tests that run the CLI as a subprocess)."""
+        proxy = cls(upstream)
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+
+        async def main() -> None:
+            async with proxy.serve():
+                ready.set()
+                await stop.wait()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="fault-proxy", daemon=True)
+        thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fault proxy did not start")
+        try:
+            yield proxy
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(10)
+            loop.close()
+
+    async def _handle(self, request: web.Request, session: aiohttp.ClientSession) -> web.StreamResponse:
+        method, path = request.method, request.path
+        seen = Seen(method, path)
+        self.seen.append(seen)
+        delay = self._take("delay", method, path)
+        if delay is not None:
+            await asyncio.sleep(delay.seconds)
+        canned = self._take("answer", method, path)
+        if canned is not None:
+            seen.status, seen.fault = canned.status, "answer"
+            await request.read()  # a real front end reads the request before answering
+            return web.Response(
+                status=canned.status, text=canned.body, content_type=canned.content_type, headers=canned.headers
+            )
+        cut = self._take("cut", method, path)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        body = _chunks(request) if request.body_exists else None
+        url = self.upstream + request.rel_url.raw_path_qs
+        async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for key, value in upstream.headers.items():
+                if key.lower() not in _HOP_BY_HOP:
+                    response.headers[key] = value
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            seen.status = upstream.status
+            await response.prepare(request)
+            sent = 0
+            async for chunk in upstream.content.iter_chunked(64 * 1024):
+                if cut is not None and sent + len(chunk) >= cut.n_bytes:
+                    await response.write(chunk[: cut.n_bytes - sent])
+                    seen.fault = "cut"
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+            return response
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        yield chunk
