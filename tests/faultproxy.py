@@ -86,6 +86,8 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.seen: list[Seen] = []
         self.url = ""
+        self.limit_max: int | None = None
+        """Emulate a deployment whose ``api_limit_max`` is this: listings ask for at most this many."""
         self._lock = threading.Lock()
 
     # -- arming -------------------------------------------------------------------------------
@@ -210,6 +212,10 @@ class FaultProxy:
             headers["Content-Length"] = str(request.content_length)
         body = _chunks(request) if request.body_exists else None
         url = self.upstream + request.rel_url.raw_path_qs
+        if self.limit_max is not None and method == "GET" and path.endswith("/v2/images"):
+            query = request.rel_url.query.copy()
+            query["limit"] = str(min(int(query.get("limit", self.limit_max)), self.limit_max))
+            url = self.upstream + str(request.rel_url.with_query(query))
         async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as upstream:
             response = web.StreamResponse(status=upstream.status)
             for key, value in upstream.headers.items():

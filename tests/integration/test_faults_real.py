@@ -112,6 +112,7 @@ def test_listing_failing_part_way_finishes_in_flight_then_rerun_completes(proxie
     tag = f"lst-{uuid.uuid4().hex[:6]}"
     images = _seed(pair, tag, 28, size=256 * 1024)
     proxied.src.delay("GET", r"/file$", 0.2, times=None)  # transfers stay in flight a while
+    proxied.src.limit_max = 25  # a deployment with api_limit_max = 25: the listing pages
     # Listing requests: the start-up probe, page 1 (the 25 newest: these images), then page 2.
     proxied.src.answer("GET", r"^/v2/images$", 500, body="backend gone", times=None, nth=3)
     args = (*COPY, "--name", f"{tag}-*", "--concurrency", "4", "--retries", "2")
@@ -125,6 +126,7 @@ def test_listing_failing_part_way_finishes_in_flight_then_rerun_completes(proxie
     assert statuses <= {"active", None}, statuses  # nothing aborted mid-upload
     _assert_arrived(pair, {i: images[i] for i in copied})
     proxied.src.clear()
+    proxied.src.limit_max = None
     again = proxied.cli(*args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(i for i, o in again.outcomes().items() if o == "copied") == sorted(set(images) - set(copied))
