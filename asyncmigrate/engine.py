@@ -17,6 +17,7 @@ uploads are dropped, which Glance answers by returning those images to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -39,9 +40,10 @@ from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpe
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
-from .upload import choose_uploader
+from .upload import Uploader, choose_uploader
 
 __all__ = [
+    "PairRun",
     "at_destination",
     "check_endpoint",
     "copy_images",
@@ -51,6 +53,7 @@ __all__ = [
     "open_cloud",
     "read_index",
     "run_pool",
+    "start_run",
 ]
 
 Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
@@ -114,6 +117,37 @@ async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationInd
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
         raise EndpointError(f"cannot read the destination's catalog (nothing was done): {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class PairRun:
+    """What a two-cloud command (copy, sync, verify) settles before its first image:
+    each cloud's capabilities, the run-wide caps, the upload way and the destination index."""
+
+    src_caps: Capabilities
+    dst_caps: Capabilities
+    limits: Limits
+    uploader: Uploader
+    index: DestinationIndex | None  # None: named images, read one by one
+
+    def clouds(self) -> dict[str, Any]:
+        """The report's ``clouds``: each side's capabilities (and the upload way)."""
+        destination = self.dst_caps.describe() | {"upload_method": self.uploader.method}
+        return {"source": self.src_caps.describe(), "destination": destination}
+
+
+async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, emit: Emit) -> PairRun:
+    """Discover both clouds, check the flags against them (a usage error before anything is
+    done), choose the upload way and read the destination's catalog."""
+    src_caps = await open_cloud(src, "source")
+    dst_caps = await open_cloud(dst, "destination")
+    check_selection(config, src_caps, dst_caps)
+    emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
+    limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
+    uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
+    # Named images are read one by one; a whole catalog is decided from one listing.
+    index = None if config.image_ids else await read_index(dst, dst_caps)
+    return PairRun(src_caps, dst_caps, limits, uploader, index)
 
 
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
@@ -254,31 +288,21 @@ async def copy_images(
         open_glance(dst_cloud, **kw) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
-        src_caps = await open_cloud(src, "source")
-        dst_caps = await open_cloud(dst, "destination")
-        check_selection(config, src_caps, dst_caps)
-        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
-        limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
-        uploader = choose_uploader(
-            config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout
-        )
-        # Named images are read one by one; a whole catalog is decided from one listing.
-        index = None if config.image_ids else await read_index(dst, dst_caps)
-
+        run = await start_run(config, src, dst, emit)
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, limits, index, uploader)
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
             if config.dry_run:
                 return await transfer.plan()
             result = await transfer.run()
-            if journal is not None and at_destination(result, index):
+            if journal is not None and at_destination(result, run.index):
                 await journal.remember(pair, image)  # the record sync's removed images come from
             return result
 
         # A listing that fails part-way ends the intake; the images in flight finish.
         listing = Listing(
-            select(list_images(src, src_caps, config.image_ids), config.selection), "source listing", emit
+            select(list_images(src, run.src_caps, config.image_ids), config.selection), "source listing", emit
         )
         results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
         if journal is not None:
@@ -288,9 +312,6 @@ async def copy_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        clouds={
-            "source": src_caps.describe(),
-            "destination": {**dst_caps.describe(), "upload_method": uploader.method},
-        },
+        clouds=run.clouds(),
         incomplete=listing.incomplete,
     )

@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from .capabilities import Capabilities
+from .capabilities import Capabilities, StoreInfo
 from .catalog import list_images
 from .clouds import Cloud
 from .config import MoveConfig
@@ -61,7 +61,7 @@ from .upload import (
     Uploader,
     choose_uploader,
     latest_import_task,
-    swift_segment_failure,
+    swift_segmented,
     task_message,
 )
 
@@ -126,9 +126,11 @@ class StoreMove:
         uploader: Uploader | None = None,
         *,
         copy_image_enabled: bool = True,
+        to_store: StoreInfo | None = None,
     ) -> None:
         self.client = client
         self.copy_image_enabled = copy_image_enabled  # GET /v2/info/import lists it
+        self.to_store = to_store  # NEW as discovered (its type and thresholds, when visible)
         self.limits = limits or Limits()
         self.uploader = uploader  # the carrier's upload (--method location)
         self.image = image
@@ -274,7 +276,7 @@ class StoreMove:
         """Raise the import's failure: retried, unless it is the Swift regression (it would fail again)."""
         message = await self._task_message()
         failure = f"copy-image into {self.config.to_store} failed: {message}"
-        if swift_segment_failure(message):
+        if swift_segmented(self.to_store, self.size):  # glance says no more than "Internal Error"
             raise ImageError(f"{failure}. {SWIFT_WAY_OUT}; {self.config.from_store} is kept")
         raise ImportFailed(failure)
 
@@ -462,12 +464,15 @@ async def move_images(
         limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
         # The carrier's data goes into NEW as a copy's would (unsized into Swift: see upload.py).
         uploader = choose_uploader("put", caps, config.to_store, import_timeout=config.import_timeout)
+        target = caps.store(config.to_store)
 
         # Glance refuses 0-byte locations: --method location moves those with copy-image, if enabled.
         copy_image = config.method == "copy-image" or "copy-image" in caps.import_methods
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            move = StoreMove(client, image, config, emit, limits, uploader, copy_image_enabled=copy_image)
+            move = StoreMove(
+                client, image, config, emit, limits, uploader, copy_image_enabled=copy_image, to_store=target
+            )
             return move.plan() if config.dry_run else await move.run()
 
         async def wanted() -> Any:

@@ -36,20 +36,22 @@ import anyio
 from .catalog import DestinationIndex, Entry, list_images
 from .clouds import Cloud
 from .config import SyncConfig
+from .containment import Listing
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, check_selection, journaled, open_cloud, read_index, run_pool
+from .engine import at_destination, journaled, run_pool, start_run
 from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .journal import Journal, pair_key, read_record
 from .limits import Limits
 from .metadata import left_out
-from .progress import CloudsDiscovered, Emit, Retrying, ignore
+from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import run_unit
 from .selection import select
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
+from .upload import Uploader
 
 __all__ = ["ImageSync", "sync_images"]
 
@@ -83,9 +85,10 @@ class ImageSync:
         emit: Emit,
         limits: Limits,
         index: DestinationIndex | None,
+        uploader: Uploader | None = None,
     ) -> None:
         self.src, self.dst, self.image, self.config = src, dst, image, config
-        self.emit, self.limits, self.index = emit, limits, index
+        self.emit, self.limits, self.index, self.uploader = emit, limits, index, uploader
         self.id: str = image["id"]
         self.result = ImageResult(
             id=self.id,
@@ -98,7 +101,7 @@ class ImageSync:
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
-        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index)
+        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
 
     async def run(self) -> ImageResult:
         """Level the image (retrying transient errors); fatal errors propagate."""
@@ -330,16 +333,15 @@ async def sync_images(
         open_glance(dst_cloud, **client_options(config)) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
-        src_caps = await open_cloud(src, "source")
-        dst_caps = await open_cloud(dst, "destination")
-        check_selection(config, src_caps, dst_caps)
-        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
-        limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
-        index = None if config.image_ids else await read_index(dst, dst_caps)
-        listed = _Listed(list_images(src, src_caps, config.image_ids))
+        run = await start_run(config, src, dst, emit)
+        index = run.index
+        listed = _Listed(list_images(src, run.src_caps, config.image_ids))
+        # A listing that fails part-way ends the intake (the images in flight finish), and
+        # leaves removed images unjudged: listed.complete stays False.
+        listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            one = ImageSync(src, dst, image, config, emit, limits, index)
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
             if config.dry_run:
                 return await one.plan()
             result = await one.run()
@@ -348,7 +350,7 @@ async def sync_images(
             return result
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
-        results = await run_pool(select(listed.each(), config.selection), handle, **kw)
+        results = await run_pool(listing, handle, **kw)
         if listed.complete and not (stop is not None and stop.is_set()):
             removal = Removal(src, dst, config, index, await _record(config, journal, pair))
             found = removal.candidates(listed.ids, listed.named_missing)
@@ -364,5 +366,6 @@ async def sync_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
+        incomplete=listing.incomplete,
+        clouds=run.clouds(),
     )

@@ -40,7 +40,7 @@ import anyio
 from .errors import Behaviour, ImageError, UsageError
 
 if TYPE_CHECKING:
-    from .capabilities import Capabilities
+    from .capabilities import Capabilities, StoreInfo
     from .glance import GlanceClient
 
 __all__ = [
@@ -53,8 +53,9 @@ __all__ = [
     "UnsizedPut",
     "Uploader",
     "choose_uploader",
+    "large_object_size",
     "latest_import_task",
-    "swift_segment_failure",
+    "swift_segmented",
     "task_message",
 ]
 
@@ -99,15 +100,24 @@ class PlainPut:
 
 
 class UnsizedPut(PlainPut):
-    """``PUT …/file`` sent chunked with no declared size (Swift stores, see the module docstring)."""
+    """``PUT …/file`` sent chunked with no declared size (Swift stores, see the module docstring).
+
+    ``threshold`` is the store's ``large_object_size`` when ``/v2/info/stores/detail``
+    shows it: glance_store segments an upload of a known size only from there on, so
+    smaller images keep the sized (cheaper: no manifest) upload.  None: never declare.
+    """
 
     method = "put-unsized"
+
+    def __init__(self, threshold: int | None = None) -> None:
+        self.threshold = threshold
 
     async def send(
         self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
     ) -> None:
-        """Upload without declaring a size; the pipeline still checks it."""
-        await dst.upload(image_id, body, size=None, store=store)
+        """Upload, declaring the size only below the segmenting threshold; the pipeline still checks it."""
+        declared = size if size is not None and self.threshold is not None and size < self.threshold else None
+        await dst.upload(image_id, body, size=declared, store=store)
 
 
 class GlanceDirect:
@@ -184,14 +194,23 @@ def choose_uploader(method: str, caps: Capabilities, store: str | None, *, impor
         return UnsizedPut()
     target = caps.store(store)
     if target is not None and target.type == "swift":
-        return UnsizedPut()
+        return UnsizedPut(large_object_size(target))
     return PlainPut()
 
 
-def swift_segment_failure(message: str) -> bool:
-    """Does a Glance error or task message show glance_store's Swift regression (a
-    segmented upload of a known size that Swift never received the end of)?"""
-    return "Failed to add object to Swift" in message
+def large_object_size(store: StoreInfo | None) -> int | None:
+    """A Swift store's ``large_object_size`` in bytes, when ``/v2/info/stores/detail`` shows it."""
+    value = (store.properties if store is not None else {}).get("large_object_size")
+    return int(value) if isinstance(value, int | str) and str(value).isdecimal() else None
+
+
+def swift_segmented(store: StoreInfo | None, size: int | None) -> bool:
+    """Would glance_store write ``size`` bytes into ``store`` as Swift segments — where
+    5.7.0's regression fails every upload whose size it knows (copy-image always does)?"""
+    if store is None or store.type != "swift" or not size:
+        return False
+    threshold = large_object_size(store)
+    return threshold is None or size >= threshold
 
 
 SWIFT_WAY_OUT = (

@@ -17,12 +17,12 @@ from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
-from .engine import check_selection, open_cloud, read_index, run_pool
+from .engine import run_pool, start_run
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .metadata import differences
-from .progress import CloudsDiscovered, Emit, ignore
+from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import destination_view
@@ -92,11 +92,8 @@ async def verify_catalogs(
     started = time.monotonic()
     kw = client_options(config)
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
-        src_caps = await open_cloud(src, "source")
-        dst_caps = await open_cloud(dst, "destination")
-        check_selection(config, src_caps, dst_caps)
-        emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
-        index = None if config.image_ids else await read_index(dst, dst_caps)
+        run = await start_run(config, src, dst, emit)
+        index = run.index
         seen: set[str] = set()
 
         async def handle(image: dict[str, Any]) -> ImageResult:
@@ -115,12 +112,13 @@ async def verify_catalogs(
             result.reason = "; ".join(problems)
             return result
 
-        source = Listing(select(list_images(src, src_caps, config.image_ids), config.selection), "source listing", emit)
+        images = select(list_images(src, run.src_caps, config.image_ids), config.selection)
+        source = Listing(images, "source listing", emit)
         results = await run_pool(source, handle, concurrency=config.concurrency, emit=emit)
         incomplete = source.incomplete
         # Extras only make sense against a complete source listing.
         if not config.image_ids and incomplete is None:
-            extras = Listing(list_images(dst, dst_caps), "destination listing", emit)
+            extras = Listing(list_images(dst, run.dst_caps), "destination listing", emit)
             async for other in extras:
                 if other["id"] not in seen and config.selection.wants(other):
                     results.append(
@@ -137,5 +135,5 @@ async def verify_catalogs(
         images=results,
         seconds=time.monotonic() - started,
         incomplete=incomplete,
-        clouds={"source": src_caps.describe(), "destination": dst_caps.describe()},
+        clouds=run.clouds(),
     )

@@ -116,3 +116,22 @@ async def test_destination_index_failure_stops_before_anything(clouds: Clouds) -
                               clouds_yaml=clouds.clouds_yaml)  # fmt: skip
     assert code == 3 and "cannot read the destination's catalog (nothing was done)" in err
     assert not clouds.dst.requests_matching("POST", ".*") and not clouds.dst.images
+
+
+async def test_sync_listing_failure_finishes_in_flight_and_judges_no_removal(clouds: Clouds, tmp_path: Path) -> None:
+    """sync: a listing failing part-way ends the intake, the images in flight finish, and no image
+    is judged removed (the source was not read to the end); the re-run completes."""
+    from asyncmigrate.sync import sync_images
+    from tests.test_sync import sync_config
+
+    images = _catalog(clouds, PAGE + 5)
+    await copy_images(fast_config(image_ids=tuple(images)[:3]), clouds.src_cloud, clouds.dst_cloud)
+    clouds.src.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=3)
+    run = await sync_images(sync_config(tmp_path, concurrency=3), clouds.src_cloud, clouds.dst_cloud)
+    assert run.incomplete is not None and int(run.exit_code) == 4
+    assert len(run.images) == PAGE and not {r.outcome for r in run.images} & {"removed", "deleted"}
+    _assert_nothing_left_half_done(clouds)
+    clouds.src.faults.clear()
+    again = await sync_images(sync_config(tmp_path, concurrency=3), clouds.src_cloud, clouds.dst_cloud)
+    assert again.incomplete is None and int(again.exit_code) == 0
+    assert all(clouds.dst.data(i) == data for i, data in images.items())

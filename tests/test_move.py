@@ -209,7 +209,8 @@ async def test_copy_image_into_swift_above_the_segment_size_says_why_and_the_way
     assert results[small["id"]].outcome == "moved"
     failed = results[big["id"]]
     assert failed.outcome == "failed" and failed.attempts == 1
-    assert "Failed to add object to Swift" in failed.reason and "--method location" in failed.reason
+    assert "Task failed due to Internal Error" in failed.reason and "--method location" in failed.reason
+    assert "LP #2136857" in failed.reason
     assert one.fake.get(big["id"])["stores"] == "fast"
     assert len(one.fake.requests_matching("POST", rf"/v2/images/{big['id']}/import$")) == 1
 

@@ -127,7 +127,7 @@ class FakeGlance:
         its ``img_signature_certificate_uuid`` (the signature itself is taken as good)."""
         self.swift_segment_size: int | None = None
         """glance_store 5.7.0's Swift regression: an upload into a ``swift`` store whose size
-        is known (``x-openstack-image-size``, else ``Content-Length``) and above this fails
+        is known (``x-openstack-image-size``, else ``Content-Length``) and at least this fails
         (500), as does a copy-image (it always knows the size); a chunked upload works."""
         self.convert_to: str | None = None
         """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
@@ -231,7 +231,7 @@ class FakeGlance:
     def swift_fails_known_size(self, store: str, size: int | None) -> bool:
         """Whether an upload of ``size`` (None/0: unknown) into ``store`` hits the Swift regression."""
         limit = self.swift_segment_size
-        return limit is not None and self.store_types.get(store) == "swift" and bool(size) and size > limit
+        return limit is not None and self.store_types.get(store) == "swift" and bool(size) and size >= limit
 
     def add_member(self, image_id: str, member_id: str, status: str = "pending") -> dict[str, Any]:
         """Share an image with a project directly in state, and return the member JSON."""

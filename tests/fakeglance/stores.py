@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .data import SWIFT_SEGMENT_ERROR
 from .images import json_body
 from .model import (
     FAILED_IMPORT_KEY,
@@ -112,7 +111,11 @@ class _StoresApi:
         listed = []
         for store_id, description in self.fake.stores.items():
             store_type = self.fake.store_types.get(store_id, "file")
-            entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": {}}
+            properties: dict[str, Any] = {}
+            if store_type == "swift" and self.fake.swift_segment_size is not None:
+                # glance 33 shows the Swift driver's thresholds, in bytes
+                properties = {"container": "glance", "large_object_size": self.fake.swift_segment_size}
+            entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": properties}
             if description:
                 entry["description"] = description
             if store_id == self.fake.default_store:
@@ -250,7 +253,7 @@ class _StoresApi:
                 content = rec.content()
                 error = fake.faults.take_import_failure(store)
                 if error is None and content is not None and fake.swift_fails_known_size(store, len(content)):
-                    error = SWIFT_SEGMENT_ERROR
+                    error = "Task failed due to Internal Error"  # all glance 33 says (harness, measured)
                 pending.pop(0)
                 rec.properties[IMPORTING_KEY] = ",".join(pending)
                 if error is None and content is not None:
