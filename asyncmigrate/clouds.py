@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import ssl
 import time
@@ -31,6 +32,9 @@ __all__ = ["Cloud", "load_cloud"]
 # Re-read the token from keystoneauth at most this often.  keystoneauth itself
 # renews a token that is about to expire, so this only bounds the thread hops.
 _TOKEN_RECHECK_SECONDS = 60.0
+# ... and never hand out a token closer than this to its expiry: a short token
+# lifetime (some clouds use minutes) would otherwise cost a 401 and a retry.
+_TOKEN_MARGIN_SECONDS = 15.0
 
 
 @dataclasses.dataclass
@@ -48,18 +52,27 @@ class Cloud:
     insecure: bool
     _session: Any = dataclasses.field(repr=False)
     _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    _fetched_at: float = dataclasses.field(default=0.0, repr=False)
+    _fresh_until: float = dataclasses.field(default=0.0, repr=False)
     _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
 
     async def auth_headers(self) -> dict[str, str]:
-        """Headers that authenticate a request (``X-Auth-Token``), renewed as needed."""
-        if self._headers and time.monotonic() - self._fetched_at < _TOKEN_RECHECK_SECONDS:
+        """Headers that authenticate a request (``X-Auth-Token``), renewed as needed:
+        re-read from keystoneauth every minute, and before the token's expiry."""
+        if self._headers and time.monotonic() < self._fresh_until:
             return self._headers
         async with self._lock:
-            if not self._headers or time.monotonic() - self._fetched_at >= _TOKEN_RECHECK_SECONDS:
-                self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
-                self._fetched_at = time.monotonic()
+            if not self._headers or time.monotonic() >= self._fresh_until:
+                await self._refresh()
         return self._headers
+
+    async def _refresh(self) -> None:
+        headers, lifetime = await anyio.to_thread.run_sync(self._fetch_headers)
+        keep = (
+            _TOKEN_RECHECK_SECONDS
+            if lifetime is None
+            else min(_TOKEN_RECHECK_SECONDS, lifetime - _TOKEN_MARGIN_SECONDS)
+        )
+        self._headers, self._fresh_until = headers, time.monotonic() + max(0.0, keep)
 
     async def invalidate(self, stale: dict[str, str]) -> None:
         """Drop the token after a 401 so the next request re-authenticates.
@@ -73,8 +86,7 @@ class Cloud:
                 return
             self._headers = {}  # meanwhile auth_headers() waits on the lock for the new token
             await anyio.to_thread.run_sync(self._session.invalidate)
-            self._headers = await anyio.to_thread.run_sync(self._fetch_headers)
-            self._fetched_at = time.monotonic()
+            await self._refresh()
 
     async def project_id(self, name: str) -> str:
         """The id of the project called ``name`` in this cloud's Keystone."""
@@ -99,18 +111,28 @@ class Cloud:
             raise UsageError(f"project name {name!r} matches {len(projects)} projects in cloud {self.name!r}")
         return str(projects[0]["id"])
 
-    def _fetch_headers(self) -> dict[str, str]:
+    def _fetch_headers(self) -> tuple[dict[str, str], float | None]:
+        """keystoneauth's headers, and the seconds their token has left (None: unknown)."""
         from keystoneauth1 import exceptions as ksa_exc
 
         try:
             headers = self._session.get_auth_headers() or {}
+            lifetime = _seconds_left(getattr(self._session.auth, "auth_ref", None))
         except ksa_exc.Unauthorized as exc:
             raise AuthenticationError(f"cloud {self.name!r}: credentials refused by Keystone") from exc
         except ksa_exc.ConnectFailure as exc:
             raise EndpointError(f"cloud {self.name!r}: cannot reach Keystone") from exc
         except ksa_exc.ClientException as exc:
             raise AuthenticationError(f"cloud {self.name!r}: authentication failed: {type(exc).__name__}") from exc
-        return {str(k): str(v) for k, v in headers.items()}
+        return {str(k): str(v) for k, v in headers.items()}, lifetime
+
+
+def _seconds_left(auth_ref: Any) -> float | None:
+    """Seconds until a keystoneauth ``AccessInfo``'s token expires (None without one)."""
+    expires = getattr(auth_ref, "expires", None)
+    if expires is None:
+        return None
+    return float((expires - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _ssl_context(verify: Any, cert: Any, insecure: bool) -> ssl.SSLContext | bool:
