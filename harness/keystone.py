@@ -1,9 +1,10 @@
 """Two real Keystones (PyPI ``keystone``), one per cloud: ``src`` and ``dst``.
 
 Each is one gunicorn serving ``keystone.wsgi.api:application`` on 127.0.0.1, fernet tokens,
-its own PostgreSQL database, config in ``$HARNESS_DIR/keystone-<cloud>/``.  A real start runs
-``keystone-manage db_sync`` and ``bootstrap`` (admin user, admin project, region RegionOne,
-identity endpoints), then fills the cloud in through the REST API (:func:`populate`):
+its own PostgreSQL database, config in ``$HARNESS_DIR/keystone-<cloud>/``.  Its database is copied
+from a PostgreSQL template made once by ``keystone-manage db_sync`` and ``bootstrap`` (admin user,
+admin project, region RegionOne, identity endpoints); every real start then fills the cloud in
+through the REST API (:func:`populate`):
 
 ==========================  =========================================================
 ``<cloud>-admin``           the admin project (bootstrap); user ``admin``, role admin
@@ -24,7 +25,10 @@ Everything a client needs is returned by :func:`populate` and lands in ``env.jso
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,6 +50,7 @@ CLOUD_PACKAGES = ("keystone==30.0.0", "swift==2.38.3", "keystonemiddleware", "gu
 REGION = "RegionOne"
 SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD = "swift", "swift-service-pw"
 APP_CRED_NAME = "harness"
+PASSWORD_HASH_ROUNDS = 4
 SERVICE_USERS = ((GLANCE_SERVICE_USER, GLANCE_SERVICE_PASSWORD), (SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD))
 
 
@@ -78,7 +83,7 @@ def root(cfg: Settings, ks: KeystoneSpec) -> Path:
 
 
 def keystone_conf(cfg: Settings, ks: KeystoneSpec) -> str:
-    """``keystone.conf``: PostgreSQL, fernet tokens with a configurable lifetime, no cache."""
+    """``keystone.conf``: PostgreSQL, fernet tokens with a configurable lifetime, an in-process cache."""
     home = root(cfg, ks)
     return f"""\
 [DEFAULT]
@@ -100,9 +105,15 @@ key_repository = {home / "fernet-keys"}
 [credential]
 key_repository = {home / "credential-keys"}
 
+[identity]
+# bcrypt's minimum cost: the default (12) made every password login cost about 0.3 s of CPU.
+password_hash_rounds = {PASSWORD_HASH_ROUNDS}
+
 [cache]
-# Off: a revocation (DELETE /v3/auth/tokens) must be seen by the next validation.
-enabled = false
+# In-process cache (one gunicorn worker): without it every validation ran dozens of role queries
+# (about 1 s per glance request under load). A revocation invalidates the token cache at once.
+enabled = true
+backend = oslo_cache.dict
 """
 
 
@@ -125,16 +136,36 @@ def prepare(cfg: Settings, ks: KeystoneSpec) -> None:
     _fernet_keys(home / "credential-keys")
 
 
-def init_db(cfg: Settings, ks: KeystoneSpec, log: Path) -> subprocess.Popen[bytes]:
-    """``db_sync`` then ``bootstrap`` (one shell, so several Keystones run side by side); wait on it."""
-    manage = str(cfg.path(CLOUD_VENV, "bin", "keystone-manage"))
-    conf = str(root(cfg, ks) / "etc" / "keystone.conf")
+def _bootstrap_args(ks: KeystoneSpec) -> list[str]:
+    """``keystone-manage bootstrap`` arguments: admin user and project, region, identity endpoints."""
     url = ks.auth_url
-    boot = [manage, "--config-file", conf, "bootstrap", "--bootstrap-username", "admin"]
-    boot += ["--bootstrap-password", admin_password(ks), "--bootstrap-project-name", f"{ks.name}-admin"]
-    boot += ["--bootstrap-region-id", REGION, "--bootstrap-public-url", url, "--bootstrap-internal-url", url]
-    boot += ["--bootstrap-admin-url", url]
-    script = f"{' '.join([manage, '--config-file', conf, 'db_sync'])} && {' '.join(boot)}"
+    args = ["bootstrap", "--bootstrap-username", "admin", "--bootstrap-password", admin_password(ks)]
+    args += ["--bootstrap-project-name", f"{ks.name}-admin", "--bootstrap-region-id", REGION]
+    return [*args, "--bootstrap-public-url", url, "--bootstrap-internal-url", url, "--bootstrap-admin-url", url]
+
+
+def template_name(ks: KeystoneSpec) -> str:
+    """The PostgreSQL template holding this Keystone's schema + bootstrap (changes with either)."""
+    blob = json.dumps([CLOUD_PACKAGES, _bootstrap_args(ks), PASSWORD_HASH_ROUNDS]).encode()
+    return f"tpl_keystone_{ks.name}_{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def fill_template(cfg: Settings, ks: KeystoneSpec, database: str, log: Path) -> subprocess.Popen[bytes]:
+    """Run ``db_sync`` then ``bootstrap`` into ``database`` (one shell, side by side with others)."""
+    conf = cfg.path("templates", f"{database}.conf")
+    keys = cfg.path("templates", f"{database}-keys")  # bootstrap insists on a key repository
+    if keys.exists():
+        shutil.rmtree(keys)
+    keys.parent.mkdir(exist_ok=True)
+    _fernet_keys(keys)
+    conf.write_text(
+        f"[database]\nconnection = postgresql+psycopg2://{cfg.pg_user}@{HOST}:{cfg.pg_port}/{database}\n"
+        f"[identity]\npassword_hash_rounds = {PASSWORD_HASH_ROUNDS}\n"
+        f"[fernet_tokens]\nkey_repository = {keys}\n[fernet_receipts]\nkey_repository = {keys}\n"
+        f"[credential]\nkey_repository = {keys}\n"
+    )
+    manage = [str(cfg.path(CLOUD_VENV, "bin", "keystone-manage")), "--config-file", str(conf)]
+    script = f"{shlex.join([*manage, 'db_sync'])} && {shlex.join(manage + _bootstrap_args(ks))}"
     with open(log, "wb") as out:
         return subprocess.Popen(
             ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env()
