@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from glanceconf import HOST, Settings, SwiftSpec
+from glanceconf import GLANCE_SERVICE_PASSWORD, GLANCE_SERVICE_USER, HOST, Settings, SwiftSpec
 from keystone import CLOUD_VENV, SWIFT_SERVICE_PASSWORD, SWIFT_SERVICE_USER
 from procs import Check, child_env, run, spawn
 
@@ -190,6 +190,8 @@ def env_info(cfg: Settings, service_project_id: str) -> dict[str, object]:
         "url": spec.url,
         "account_url": f"{spec.url}/v1/AUTH_{service_project_id}",
         "container": "glance",
+        # who glance_store logs in as (project "service" of the dst Keystone): the account's owner
+        "service_user": {"name": GLANCE_SERVICE_USER, "password": GLANCE_SERVICE_PASSWORD},
         "large_object_size": spec.large_object_size_mb * 1_024_000,
         "chunk_size": spec.chunk_size_mb * 1_024_000,
         "ports": ports(spec),
