@@ -171,17 +171,25 @@ def spawn(cmd: list[str], log: Path, pidfile: Path, env: dict[str, str]) -> subp
 
 def kill_pidfile(pidfile: Path, needle: str, timeout: float = 10.0) -> bool:
     """SIGINT (quick shutdown for gunicorn, moto and swift), then SIGKILL its process group; True if it ran."""
-    pid = pid_alive(pidfile, needle)
-    if pid:
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pidfile, needle) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    return bool(kill_pidfiles({pidfile: needle}, timeout))
+
+
+def kill_pidfiles(pidfiles: dict[Path, str], timeout: float = 10.0) -> list[Path]:
+    """:func:`kill_pidfile` for many servers at once (each takes 0.3-3 s to stop); those that ran."""
+    running = {pidfile: pid for pidfile, needle in pidfiles.items() if (pid := pid_alive(pidfile, needle))}
+    for pid in running.values():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(f, pidfiles[f]) for f in running):
+        time.sleep(0.1)
+    for pid in running.values():
         # Started with start_new_session, so the group is the server's own (workers included).
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-    pidfile.unlink(missing_ok=True)
-    return bool(pid)
+    for pidfile in pidfiles:
+        pidfile.unlink(missing_ok=True)
+    return list(running)
 
 
 def wait_ready(checks: dict[str, Check], ok: tuple[int, ...] = (200,)) -> None:

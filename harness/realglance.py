@@ -67,7 +67,7 @@ from procs import (
     child_env,
     ensure_venvs,
     http_status,
-    kill_pidfile,
+    kill_pidfiles,
     pid_alive,
     port_busy,
     run,
@@ -310,14 +310,12 @@ def is_current(cfg: Settings) -> bool:
 
 
 def stop_servers(cfg: Settings) -> list[str]:
-    """Stop every server with a pidfile in run/ (whatever flags started it); return their names."""
-    stopped = []
-    for pidfile in sorted(cfg.path("run").glob("*.pid")):
-        name = pidfile.stem
-        needle = next(n for prefix, n in NEEDLES if name.startswith(prefix))
-        if kill_pidfile(pidfile, needle):
-            stopped.append(name)
-    return stopped
+    """Stop every server with a pidfile in run/ (whatever flags started it), all at once; their names."""
+    pidfiles = {
+        pidfile: next(n for prefix, n in NEEDLES if pidfile.stem.startswith(prefix))
+        for pidfile in sorted(cfg.path("run").glob("*.pid"))
+    }
+    return [pidfile.stem for pidfile in kill_pidfiles(pidfiles)]
 
 
 def all_ports(cfg: Settings) -> dict[str, int]:
