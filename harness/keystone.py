@@ -34,6 +34,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import postgres
 from glanceconf import (
     GLANCE_SERVICE_PASSWORD,
     GLANCE_SERVICE_USER,
@@ -90,7 +91,7 @@ def keystone_conf(cfg: Settings, ks: KeystoneSpec) -> str:
 debug = false
 
 [database]
-connection = postgresql+psycopg2://{cfg.pg_user}@{HOST}:{cfg.pg_port}/{ks.database}
+connection = {postgres.url(cfg, ks.database)}
 
 [token]
 provider = fernet
@@ -159,7 +160,7 @@ def fill_template(cfg: Settings, ks: KeystoneSpec, database: str, log: Path) -> 
     keys.parent.mkdir(exist_ok=True)
     _fernet_keys(keys)
     conf.write_text(
-        f"[database]\nconnection = postgresql+psycopg2://{cfg.pg_user}@{HOST}:{cfg.pg_port}/{database}\n"
+        f"[database]\nconnection = {postgres.url(cfg, database)}\n"
         f"[identity]\npassword_hash_rounds = {PASSWORD_HASH_ROUNDS}\n"
         f"[fernet_tokens]\nkey_repository = {keys}\n[fernet_receipts]\nkey_repository = {keys}\n"
         f"[credential]\nkey_repository = {keys}\n"

@@ -8,10 +8,9 @@ Stdlib only (any python3 >= 3.9); it never imports the project.
     realglance.py status                  # exit 0 iff every glance instance answers
     realglance.py stop
 
-``start`` brings up, all on 127.0.0.1 and without Keystone:
+``start`` brings up, all on 127.0.0.1:
 
-* PostgreSQL (cluster in ``$HARNESS_DIR/pg``; as the ``postgres`` user when we are root, since
-  postgres refuses root), databases ``glance_src``/``glance_dst`` dropped and recreated;
+* PostgreSQL (``postgres.py``), every database dropped and copied afresh from its template;
 * glance-api "src" (stores fast, slow [+ cold on S3]) and "dst" (stores main, archive), each
   one gunicorn serving ``glance.wsgi.api:application`` (glance 33 has no standalone server);
 * with ``--s3``, moto_server as the S3 endpoint of the ``cold`` store;
@@ -26,7 +25,8 @@ Identity of src, dst and convert comes from ``fakeauth.py``, a paste filter in p
 keystonemiddleware's ``authtoken``, in front of glance's real ``context`` filter.  Config files
 come from ``glanceconf.py``; process helpers from ``procs.py``.  A ``start`` that finds
 everything healthy with the same fingerprint (settings + this code) returns at once; otherwise
-it restarts the servers with fresh databases and data dirs.  Commands on one harness dir are serialized by a file lock.
+it restarts the servers with fresh databases and data dirs.  Commands on one harness dir are
+serialized by a file lock.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import keystone
+import postgres
 import swift
 from glanceconf import (
     GLANCE_PACKAGES,
@@ -73,7 +74,6 @@ from procs import (
     run,
     say,
     spawn,
-    tail,
     wait_ready,
 )
 
@@ -114,70 +114,22 @@ def ensure_qemu_img() -> bool:
     return True
 
 
-# ----------------------------------------------------------------------------- postgres
-
-
-def as_pg(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def pg_ready(cfg: Settings) -> bool:
-    """True if a PostgreSQL accepts connections on 127.0.0.1:PG_PORT."""
-    cmd = [str(cfg.pg_bin / "pg_isready"), "-q", "-h", HOST, "-p", str(cfg.pg_port)]
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-
-
-def pg_start(cfg: Settings) -> None:
-    """initdb once, then start the cluster on 127.0.0.1:PG_PORT unless it already answers."""
-    data, sock, log = cfg.path("pg", "data"), cfg.path("pg", "run"), cfg.path("logs", "postgres.log")
-    if (data / "PG_VERSION").exists() and pg_ready(cfg):
-        return
-    pg_stop(cfg)  # up on another port, or half-started: start it cleanly
-    for d in (data, sock):
-        d.mkdir(parents=True, exist_ok=True)
-    log.touch()
-    if os.geteuid() == 0:
-        for p in (cfg.path("pg"), data, sock, log):
-            shutil.chown(p, "postgres")
-        if subprocess.run(as_pg(["test", "-w", str(sock)]), stdin=subprocess.DEVNULL).returncode != 0:
-            raise HarnessError(f"user postgres cannot write {sock}: every parent of the harness dir must be o+x")
-    if not (data / "PG_VERSION").exists():
-        run(as_pg([str(cfg.pg_bin / "initdb"), "-A", "trust", "-U", cfg.pg_user, "-E", "UTF8", "-D", str(data)]))
-    # A throwaway test cluster: durability traded for speed.
-    opts = f"-p {cfg.pg_port} -k {sock} -c listen_addresses={HOST} -c max_connections=200"
-    opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    ctl = [str(cfg.pg_bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30", "-o", opts, "start"]
-    # pg_ctl leaves the postmaster running detached; its own session keeps it off our signals.
-    proc = subprocess.run(as_pg(ctl), stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True)
-    if proc.returncode != 0 or not pg_ready(cfg):
-        raise HarnessError(f"PostgreSQL did not start on {HOST}:{cfg.pg_port}\n{proc.stdout!r}\n{tail(log)}")
-
-
-def pg_stop(cfg: Settings) -> bool:
-    """Stop the cluster if it runs (``pg_ctl stop -m fast``); True if one was stopped."""
-    data = cfg.path("pg", "data")
-    if not (data / "postmaster.pid").exists():
-        return False
-    ctl = [str(cfg.pg_bin / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
-    return subprocess.run(as_pg(ctl), stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-
-
-def psql(cfg: Settings, *sql: str) -> str:
-    """Run SQL statements (each its own ``-c``) as the cluster's superuser; their output."""
-    cmd = [str(cfg.pg_bin / "psql"), "-q", "-At", "-h", str(cfg.path("pg", "run")), "-p", str(cfg.pg_port)]
-    cmd += ["-U", cfg.pg_user, "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
-    for statement in sql:
-        cmd += ["-c", statement]
-    out = subprocess.run(as_pg(cmd), stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise HarnessError(f"psql failed: {out.stderr.strip()}")
-    return out.stdout
+# ----------------------------------------------------------------------------- databases
 
 
 def glance_template() -> str:
     """The template holding glance 33's empty schema (one for every instance: db_sync ignores the rest)."""
     return "tpl_glance_" + hashlib.sha256(json.dumps(GLANCE_PACKAGES).encode()).hexdigest()[:10]
+
+
+def glance_fill_template(cfg: Settings, database: str, log: Path) -> subprocess.Popen[bytes]:
+    """``glance-manage db_sync`` into ``database``."""
+    conf = cfg.path("templates", f"{database}.conf")
+    conf.parent.mkdir(exist_ok=True)
+    conf.write_text(f"[database]\nconnection = {postgres.url(cfg, database)}\n")
+    cmd = [str(cfg.path("venv-glance", "bin", "glance-manage")), "--config-file", str(conf), "db_sync"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env())
 
 
 def templates(cfg: Settings) -> dict[str, str]:
@@ -186,48 +138,12 @@ def templates(cfg: Settings) -> dict[str, str]:
     return out | {ks.database: keystone.template_name(ks) for ks in cfg.keystones}
 
 
-def ensure_templates(cfg: Settings) -> None:
-    """Make the missing templates (db_sync, bootstrap: in parallel), once per package set.
-
-    A template is only ever connected to while it is made, so ``CREATE DATABASE … TEMPLATE`` can
-    copy it in a fraction of a second; a start then costs no migration at all.
-    """
-    have = set(psql(cfg, "SELECT datname FROM pg_database WHERE datname LIKE 'tpl\\_%'").split())
-    missing = sorted(set(templates(cfg).values()) - have)
-    if not missing:
-        return
-    t0 = time.monotonic()
-    psql(cfg, *(f"CREATE DATABASE {tpl}" for tpl in missing))
-    procs = []
-    for tpl in missing:
-        log = cfg.path("logs", f"{tpl}.log")
-        ks = next((k for k in cfg.keystones if keystone.template_name(k) == tpl), None)
-        proc = keystone.fill_template(cfg, ks, tpl, log) if ks else glance_fill_template(cfg, tpl, log)
-        procs.append((tpl, log, proc))
-    failed = [(tpl, log) for tpl, log, proc in procs if proc.wait() != 0]
-    if failed:
-        psql(cfg, *(f"DROP DATABASE IF EXISTS {tpl}" for tpl, _ in failed))  # never keep a half-made one
-        tpl, log = failed[0]
-        raise HarnessError(f"making template {tpl} failed; {log}:\n{tail(log)}")
-    say(f"made database templates {', '.join(missing)} in {time.monotonic() - t0:.1f} s")
-
-
-def glance_fill_template(cfg: Settings, database: str, log: Path) -> subprocess.Popen[bytes]:
-    """``glance-manage db_sync`` into ``database``."""
-    conf = cfg.path("templates", f"{database}.conf")
-    conf.parent.mkdir(exist_ok=True)
-    conf.write_text(f"[database]\nconnection = postgresql+psycopg2://{cfg.pg_user}@{HOST}:{cfg.pg_port}/{database}\n")
-    cmd = [str(cfg.path("venv-glance", "bin", "glance-manage")), "--config-file", str(conf), "db_sync"]
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env())
-
-
-def recreate_databases(cfg: Settings) -> None:
-    """Drop (forcing out any session) every database and copy it afresh from its template."""
-    sql = []
-    for db, tpl in templates(cfg).items():
-        sql += [f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", f"CREATE DATABASE {db} TEMPLATE {tpl}"]
-    psql(cfg, *sql)
+def template_makers(cfg: Settings) -> dict[str, postgres.TemplateMaker]:
+    """Each template -> how to fill it (glance's db_sync; each Keystone's db_sync + bootstrap)."""
+    makers: dict[str, postgres.TemplateMaker] = {glance_template(): lambda db, log: glance_fill_template(cfg, db, log)}
+    for ks in cfg.keystones:
+        makers[keystone.template_name(ks)] = lambda db, log, ks=ks: keystone.fill_template(cfg, ks, db, log)
+    return makers
 
 
 # ----------------------------------------------------------------------------- servers
@@ -282,7 +198,7 @@ NEEDLES = (("moto", "moto_server"), ("swift-", "swift-"), ("", "gunicorn"))
 
 def running_state(cfg: Settings) -> dict[str, bool]:
     """What of the harness answers right now, by component (only those ``cfg`` runs, plus moto)."""
-    state = {"postgres": pg_ready(cfg)}
+    state = {"postgres": postgres.pg_ready(cfg)}
     for ks in cfg.keystones:
         alive = pid_alive(keystone.pidfile(cfg, ks), "gunicorn")
         state[f"keystone-{ks.name}"] = bool(alive) and http_status(ks.auth_url) == 200
@@ -360,9 +276,9 @@ def start_all(cfg: Settings) -> None:
     t1 = time.monotonic()
     for d in ("logs", "run"):
         cfg.path(d).mkdir(exist_ok=True)
-    pg_start(cfg)
-    ensure_templates(cfg)
-    recreate_databases(cfg)
+    postgres.pg_start(cfg)
+    postgres.ensure_templates(cfg, template_makers(cfg))
+    postgres.recreate_databases(cfg, templates(cfg))
     for inst in cfg.instances:
         prepare_instance(cfg, inst)
     for ks in cfg.keystones:
@@ -395,7 +311,7 @@ def cmd_stop(cfg: Settings) -> None:
     """Stop every server and PostgreSQL, tolerating any that are not running."""
     cfg.path("run").mkdir(exist_ok=True)
     stopped = stop_servers(cfg)
-    if pg_stop(cfg):
+    if postgres.pg_stop(cfg):
         stopped.append("postgres")
     cfg.path("env.json").unlink(missing_ok=True)
     say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
