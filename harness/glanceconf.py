@@ -6,8 +6,9 @@ does those).  Stdlib only, like the rest of ``harness/``.
 Layout under ``$HARNESS_DIR`` (default ``<repo>/.harness``)::
 
     venv-glance/ venv-moto/         installed by ``realglance.py install``
-    venv-keystone/                  keystone + swift (``keystone.py``, ``swift.py``)
+    venv-cloud/                     keystone + swift (``keystone.py``, ``swift.py``)
     keystone-<cloud>/ swift/        their configs and data (see those modules)
+    templates/                      configs used once to fill the database templates (``postgres.py``)
     pg/data pg/run                  PostgreSQL cluster and its socket dir (owned by postgres)
     <inst>/etc/                     glance-api.conf + glance-api-paste.ini (OS_GLANCE_CONFIG_DIR)
     <inst>/data/<store>/            file stores, plus staging/ and tasks/ (reserved stores)
