@@ -209,7 +209,8 @@ class Settings:
             )
         return cls(
             harness_dir=Path(env("ASYNCMIGRATE_HARNESS_DIR") or HERE.parent / ".harness").resolve(),
-            pg_port=int(env("ASYNCMIGRATE_PG_PORT", "55432")),
+            # Below the kernel's ephemeral range (32768-60999): a client socket could hold a port in it.
+            pg_port=port("PG", 19390),
             pg_bin=Path(env("ASYNCMIGRATE_PG_BIN", "/usr/lib/postgresql/15/bin")),
             pg_user="postgres" if os.geteuid() == 0 else getpass.getuser(),
             moto_port=int(env("ASYNCMIGRATE_MOTO_PORT", "19295")),
