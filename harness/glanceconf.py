@@ -6,6 +6,11 @@ does those).  Stdlib only, like the rest of ``harness/``.
 Layout under ``$HARNESS_DIR`` (default ``<repo>/.harness``)::
 
     venv-glance/ venv-moto/         installed by ``realglance.py install``
+    venv-cloud/                     keystone + swift (``keystone.py``, ``swift.py``)
+    venv-glance27/                  the old glance 27.1.1 (``oldglance.py``)
+    keystone-<cloud>/ swift/        their configs and data (see those modules)
+    old/ blobs/                     the old glance's config and data; its http store's blobs
+    templates/                      configs used once to fill the database templates (``postgres.py``)
     pg/data pg/run                  PostgreSQL cluster and its socket dir (owned by postgres)
     <inst>/etc/                     glance-api.conf + glance-api-paste.ini (OS_GLANCE_CONFIG_DIR)
     <inst>/data/<store>/            file stores, plus staging/ and tasks/ (reserved stores)
@@ -27,11 +32,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"  # the only address this harness ever binds or targets
-GLANCE_PACKAGES = ("glance==33.0.0", "gunicorn", "psycopg2-binary", "boto3")
+# python-swiftclient: glance_store's swift driver (its [swift] extra).
+GLANCE_PACKAGES = ("glance==33.0.0", "gunicorn", "psycopg2-binary", "boto3", "python-swiftclient")
 MOTO_PACKAGES = ("moto[server]",)
 ADMIN_PROJECT_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a01"  # same as fakeauth.DEFAULT_PROJECT_ID
 ADMIN_USER_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a02"
 S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET = "harness", "harness-secret", "glance-cold"
+ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
+# Test-only passwords of loopback servers (like the S3 keys above): the service user that
+# glance's authtoken and glance_store's Swift driver log in with, in each Keystone.
+GLANCE_SERVICE_USER, GLANCE_SERVICE_PASSWORD = "glance", "glance-service-pw"
 
 
 class HarnessError(RuntimeError):
@@ -47,6 +57,9 @@ class Instance:
     database: str
     stores: tuple[tuple[str, str], ...]
     default_store: str
+    keystone: str = ""  # the Keystone ("src"/"dst") guarding it through authtoken; "" = fakeauth
+    import_methods: tuple[str, ...] = ALL_IMPORT_METHODS
+    convert_to: str = ""  # the image_conversion plugin's output_format; "" = no conversion
 
     @property
     def url(self) -> str:
@@ -57,6 +70,69 @@ class Instance:
     def store_ids(self) -> list[str]:
         """Store ids in ``enabled_backends`` order."""
         return [s for s, _ in self.stores]
+
+    @property
+    def env_name(self) -> str:
+        """The name in shell variables: ``ks-src`` → ``KS_SRC``."""
+        return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class KeystoneSpec:
+    """One Keystone (one cloud's identity): its name (``src``/``dst``), port and token lifetime."""
+
+    name: str
+    port: int
+    token_expiration: int  # seconds, keystone.conf [token] expiration
+
+    @property
+    def url(self) -> str:
+        """Base URL; the identity endpoint is ``url + "/v3"``."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def auth_url(self) -> str:
+        """What clients put in ``auth_url``."""
+        return f"{self.url}/v3"
+
+    @property
+    def database(self) -> str:
+        """Its PostgreSQL database."""
+        return f"keystone_{self.name}"
+
+
+@dataclass(frozen=True)
+class SwiftSpec:
+    """Swift's four servers (behind the ``dst`` Keystone) and the segment sizes glance uses.
+
+    Sizes are in glance_store's "MB", which is 1,024,000 bytes (``units.k * units.Ki``).
+    """
+
+    proxy_port: int
+    account_port: int
+    container_port: int
+    object_port: int
+    large_object_size_mb: int
+    chunk_size_mb: int
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL (accounts under ``/v1/AUTH_<project id>``)."""
+        return f"http://{HOST}:{self.proxy_port}"
+
+
+@dataclass(frozen=True)
+class OldSpec:
+    """The old single-store glance 27.1.1 (``oldglance.py``) and the blob server of its http store."""
+
+    port: int
+    blob_port: int
+    database: str = "glance_old"
+
+    @property
+    def url(self) -> str:
+        """Base URL, also its keystone-less endpoint."""
+        return f"http://{HOST}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -70,18 +146,71 @@ class Settings:
     moto_port: int
     s3: bool
     instances: tuple[Instance, ...]
-    old_port: int  # glance 27.1.1, see oldglance.py
-    blob_port: int  # its http-store blob server
+    keystones: tuple[KeystoneSpec, ...] = ()  # empty unless started with --keystone
+    swift: SwiftSpec | None = None  # set with --swift (which implies --keystone)
+    old: OldSpec | None = None  # set with --old
 
     @classmethod
-    def from_env(cls, s3: bool) -> Settings:
+    def from_env(
+        cls, s3: bool, keystone: bool = False, swift: bool = False, convert: bool = False, old: bool = False
+    ) -> Settings:
         """Read ports and paths from ``ASYNCMIGRATE_*`` variables, with the documented defaults."""
         env = os.environ.get
+
+        def port(name: str, default: int) -> int:
+            return int(env(f"ASYNCMIGRATE_{name}_PORT", str(default)))
+
+        keystone = keystone or swift  # Swift authenticates against the dst Keystone
         src_stores = (("fast", "file"), ("slow", "file")) + ((("cold", "s3"),) if s3 else ())
-        dst_stores = (("main", "file"), ("archive", "file"))
+        dst_stores = (("main", "file"), ("archive", "file")) + ((("swift", "swift"),) if swift else ())
+        extra: tuple[Instance, ...] = ()
+        if convert:  # Red Hat OpenStack on OpenShift style: converts every import to raw, no copy-image
+            methods = ("glance-direct", "web-download")
+            extra += (
+                Instance(
+                    "convert",
+                    port("CONVERT", 19304),
+                    "glance_convert",
+                    (("main", "file"),),
+                    "main",
+                    import_methods=methods,
+                    convert_to="raw",
+                ),
+            )
+        keystones: tuple[KeystoneSpec, ...] = ()
+        if keystone:
+            expiration = int(env("ASYNCMIGRATE_TOKEN_EXPIRATION", "3600"))
+            keystones = (
+                KeystoneSpec("src", port("KEYSTONE_SRC", 19300), expiration),
+                KeystoneSpec("dst", port("KEYSTONE_DST", 19301), expiration),
+            )
+            extra += (
+                Instance("ks-src", port("KS_SRC", 19302), "glance_ks_src", (("fast", "file"),), "fast", keystone="src"),
+                # Only copy-image, as many production clouds: a client sees "glance-direct not offered".
+                Instance(
+                    "ks-dst",
+                    port("KS_DST", 19303),
+                    "glance_ks_dst",
+                    (("main", "file"),),
+                    "main",
+                    keystone="dst",
+                    import_methods=("copy-image",),
+                ),
+            )
+        swift_spec = None
+        if swift:
+            swift_spec = SwiftSpec(
+                proxy_port=port("SWIFT", 19310),
+                account_port=port("SWIFT_ACCOUNT", 19311),
+                container_port=port("SWIFT_CONTAINER", 19312),
+                object_port=port("SWIFT_OBJECT", 19313),
+                large_object_size_mb=int(env("ASYNCMIGRATE_SWIFT_LARGE_OBJECT_MB", "16")),
+                chunk_size_mb=int(env("ASYNCMIGRATE_SWIFT_CHUNK_MB", "8")),
+            )
         return cls(
             harness_dir=Path(env("ASYNCMIGRATE_HARNESS_DIR") or HERE.parent / ".harness").resolve(),
-            pg_port=int(env("ASYNCMIGRATE_PG_PORT", "55432")),
+            # Below the kernel's ephemeral range (32768-60999): a client socket could hold a port in it.
+            pg_port=port("PG", 19390),
             pg_bin=Path(env("ASYNCMIGRATE_PG_BIN", "/usr/lib/postgresql/15/bin")),
             pg_user="postgres" if os.geteuid() == 0 else getpass.getuser(),
             moto_port=int(env("ASYNCMIGRATE_MOTO_PORT", "19295")),
@@ -89,33 +218,44 @@ class Settings:
             instances=(
                 Instance("src", int(env("ASYNCMIGRATE_SRC_PORT", "19292")), "glance_src", src_stores, "fast"),
                 Instance("dst", int(env("ASYNCMIGRATE_DST_PORT", "19293")), "glance_dst", dst_stores, "main"),
+                *extra,
             ),
-            old_port=int(env("ASYNCMIGRATE_OLD_PORT", "19320")),
-            blob_port=int(env("ASYNCMIGRATE_BLOB_PORT", "19321")),
+            keystones=keystones,
+            swift=swift_spec,
+            old=OldSpec(port("OLD", 19320), port("BLOB", 19321)) if old else None,
         )
 
     def path(self, *parts: str) -> Path:
         """A path inside the harness dir."""
         return self.harness_dir.joinpath(*parts)
 
+    def keystone(self, name: str) -> KeystoneSpec:
+        """The Keystone of cloud ``name`` (``src``/``dst``)."""
+        for ks in self.keystones:
+            if ks.name == name:
+                return ks
+        raise HarnessError(f"no Keystone {name!r} in this harness (start it with --keystone)")
+
+    def databases(self) -> list[str]:
+        """Every PostgreSQL database the harness recreates on a real start."""
+        old = [self.old.database] if self.old is not None else []
+        return [i.database for i in self.instances] + [k.database for k in self.keystones] + old
+
     def fingerprint(self) -> str:
         """Hash of the settings, packages and the harness's own code, so any edit forces a restart."""
         blob = json.dumps([asdict(self), GLANCE_PACKAGES, MOTO_PACKAGES], default=str, sort_keys=True).encode()
-        for name in (
-            "realglance.py",
-            "glanceconf.py",
-            "fakeauth.py",
-            "oldglance.py",
-            "blobserver.py",
-            "constraints/upper-constraints-2023.2.txt",
-        ):
-            blob += (HERE / name).read_bytes()
+        # Every server module and the old glance's pins; seed.py and legacy.py only talk to the servers.
+        for path in sorted(HERE.glob("*.py")) + sorted(HERE.glob("constraints/*.txt")):
+            if path.name not in ("seed.py", "legacy.py"):
+                blob += path.read_bytes()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _store_section(cfg: Settings, inst: Instance, store: str, driver: str) -> str:
     if driver == "file":
         body = f"filesystem_store_datadir = {cfg.path(inst.name, 'data', store)}/"
+    elif driver == "swift":
+        body = _swift_store(cfg)
     else:  # s3 on moto; the bucket is pre-created (create-on-put sends a LocationConstraint moto rejects)
         body = f"""\
 s3_store_host = http://{HOST}:{cfg.moto_port}
@@ -128,17 +268,74 @@ s3_store_create_bucket_on_put = false"""
     return f"[{store}]\nstore_description = {inst.name} {store} ({driver})\n{body}\n"
 
 
+def _swift_store(cfg: Settings) -> str:
+    """glance_store's swift driver with INLINE credentials (no swift_store_config_file).
+
+    Inline credentials make locations read ``swift+http://service%3Aglance:<key>@host/v3/glance/<id>``,
+    which glance accepts in a location PATCH; a config-file reference makes them
+    ``swift+config://…``, a scheme glance refuses to ADD ("Invalid location").  Keystone v3 is the
+    only auth glance_store 5.7 speaks to Swift: it logs in as ``project:user`` and takes the
+    ``object-store`` endpoint from its token's catalog.
+    """
+    assert cfg.swift is not None
+    return f"""\
+swift_store_auth_address = {cfg.keystone("dst").auth_url}
+swift_store_auth_version = 3
+swift_store_user = service:{GLANCE_SERVICE_USER}
+swift_store_key = {GLANCE_SERVICE_PASSWORD}
+swift_store_container = glance
+swift_store_create_container_on_put = true
+swift_store_endpoint_type = publicURL
+swift_store_large_object_size = {cfg.swift.large_object_size_mb}
+swift_store_large_object_chunk_size = {cfg.swift.chunk_size_mb}"""
+
+
+def _authtoken(cfg: Settings, inst: Instance) -> str:
+    """keystonemiddleware's section: a revoked token is refused at once (no token cache)."""
+    if not inst.keystone:
+        return ""
+    ks = cfg.keystone(inst.keystone)
+    return f"""
+[keystone_authtoken]
+www_authenticate_uri = {ks.auth_url}
+auth_url = {ks.auth_url}
+auth_type = password
+username = {GLANCE_SERVICE_USER}
+password = {GLANCE_SERVICE_PASSWORD}
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+interface = public
+# -1: no cache at all, every request is validated by Keystone (a revoked token fails at once).
+token_cache_time = -1
+"""
+
+
+def _conversion(inst: Instance) -> str:
+    """The image_conversion import plugin (needs qemu-img on the PATH)."""
+    if not inst.convert_to:
+        return ""
+    return f"""
+[image_import_opts]
+image_import_plugins = ['image_conversion']
+
+[image_conversion]
+output_format = {inst.convert_to}
+"""
+
+
 def glance_conf(cfg: Settings, inst: Instance) -> str:
     """The instance's ``glance-api.conf``."""
     etc, data = cfg.path(inst.name, "etc"), cfg.path(inst.name, "data")
     backends = ", ".join(f"{s}:{d}" for s, d in inst.stores)
     stores = "\n".join(_store_section(cfg, inst, s, d) for s, d in inst.stores)
+    flavor = "keystone" if inst.keystone else "harness"
     return f"""\
 [DEFAULT]
 bind_host = {HOST}
 bind_port = {inst.port}
 enabled_backends = {backends}
-enabled_import_methods = [glance-direct,web-download,copy-image]
+enabled_import_methods = [{",".join(inst.import_methods)}]
 worker_self_reference_url = {inst.url}
 show_multiple_locations = true
 debug = false
@@ -160,9 +357,9 @@ filesystem_store_datadir = {data / "tasks"}/
 lock_path = {cfg.path(inst.name, "locks")}
 
 [paste_deploy]
-flavor = harness
+flavor = {flavor}
 config_file = {etc / "glance-api-paste.ini"}
-"""
+{_authtoken(cfg, inst)}{_conversion(inst)}"""
 
 
 def paste_ini(cfg: Settings, inst: Instance, packaged: str) -> str:
@@ -194,9 +391,14 @@ roles = admin,member,reader
 
 
 def clouds_yaml(cfg: Settings) -> str:
-    """``harness-<inst>`` clouds for openstacksdk/keystoneauth1: the ``none`` auth plugin."""
+    """``harness-<inst>`` clouds for openstacksdk/keystoneauth1: the ``none`` auth plugin.
+
+    Instances behind a Keystone get their clouds from ``keystone.clouds_entries`` instead.
+    """
     lines = ["clouds:"]
     for i in cfg.instances:
+        if i.keystone:
+            continue
         lines += [f"  harness-{i.name}:", "    auth_type: none", "    auth:", f"      endpoint: {i.url}"]
         lines += ["    region_name: RegionOne"]
     return "\n".join(lines) + "\n"
@@ -226,6 +428,9 @@ def env_info(cfg: Settings) -> dict[str, Any]:
                 "database": i.database,
                 "stores": i.store_ids,
                 "default_store": i.default_store,
+                "keystone": i.keystone or None,
+                "import_methods": list(i.import_methods),
+                "convert_to": i.convert_to or None,
                 "data_dir": str(cfg.path(i.name, "data")),
                 "config_dir": str(cfg.path(i.name, "etc")),
                 "log": str(cfg.path("logs", f"{i.name}.log")),
@@ -246,7 +451,7 @@ def env_sh(cfg: Settings) -> str:
         f"export HARNESS_S3={int(cfg.s3)}",
     ]
     for i in cfg.instances:
-        up = i.name.upper()
+        up = i.env_name
         lines += [f"export HARNESS_{up}_URL={i.url}", f"export HARNESS_{up}_PORT={i.port}"]
         lines += [f"export HARNESS_{up}_DATA_DIR={cfg.path(i.name, 'data')}"]
         lines += [f"export HARNESS_{up}_STORES={','.join(i.store_ids)}"]

@@ -68,6 +68,8 @@ class OldCloud:
     """The old glance of a running harness: its client, its database and its blob folder."""
 
     def __init__(self, env: dict[str, Any]) -> None:
+        if "old" not in env["instances"]:
+            raise RuntimeError("the harness runs without the old glance: python3 harness/realglance.py start --old")
         self.info = env["instances"]["old"]
         self.glance = Glance(self.info["url"])
         self.blob_dir = Path(self.info["blob"]["dir"])

@@ -15,14 +15,17 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
@@ -83,6 +86,51 @@ def qcow2_image(virtual_size: int = 64 * MiB, *, seed: int = 0) -> bytes:
     return bytes(image)
 
 
+class Qcow2(NamedTuple):
+    """A real qcow2 and what converting it to raw must give (size and digests of the raw disk)."""
+
+    data: bytes
+    raw_size: int
+    raw_md5: str
+    raw_sha512: str
+
+
+def qemu_qcow2(virtual_size: int = 64 * MiB, data_size: int = 8 * MiB, *, seed: int = 0) -> Qcow2:
+    """A qcow2 made by the real ``qemu-img convert`` from a raw disk of ``virtual_size`` bytes whose
+    first ``data_size`` are random (the rest zeros, which qcow2 does not store).
+
+    A converting Glance (``image_conversion``, output raw) must end with exactly that raw disk:
+    ``raw_size``, ``raw_md5`` and ``raw_sha512`` are its size, checksum and os_hash_value.
+    Needs ``qemu-img`` (Debian ``qemu-utils``; ``realglance.py install`` installs it).
+    """
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise RuntimeError("qemu-img is missing: python3 harness/realglance.py install (installs qemu-utils)")
+    if not 0 <= data_size <= virtual_size:
+        raise ValueError("data_size must be within virtual_size")
+    md5, sha512 = hashlib.md5(), hashlib.sha512()
+    with tempfile.TemporaryDirectory(prefix="harness-qcow2-") as tmp:
+        raw, qcow2 = Path(tmp) / "disk.raw", Path(tmp) / "disk.qcow2"
+        with open(raw, "wb") as out:
+            for piece in pseudo_random(data_size, seed):
+                out.write(piece)
+                md5.update(piece)
+                sha512.update(piece)
+            out.truncate(virtual_size)  # sparse zeros up to the virtual size
+        zeros = bytes(MiB)
+        for offset in range(data_size, virtual_size, MiB):
+            piece = zeros[: min(MiB, virtual_size - offset)]
+            md5.update(piece)
+            sha512.update(piece)
+        subprocess.run(
+            [qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+        return Qcow2(qcow2.read_bytes(), virtual_size, md5.hexdigest(), sha512.hexdigest())
+
+
 def iso_image(size: int = 2 * MiB, *, seed: int = 0) -> bytes:
     """An ISO 9660 image: a primary volume descriptor at sector 16."""
     size = max(size, 40 * 2048)
@@ -109,11 +157,19 @@ def iso_image(size: int = 2 * MiB, *, seed: int = 0) -> bytes:
 
 
 class Glance:
-    """Just enough of Glance v2 to seed and inspect images (blocking, urllib)."""
+    """Just enough of Glance v2 to seed and inspect images (blocking, urllib).
 
-    def __init__(self, url: str, *, project: str | None = None, roles: str | None = None) -> None:
+    Without Keystone (fakeauth) ``project``/``roles`` choose who the caller is; behind Keystone
+    pass a ``token`` (see ``keystone_token``).
+    """
+
+    def __init__(
+        self, url: str, *, project: str | None = None, roles: str | None = None, token: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.extra: dict[str, str] = {}
+        if token:  # a keystone-guarded glance (fakeauth ignores tokens)
+            self.extra["X-Auth-Token"] = token
         if project:
             self.extra["X-Project-Id"] = project
             self.extra["X-Tenant-Id"] = project
@@ -214,6 +270,25 @@ class Glance:
         got = self.get(image["id"])
         assert got is not None
         return got
+
+
+def keystone_token(auth_url: str, user: str, password: str, project: str) -> str:
+    """A project-scoped token from a harness Keystone (password auth, domain Default)."""
+    who = {"name": user, "domain": {"id": "default"}, "password": password}
+    body = {
+        "auth": {
+            "identity": {"methods": ["password"], "password": {"user": who}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+        }
+    }
+    req = urllib.request.Request(
+        auth_url.rstrip("/") + "/auth/tokens",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with HTTP.open(req, timeout=60) as resp:
+        return str(resp.headers["X-Subject-Token"])
 
 
 def load_env() -> dict[str, Any]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create the project venv (.venv) with asyncmigrate and its test tools, and
-# start the real Glance pair on 127.0.0.1 (harness/realglance.py installs
-# glance into its own venv the first time). Sourced by demo.sh and test.sh.
+# install the harness's servers (glance, moto, keystone + swift and glance 27
+# venvs, in parallel; Debian's qemu-utils when qemu-img is missing). Nothing is started:
+# the integration tests start what they need, demo.sh starts the pair.
+# Sourced by demo.sh and test.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,5 +17,5 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev,bench,fast]'
     touch "$STAMP"
 fi
-python3 harness/realglance.py start ${HARNESS_START_FLAGS:---s3}
+python3 harness/realglance.py install
 export OS_CLIENT_CONFIG_FILE="$ROOT/.harness/clouds.yaml"

@@ -4,6 +4,7 @@
 # and show the summary; a second copy shows that nothing is redone.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+python3 harness/realglance.py start ${HARNESS_START_FLAGS:---s3}
 python3 harness/seed.py demo
 # Only the demo images: the pair may also hold what the integration tests left behind.
 DEMO=(--name 'demo-*')

@@ -1,10 +1,10 @@
-"""Fixtures for the integration tests: the real Glance pair, the old Glance and the CLI.
+"""Fixtures for the integration tests: the real servers of the harness and the CLI.
 
-The pair is started once per session by the project's own harness
-(``harness/realglance.py start --fresh``): two glance-api servers on
-127.0.0.1 on PostgreSQL, no Keystone — and, in the same start, the old
-single-store glance 27.1.1 (``old_glance``).  If it cannot start the tests
-FAIL — they never skip silently.
+The harness (``harness/realglance.py start --fresh``) is started once per session, with only
+what the collected tests ask for: always the Glance pair (``--s3``, or ``HARNESS_START_FLAGS``),
+plus ``--keystone`` if a test uses ``keystone_clouds``, ``--swift`` for ``swift_store``,
+``--convert`` for ``converting``, ``--old`` for ``old_glance`` (the single-store glance 27.1.1).
+If it cannot start the tests FAIL — they never skip silently.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ import legacy  # noqa: E402
 import seed  # noqa: E402
 
 pytestmark = pytest.mark.realglance
+
+# fixture -> the start flag it needs
+NEEDS = {"keystone_clouds": "--keystone", "swift_store": "--swift", "converting": "--convert", "old_glance": "--old"}
+_FLAGS = pytest.StashKey[list[str]]()
 
 
 @dataclass
@@ -76,21 +80,6 @@ class Pair:
         subprocess.run([*cmd, "-d", database, "-c", statement], check=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
-    """The real Glance pair, started fresh (empty databases and stores) for this session."""
-    # The S3 store (moto) is part of the default harness: the store-move tests need it.
-    flags = os.environ.get("HARNESS_START_FLAGS", "--s3").split()
-    subprocess.run([sys.executable, str(ROOT / "harness" / "realglance.py"), "start", "--fresh", *flags], check=True)
-    env = seed.load_env()
-    return Pair(
-        env=env,
-        src=seed.Glance(env["instances"]["src"]["url"]),
-        dst=seed.Glance(env["instances"]["dst"]["url"]),
-        tmp=tmp_path_factory.mktemp("cli"),
-    )
-
-
 @dataclass
 class OldGlance:
     """The harness's old glance (27.1.1, single-store): a client, its cloud name, and legacy seeding."""
@@ -105,8 +94,155 @@ class OldGlance:
         return legacy.seed_legacy(self.env, **kwargs)
 
 
+@dataclass
+class KsCloud:
+    """One Keystone-guarded cloud: its identity (env.json ``keystone.<name>``) and glance."""
+
+    name: str  # "src" or "dst"
+    identity: dict[str, Any]
+    glance_url: str
+
+    @property
+    def cloud(self) -> str:
+        """clouds.yaml name: admin of the admin project, password auth."""
+        return str(self.identity["clouds"]["admin"])
+
+    @property
+    def appcred_cloud(self) -> str:
+        """clouds.yaml name: the admin's application credential."""
+        return str(self.identity["clouds"]["appcred"])
+
+    @property
+    def alice_cloud(self) -> str:
+        """clouds.yaml name: a non-admin member of the team project."""
+        return str(self.identity["clouds"]["alice"])
+
+    def token(self, user: str = "admin", project: str | None = None) -> str:
+        """A fresh project-scoped token (admin of the admin project, or alice of the team project)."""
+        if user == "alice":
+            return seed.keystone_token(
+                self.identity["auth_url"],
+                "alice",
+                self.identity["alice"]["password"],
+                project or self.identity["team"]["project_name"],
+            )
+        admin = self.identity["admin"]
+        project = project or admin["project_name"]
+        return seed.keystone_token(self.identity["auth_url"], "admin", admin["password"], project)
+
+    def glance(self, token: str | None = None) -> seed.Glance:
+        """A client of this cloud's glance with ``token`` (a fresh admin token by default)."""
+        return seed.Glance(self.glance_url, token=token or self.token())
+
+    def revoke(self, token: str) -> int:
+        """``DELETE /v3/auth/tokens`` of ``token`` (by an admin); the status (204)."""
+        status, _ = seed.Glance(self.identity["auth_url"], token=self.token()).request(
+            "DELETE", "/auth/tokens", headers={"X-Subject-Token": token}
+        )
+        return status
+
+
+@dataclass
+class KeystoneClouds:
+    """Both Keystone-guarded clouds (``--keystone``)."""
+
+    env: dict[str, Any]
+    src: KsCloud
+    dst: KsCloud
+
+
+@dataclass
+class SwiftStore:
+    """The ``swift`` store of the keystone-less "dst" glance (``--swift``) and the Swift behind it."""
+
+    env: dict[str, Any]
+    dst: seed.Glance
+    store: str
+    large_object_size: int  # bytes: images this big or bigger are segmented
+    chunk_size: int  # bytes per segment
+    account_url: str
+
+    def objects(self, image_id: str) -> list[dict[str, Any]]:
+        """The Swift objects of an image (manifest and segments), as the glance service user sees them."""
+        user = self.env["swift"]["service_user"]
+        token = seed.keystone_token(self.env["keystone"]["dst"]["auth_url"], user["name"], user["password"], "service")
+        status, data = seed.Glance(self.account_url, token=token).request(
+            "GET", f"/{self.env['swift']['container']}?format=json&prefix={image_id}"
+        )
+        assert status == 200, (status, data)
+        return list(data)
+
+
+@dataclass
+class Converting:
+    """glance "convert" (``--convert``): glance-direct/web-download only, imports converted to raw."""
+
+    env: dict[str, Any]
+    glance: seed.Glance
+    cloud: str
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the harness with the flags the collected tests need (see the module docstring)."""
+    flags = os.environ.get("HARNESS_START_FLAGS", "--s3").split()
+    for fixture, flag in NEEDS.items():
+        if flag not in flags and any(fixture in getattr(i, "fixturenames", ()) for i in items):
+            flags.append(flag)
+    config.stash[_FLAGS] = flags
+
+
 @pytest.fixture(scope="session")
-def old_glance(pair: Pair) -> OldGlance:
-    """The old glance, started (fresh) by the same harness start as the pair."""
-    old = pair.env["instances"]["old"]
-    return OldGlance(env=pair.env, glance=seed.Glance(old["url"]), cloud=old["cloud"], url=old["url"])
+def harness(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The harness started fresh (empty databases and stores) for this session; its env.json."""
+    flags = request.config.stash.get(_FLAGS, ["--s3"])
+    subprocess.run([sys.executable, str(ROOT / "harness" / "realglance.py"), "start", "--fresh", *flags], check=True)
+    return seed.load_env()
+
+
+@pytest.fixture(scope="session")
+def pair(harness: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    """The real Glance pair (keystone-less src and dst)."""
+    return Pair(
+        env=harness,
+        src=seed.Glance(harness["instances"]["src"]["url"]),
+        dst=seed.Glance(harness["instances"]["dst"]["url"]),
+        tmp=tmp_path_factory.mktemp("cli"),
+    )
+
+
+@pytest.fixture(scope="session")
+def keystone_clouds(harness: dict[str, Any]) -> KeystoneClouds:
+    """Two Keystones and their glance (ks-src, ks-dst); clouds.yaml names in each ``KsCloud``."""
+    clouds = {
+        name: KsCloud(name, harness["keystone"][name], harness["instances"][f"ks-{name}"]["url"])
+        for name in ("src", "dst")
+    }
+    return KeystoneClouds(harness, clouds["src"], clouds["dst"])
+
+
+@pytest.fixture(scope="session")
+def swift_store(harness: dict[str, Any]) -> SwiftStore:
+    """The dst glance's Swift store and the segment sizes it was configured with."""
+    swift = harness["swift"]
+    return SwiftStore(
+        env=harness,
+        dst=seed.Glance(harness["instances"]["dst"]["url"]),
+        store="swift",
+        large_object_size=swift["large_object_size"],
+        chunk_size=swift["chunk_size"],
+        account_url=swift["account_url"],
+    )
+
+
+@pytest.fixture(scope="session")
+def converting(harness: dict[str, Any]) -> Converting:
+    """The converting glance (qcow2 → raw on import)."""
+    inst = harness["instances"]["convert"]
+    return Converting(env=harness, glance=seed.Glance(inst["url"]), cloud=inst["cloud"])
+
+
+@pytest.fixture(scope="session")
+def old_glance(harness: dict[str, Any]) -> OldGlance:
+    """The old glance (``--old``), started fresh by the session's harness start."""
+    old = harness["instances"]["old"]
+    return OldGlance(env=harness, glance=seed.Glance(old["url"]), cloud=old["cloud"], url=old["url"])
