@@ -180,8 +180,11 @@ class Settings:
         keystones: tuple[KeystoneSpec, ...] = ()
         if keystone:
             expiration = int(env("ASYNCMIGRATE_TOKEN_EXPIRATION", "3600"))
+            # The source Keystone's tokens are short-lived, so a test transfer can outlive one
+            # (tokens of the dst Keystone also serve glance_store's Swift uploads: kept long).
+            src_expiration = int(env("ASYNCMIGRATE_TOKEN_EXPIRATION_SRC", "30"))
             keystones = (
-                KeystoneSpec("src", port("KEYSTONE_SRC", 19300), expiration),
+                KeystoneSpec("src", port("KEYSTONE_SRC", 19300), src_expiration),
                 KeystoneSpec("dst", port("KEYSTONE_DST", 19301), expiration),
             )
             extra += (

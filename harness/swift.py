@@ -98,6 +98,9 @@ pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats aut
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
+# How long the proxy waits for a client's next bytes (default 60): glance_store 5.7.0's
+# sized segmented uploads hang on their last segment until it runs out (tests wait for it).
+client_timeout = 10
 
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
