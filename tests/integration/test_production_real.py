@@ -58,8 +58,12 @@ def test_copy_into_a_swift_store_segments_big_images(pair: Pair, swift_store: Sw
     without a declared size); a small one as one object, sized; a re-run is clean."""
     tag = os.urandom(3).hex()
     big_size = swift_store.large_object_size * 2 + 12_345
-    big = pair.src.create(seed.raw_image(big_size, 41), name=f"swift-big-{tag}", disk_format="raw")
-    small = pair.src.create(seed.raw_image(1 * MiB, 42), name=f"swift-small-{tag}", disk_format="raw")
+    big = pair.src.create(
+        seed.raw_image(big_size, 41), name=f"swift-big-{tag}", disk_format="raw", container_format="bare"
+    )
+    small = pair.src.create(
+        seed.raw_image(1 * MiB, 42), name=f"swift-small-{tag}", disk_format="raw", container_format="bare"
+    )
     args = ("copy", "--src-cloud", "harness-src", "--dst-cloud", "harness-dst", "--dst-store", "swift")
     run = pair.cli(*args, "--name", f"swift-*-{tag}")
     assert run.returncode == 0, run.stderr
@@ -82,9 +86,13 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
     (glance_store 5.7.0) and is reported with its cause and way out, old store kept; --method
     location then moves it bit-exact; no Swift key reaches any output."""
     tag = os.urandom(3).hex()
-    small = pair.dst.create(seed.raw_image(2 * MiB, 43), name=f"mv-small-{tag}", disk_format="raw", store="main")
+    small = pair.dst.create(
+        seed.raw_image(2 * MiB, 43), name=f"mv-small-{tag}", disk_format="raw", container_format="bare", store="main"
+    )
     big_size = swift_store.large_object_size + 3 * MiB
-    big = pair.dst.create(seed.raw_image(big_size, 44), name=f"mv-big-{tag}", disk_format="raw", store="main")
+    big = pair.dst.create(
+        seed.raw_image(big_size, 44), name=f"mv-big-{tag}", disk_format="raw", container_format="bare", store="main"
+    )
     before = {i["id"]: _digest_of(pair.dst, i["id"]) for i in (small, big)}
     args = ("move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", "swift", "--name", f"mv-*-{tag}")
     first = pair.cli(*args, "-v")
@@ -115,7 +123,9 @@ def test_glance_direct_into_a_converting_destination(pair: Pair, converting: Con
     there, exactly the source's disk; the report says so; a re-run and verify agree."""
     tag = os.urandom(3).hex()
     disk = seed.qemu_qcow2(virtual_size=48 * MiB, data_size=6 * MiB, seed=45)
-    image = pair.src.create(disk.data, name=f"qcow-{tag}", disk_format="qcow2", os_distro="cirros")
+    image = pair.src.create(
+        disk.data, name=f"qcow-{tag}", disk_format="qcow2", container_format="bare", os_distro="cirros"
+    )
     args = ("--src-cloud", "harness-src", "--dst-cloud", converting.cloud, "--name", f"qcow-{tag}")
     run = pair.cli("copy", *args, "--upload-method", "glance-direct")
     assert run.returncode == 0, run.stderr
@@ -134,7 +144,9 @@ def test_glance_direct_into_a_converting_destination(pair: Pair, converting: Con
 
 def test_glance_direct_where_it_is_not_offered_is_refused(pair: Pair, keystone_clouds: KeystoneClouds) -> None:
     """ks-dst offers only copy-image: --upload-method glance-direct is one line, exit 2, nothing created."""
-    image = pair.src.create(seed.raw_image(64 * 1024, 46), name=f"gd-{os.urandom(3).hex()}", disk_format="raw")
+    image = pair.src.create(
+        seed.raw_image(64 * 1024, 46), name=f"gd-{os.urandom(3).hex()}", disk_format="raw", container_format="bare"
+    )
     run = pair.cli(
         "copy", "--src-cloud", "harness-src", "--dst-cloud", keystone_clouds.dst.cloud, "--image", image["id"],
         "--upload-method", "glance-direct",
@@ -152,7 +164,7 @@ def _seed_ks(cloud: Any, tag: str, owners: dict[str, str]) -> dict[str, str]:
     out = {}
     for i, (label, owner) in enumerate(owners.items()):
         image = glance.create(seed.raw_image(512 * 1024 + i, 47 + i), name=f"ks-{label}-{tag}", disk_format="raw",
-                              owner=owner, visibility="private")  # fmt: skip
+                              container_format="bare", owner=owner, visibility="private")  # fmt: skip
         out[image["id"]] = owner
     return out
 
@@ -219,3 +231,33 @@ async def test_a_token_revoked_mid_run_is_renewed(
     assert old._headers["X-Auth-Token"] != revoked[0]
     log = Path(pair.env["instances"]["ks-src"]["log"]).read_text()
     assert re.search(r'" 401 ', log), "the revoked token was never refused"
+
+
+async def test_a_transfer_outlives_its_token(
+    pair: Pair, keystone_clouds: KeystoneClouds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The src Keystone's tokens live seconds: a download throttled past that lifetime outlives the
+    token it started with (Glance checks a token when a request starts); the copy completes on its
+    first attempt and the requests after it carry a renewed token."""
+    src = keystone_clouds.src
+    lifetime = int(src.identity["token_expiration"])
+    rate = 64 * 1024  # the smallest --max-rate
+    data = seed.raw_image(rate * (lifetime + 12), 52)
+    image = src.glance().create(data, name=f"long-{os.urandom(3).hex()}", disk_format="raw", container_format="bare")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", pair.env["clouds_yaml"])
+    old, new = await load_cloud(src.cloud), await load_cloud("harness-dst")
+    at_start: list[str] = []
+
+    def note_token(event: Event) -> None:
+        if type(event).__name__ == "TransferStarted":
+            at_start.append(old._headers["X-Auth-Token"])
+
+    # Small chunks keep the throttle's burst (two chunks) small: the transfer lasts the lifetime and more.
+    config = CopyConfig(image_ids=(image["id"],), keep_owner=False, max_rate=rate, chunk_size=64 * 1024)
+    with anyio.fail_after(lifetime * 4 + 60):
+        run = await copy_images(config, old, new, emit=note_token)
+    (result,) = run.images
+    assert (result.outcome, result.attempts) == ("copied", 1), result.reason
+    assert result.seconds > lifetime
+    assert at_start and old._headers["X-Auth-Token"] != at_start[0]
+    assert pair.dst.sha512_of_data(image["id"]) == src.glance().sha512_of_data(image["id"])
