@@ -97,27 +97,30 @@ def install(cfg: Settings, everything: bool = False) -> None:
     if everything or cfg.old is not None:
         venvs[cfg.path(oldglance.VENV)] = oldglance.PACKAGES
     did = ensure_venvs(venvs)
+    # Every harness runs PostgreSQL (its binaries from Debian's postgresql package).
+    did = ensure_debian("PostgreSQL", (cfg.pg_bin / "initdb").exists(), "postgresql") or did
     if everything or any(i.convert_to for i in cfg.instances):
-        did = ensure_qemu_img() or did
+        # glance's image_conversion runs qemu-img (Debian's qemu-utils).
+        did = ensure_debian("qemu-img", shutil.which("qemu-img") is not None, "qemu-utils") or did
     say(f"install {'done' if did else 'already up to date'} in {time.monotonic() - t0:.1f} s")
 
 
-def ensure_qemu_img() -> bool:
-    """glance's image_conversion runs ``qemu-img``: install Debian's qemu-utils when it is missing."""
-    if shutil.which("qemu-img"):
+def ensure_debian(what: str, present: bool, package: str) -> bool:
+    """Install a Debian package with apt-get when ``what`` is missing; True if it was installed."""
+    if present:
         return False
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise HarnessError("qemu-img is missing: install qemu-utils (Debian: apt-get install qemu-utils)")
+        raise HarnessError(f"{what} is missing: install {package} (Debian: apt-get install {package})")
     t0 = time.monotonic()
-    say("qemu-img missing: apt-get install qemu-utils")
-    apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "qemu-utils"]
+    say(f"{what} missing: apt-get install {package}")
+    apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     env = child_env({"DEBIAN_FRONTEND": "noninteractive"})
     try:
         run(apt, env=env)
     except HarnessError:  # no or stale package lists (a fresh container): refresh once, then retry
         run(["apt-get", "update", "-q"], env=env)
         run(apt, env=env)
-    say(f"qemu-utils installed in {time.monotonic() - t0:.1f} s")
+    say(f"{package} installed in {time.monotonic() - t0:.1f} s")
     return True
 
 
