@@ -10,9 +10,11 @@ way out — and nothing is left behind at the destination for a refused image.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
+import seed
 
 from .conftest import OldGlance, Pair
 
@@ -140,3 +142,20 @@ def test_certificate_map_reaches_the_destinations_signature_check(pair: Pair, ol
     assert "Signature verification failed" in entry["reason"] and "--strip-signature" in entry["reason"]
     dst = pair.dst.get(signed.id)
     assert dst is not None and dst["status"] == "queued" and dst["img_signature_certificate_uuid"] == new_cert
+
+
+def test_copy_into_a_single_store_cloud(pair: Pair, old_glance: OldGlance) -> None:
+    """glance 33 → the single-store glance 27: copied bit-exact (no store named); --dst-store is one line, exit 2."""
+    tag = uuid.uuid4().hex[:6]
+    images = [pair.src.create(seed.raw_image(2 * 1024 * 1024 + i, 60 + i), name=f"to-old-{tag}-{i}",
+                              disk_format="raw", container_format="bare") for i in range(2)]  # fmt: skip
+    args = ("copy", "--src-cloud", "harness-src", "--dst-cloud", old_glance.cloud, "--name", f"to-old-{tag}-*")
+    refused = pair.cli(*args, "--dst-store", "fast")
+    assert refused.returncode == 2 and "not multi-store" in refused.stderr
+    assert all(old_glance.glance.get(i["id"]) is None for i in images)
+    run = pair.cli(*args)
+    assert run.returncode == 0, run.stderr
+    assert run.report is not None and run.report["summary"]["clouds"]["destination"]["multi_store"] is False
+    for image in images:
+        assert old_glance.glance.sha512_of_data(image["id"]) == pair.src.sha512_of_data(image["id"])
+    assert set(pair.cli(*args).outcomes().values()) == {"skipped"}
