@@ -75,4 +75,3 @@ async def test_report_says_what_each_copy_was_verified_against(clouds: Clouds, v
     assert summary["verification"] == {"sha512": 1, "md5": 1, "size-only": 1} and summary["size_only"] == 1
     for image_id in (modern, md5_only, bare):
         assert clouds.dst.data(image_id) == clouds.src.data(image_id)
-
