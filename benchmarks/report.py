@@ -7,7 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot", "real_small_table", "real_small_targets", "table", "targets", "write_json"]
+__all__ = [
+    "plot",
+    "real_small_table",
+    "real_small_targets",
+    "startup_line",
+    "startup_table",
+    "startup_targets",
+    "table",
+    "targets",
+    "write_json",
+]
 
 Summary = dict[str, Any]
 MB = 1_000_000
@@ -220,6 +230,38 @@ def real_small_table(rs: dict[str, Any]) -> str:
         f"{rs.get('seed_images_s', 0):.1f} images/s (POST + PUT into the source, 8 threads)"
     )
     return "\n".join(lines)
+
+
+def startup_table(st: dict[str, Any]) -> str:
+    """Markdown: min and median wall and CPU time of ``--version`` and the help pages."""
+    lines = [
+        f"Start-up of `{st['command']}` (a fresh process each time, {st['repeats']} runs each, round-robin; "
+        f"other processes used {st['others_cores']:.1f} cores meanwhile):",
+        "",
+        "| command | wall min ms | wall median ms | CPU min ms | CPU median ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in ("--version", "--help", "copy --help"):
+        r = st[label]
+        lines.append(
+            f"| `asyncmigrate {label}` | {r['wall_min'] * 1000:.0f} | {r['wall_median'] * 1000:.0f} "
+            f"| {r['cpu_min'] * 1000:.0f} | {r['cpu_median'] * 1000:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def startup_line(st: dict[str, Any]) -> str:
+    """One progress line for the runner's log."""
+    parts = [f"{label} {st[label]['wall_median'] * 1000:.0f} ms" for label in ("--version", "--help", "copy --help")]
+    return f"start-up (median wall of {st['repeats']}): {', '.join(parts)}; other load {st['others_cores']:.2f} cores"
+
+
+def startup_targets(st: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``--version`` and ``--help`` under 0.3 s (the slowest median of the three commands)."""
+    value = max(st[label]["wall_median"] for label in ("--version", "--help", "copy --help")) if st else None
+    met = None if value is None else value <= 0.3
+    name = "start-up: --version / --help / copy --help, median wall"
+    return [{"target": name, "value": value, "limit": 0.3, "unit": "s", "met": met, "most": True}]
 
 
 def _kinds(kinds: dict[str, int]) -> str:

@@ -32,11 +32,13 @@ from .real import harness_env, run_real
 from .realsmall import run_real_small
 from .scenarios import FULL, GROUPS, QUICK, Variant, plan, run_group, summarize
 from .servers import FakePair, busy_cores, measure
+from .startup import measure_startup
 
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_GROUPS = ("real", "real-small")
+OTHER_GROUPS = ("startup",)  # the command's start-up time: a few seconds, in every run
 OTHERS_LIMIT = 0.25  # cores other processes may use during a measurement before it is repeated
 
 
@@ -44,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 repeat, no real Glance")
     p.add_argument("--repeats", type=int, help="repeats per variant, median reported (default 3; --quick 1)")
-    p.add_argument("--only", metavar="GROUPS", help=f"comma-separated subset of {','.join((*GROUPS, *REAL_GROUPS))}")
+    p.add_argument(
+        "--only", metavar="GROUPS", help=f"comma-separated subset of {','.join((*GROUPS, *REAL_GROUPS, *OTHER_GROUPS))}"
+    )
     p.add_argument("--variants", metavar="GLOBS", help="only variants whose key matches a glob, e.g. 'single/am-*'")
     p.add_argument("--uvloop", action="store_true", help="every child installs uvloop + glibc mallopt first")
     p.add_argument("--no-uvloop-variants", action="store_true", help="skip the uvloop+mallopt comparison variants")
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = tuple(single if s == scale.single else s for s in scale.sizes)
         scale = dataclasses.replace(scale, single=single, sizes=sizes)
     repeats = args.repeats or (1 if args.quick else 3)
-    groups = set(args.only.split(",")) if args.only else {*GROUPS[:-1], *REAL_GROUPS}
+    groups = set(args.only.split(",")) if args.only else {*GROUPS[:-1], *REAL_GROUPS, *OTHER_GROUPS}
     if args.experiments:
         groups.add("experiment")
     if args.no_real or (args.quick and not args.real):
@@ -186,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         if v.ref:
             summaries[v.key]["same_as"] = v.ref
 
+    startup: dict[str, Any] | None = None
+    if "startup" in groups:
+        startup = measure_startup(repeats=10)
+        _log(report.startup_line(startup))
+
     real: dict[str, Any] | None = None
     real_small: dict[str, Any] | None = None
     if groups & set(REAL_GROUPS):
@@ -216,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                 failures += sum(1 for r in runs if "error" in r)
 
     total = time.perf_counter() - started
-    rows = report.targets(summaries) + report.real_small_targets(real_small)
+    rows = report.targets(summaries) + report.real_small_targets(real_small) + report.startup_targets(startup)
     text = report.table(summaries, real)
     if real_small is not None:
         text += "\n\n" + report.real_small_table(real_small)
+    if startup is not None:
+        text += "\n\n" + report.startup_table(startup)
     print(text)
     print()
     print("Targets (ratios measured in this run; asyncio unless marked uvloop):")
@@ -240,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": rows,
         "real_glance": real,
         "real_small": real_small,
+        "startup": startup,
         "samples": samples,
         "table": text,
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import realsmall, report
+from benchmarks import realsmall, report, startup
 from benchmarks.child import main as child_main
 from benchmarks.pattern import MiB, Pattern, digests
 from benchmarks.real import harness_env
@@ -229,3 +229,14 @@ def test_real_small_counts_requests_on_the_real_pair() -> None:
     assert noop["images"] == 6
     assert not {"create", "upload", "read"} & set(noop["dst"]["kinds"])
     assert out["summary"]["noop"]["dst_requests"] == noop["dst"]["total"]
+
+
+def test_startup_is_measured_per_command() -> None:
+    """Each start-up command runs as its own process; the table and the target read its medians."""
+    st = startup.measure_startup(repeats=1)
+    assert set(startup.COMMANDS) <= set(st)
+    for label in startup.COMMANDS:
+        assert 0 < st[label]["cpu_min"] <= st[label]["wall_min"] * 2  # CPU of the child, not of this process
+    assert "`asyncmigrate --version`" in report.startup_table(st)
+    (row,) = report.startup_targets(st)
+    assert row["value"] == max(st[label]["wall_median"] for label in startup.COMMANDS)
