@@ -5,7 +5,7 @@ small images, so what is measured here is requests as much as seconds:
 
 1. ``2 × rounds × count`` source images of ``size`` random bytes are seeded
    (named ``bench-small-<run>-r<k>-<i>``; Glance's default visibility,
-   ``shared``) — not timed;
+   ``shared``, unless ``visibility`` says otherwise) — not timed;
 2. rounds alternate A B A B …: asyncmigrate (``--name`` the round's images,
    default flags but ``concurrency``) and the minimal client of
    :mod:`benchmarks.child` (list, then per image GET data → POST → PUT → GET,
@@ -188,12 +188,14 @@ def _parallel(fn: Callable[[str], None], items: list[str], threads: int = 8) -> 
             future.result()
 
 
-def seed(url: str, names: list[str], size: int) -> list[str]:
-    """Create an image per name with ``size`` random bytes (raw/bare, default visibility); return the ids."""
+def seed(url: str, names: list[str], size: int, visibility: str | None = None) -> list[str]:
+    """Create an image per name with ``size`` random bytes (raw/bare; ``visibility`` None: Glance's
+    default, ``shared``); return the ids."""
     ids = {name: str(uuid.uuid4()) for name in names}
+    extra = {"visibility": visibility} if visibility else {}
 
     def one(name: str) -> None:
-        body = {"id": ids[name], "name": name, "disk_format": "raw", "container_format": "bare"}
+        body = {"id": ids[name], "name": name, "disk_format": "raw", "container_format": "bare", **extra}
         if (status := _request("POST", f"{url}/v2/images", body)) != 201:
             raise RuntimeError(f"seeding {name}: create answered {status}")
         if (status := _request("PUT", f"{url}/v2/images/{ids[name]}/file", raw=os.urandom(size))) != 204:
@@ -256,6 +258,7 @@ def run_real_small(
     rounds: int,
     concurrency: int,
     size: int = 1024,
+    visibility: str | None = None,
     keep: bool = False,
     patience: float = 10.0,
     log: Callable[[str], None],
@@ -269,10 +272,11 @@ def run_real_small(
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-small-{run}"
     out: dict[str, Any] = {"count": count, "rounds": rounds, "concurrency": concurrency, "size": size}
+    out["visibility"] = visibility or "shared (Glance's default)"
     names = {k: [f"{prefix}-r{k}-{i:05d}" for i in range(count)] for k in range(2 * rounds)}
     t0 = time.perf_counter()
     log(f"real-small: seeding {2 * rounds} × {count} source images of {size} B …")
-    ids = {k: seed(pair.urls["src"], names[k], size) for k in names}
+    ids = {k: seed(pair.urls["src"], names[k], size, visibility) for k in names}
     out["seed_seconds"] = time.perf_counter() - t0
     out["seed_images_s"] = 2 * rounds * count / out["seed_seconds"]
     copied: list[str] = []

@@ -181,7 +181,8 @@ def real_small_table(rs: dict[str, Any]) -> str:
         return f"Real Glance, many small images: {rs.get('skipped') or 'FAILED: ' + str(rs.get('error'))}"
     s = rs.get("summary", {})
     lines = [
-        f"Real Glance pair, {rs['count']} images of {rs['size']} B per round, concurrency {rs['concurrency']}, "
+        f"Real Glance pair, {rs['count']} images of {rs['size']} B per round (visibility "
+        f"{rs.get('visibility', 'shared')}), concurrency {rs['concurrency']}, "
         f"{rs['rounds']} rounds per side alternating (A B A B …), fresh images each round; requests counted "
         "from the servers' access logs:",
         "",

@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--real-small-concurrency", type=int, default=8, help="real pair: images at once (default 8)")
     p.add_argument("--real-small-size", type=int, default=1024, metavar="BYTES", help="real pair: bytes per image")
+    p.add_argument(
+        "--real-small-visibility",
+        choices=("shared", "private", "public", "community"),
+        help="real pair: the images' visibility (default: Glance's own, shared; asyncmigrate reads a shared "
+        "image's members at the source)",
+    )
     p.add_argument("--real-small-keep", action="store_true", help="real pair: do not delete the small images")
     p.add_argument(
         "--retries-on-load",
@@ -215,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         rounds=args.real_small_rounds or (1 if args.quick else 2),
                         concurrency=args.real_small_concurrency,
                         size=args.real_small_size,
+                        visibility=args.real_small_visibility,
                         keep=args.real_small_keep,
                         log=_log,
                     )
