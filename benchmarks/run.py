@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.mkdir(parents=True, exist_ok=True)
     report.write_json(args.output / "latest.json", data)
-    problem = report.plot(args.output / "plot.png", summaries)
+    # A run of the real-pair groups alone has nothing to plot: keep any plot already there.
+    problem = report.plot(args.output / "plot.png", summaries) if summaries else "no fake-Glance groups: no plot"
     print()
     print(f"wrote {args.output / 'latest.json'}" + (f"; {problem}" if problem else f" and {args.output / 'plot.png'}"))
     print(f"total run time {total:.0f} s" + (f"; {failures} measurement(s) failed" if failures else ""))

@@ -173,6 +173,15 @@ def test_access_log_reads_only_what_came_after_the_mark(tmp_path: Path) -> None:
     assert len(log.since(mark, settle=0.01)) == 5
 
 
+def test_seeded_images_never_look_like_a_disk_format() -> None:
+    """Seed data has the asked length, an ASCII head and no MBR signature at 510 (Glance refuses those as raw)."""
+    for size in (0, 100, 511, 512, 1024, 70_000):
+        data = realsmall.payload(size)
+        assert len(data) == size
+        assert data[510:512] != b"\x55\xaa"
+    assert realsmall.payload(1024).startswith(b"asyncmigrate benchmark image")
+
+
 def test_minimal_client_copies_and_verifies(pair: FakePair) -> None:
     """The minimal client lists by name prefix, copies every image it found and checks the recorded hash."""
     pair.reset()
