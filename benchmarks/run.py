@@ -68,9 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         "--real-small-rounds",
         type=int,
         metavar="R",
-        help="real pair: rounds per side, alternating asyncmigrate and the minimal client (default 2; --quick 1)",
+        help="real pair: rounds per side, alternating asyncmigrate and the minimal client (default 3; --quick 1)",
     )
     p.add_argument("--real-small-concurrency", type=int, default=8, help="real pair: images at once (default 8)")
+    p.add_argument(
+        "--real-small-noop",
+        type=int,
+        metavar="N",
+        help="real pair: the no-op re-run covers the first rounds holding N images (default 1000; --quick 50)",
+    )
     p.add_argument("--real-small-size", type=int, default=1024, metavar="BYTES", help="real pair: bytes per image")
     p.add_argument(
         "--real-small-visibility",
@@ -218,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     real_small = run_real_small(
                         env,
                         count=args.real_small_count or (25 if args.quick else 250),
-                        rounds=args.real_small_rounds or (1 if args.quick else 2),
+                        rounds=args.real_small_rounds or (1 if args.quick else 3),
+                        noop=args.real_small_noop or (50 if args.quick else 1000),
                         concurrency=args.real_small_concurrency,
                         size=args.real_small_size,
                         visibility=args.real_small_visibility,
