@@ -1,6 +1,6 @@
 """asyncmigrate's performance benchmarks (not part of the package).
 
-    .venv/bin/python -m benchmarks            # full run, under 10 minutes on 2 cores
+    .venv/bin/python -m benchmarks            # full run, about 10 minutes on a quiet 2-core machine
     .venv/bin/python -m benchmarks --quick    # smoke run, about a minute
 
 Modules: :mod:`~benchmarks.run` (the runner), :mod:`~benchmarks.scenarios`
