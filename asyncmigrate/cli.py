@@ -23,26 +23,24 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-from rich.console import Console
-
-from .clouds import Cloud, load_cloud
 from .config import parse_size
-from .engine import copy_images
 from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse, redact
 from .identity import ProjectMap, load_project_map
-from .journal import default_journal_path, state_dir
 from .options import build_parser, copy_config, move_config, sync_config
-from .output import print_plan, print_summary, print_verify
 from .progress import Event, InternalError, Stats
-from .render import JsonRenderer, LineRenderer, RichRenderer
 from .report import RunResult, check_writable, write_report
-from .storemove import move_images
-from .sync import sync_images
-from .tuning import loop_options
-from .verify import verify_catalogs
+
+# Start-up: what only a running command needs (anyio, aiohttp through the engine,
+# rich, keystoneauth1/openstacksdk through clouds, sqlite3 through the journal) is
+# imported inside the function that uses it, so --version and --help print in well
+# under 0.3 s (tests/test_cli_startup.py pins that none of it is imported for them).
+if TYPE_CHECKING:
+    import anyio
+    from rich.console import Console
+
+    from .clouds import Cloud
 
 __all__ = ["build_parser", "main"]
 
@@ -97,11 +95,15 @@ class _Redacting(logging.Filter):
 
 def _error_dir(config: Any) -> Path:
     """Where the error log goes: next to the journal, else the state directory."""
+    from .journal import state_dir
+
     journal = getattr(config, "journal", None)
     return journal.parent if journal is not None else state_dir()
 
 
 def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str) -> Any:
+    from .journal import default_journal_path
+
     if getattr(args, "no_journal", False):
         if args.journal is not None:
             raise UsageError("--journal and --no-journal contradict each other")
@@ -121,6 +123,7 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: flo
     """First Ctrl-C/SIGTERM: take no new image, give those in flight ``grace``
     seconds, then abort them; a second signal aborts at once.  A command that
     changes nothing (``readonly`` names it) has nothing to finish: it stops at once."""
+    import anyio
 
     async def abort_after_grace() -> None:
         await anyio.sleep(grace)
@@ -160,6 +163,8 @@ def _where_it_stopped(stats: Stats, run: RunResult) -> str:
 
 
 def _renderer(args: argparse.Namespace, console: Console, stats: Stats) -> Any:
+    from .render import JsonRenderer, LineRenderer, RichRenderer
+
     if args.log_format == "json":
         return JsonRenderer(sys.stderr, stats, interval=float("inf") if args.quiet else 10.0)
     if args.quiet:
@@ -177,6 +182,12 @@ async def _project_map(args: argparse.Namespace, src: Cloud) -> ProjectMap | Non
 
 async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Callable[..., Awaitable[RunResult]]]:
     """Validate flags, load the clouds and build the job to run (nothing is changed yet)."""
+    from .clouds import load_cloud
+    from .engine import copy_images
+    from .storemove import move_images
+    from .sync import sync_images
+    from .verify import verify_catalogs
+
     kind = args.job if args.command == "plan" else args.command
     dry = args.command == "plan"
     configs = {"move": move_config, "sync": sync_config}
@@ -211,6 +222,8 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
 
 
 async def _run(args: argparse.Namespace, console: Console) -> RunResult:
+    import anyio
+
     config, job = await _prepare(args, console)
     stats = Stats()
     renderer = _renderer(args, console, stats)
@@ -268,6 +281,8 @@ def _notice(args: argparse.Namespace, event: str, text: str, **fields: Any) -> N
 
 
 def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
+    from .output import print_plan, print_summary, print_verify
+
     if args.command == "plan":
         rate = parse_size(args.rate)
         if getattr(args, "max_rate", None):  # the cap bounds the estimate too
@@ -285,9 +300,14 @@ def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    console = Console(stderr=False, highlight=False, soft_wrap=True)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)  # --version and --help print and exit here
+        import anyio
+        from rich.console import Console
+
+        from .tuning import loop_options
+
+        console = Console(stderr=False, highlight=False, soft_wrap=True)
         if args.command == "plan" and args.output == "json":
             args.quiet = True  # stdout carries the JSON document only
         logging.basicConfig(
@@ -315,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         print("asyncmigrate: interrupted; run the same command again to finish", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # a bug outside any one image: one line here, the traceback in a file
+        from .journal import state_dir
+
         log = ErrorLog(state_dir())
         log.count = 1
         log.write(f"the run: {type(exc).__name__}", redact("".join(traceback.format_exception(exc))))

@@ -32,8 +32,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
-import anyio
-
 from .errors import UsageError
 from .identity import ProjectMap
 from .preflight import PreflightOptions
@@ -43,6 +41,13 @@ __all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "SyncConfig", "Timeouts", 
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+async def _sleep(seconds: float) -> None:
+    # anyio is imported when a run first sleeps, not when the CLI parses its flags.
+    import anyio
+
+    await anyio.sleep(seconds)
 GiB = 1024 * MiB
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -77,7 +82,7 @@ class RetryPolicy:
     wait_initial: float = 0.5
     wait_max: float = 30.0
     wait_jitter: float = 1.0
-    sleep: Callable[[float], Awaitable[None]] = dataclasses.field(default=anyio.sleep, repr=False, compare=False)
+    sleep: Callable[[float], Awaitable[None]] = dataclasses.field(default=_sleep, repr=False, compare=False)
     clock: Callable[[], float] = dataclasses.field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -453,6 +453,8 @@ class ImageTransfer:
             return False
         members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
         wanted, _ = map_members(self.config.project_map, members)
+        if not wanted:  # copy adds members, never removes them: nothing to do, no destination request
+            return False
         have = {m["member_id"]: m.get("status") for m in await self.dst.list_members(self.id)}
         return any(have.get(m) != st for m, st in wanted.items())
 

@@ -7,7 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot", "table", "targets", "write_json"]
+__all__ = [
+    "plot",
+    "real_small_table",
+    "real_small_targets",
+    "startup_line",
+    "startup_table",
+    "startup_targets",
+    "table",
+    "targets",
+    "write_json",
+]
 
 Summary = dict[str, Any]
 MB = 1_000_000
@@ -29,7 +39,7 @@ def targets(s: dict[str, Summary]) -> list[dict[str, Any]]:
 
     def add(name: str, value: float | None, limit: float, *, most: bool = False, unit: str = "×") -> None:
         met = None if value is None else (value <= limit if most else value >= limit)
-        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "met": met})
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "met": met, "most": most})
 
     full, server = _get(s, "single/am-full", "mib_s"), _get(s, "single/am-server", "mib_s")
     hashpipes = [v for v in (_get(s, "single/hashpipe", "mib_s"), _get(s, "single/hashpipe-thread", "mib_s")) if v]
@@ -135,9 +145,128 @@ def targets_text(rows: list[dict[str, Any]]) -> str:
     for t in rows:
         state = "not measured" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
         value = "–" if t["value"] is None else f"{t['value']:.2f} {t['unit']}"
-        bound = "≤" if "RSS" in t["target"] else "≥"
+        bound = "≤" if t.get("most", "RSS" in t["target"]) else "≥"
         out.append(f"  [{state:>12}] {t['target']}: {value} (target {bound} {t['limit']:g} {t['unit']})")
     return "\n".join(out)
+
+
+def real_small_targets(rs: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 11's request targets on the real pair (None: the group did not run: not measured)."""
+    summary = (rs or {}).get("summary", {})
+    am, noop = summary.get("asyncmigrate", {}), summary.get("noop", {})
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, unit: str, *, most: bool = True) -> None:
+        met = None if value is None else (value <= limit if most else value >= limit)
+        rows.append({"target": name, "value": value, "limit": limit, "unit": unit, "met": met, "most": most})
+
+    # per image: the requests that name one image (create, upload, read, members, …), listing and discovery apart
+    add("(real) fresh copy: destination requests per image", am.get("dst_per_image"), 3.0, "requests")
+    noop_ok = noop.get("images", 0) >= 1000
+    add(
+        "(real) no-op re-run of ≥ 1,000 images: destination requests",
+        noop.get("dst_requests") if noop_ok else None,
+        99,
+        "requests",
+    )
+    # The listing target's value is the smallest page asked for.
+    limits = [int(x) for x in (*am.get("listing_limits", []), *noop.get("listing_limits", [])) if x.isdigit()]
+    add("(real) listing pages of 1,000 (smallest limit asked)", min(limits) if limits else None, 1000, "", most=False)
+    return rows
+
+
+def real_small_table(rs: dict[str, Any]) -> str:
+    """Markdown: asyncmigrate against the minimal client on the real pair, and the no-op re-run."""
+    if "skipped" in rs or "error" in rs:
+        return f"Real Glance, many small images: {rs.get('skipped') or 'FAILED: ' + str(rs.get('error'))}"
+    s = rs.get("summary", {})
+    lines = [
+        f"Real Glance pair, {rs['count']} images of {rs['size']} B per round (visibility "
+        f"{rs.get('visibility', 'shared')}), concurrency {rs['concurrency']}, "
+        f"{rs['rounds']} rounds per side alternating (A B A B …), fresh images each round; requests counted "
+        "from the servers' access logs:",
+        "",
+        "| real Glance, small images | images/s | rounds | × minimal | dst requests: per image + per run "
+        "| src requests: per image + per run | glance CPU ms/image | client CPU s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "asyncmigrate": "asyncmigrate copy, default flags",
+        "minimal": "minimal client: list, then GET data → POST → PUT → GET",
+    }
+    mini = s.get("minimal", {}).get("images_s")
+    for side, label in labels.items():
+        v = s.get(side)
+        if v is None:
+            errors = [r.get("error") for r in rs.get("rounds_results", []) if r.get("side") == side]
+            lines.append(f"| {label} | FAILED: {'; '.join(map(str, errors)) or 'not measured'} |||||||")
+            continue
+        busy = f" (other load up to {v['others_cores']:.1f} cores)" if v.get("others_cores", 0) > 0.25 else ""
+        lines.append(
+            f"| {label} | {v['images_s']:.1f} | {', '.join(f'{x:.1f}' for x in v['samples_images_s'])}{busy} "
+            f"| {_fmt(_ratio(v['images_s'], mini), '.2f')} | {v['dst_per_image']:.2f} + {v['dst_per_run']} "
+            f"| {v['src_per_image']:.2f} + {v['src_per_run']} "
+            f"| {v['glance_cpu_per_image_ms']:.0f} | {v['client_cpu_s']:.1f} |"
+        )
+    noop = s.get("noop")
+    if noop:
+        lines.append(
+            f"| no-op re-run of {noop['images']} images (asyncmigrate) | {noop['images'] / noop['seconds']:.0f} "
+            f"| {noop['seconds']:.1f} s | | {noop['dst_requests']} in all | {noop['src_requests']} in all | | |"
+        )
+    elif rs.get("noop"):
+        lines.append(f"| no-op re-run | FAILED: {rs['noop'].get('error')} |||||||")
+    lines.append("")
+    for side in ("asyncmigrate", "minimal"):
+        if side in s:
+            lines.append(
+                f"- {side}, one round: destination {_kinds(s[side]['dst_kinds'])}; "
+                f"source {_kinds(s[side]['src_kinds'])}"
+            )
+    if noop:
+        lines.append(f"- no-op re-run: destination {_kinds(noop['dst_kinds'])}; source {_kinds(noop['src_kinds'])}")
+    limits = sorted({lim for v in s.values() if isinstance(v, dict) for lim in v.get("listing_limits", [])})
+    lines.append(
+        f"- listing pages asked with limit = {', '.join(limits) or '–'}; seeding ran at "
+        f"{rs.get('seed_images_s', 0):.1f} images/s (POST + PUT into the source, 8 threads)"
+    )
+    return "\n".join(lines)
+
+
+def startup_table(st: dict[str, Any]) -> str:
+    """Markdown: min and median wall and CPU time of ``--version`` and the help pages."""
+    lines = [
+        f"Start-up of `{st['command']}` (a fresh process each time, {st['repeats']} runs each, round-robin; "
+        f"other processes used {st['others_cores']:.1f} cores meanwhile):",
+        "",
+        "| command | wall min ms | wall median ms | CPU min ms | CPU median ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in ("--version", "--help", "copy --help"):
+        r = st[label]
+        lines.append(
+            f"| `asyncmigrate {label}` | {r['wall_min'] * 1000:.0f} | {r['wall_median'] * 1000:.0f} "
+            f"| {r['cpu_min'] * 1000:.0f} | {r['cpu_median'] * 1000:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def startup_line(st: dict[str, Any]) -> str:
+    """One progress line for the runner's log."""
+    parts = [f"{label} {st[label]['wall_median'] * 1000:.0f} ms" for label in ("--version", "--help", "copy --help")]
+    return f"start-up (median wall of {st['repeats']}): {', '.join(parts)}; other load {st['others_cores']:.2f} cores"
+
+
+def startup_targets(st: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``--version`` and ``--help`` under 0.3 s (the slowest median of the three commands)."""
+    value = max(st[label]["wall_median"] for label in ("--version", "--help", "copy --help")) if st else None
+    met = None if value is None else value <= 0.3
+    name = "start-up: --version / --help / copy --help, median wall"
+    return [{"target": name, "value": value, "limit": 0.3, "unit": "s", "met": met, "most": True}]
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 Starts the two fake Glance processes, measures every variant of
 :mod:`benchmarks.scenarios` (each in its own child process), then the real
 Glance pair (:mod:`benchmarks.real`), and prints a table with ratios to the
-naive baseline and the raw ceiling, and which targets are met.  Writes
+naive baseline and the raw ceiling, then many small images on the real pair
+against a minimal client (:mod:`benchmarks.realsmall`), and which targets are met.  Writes
 ``benchmarks/results/latest.json`` and ``benchmarks/results/plot.png``.
 
 Keep the machine otherwise idle: every measurement first waits (up to 20 s)
@@ -28,12 +29,16 @@ from typing import Any
 from . import report
 from .pattern import MiB, digests
 from .real import harness_env, run_real
+from .realsmall import run_real_small
 from .scenarios import FULL, GROUPS, QUICK, Variant, plan, run_group, summarize
 from .servers import FakePair, busy_cores, measure
+from .startup import measure_startup
 
 __all__ = ["main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REAL_GROUPS = ("real", "real-small")
+OTHER_GROUPS = ("startup",)  # the command's start-up time: a few seconds, in every run
 OTHERS_LIMIT = 0.25  # cores other processes may use during a measurement before it is repeated
 
 
@@ -41,12 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 repeat, no real Glance")
     p.add_argument("--repeats", type=int, help="repeats per variant, median reported (default 3; --quick 1)")
-    p.add_argument("--only", metavar="GROUPS", help=f"comma-separated subset of {','.join((*GROUPS, 'real'))}")
+    p.add_argument(
+        "--only", metavar="GROUPS", help=f"comma-separated subset of {','.join((*GROUPS, *REAL_GROUPS, *OTHER_GROUPS))}"
+    )
     p.add_argument("--variants", metavar="GLOBS", help="only variants whose key matches a glob, e.g. 'single/am-*'")
     p.add_argument("--uvloop", action="store_true", help="every child installs uvloop + glibc mallopt first")
     p.add_argument("--no-uvloop-variants", action="store_true", help="skip the uvloop+mallopt comparison variants")
     p.add_argument("--experiments", action="store_true", help="also measure monkeypatched asyncmigrate variants")
-    p.add_argument("--no-real", action="store_true", help="skip the real Glance pair")
+    p.add_argument("--no-real", action="store_true", help="skip the real Glance pair (both real groups)")
     p.add_argument("--real", action="store_true", help="include the real Glance pair even with --quick")
     p.add_argument("--no-start-real", action="store_true", help="skip the real pair when it is not running")
     p.add_argument("--real-size", type=int, default=1024, metavar="MiB", help="real-Glance image size (default 1024)")
@@ -54,6 +61,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conc-size", type=int, metavar="MiB", help="image size of the concurrency group (default 256)")
     p.add_argument("--small-count", type=int, help="number of small images (default 10000; --quick 500)")
     p.add_argument("--small-concurrency", type=int, default=4, help="workers for the small images (default 4)")
+    p.add_argument(
+        "--real-small-count", type=int, metavar="N", help="real pair: images per round (default 250; --quick 25)"
+    )
+    p.add_argument(
+        "--real-small-rounds",
+        type=int,
+        metavar="R",
+        help="real pair: rounds per side, alternating asyncmigrate and the minimal client (default 3; --quick 1)",
+    )
+    p.add_argument("--real-small-concurrency", type=int, default=8, help="real pair: images at once (default 8)")
+    p.add_argument(
+        "--real-small-noop",
+        type=int,
+        metavar="N",
+        help="real pair: the no-op re-run covers the first rounds holding N images (default 1000; --quick 50)",
+    )
+    p.add_argument("--real-small-size", type=int, default=1024, metavar="BYTES", help="real pair: bytes per image")
+    p.add_argument(
+        "--real-small-visibility",
+        choices=("shared", "private", "public", "community"),
+        help="real pair: the images' visibility (default: Glance's own, shared; asyncmigrate reads a shared "
+        "image's members at the source)",
+    )
+    p.add_argument("--real-small-keep", action="store_true", help="real pair: do not delete the small images")
     p.add_argument(
         "--retries-on-load",
         type=int,
@@ -91,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = tuple(single if s == scale.single else s for s in scale.sizes)
         scale = dataclasses.replace(scale, single=single, sizes=sizes)
     repeats = args.repeats or (1 if args.quick else 3)
-    groups = set(args.only.split(",")) if args.only else {*GROUPS[:-1], "real"}
+    groups = set(args.only.split(",")) if args.only else {*GROUPS[:-1], *REAL_GROUPS, *OTHER_GROUPS}
     if args.experiments:
         groups.add("experiment")
     if args.no_real or (args.quick and not args.real):
-        groups.discard("real")
+        groups -= set(REAL_GROUPS)
     variants = [
         v
         for v in plan(
@@ -171,19 +202,49 @@ def main(argv: list[str] | None = None) -> int:
         if v.ref:
             summaries[v.key]["same_as"] = v.ref
 
+    startup: dict[str, Any] | None = None
+    if "startup" in groups:
+        startup = measure_startup(repeats=10)
+        _log(report.startup_line(startup))
+
     real: dict[str, Any] | None = None
-    if "real" in groups:
+    real_small: dict[str, Any] | None = None
+    if groups & set(REAL_GROUPS):
         env = harness_env(start=not args.no_start_real, log=_log)
         if isinstance(env, str):
-            real = {"skipped": env}
             _log(f"real Glance skipped: {env}")
+            real = {"skipped": env} if "real" in groups else None
+            real_small = {"skipped": env} if "real-small" in groups else None
         else:
-            real = run_real(env, args.real_size * MiB, _log)
-            failures += sum(1 for k, r in real.items() if isinstance(r, dict) and "error" in r)
+            if "real" in groups:
+                real = run_real(env, args.real_size * MiB, _log)
+                failures += sum(1 for k, r in real.items() if isinstance(r, dict) and "error" in r)
+            if "real-small" in groups:
+                try:
+                    real_small = run_real_small(
+                        env,
+                        count=args.real_small_count or (25 if args.quick else 250),
+                        rounds=args.real_small_rounds or (1 if args.quick else 3),
+                        noop=args.real_small_noop or (50 if args.quick else 1000),
+                        concurrency=args.real_small_concurrency,
+                        size=args.real_small_size,
+                        visibility=args.real_small_visibility,
+                        keep=args.real_small_keep,
+                        log=_log,
+                    )
+                except Exception as exc:  # seeding or cleaning up failed: the other groups' results stand
+                    real_small = {"error": f"{type(exc).__name__}: {exc}"}
+                    _log(f"real-small: ERROR {real_small['error']}")
+                runs = [*real_small.get("rounds_results", []), real_small.get("noop") or {"error": "not run"}]
+                failures += sum(1 for r in runs if "error" in r)
 
     total = time.perf_counter() - started
-    rows = report.targets(summaries)
+    rows = report.targets(summaries) + report.real_small_targets(real_small) + report.startup_targets(startup)
     text = report.table(summaries, real)
+    if real_small is not None:
+        text += "\n\n" + report.real_small_table(real_small)
+    if startup is not None:
+        text += "\n\n" + report.startup_table(startup)
     print(text)
     print()
     print("Targets (ratios measured in this run; asyncio unless marked uvloop):")
@@ -203,12 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         "results": list(summaries.values()),
         "targets": rows,
         "real_glance": real,
+        "real_small": real_small,
+        "startup": startup,
         "samples": samples,
         "table": text,
     }
     args.output.mkdir(parents=True, exist_ok=True)
     report.write_json(args.output / "latest.json", data)
-    problem = report.plot(args.output / "plot.png", summaries)
+    # A run of the real-pair groups alone has nothing to plot: keep any plot already there.
+    problem = report.plot(args.output / "plot.png", summaries) if summaries else "no fake-Glance groups: no plot"
     print()
     print(f"wrote {args.output / 'latest.json'}" + (f"; {problem}" if problem else f" and {args.output / 'plot.png'}"))
     print(f"total run time {total:.0f} s" + (f"; {failures} measurement(s) failed" if failures else ""))

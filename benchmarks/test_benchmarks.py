@@ -1,7 +1,8 @@
 """Checks of the benchmark machinery itself (run: ``.venv/bin/pytest benchmarks``).
 
 They pin behaviour, never timings: the fake records the digests Glance would,
-pages like Glance, serves ranges, and the runner writes its table, JSON and plot.
+pages like Glance, serves ranges, and the runner writes its table, JSON and plot;
+the real-pair group counts requests from the servers' access logs.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks import realsmall, report, startup
 from benchmarks.child import main as child_main
 from benchmarks.pattern import MiB, Pattern, digests
+from benchmarks.real import harness_env
 from benchmarks.run import main as run_main
 from benchmarks.servers import FakePair, measure
 
@@ -129,3 +131,121 @@ def test_runner_smoke(tmp_path: Path) -> None:
     assert {r["key"] for r in data["results"]} == {"single/pipe", "single/am-server"}
     assert "asyncmigrate verify=server" in data["table"]
     assert any(t["met"] is not None for t in data["targets"])
+
+
+# -- many small images on the real pair (benchmarks/realsmall.py) ----------------
+
+_LOG = """\
+2026-11-29 20:13:52.442 14997 WARNING glance.api.v2.images [None req-c9 - - - - - -] Could not find schema properties
+127.0.0.1 - - [29/Nov/2026:20:13:52 +0000] "GET /versions HTTP/1.1" 200 1698 "-" "Python/3.11 aiohttp/3.14.5"
+127.0.0.1 - - [29/Nov/2026:20:13:52 +0000] "GET /v2/images?limit=1 HTTP/1.1" 200 1698 "-" "Python/3.11 aiohttp/3.14.5"
+127.0.0.1 - - [29/Nov/2026:20:13:52 +0000] "GET /v2/images?visibility=all&member_status=all&os_hidden=false&limit=1000 HTTP/1.1" 200 9 "-" "-"
+127.0.0.1 - - [29/Nov/2026:20:13:53 +0000] "POST /v2/images HTTP/1.1" 201 1200 "-" "-"
+127.0.0.1 - - [29/Nov/2026:20:13:53 +0000] "PUT /v2/images/0b1e3bde-5b0a-4c47-9d6b-6e1f1f0c2a11/file HTTP/1.1" 204 0 "-" "-"
+127.0.0.1 - - [29/Nov/2026:20:13:53 +0000] "GET /v2/images/0b1e3bde-5b0a-4c47-9d6b-6e1f1f0c2a11 HTTP/1.1" 200 1300 "-" "-"
+127.0.0.1 - - [29/Nov/2026:20:13:53 +0000] "GET /v2/images/0b1e3bde-5b0a-4c47-9d6b-6e1f1f0c2a11/members HTTP/1.1" 200 9 "-" "-"
+127.0.0.1 - - [29/Nov/2026:20:13:53 +0000] "GET /v2/images/0b1e3bde-5b0a-4c47-9d6b-6e1f1f0c2a12 HTTP/1.1" 404 9 "-" "-"
+"""  # noqa: E501
+
+
+def test_access_log_lines_are_parsed_and_classified() -> None:
+    """gunicorn access lines become requests by kind (other log lines are skipped); listings keep their limit."""
+    requests = [r for r in map(realsmall.parse_line, _LOG.splitlines()) if r is not None]
+    assert [realsmall.kind(r) for r in requests] == [
+        "discovery", "probe", "listing", "create", "upload", "read", "members", "read",
+    ]  # fmt: skip
+    counts = realsmall.tally(requests)
+    assert counts["total"] == 8 and counts["per_run"] == 3
+    assert counts["listing_limits"] == {"1000": 1}
+    assert counts["errors"] == {"GET read 404": 1}
+
+
+def test_access_log_reads_only_what_came_after_the_mark(tmp_path: Path) -> None:
+    """Requests logged before the mark are not counted."""
+    path = tmp_path / "dst.log"
+    lines = _LOG.splitlines(keepends=True)
+    path.write_text("".join(lines[:4]))
+    log = realsmall.AccessLog(path)
+    mark = log.mark()
+    with open(path, "a") as f:
+        f.writelines(lines[4:])
+    assert [realsmall.kind(r) for r in log.since(mark, settle=0.01)][:2] == ["create", "upload"]
+    assert len(log.since(mark, settle=0.01)) == 5
+
+
+def test_seeded_images_never_look_like_a_disk_format() -> None:
+    """Seed data has the asked length, an ASCII head and no MBR signature at 510 (Glance refuses those as raw)."""
+    for size in (0, 100, 511, 512, 1024, 70_000):
+        data = realsmall.payload(size)
+        assert len(data) == size
+        assert data[510:512] != b"\x55\xaa"
+    assert realsmall.payload(1024).startswith(b"asyncmigrate benchmark image")
+
+
+def test_minimal_client_copies_and_verifies(pair: FakePair) -> None:
+    """The minimal client lists by name prefix, copies every image it found and checks the recorded hash."""
+    pair.reset()
+    pair.seed(11, 5, 1024)
+    pair.seed(12, 2, 1024)  # another prefix: not taken
+    result = measure(pair, {"kind": "minimal", "prefix": "bench-11-", "concurrency": 3, "count": 5})
+    assert "error" not in result, result
+    assert result["images"] == 5 and result["bytes"] == 5 * 1024
+    assert result["dst_active"] == 5
+
+
+def test_real_small_table_and_targets() -> None:
+    """The table shows both sides, the ratio and the no-op re-run; the no-op target needs 1,000 images."""
+    side = {
+        "images_s": 10.0, "samples_images_s": [9.0, 11.0], "dst_per_image": 3.0, "src_per_image": 2.0,
+        "dst_per_run": 7, "src_per_run": 7, "dst_kinds": {"create": 5}, "src_kinds": {"download": 5},
+        "glance_cpu_per_image_ms": 80.0, "client_cpu_s": 0.2, "listing_limits": ["1000"],
+    }  # fmt: skip
+    noop = {"images": 500, "seconds": 2.0, "dst_requests": 7, "src_requests": 507, "dst_kinds": {"listing": 2}}
+    rs = {
+        "count": 5, "size": 1024, "concurrency": 8, "rounds": 2, "seed_images_s": 12.0,
+        "summary": {"asyncmigrate": side, "minimal": {**side, "images_s": 12.5}, "ratio": 0.8,
+                    "noop": {**noop, "src_kinds": {}, "listing_limits": ["1000"]}},
+    }  # fmt: skip
+    text = report.real_small_table(rs)
+    assert "| 0.80 |" in text and "no-op re-run of 500 images" in text and "3.00 + 7" in text
+    rows = {r["target"]: r for r in report.real_small_targets(rs)}
+    assert rows["(real) fresh copy: destination requests per image"]["met"] is True
+    assert rows["(real) no-op re-run of ≥ 1,000 images: destination requests"]["met"] is None
+    assert rows["(real) listing pages of 1,000 (smallest limit asked)"]["met"] is True
+    assert all(r["met"] is None for r in report.real_small_targets(None))
+
+
+@pytest.mark.realglance
+@pytest.mark.timeout(600)
+def test_real_small_counts_requests_on_the_real_pair() -> None:
+    """On the real pair, each round's requests are counted from the access logs: per image, asyncmigrate and
+    the minimal client each create, upload and read once at the destination; the no-op re-run creates nothing."""
+    env = harness_env(start=True, log=lambda _msg: None)
+    assert not isinstance(env, str), env
+    out = realsmall.run_real_small(env, count=3, rounds=1, concurrency=2, patience=0.0, log=lambda _msg: None)
+    am, mini = out["rounds_results"]
+    for r in (am, mini, out["noop"]):
+        assert "error" not in r, r
+    assert (am["side"], mini["side"]) == ("asyncmigrate", "minimal")
+    for r in (am, mini):
+        assert {k: r["dst"]["kinds"].get(k) for k in ("create", "upload", "read")} == dict.fromkeys(
+            ("create", "upload", "read"), 3
+        )
+        assert r["src"]["kinds"]["download"] == 3
+    assert mini["dst"]["total"] == 9
+    assert am["dst"]["listing_limits"] and set(am["dst"]["listing_limits"]) == {"1000"}
+    noop = out["noop"]
+    assert noop["images"] == 6
+    assert not {"create", "upload", "read"} & set(noop["dst"]["kinds"])
+    assert out["summary"]["noop"]["dst_requests"] == noop["dst"]["total"]
+
+
+def test_startup_is_measured_per_command() -> None:
+    """Each start-up command runs as its own process; the table and the target read its medians."""
+    st = startup.measure_startup(repeats=1)
+    assert set(startup.COMMANDS) <= set(st)
+    for label in startup.COMMANDS:
+        assert 0 < st[label]["cpu_min"] <= st[label]["wall_min"] * 2  # CPU of the child, not of this process
+    assert "`asyncmigrate --version`" in report.startup_table(st)
+    (row,) = report.startup_targets(st)
+    assert row["value"] == max(st[label]["wall_median"] for label in startup.COMMANDS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark suite (README "Performance"): fake Glance in its own process, then the real pair.
-#   bash scripts/bench.sh            # full run, under 10 minutes on 2 cores
+#   bash scripts/bench.sh            # full run, about 10 minutes on a quiet 2-core machine
 #   bash scripts/bench.sh --quick    # smoke run, about a minute
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -162,3 +162,14 @@ async def test_image_created_by_someone_else_after_the_listing_is_uploaded_into(
     assert [(r.action, r.outcome) for r in run.images] == [("copy", "copied")]
     assert clouds.dst.data(image["id"]) == data
     assert [r.status for r in clouds.dst.requests_matching("POST", r"^/v2/images$")] == [409]
+
+
+async def test_plan_of_a_copied_catalog_sends_nothing_per_image(clouds: Clouds) -> None:
+    """plan over copied shared images without members reads the destination's listing only, as a re-run does."""
+    ids = _seed(clouds, 30)  # glance's default visibility: shared, no members
+    clouds.src.add_member(ids[0], "b" * 32)  # one image that has a member: its members are compared
+    await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    before = len(clouds.dst.requests)
+    plan = await copy_images(fast_config(dry_run=True), clouds.src_cloud, clouds.dst_cloud)
+    assert {r.action for r in plan.images} == {"none"} and len(plan.images) == 30
+    assert _per_image(clouds.dst.requests[before:]) == Counter({("GET", "/members"): 1})
