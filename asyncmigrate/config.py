@@ -48,6 +48,8 @@ async def _sleep(seconds: float) -> None:
     import anyio
 
     await anyio.sleep(seconds)
+
+
 GiB = 1024 * MiB
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)

@@ -19,16 +19,17 @@ aborting the work in flight.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from .errors import AsyncMigrateError, Behaviour, collapse, redact
+from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, collapse, redact
 from .metadata import size_of
 from .progress import Emit, InternalError, ListingFailed, ignore
 from .report import Action, ImageResult, Outcome
 
-__all__ = ["Listing", "handle_contained", "internal_error"]
+__all__ = ["Listing", "handle_contained", "internal_error", "planning"]
 
 _STOPS_THE_RUN = (Behaviour.FATAL, Behaviour.USAGE)
 
@@ -99,3 +100,21 @@ class Listing:
     def _ended(self, listed: int, why: str) -> None:
         self.incomplete = f"the {self.what} failed after {listed} images: {why}"
         self._emit(ListingFailed(self.incomplete))
+
+
+@contextlib.contextmanager
+def planning(result: ImageResult) -> Iterator[None]:
+    """A dry run's decision for one image: an error becomes its action (``fail``, or
+    ``upload`` for an image busy at the destination, ``conflict``), fatal ones propagate;
+    the result is ``planned`` either way."""
+    try:
+        yield
+    except DestinationBusy as exc:
+        result.action, result.reason = Action.UPLOAD, str(exc)
+    except DestinationConflict as exc:
+        result.action, result.reason = Action.CONFLICT, str(exc)
+    except AsyncMigrateError as exc:
+        if exc.behaviour in _STOPS_THE_RUN:
+            raise
+        result.action, result.reason = Action.FAIL, redact(str(exc))
+    result.outcome = Outcome.PLANNED

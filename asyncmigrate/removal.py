@@ -19,7 +19,8 @@ from typing import Any
 
 from .catalog import DestinationIndex, Entry
 from .config import SyncConfig
-from .errors import AsyncMigrateError, Behaviour, DestinationConflict, NotFound
+from .containment import planning
+from .errors import DestinationConflict, NotFound
 from .glance import GlanceClient
 from .report import Action, ImageResult, Outcome
 from .retry import run_unit
@@ -55,13 +56,7 @@ class Removal:
     async def handle(self, last_seen: dict[str, Any]) -> ImageResult:
         """Report, delete (``delete_removed``) or, on a dry run, plan one removed image."""
         image_id = last_seen["id"]
-        result = ImageResult(
-            id=image_id,
-            name=last_seen.get("name"),
-            action=Action.DELETE if self.config.delete_removed else Action.REMOVE,
-            outcome="",
-            size=int(last_seen.get("size") or 0),
-        )
+        result = ImageResult.of(last_seen, Action.DELETE if self.config.delete_removed else Action.REMOVE)
         deleting = False
 
         async def attempt(number: int) -> None:
@@ -104,15 +99,8 @@ class Removal:
             result.outcome = Outcome.DELETED
 
         if self.config.dry_run:
-            try:
+            with planning(result):
                 await attempt(1)
-            except DestinationConflict as exc:
-                result.action, result.reason = Action.CONFLICT, str(exc)
-            except AsyncMigrateError as exc:
-                if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                    raise
-                result.action, result.reason = Action.FAIL, str(exc)
-            result.outcome = Outcome.PLANNED
             return result
         await run_unit(self.config.retry, attempt, result)
         return result

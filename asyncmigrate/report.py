@@ -10,10 +10,12 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import ExitCode, redact
+from .metadata import left_out as _left_out
 
 __all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
 
@@ -85,6 +87,18 @@ class ImageResult:
     converted: dict[str, Any] | None = None
     # sync: what changed (or would change), {attribute: [destination value, source value]}
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, image: Mapping[str, Any], action: str = "", *, with_left_out: bool = False) -> ImageResult:
+        """A fresh result for a source image (its id, name and size; ``left_out`` on request)."""
+        return cls(
+            id=str(image["id"]),
+            name=image.get("name"),
+            action=action,
+            outcome="",
+            size=int(image.get("size") or 0),
+            left_out=_left_out(image) if with_left_out else [],
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to the report."""

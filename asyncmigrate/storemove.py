@@ -138,7 +138,7 @@ class StoreMove:
         self.emit = emit
         self.id: str = image["id"]
         self.size = int(image.get("size") or 0)
-        self.result = ImageResult(id=self.id, name=image.get("name"), action="", outcome="", size=self.size)
+        self.result = ImageResult.of(image)
         self._bad_digests: set[str] = set()
         self._reactivated = False
         # --retry-deadline counts time spent failing: a running import and bytes moved are progress.

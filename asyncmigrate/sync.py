@@ -36,15 +36,14 @@ import anyio
 from .catalog import DestinationIndex, Entry, list_images
 from .clouds import Cloud
 from .config import SyncConfig
-from .containment import Listing
+from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
 from .engine import at_destination, journaled, run_pool, start_run
-from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, ImageError, NotFound
+from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .journal import Journal, pair_key, read_record
 from .limits import Limits
-from .metadata import left_out
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
@@ -90,14 +89,7 @@ class ImageSync:
         self.src, self.dst, self.image, self.config = src, dst, image, config
         self.emit, self.limits, self.index, self.uploader = emit, limits, index, uploader
         self.id: str = image["id"]
-        self.result = ImageResult(
-            id=self.id,
-            name=image.get("name"),
-            action="",
-            outcome="",
-            size=int(image.get("size") or 0),
-            left_out=left_out(image),
-        )
+        self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
@@ -121,20 +113,13 @@ class ImageSync:
         if self.index is not None and self.id not in self.index:
             return await self._transfer(self.index).plan()
         result = self.result
-        try:
+        with planning(result):
             view = self._view()
             if view is not None:
                 found = await self._assess(view, fresh=False)
                 if found.entry is None:
                     return await self._transfer(None).plan()
                 self._judge_plan(view, found)
-        except DestinationBusy as exc:
-            result.action, result.reason = Action.UPLOAD, str(exc)
-        except AsyncMigrateError as exc:
-            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                raise
-            result.action, result.reason = Action.FAIL, str(exc)
-        result.outcome = Outcome.PLANNED
         return result
 
     def _judge_plan(self, view: dict[str, Any], found: _Assessment) -> None:

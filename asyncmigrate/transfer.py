@@ -28,9 +28,9 @@ from typing import Any
 
 from .catalog import DestinationIndex, Entry
 from .config import CopyConfig
+from .containment import planning
 from .errors import (
     AsyncMigrateError,
-    Behaviour,
     ClientStatusError,
     ConflictStatus,
     DestinationBusy,
@@ -44,7 +44,7 @@ from .errors import (
 from .glance import GlanceClient
 from .identity import map_members
 from .limits import Limits, Throttle
-from .metadata import create_body, differences, left_out
+from .metadata import create_body, differences
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
@@ -212,14 +212,7 @@ class ImageTransfer:
         self.emit = emit
         self.index = index
         self.id: str = image["id"]
-        self.result = ImageResult(
-            id=self.id,
-            name=image.get("name"),
-            action="",
-            outcome="",
-            size=int(image.get("size") or 0),
-            left_out=left_out(image),
-        )
+        self.result = ImageResult.of(image, with_left_out=True)
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
@@ -235,10 +228,11 @@ class ImageTransfer:
 
     async def plan(self) -> ImageResult:
         """Dry run: decide against the destination's state, change nothing."""
-        try:
+        result = self.result
+        with planning(result):
             judgement = self._judge()
             if judgement.blocking is not None:
-                action, reason = Action.BLOCKED, judgement.blocking.reason
+                result.action, result.reason = Action.BLOCKED, judgement.blocking.reason
             else:
                 dst, full = await self._lookup(fresh=False)
                 action, reason = decide(judgement.image, dst, keep_owner=True)
@@ -248,18 +242,10 @@ class ImageTransfer:
                     action, reason = _finish_plan(
                         judgement.image, dst, members_differ=await self._members_differ(judgement.image)
                     )
-        except DestinationBusy as exc:
-            action, reason = Action.UPLOAD, str(exc)
-        except AsyncMigrateError as exc:
-            if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
-                raise
-            action, reason = Action.FAIL, str(exc)
-        self.result.action = action
-        self.result.reason = reason
-        self.result.outcome = Outcome.PLANNED
-        if action in (Action.COPY, Action.UPLOAD):
-            self.result.bytes = self.result.size
-        return self.result
+                result.action, result.reason = action, reason
+        if result.action in (Action.COPY, Action.UPLOAD):
+            result.bytes = result.size
+        return result
 
     def _judge(self) -> Judgement:
         judgement = destination_view(self.image, self.config, self.limits.property_quota)

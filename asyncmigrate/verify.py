@@ -98,9 +98,7 @@ async def verify_catalogs(
 
         async def handle(image: dict[str, Any]) -> ImageResult:
             seen.add(image["id"])
-            result = ImageResult(
-                id=image["id"], name=image.get("name"), action="verify", outcome="", size=int(image.get("size") or 0)
-            )
+            result = ImageResult.of(image, "verify")
             try:
                 problems = await compare_image(src, dst, image, config, index)
             except AsyncMigrateError as exc:
