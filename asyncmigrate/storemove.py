@@ -52,8 +52,8 @@ from .progress import BytesMoved, CloudsDiscovered, Emit, Retrying, TransferStar
 from .report import ImageResult, Outcome, RunResult
 from .retry import Budget, run_unit
 from .selection import select
-from .stream import Digest, pipeline
-from .transfer import expected_digest, same_data, stream_data
+from .stream import Digest, expected_digest, pipeline
+from .transfer import same_data
 from .upload import (
     IMPORT_LOCK,
     SWIFT_WAY_OUT,
@@ -61,6 +61,7 @@ from .upload import (
     Uploader,
     choose_uploader,
     latest_import_task,
+    stream_data,
     swift_segmented,
     task_message,
 )

@@ -24,14 +24,25 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import StreamCorrupted, TransportError
 from .limits import Throttle, throttled
 
-__all__ = ["Digest", "Pipeline", "close_quietly", "counted", "pipeline", "resuming_source", "verified"]
+__all__ = [
+    "Digest",
+    "Pipeline",
+    "close_quietly",
+    "computable",
+    "counted",
+    "expected_digest",
+    "pipeline",
+    "resuming_source",
+    "verification_of",
+    "verified",
+]
 
 
 class Digest:
@@ -226,3 +237,34 @@ def pipeline(
     # 4. account progress for each chunk handed to the upload
     stages.append(counted(stages[-1], on_bytes))
     return Pipeline(stages)
+
+
+def computable(algorithm: str) -> bool:
+    """Can this Python hash with ``algorithm`` for verification (FIPS hosts included)?"""
+    try:
+        hashlib.new(algorithm, usedforsecurity=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The (algorithm, hex digest) a copy of ``image`` is verified with — the algorithm
+    actually checked: the multihash when this Python can compute it, else the md5
+    ``checksum``, else ``(None, None)`` (size only)."""
+    algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
+    if algo and value and computable(str(algo)):
+        return str(algo), str(value)
+    if image.get("checksum") and computable("md5"):
+        return "md5", str(image["checksum"])
+    return None, None
+
+
+def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
+    """The report's ``verification``: the algorithm checked, ``size-only`` or ``length-only``."""
+    if hashed:
+        return hashed
+    algo, _ = expected_digest(image)
+    if algo:
+        return algo  # --verify server: the destination's record was compared with it
+    return "size-only" if image.get("size") is not None else "length-only"

@@ -21,46 +21,38 @@ that fails before its first byte leaves nothing behind at the destination.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .catalog import DestinationIndex, Entry
 from .config import CopyConfig
 from .containment import planning
 from .errors import (
-    AsyncMigrateError,
     ClientStatusError,
     ConflictStatus,
     DestinationBusy,
     DestinationConflict,
     Forbidden,
     ImageError,
-    SourceCorrupt,
-    StreamCorrupted,
     VerificationError,
 )
 from .glance import GlanceClient
 from .identity import map_members
-from .limits import Limits, Throttle
+from .limits import Limits
 from .metadata import create_body, differences
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
-from .stream import Digest, close_quietly, pipeline
-from .upload import PlainPut, Uploader
+from .stream import verification_of
+from .upload import PlainPut, Uploader, stream_data
 
 __all__ = [
     "ImageTransfer",
-    "computable",
     "decide",
     "destination_view",
-    "expected_digest",
     "same_data",
-    "stream_data",
-    "verification_of",
 ]
 
 COPYABLE = frozenset({"active", "deactivated", "queued"})
@@ -69,37 +61,6 @@ BUSY = frozenset({"saving", "uploading", "importing"})
 # decide()'s reason when only fingerprints were compared: the caller reads the
 # destination image in full to say which attributes differ.
 ATTRIBUTES_DIFFER = "destination differs in its attributes"
-
-
-def computable(algorithm: str) -> bool:
-    """Can this Python hash with ``algorithm`` for verification (FIPS hosts included)?"""
-    try:
-        hashlib.new(algorithm, usedforsecurity=False)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The (algorithm, hex digest) a copy of ``image`` is verified with — the algorithm
-    actually checked: the multihash when this Python can compute it, else the md5
-    ``checksum``, else ``(None, None)`` (size only)."""
-    algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
-    if algo and value and computable(str(algo)):
-        return str(algo), str(value)
-    if image.get("checksum") and computable("md5"):
-        return "md5", str(image["checksum"])
-    return None, None
-
-
-def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
-    """The report's ``verification``: the algorithm checked, ``size-only`` or ``length-only``."""
-    if hashed:
-        return hashed
-    algo, _ = expected_digest(image)
-    if algo:
-        return algo  # --verify server: the destination's record was compared with it
-    return "size-only" if image.get("size") is not None else "length-only"
 
 
 def same_data(src: Mapping[str, Any], dst: Mapping[str, Any]) -> bool:
@@ -496,87 +457,3 @@ def _finish_plan(src: dict[str, Any], dst: Entry, *, members_differ: bool) -> tu
     if not steps:
         return Action.NONE, "already at the destination"
     return Action.FINISH, "data is there; " + ", ".join(steps)
-
-
-async def stream_data(
-    src: GlanceClient,
-    dst: GlanceClient,
-    image: dict[str, Any],
-    *,
-    dest_id: str,
-    store: str | None,
-    verify: str,
-    on_started: Callable[[], None],
-    on_bytes: Callable[[int], None],
-    bad_digests: set[str],
-    throttle: Throttle | None = None,
-    before_upload: Callable[[], Awaitable[None]] | None = None,
-    uploader: Uploader | None = None,
-) -> str | None:
-    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified;
-    return the algorithm the bytes were hashed with (None: not hashed here).
-
-    The source is opened and its first chunk read before anything touches the
-    destination; ``before_upload`` (the create, for a new image) runs then, so
-    a source failing before its first byte leaves nothing behind.  Raises
-    :class:`StreamCorrupted` (retry) when the bytes do not match the source's
-    record, or :class:`SourceCorrupt` when the same wrong digest was already
-    seen in ``bad_digests`` (the stored bytes themselves are bad).  The caller
-    holds an upload slot (:meth:`Limits.upload_slot`) around it.
-    """
-    size = None if image.get("size") is None else int(image["size"])
-    algo, expected = expected_digest(image)
-    digest = Digest(algo) if algo and verify == "full" else None
-    pipe = pipeline(
-        # Glance serves an image without a recorded size with "Content-Length: None".
-        lambda offset: src.download(image["id"], offset, lenient=size is None),
-        size=size,
-        digest=digest,
-        expected=expected,
-        on_bytes=on_bytes,
-        throttle=throttle,
-    )
-    chunks = pipe.__aiter__()
-    try:
-        # Read (and, for small images, fully verify) before touching the
-        # destination: a source error must not flip the destination to saving.
-        first = await _first(chunks)
-        if before_upload is not None:
-            await before_upload()
-        on_started()
-        try:
-            await (uploader or PlainPut()).send(dst, dest_id, _prepend(first, chunks), size=size, store=store)
-        except AsyncMigrateError:
-            # aiohttp reports a failing body as a lost connection: raise what really
-            # failed (ours, or a bug that must not pass for a transient error).
-            if isinstance(pipe.error, Exception):
-                raise pipe.error from None
-            raise
-        return digest.algorithm if digest is not None else None
-    except StreamCorrupted as exc:
-        # A wire error gives a different wrong digest each time; the same wrong
-        # digest twice means the stored bytes themselves do not match the record.
-        if exc.actual is not None and exc.actual in bad_digests:
-            raise SourceCorrupt("source data does not match its own recorded hash (read twice): not copied") from exc
-        if exc.actual is not None:
-            bad_digests.add(exc.actual)
-        raise
-    finally:
-        await close_quietly(chunks)
-        await pipe.aclose()
-        if digest is not None:
-            digest.close()
-
-
-async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first is not None:
-        yield first
-    async for chunk in rest:
-        yield chunk

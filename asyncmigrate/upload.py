@@ -32,16 +32,18 @@ offered is a one-line usage error.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from .errors import Behaviour, ImageError, UsageError
+from .errors import AsyncMigrateError, Behaviour, ImageError, SourceCorrupt, StreamCorrupted, UsageError
+from .stream import Digest, close_quietly, expected_digest, pipeline
 
 if TYPE_CHECKING:
     from .capabilities import Capabilities, StoreInfo
     from .glance import GlanceClient
+    from .limits import Throttle
 
 __all__ = [
     "FAILED_IMPORT",
@@ -55,6 +57,7 @@ __all__ = [
     "choose_uploader",
     "large_object_size",
     "latest_import_task",
+    "stream_data",
     "swift_segmented",
     "task_message",
 ]
@@ -234,3 +237,87 @@ async def task_message(dst: GlanceClient, image_id: str) -> str:
     if task is None:
         return "no task recorded"
     return str(task.get("message") or task.get("status") or "unknown")
+
+
+async def stream_data(
+    src: GlanceClient,
+    dst: GlanceClient,
+    image: dict[str, Any],
+    *,
+    dest_id: str,
+    store: str | None,
+    verify: str,
+    on_started: Callable[[], None],
+    on_bytes: Callable[[int], None],
+    bad_digests: set[str],
+    throttle: Throttle | None = None,
+    before_upload: Callable[[], Awaitable[None]] | None = None,
+    uploader: Uploader | None = None,
+) -> str | None:
+    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified;
+    return the algorithm the bytes were hashed with (None: not hashed here).
+
+    The source is opened and its first chunk read before anything touches the
+    destination; ``before_upload`` (the create, for a new image) runs then, so
+    a source failing before its first byte leaves nothing behind.  Raises
+    :class:`StreamCorrupted` (retry) when the bytes do not match the source's
+    record, or :class:`SourceCorrupt` when the same wrong digest was already
+    seen in ``bad_digests`` (the stored bytes themselves are bad).  The caller
+    holds an upload slot (:meth:`Limits.upload_slot`) around it.
+    """
+    size = None if image.get("size") is None else int(image["size"])
+    algo, expected = expected_digest(image)
+    digest = Digest(algo) if algo and verify == "full" else None
+    pipe = pipeline(
+        # Glance serves an image without a recorded size with "Content-Length: None".
+        lambda offset: src.download(image["id"], offset, lenient=size is None),
+        size=size,
+        digest=digest,
+        expected=expected,
+        on_bytes=on_bytes,
+        throttle=throttle,
+    )
+    chunks = pipe.__aiter__()
+    try:
+        # Read (and, for small images, fully verify) before touching the
+        # destination: a source error must not flip the destination to saving.
+        first = await _first(chunks)
+        if before_upload is not None:
+            await before_upload()
+        on_started()
+        try:
+            await (uploader or PlainPut()).send(dst, dest_id, _prepend(first, chunks), size=size, store=store)
+        except AsyncMigrateError:
+            # aiohttp reports a failing body as a lost connection: raise what really
+            # failed (ours, or a bug that must not pass for a transient error).
+            if isinstance(pipe.error, Exception):
+                raise pipe.error from None
+            raise
+        return digest.algorithm if digest is not None else None
+    except StreamCorrupted as exc:
+        # A wire error gives a different wrong digest each time; the same wrong
+        # digest twice means the stored bytes themselves do not match the record.
+        if exc.actual is not None and exc.actual in bad_digests:
+            raise SourceCorrupt("source data does not match its own recorded hash (read twice): not copied") from exc
+        if exc.actual is not None:
+            bad_digests.add(exc.actual)
+        raise
+    finally:
+        await close_quietly(chunks)
+        await pipe.aclose()
+        if digest is not None:
+            digest.close()
+
+
+async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk

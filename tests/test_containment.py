@@ -16,8 +16,7 @@ import pytest
 
 from asyncmigrate import copy_images
 from asyncmigrate.progress import Event, InternalError, JournalFailed, JournalOpened
-from asyncmigrate.stream import Digest
-from asyncmigrate.transfer import expected_digest
+from asyncmigrate.stream import Digest, expected_digest
 from tests.conftest import Clouds, fast_config
 from tests.test_cli import _cli
 from tests.test_faults import _assert_intact

@@ -15,7 +15,8 @@ from asyncmigrate.errors import (
     status_error,
 )
 from asyncmigrate.metadata import create_body, differences, left_out
-from asyncmigrate.transfer import decide, expected_digest
+from asyncmigrate.stream import expected_digest
+from asyncmigrate.transfer import decide
 
 SRC = {
     "id": "6f1d7c5e-1111-4c1e-9a0a-000000000001",
