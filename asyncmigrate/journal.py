@@ -34,8 +34,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -45,6 +46,8 @@ from .progress import Emit, JournalFailed, ignore
 from .report import ImageResult
 
 __all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record", "state_dir"]
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -176,7 +179,7 @@ class Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + _RECORD_SCHEMA)
         crashed = {
             row[0]: row[1]
             for row in db.execute(
@@ -187,15 +190,22 @@ class Journal:
         cur = db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, time.time()))
         return cls(path, db, int(cur.lastrowid or 0), crashed)
 
-    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    async def _guarded(self, work: Callable[..., T], *args: Any) -> T | None:
+        """Run ``work(*args)`` on the journal's thread; once anything fails, the journal is
+        dropped (one ``JournalFailed`` event) and every later call is a no-op returning None:
+        the journal is a record, never a reason for an image or the run to fail."""
         if self.failed is not None:
-            return
+            return None
         try:
-            await anyio.to_thread.run_sync(self._db.execute, sql, params, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(work, *args, limiter=self._limiter)
         except (OSError, sqlite3.Error) as exc:
             if self.failed is None:  # writes in flight together may fail together: say it once
                 self.failed = f"{type(exc).__name__}: {exc}"
                 self._emit(JournalFailed(str(self.path), self.failed))
+            return None
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        await self._guarded(self._db.execute, sql, params)
 
     async def _close(self) -> None:
         # Nothing left to lose if this fails: the run's outcome does not depend on it.
@@ -242,10 +252,9 @@ class Journal:
         """Write the buffered :meth:`remember` rows."""
         rows, self._remembered = self._remembered, []
         if rows:
-            await anyio.to_thread.run_sync(self._write_record, rows, limiter=self._limiter)
+            await self._guarded(self._write_record, rows)
 
     def _write_record(self, rows: list[tuple[str, str, str | None, str, float]]) -> None:
-        self._db.executescript(_RECORD_SCHEMA)
         self._batch(
             "INSERT INTO brought (pair, id, name, source, seen_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(pair, id) DO UPDATE SET name=excluded.name, source=excluded.source, seen_at=excluded.seen_at",
@@ -265,17 +274,13 @@ class Journal:
     async def record(self, pair: str) -> dict[str, dict[str, Any]]:
         """Every image of ``pair``'s record: {id: the source attributes last seen}."""
         await self.flush_record()
-        return await anyio.to_thread.run_sync(self._read_own_record, pair, limiter=self._limiter)
-
-    def _read_own_record(self, pair: str) -> dict[str, dict[str, Any]]:
-        self._db.executescript(_RECORD_SCHEMA)
-        return _select_record(self._db, pair)
+        # A journal that failed has no record to offer: nothing is then judged removed.
+        return await self._guarded(_select_record, self._db, pair) or {}
 
     async def forget(self, pair: str, image_ids: list[str]) -> None:
         """Drop images from ``pair``'s record (deleted at the destination too)."""
         if image_ids:
-            await anyio.to_thread.run_sync(self._forget, pair, image_ids, limiter=self._limiter)
+            await self._guarded(self._forget, pair, image_ids)
 
     def _forget(self, pair: str, image_ids: list[str]) -> None:
-        self._db.executescript(_RECORD_SCHEMA)
         self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])

@@ -101,6 +101,27 @@ async def test_journal_that_cannot_be_written_is_dropped_with_one_warning(clouds
         _assert_intact(clouds, image_id, data)
 
 
+async def test_journal_record_that_cannot_be_written_never_fails_an_image(clouds: Clouds, tmp_path: Path) -> None:
+    """The record of what was brought (sync's) cannot be written at the end of a copy: one
+    JournalFailed event, every image still copied, the run not ended by it."""
+    images = _images(clouds, 3)
+    path = tmp_path / "j.sqlite"
+    events: list[Event] = []
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, JournalOpened):
+            with sqlite3.connect(path) as other:
+                other.execute("DROP TABLE brought")
+
+    run = await copy_images(fast_config(journal=path), clouds.src_cloud, clouds.dst_cloud, emit=emit)
+    assert {r.outcome for r in run.images} == {"copied"} and int(run.exit_code) == 0
+    (failed,) = [e for e in events if isinstance(e, JournalFailed)]
+    assert "brought" in failed.reason
+    for image_id, data in images.items():
+        _assert_intact(clouds, image_id, data)
+
+
 async def test_a_bug_fails_only_its_image_labelled_with_its_traceback(clouds: Clouds) -> None:
     """An image record the code cannot handle (a size that is not a number) ends that image as
     an internal error carrying its traceback; the run's other images are copied."""
