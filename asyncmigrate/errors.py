@@ -68,6 +68,8 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "collapse",
+    "error_excerpt",
+    "parse_retry_after",
     "redact",
     "redact_url",
     "status_error",
@@ -152,6 +154,25 @@ def redact(text: str) -> str:
     text = _ASSIGNED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
     text = _LABELLED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
     return _AWS_KEY_ID.sub("***", text)
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def error_excerpt(body: str) -> str:
+    """What an error message keeps of a server's answer: tag-free, one line, 200
+    characters at most, credentials redacted (Glance echoes store URIs)."""
+    return " ".join(_TAG.sub(" ", redact(body)).split())[:200]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (None: absent, or an HTTP-date — our own backoff then)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def redact_url(url: str) -> str:

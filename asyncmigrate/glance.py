@@ -27,7 +27,8 @@ from .errors import (
     TransportError,
     Unauthorized,
     UnexpectedResponse,
-    redact,
+    error_excerpt,
+    parse_retry_after,
     status_error,
 )
 from .rawget import RawDownload, raw_get
@@ -37,28 +38,12 @@ __all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open
 
 _REQUEST_ID = "x-openstack-request-id"
 _JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-_TAG_RE = re.compile(r"<[^>]+>")
 
 
-def _detail(text: str) -> str:
-    """A short, tag-free excerpt of a body, credentials redacted (Glance echoes store URIs)."""
-    text = _TAG_RE.sub(" ", redact(text))
-    return " ".join(text.split())[:200]
-
-
-def _scrub(text: str, token: str | None) -> str:
-    """The text without the request's token (a proxy's error page may echo the headers)."""
-    return text.replace(token, "<token>") if token else text
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
+def _detail(text: str, token: str | None) -> str:
+    """A short, tag-free excerpt of a body, without the request's token (a proxy's error
+    page may echo the headers) and with credentials redacted (Glance echoes store URIs)."""
+    return error_excerpt(text.replace(token, "<token>") if token else text)
 
 
 @contextlib.contextmanager
@@ -84,14 +69,14 @@ async def _raise_for_status(resp: aiohttp.ClientResponse, method: str) -> None:
         method=method,
         url=str(resp.url),
         request_id=resp.headers.get(_REQUEST_ID),
-        detail=_detail(_scrub(body, resp.request_info.headers.get("X-Auth-Token"))),
-        retry_after=_retry_after(resp.headers),
+        detail=_detail(body, resp.request_info.headers.get("X-Auth-Token")),
+        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
     )
 
 
 def _not_glance(resp: aiohttp.ClientResponse, method: str, body: bytes, why: str) -> UnexpectedResponse:
     """A 2xx that Glance would not send (e.g. a maintenance page answering 200 text/html)."""
-    text = _detail(_scrub(body.decode(errors="replace"), resp.request_info.headers.get("X-Auth-Token")))
+    text = _detail(body.decode(errors="replace"), resp.request_info.headers.get("X-Auth-Token"))
     return UnexpectedResponse(
         f"HTTP {resp.status} {resp.content_type}, {why}: {text}", method=method, url=str(resp.url)
     )
@@ -382,21 +367,30 @@ class GlanceClient:
     async def _download_lenient(self, url: str, extra: Mapping[str, str]) -> AsyncIterator[RawDownload]:
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
-            try:
-                async with raw_get(
-                    url,
-                    {**auth, **extra},
-                    ssl_context=self.cloud.ssl,
-                    chunk_size=self._chunk_size,
-                    connect_timeout=self._timeouts.connect,
-                    idle=self._timeouts.idle_read,
-                ) as raw:
+            async with raw_get(
+                url,
+                {**auth, **extra},
+                ssl_context=self.cloud.ssl,
+                chunk_size=self._chunk_size,
+                connect_timeout=self._timeouts.connect,
+                idle=self._timeouts.idle_read,
+            ) as raw:
+                if raw.status != 401 or attempt == 2:
+                    if raw.status >= 400:
+                        raise status_error(
+                            raw.status,
+                            method="GET",
+                            url=url,
+                            request_id=raw.headers.get(_REQUEST_ID),
+                            detail=_detail(await raw.excerpt(), auth.get("X-Auth-Token")),
+                            retry_after=parse_retry_after(raw.headers.get("retry-after")),
+                        )
+                    if raw.headers.get("content-type", "").startswith("text/html"):  # a proxy's page
+                        page = _detail(await raw.excerpt(), auth.get("X-Auth-Token"))
+                        raise UnexpectedResponse(f"HTTP {raw.status} text/html, not image data: {page}", url=url)
                     yield raw
                     return
-            except Unauthorized:
-                if attempt == 2:
-                    raise
-                await self.cloud.invalidate(auth)
+            await self.cloud.invalidate(auth)  # 401: renew the token once
 
     async def upload(
         self,

@@ -11,8 +11,9 @@ reads the body by chunked encoding or until the server closes, which is how
 HTTP/1.1 delimits a body without a valid length.
 
 Only :meth:`asyncmigrate.glance.GlanceClient.download` uses it, for images
-without a recorded size; every other request goes through aiohttp.  Errors are
-translated here into the project's tree, as ``glance.py`` does for aiohttp.
+without a recorded size; every other request goes through aiohttp.  Transport
+errors are translated here; the status is judged by ``glance.py``, as for
+aiohttp's answers.
 Memory: the stream reader holds at most ``2 × chunk_size`` before it pauses
 the socket, like aiohttp's download buffer.
 """
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .errors import TransportError, status_error
+from .errors import TransportError
 
 __all__ = ["RawDownload", "raw_get"]
 
@@ -52,11 +53,17 @@ class RawDownload:
         self._chunk_size = chunk_size
         self._idle = idle
         self.status = status
+        self.headers = headers
         length = headers.get("content-length", "").strip()
         self.content_length = int(length) if length.isdecimal() else None
         self.content_md5 = headers.get("content-md5")
         self.content_range = headers.get("content-range")
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+
+    async def excerpt(self) -> str:
+        """The start of the body (an error page's text), at most 4 KiB."""
+        with self._translating():
+            return (await self._read(4096)).decode("utf-8", "replace")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body: by chunked encoding, by a valid length, or until the server closes."""
@@ -121,10 +128,11 @@ async def raw_get(
     connect_timeout: float,
     idle: float,
 ) -> AsyncIterator[RawDownload]:
-    """``GET url`` with ``headers`` over a connection of its own, closed on exit.
+    """``GET url`` with ``headers`` over a connection of its own, closed on exit — however
+    the exit comes (a cancellation included).
 
-    A status of 400 or more is raised as the project's HTTP error (with an
-    excerpt of the body); transport failures as :class:`TransportError`.
+    Any status is handed back (``glance.py`` judges it, as it does aiohttp's answers);
+    transport failures while connecting or reading the head are :class:`TransportError`.
     """
     parts = urlsplit(url)
     tls = parts.scheme == "https"
@@ -141,34 +149,23 @@ async def raw_get(
     lines += ["Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
     writer: asyncio.StreamWriter | None = None
     try:
-        with anyio.fail_after(connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, server_hostname=host if tls else None, limit=max(chunk_size, _MAX_HEAD)
-            )
-        writer.write("\r\n".join(lines).encode("latin-1"))
-        with anyio.fail_after(idle):
-            await writer.drain()
-            status, head = await _read_head(reader)
-            body = await reader.read(4096) if status >= 400 else b""
-    except TimeoutError as exc:
-        _close(writer)
-        raise TransportError("timed out", method="GET", url=url) from exc
-    except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        _close(writer)
-        raise TransportError(type(exc).__name__, method="GET", url=url) from exc
-    try:
-        if status >= 400:
-            detail = " ".join(body.decode("utf-8", "replace").split())[:200]
-            raise status_error(status, method="GET", url=url, request_id=head.get("x-openstack-request-id"),
-                               detail=detail)  # fmt: skip
+        try:
+            with anyio.fail_after(connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host if tls else None, limit=max(chunk_size, _MAX_HEAD)
+                )
+            writer.write("\r\n".join(lines).encode("latin-1"))
+            with anyio.fail_after(idle):
+                await writer.drain()
+                status, head = await _read_head(reader)
+        except TimeoutError as exc:
+            raise TransportError("timed out", method="GET", url=url) from exc
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise TransportError(type(exc).__name__, method="GET", url=url) from exc
         yield RawDownload(reader, status, head, url=url, chunk_size=chunk_size, idle=idle)
     finally:
-        _close(writer)
-
-
-def _close(writer: asyncio.StreamWriter | None) -> None:
-    if writer is not None:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
