@@ -75,6 +75,8 @@ def print_summary(console: Console, run: RunResult) -> None:
         parts += f", {run.count(Outcome.BLOCKED)} blocked"
     if s["size_only"]:
         parts += f"; {s['size_only']} verified by size only (no recorded hash)"
+    if s["unverified"]:
+        parts += f"; {s['unverified']} NOT verified (neither size nor hash recorded)"
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
     console.print(

@@ -30,7 +30,7 @@ Traps:
     (``image_property_quota``, 128 by default; Glance does not publish it, so
     it is learned from the first 413): blocking once the limit is known, a
     warning above the default before that.
-``no-hash`` / ``no-size``
+``no-hash`` / ``unverified``
     Nothing (or not even a size) recorded to verify the copy against: not
     blocking; the report's ``verification`` says what was checked.
 """
@@ -205,10 +205,11 @@ def judge(image: Mapping[str, Any], options: PreflightOptions) -> Judgement:
                 f"({DEFAULT_PROPERTY_QUOTA}); the destination may refuse it",
             )
         )
-    if view.get("status") in ("active", "deactivated"):
+    hashed = view.get("checksum") or (view.get("os_hash_algo") and view.get("os_hash_value"))
+    if view.get("status") in ("active", "deactivated") and not hashed:
         if view.get("size") is None:
-            traps.append(Trap("no-size", False, "no recorded size or hash: checked against the download's length"))
-        elif not (view.get("checksum") or (view.get("os_hash_algo") and view.get("os_hash_value"))):
+            traps.append(Trap("unverified", False, "neither size nor hash recorded: the copy cannot be verified"))
+        else:
             traps.append(Trap("no-hash", False, "no recorded hash: verified by size only"))
     return Judgement(image=view, traps=tuple(traps), stripped=stripped, rewritten=rewritten)
 

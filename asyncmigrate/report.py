@@ -79,7 +79,8 @@ class ImageResult:
     size: int = 0
     resumed: bool = False  # a previous run was killed while this image was in flight
     # What the copy was checked against: the algorithm hashed ("sha512", "md5", ...),
-    # "size-only" (nothing recorded but the size) or "length-only" (not even that).
+    # "size-only" (nothing recorded but the size) or "unverified" (not even that: the bytes
+    # are whatever the source sends until it closes).
     verification: str | None = None
     traps: list[str] = dataclasses.field(default_factory=list)  # pre-flight kinds (preflight.py)
     stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
@@ -156,7 +157,8 @@ class RunResult:
             "images": len(self.images),
             "outcomes": counts,
             "verification": checked,
-            "size_only": checked.get("size-only", 0) + checked.get("length-only", 0),
+            "size_only": checked.get("size-only", 0),
+            "unverified": checked.get("unverified", 0),
             "clouds": self.clouds,
             "failed": self.failed,
             "bytes": self.bytes,

@@ -261,10 +261,11 @@ def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
-    """The report's ``verification``: the algorithm checked, ``size-only`` or ``length-only``."""
+    """The report's ``verification``: the algorithm checked, ``size-only``, or ``unverified``
+    (neither recorded: the bytes are whatever the source sends until it closes)."""
     if hashed:
         return hashed
     algo, _ = expected_digest(image)
     if algo:
         return algo  # --verify server: the destination's record was compared with it
-    return "size-only" if image.get("size") is not None else "length-only"
+    return "size-only" if image.get("size") is not None else "unverified"

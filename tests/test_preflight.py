@@ -73,7 +73,8 @@ def test_images_without_a_hash_or_a_size_are_flagged_not_blocked() -> None:
     """No recorded hash (or size) is noted for the report, never a reason to skip the image."""
     no_hash = judge({**BASE, "checksum": None}, PreflightOptions())
     assert no_hash.kinds == ["no-hash"] and no_hash.blocking is None
-    assert judge({**BASE, "size": None, "checksum": None}, PreflightOptions()).kinds == ["no-size"]
+    assert judge({**BASE, "size": None, "checksum": None}, PreflightOptions()).kinds == ["unverified"]
+    assert judge({**BASE, "size": None}, PreflightOptions()).kinds == []  # the hash verifies it
     assert judge({**BASE, "status": "queued", "size": None, "checksum": None}, PreflightOptions()).kinds == []
 
 
