@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from .errors import AsyncMigrateError, Behaviour, ImageError, SourceCorrupt, StreamCorrupted, UsageError
+from .errors import (
+    AsyncMigrateError,
+    Behaviour,
+    ConflictStatus,
+    ImageError,
+    SourceCorrupt,
+    StreamCorrupted,
+    UsageError,
+)
 from .stream import Digest, close_quietly, expected_digest, pipeline
 
 if TYPE_CHECKING:
@@ -139,7 +147,17 @@ class GlanceDirect:
         self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
     ) -> None:
         """``PUT …/stage``: the image becomes ``uploading``."""
-        await dst.upload(image_id, body, size=size, stage=True)
+        try:
+            await dst.upload(image_id, body, size=size, stage=True)
+        except ConflictStatus as exc:
+            if "has data on staging" not in (exc.detail or ""):
+                raise
+            raise ImageError(
+                "the destination still holds this image's data in its staging area from an import that "
+                "failed; Glance neither imports it (the image is queued) nor cleans it for a live image: "
+                f"an operator deletes {image_id} from the API node's os_glance_staging_store directory "
+                "(node_staging_uri), then runs this again"
+            ) from exc
 
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """Start the import (unless one runs) and wait until the image is active or the task failed."""

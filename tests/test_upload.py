@@ -109,16 +109,31 @@ async def test_stage_keeps_the_hold_back(clouds: Clouds) -> None:
     assert len(stages) == 2 and stages[0].fault == "client_disconnected"
 
 
-async def test_import_failure_is_reported_with_the_tasks_message(clouds: Clouds) -> None:
-    """A failing import names Glance's reason; the same failure twice is final, the image stays queued."""
+async def test_conversion_failure_is_reported_with_the_tasks_message(clouds: Clouds) -> None:
+    """A failing conversion (the plugin's revert drops the staged file) is staged and imported once more;
+    the same failure twice is final, with Glance's reason; the image stays queued."""
+    clouds.dst.convert_to = "raw"
     image = clouds.src.add_image(os.urandom(10_000), name="x", disk_format="raw", container_format="bare")
-    clouds.dst.faults.fail_import("main", message="Image format mismatch", times=None)
+    clouds.src.images[image["id"]].disk_format = "qcow2"  # raw bytes claiming qcow2: the plugin refuses them
     run = await copy_images(fast_config(upload_method="glance-direct"), clouds.src_cloud, clouds.dst_cloud)
     (result,) = run.images
-    assert result.outcome == "failed" and result.attempts == 2
+    assert result.outcome == "failed" and result.attempts == 2, result.reason
     assert "glance-direct import failed: Image format mismatch (twice)" in result.reason
     dst = clouds.dst.get(image["id"])
     assert dst["status"] == "queued" and dst["os_glance_failed_import"] == "main"
+
+
+async def test_store_failure_leaving_staged_data_says_what_to_do(clouds: Clouds) -> None:
+    """A store that fails the import leaves the staged data (Glance cleans it only for deleted images): the
+    re-stage is refused (409) and the image fails with what an operator must remove, not a retry loop."""
+    image = clouds.src.add_image(os.urandom(10_000), name="x", disk_format="raw", container_format="bare")
+    clouds.dst.faults.fail_import("main", message="Error in store configuration", times=1)
+    run = await copy_images(fast_config(upload_method="glance-direct"), clouds.src_cloud, clouds.dst_cloud)
+    (result,) = run.images
+    assert result.outcome == "failed" and result.attempts == 2
+    assert "staging area" in result.reason and "os_glance_staging_store" in result.reason
+    stages = [r.status for r in clouds.dst.requests if r.path.endswith("/stage")]
+    assert stages == [204, 409] and clouds.dst.get(image["id"])["status"] == "queued"
 
 
 async def test_glance_direct_not_offered_is_a_usage_error(clouds: Clouds) -> None:

@@ -285,7 +285,8 @@ class _StoresApi:
         ``image_conversion`` plugin first (plugins/image_conversion.py: inspect, refuse a
         format mismatch, convert, set disk_format/container_format=bare/size), then the
         stores; a failure reverts the image to ``queued`` with the stores in
-        ``os_glance_failed_import`` and the task's message."""
+        ``os_glance_failed_import`` and the task's message (``housekeeping.py`` cleans staging
+        residue only of deleted images: a failed store write leaves the staged data in place)."""
         fake = self.fake
         await asyncio.sleep(fake.import_delay)
         rec = fake.images.get(image_id)
@@ -294,7 +295,8 @@ class _StoresApi:
             return
         data = rec.staged or b""
         error = next((e for e in (fake.faults.take_import_failure(s) for s in targets) if e), None)
-        if error is None and fake.convert_to and rec.disk_format != fake.convert_to:
+        converting = error is None and fake.convert_to is not None and rec.disk_format != fake.convert_to
+        if converting:
             detected = "qcow2" if data.startswith(QCOW2_MAGIC) else "raw"
             if detected != rec.disk_format:
                 error = "Image format mismatch"
@@ -304,7 +306,10 @@ class _StoresApi:
         rec.properties.pop(IMPORT_LOCK_KEY, None)
         rec.properties.pop("os_glance_stage_host", None)
         rec.properties[IMPORTING_KEY] = ""
-        rec.staged = None
+        # The staged file is deleted by _DeleteFromFS on success, or by the conversion plugin's
+        # revert; a store that fails leaves it (and the next PUT .../stage gets 409).
+        if error is None or converting:
+            rec.staged = None
         if error is not None:
             rec.status = "queued"
             rec.size = None
