@@ -250,6 +250,15 @@ class ImageTransfer:
 
     async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
         keep_owner = _keeps_owner(view)
+        if entry is not None and entry.status == "uploading":
+            full = await self._full(full)
+            if full is not None and self.uploader.staged(full):
+                # Staged by an earlier attempt whose import never started: import it now.
+                self.result.action, self.result.reason = Action.UPLOAD, "staged data imported"
+                completed = await self.uploader.complete(self.dst, self.id, store=self.config.dst_store)
+                await self._finish(view, Entry.of(await self._check(view, completed)))
+                self.result.outcome = Outcome.COPIED
+                return
         action, reason = decide(view, entry, keep_owner=True)
         if reason == ATTRIBUTES_DIFFER:
             full = await self._full(full)

@@ -32,7 +32,7 @@ offered is a one-line usage error.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -93,6 +93,12 @@ class Uploader(Protocol):
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """After ``send``: whatever makes the data the image's (an import); the image when it read it."""
 
+    def staged(self, image: Mapping[str, Any]) -> bool:
+        """Does the destination ``image`` hold data this way sent but never completed?"""
+
+
+STAGE_HOST = "os_glance_stage_host"  # glance sets it once a stage upload has finished
+
 
 class PlainPut:
     """``PUT …/file`` with the size declared: the fast path."""
@@ -108,6 +114,10 @@ class PlainPut:
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """Nothing: the PUT committed the data."""
         return None
+
+    def staged(self, image: Mapping[str, Any]) -> bool:
+        """Never: a PUT commits or leaves the image queued."""
+        return False
 
 
 class UnsizedPut(PlainPut):
@@ -158,6 +168,11 @@ class GlanceDirect:
                 f"an operator deletes {image_id} from the API node's os_glance_staging_store directory "
                 "(node_staging_uri), then runs this again"
             ) from exc
+
+    def staged(self, image: Mapping[str, Any]) -> bool:
+        """Staged completely (glance marks the stage host only once the data is in), but no import
+        holds it: an import task that died before marking the image ``importing`` leaves it so."""
+        return image.get("status") == "uploading" and bool(image.get(STAGE_HOST)) and not image.get(IMPORT_LOCK)
 
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """Start the import (unless one runs) and wait until the image is active or the task failed."""

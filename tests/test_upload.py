@@ -143,3 +143,29 @@ async def test_glance_direct_not_offered_is_a_usage_error(clouds: Clouds) -> Non
     with pytest.raises(UsageError, match=r"does not offer it .*lists: copy-image, web-download"):
         await copy_images(fast_config(upload_method="glance-direct"), clouds.src_cloud, clouds.dst_cloud)
     assert not [r for r in clouds.dst.requests if r.method != "GET"]
+
+
+async def test_staged_image_whose_import_never_started_is_imported(clouds: Clouds) -> None:
+    """An earlier attempt staged the data but its import task died before marking the image importing:
+    the re-run imports what is staged instead of waiting on an 'uploading' image forever."""
+    data = os.urandom(30_000)
+    image = clouds.src.add_image(data, name="half", disk_format="raw", container_format="bare")
+    clouds.dst.add_image(None, id=image["id"], name="half", disk_format="raw", container_format="bare")
+    rec = clouds.dst.images[image["id"]]
+    rec.status, rec.staged, rec.size = "uploading", data, len(data)
+    rec.properties["os_glance_stage_host"] = "http://127.0.0.1:1"
+    run = await copy_images(fast_config(upload_method="glance-direct"), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.outcome, r.attempts, r.reason) for r in run.images] == [("copied", 1, "staged data imported")]
+    assert clouds.dst.data(image["id"]) == data
+    assert not [r for r in clouds.dst.requests if r.path.endswith("/stage")]
+
+
+async def test_an_image_still_being_staged_is_not_imported(clouds: Clouds) -> None:
+    """'uploading' without the stage host mark is a stage still in flight (another run): never imported
+    half-written; the image is reported busy once its retries are spent."""
+    image = clouds.src.add_image(os.urandom(30_000), name="busy", disk_format="raw", container_format="bare")
+    clouds.dst.add_image(None, id=image["id"], name="busy", disk_format="raw", container_format="bare")
+    clouds.dst.images[image["id"]].status = "uploading"
+    run = await copy_images(fast_config(upload_method="glance-direct"), clouds.src_cloud, clouds.dst_cloud)
+    assert run.images[0].outcome == "failed" and "uploading" in run.images[0].reason
+    assert not clouds.dst.requests_matching("POST", r"/import$")
