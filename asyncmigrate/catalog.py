@@ -175,10 +175,6 @@ class DestinationIndex:
         """The entry for ``image_id``, None when the destination does not list it."""
         return self._entries.get(image_id)
 
-    def ids(self) -> set[str]:
-        """Every id the destination listed."""
-        return set(self._entries)
-
 
 async def load_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
     """Read the whole destination catalog into a :class:`DestinationIndex`."""

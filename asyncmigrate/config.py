@@ -20,6 +20,12 @@ So the worst case for the byte buffers of a run is::
 
 whatever the image sizes.  Image records queued between the lister and the
 workers add ``concurrency`` small dicts (the stream is bounded to that size).
+
+What grows with the catalogs, not with the images' sizes: the destination
+index (about 450 bytes per destination image, read once per run unless
+``--image`` names the images: :mod:`asyncmigrate.catalog`), the ids the
+listing has handed on (about 100 bytes per source image), one result per
+image for the report, and for ``sync`` the per-pair record.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .catalog import Entry
+from .catalog import Entry, fingerprint
 from .metadata import differences
 
 __all__ = [
@@ -92,7 +92,7 @@ def is_level(view: Mapping[str, Any], entry: Entry) -> bool:
     same_formats = tuple(view.get(k) for k in FORMAT_KEYS) == (entry.disk_format, entry.container_format)
     return (
         view.get("status") == entry.status
-        and Entry.of(view).attrs == entry.attrs
+        and fingerprint(view) == entry.attrs
         and bool(view.get("protected")) == entry.protected
         and (view.get("owner") is None or view.get("owner") == entry.owner)
         and (

@@ -31,7 +31,7 @@ from .catalog import DestinationIndex, list_images, load_index
 from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing, handle_contained
-from .errors import AsyncMigrateError, Behaviour, EndpointError, FatalError, collapse, redact
+from .errors import AsyncMigrateError, Behaviour, EndpointError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal, pair_key
 from .limits import Limits
@@ -229,11 +229,6 @@ async def _produce(
                 emit(ImageQueued(image["id"], image.get("name"), size))
         except anyio.BrokenResourceError:
             return  # every worker stopped (stop requested): nothing takes images any more
-        except AsyncMigrateError as exc:
-            if isinstance(exc, FatalError):
-                raise
-            # A listing that cannot be completed leaves the run incomplete.
-            raise EndpointError(f"cannot list the images: {exc}") from exc
     emit(ListingDone(count, total))
 
 

@@ -274,6 +274,10 @@ class GlanceClient:
         """``POST /v2/images/{id}/actions/deactivate`` (admin)."""
         await self._call("POST", f"/v2/images/{image_id}/actions/deactivate")
 
+    async def member_statuses(self, image_id: str) -> dict[str, str]:
+        """{member project: status} of the image (a member without a status counts as pending)."""
+        return {str(m["member_id"]): str(m.get("status") or "pending") for m in await self.list_members(image_id)}
+
     async def list_members(self, image_id: str) -> list[dict[str, Any]]:
         """The image's members with their status."""
         body = await self._call("GET", f"/v2/images/{image_id}/members")
@@ -418,7 +422,7 @@ class GlanceClient:
                 if resp.status == 401:
                     await self.cloud.invalidate(headers)
                 await _raise_for_status(resp, "PUT")
-                answer = await resp.read()
+                answer = await resp.content.read(4096)  # a 204 has none; an odd answer: enough to show
                 if answer.strip() and "json" not in resp.content_type:
                     # Glance answers 204; a page means something else took the request.
                     raise _not_glance(resp, "PUT", answer, "not Glance's answer to an upload")

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import ExitCode, redact
 from .metadata import left_out as _left_out
+from .metadata import size_of
 
 __all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
 
@@ -97,7 +98,7 @@ class ImageResult:
             name=image.get("name"),
             action=action,
             outcome="",
-            size=int(image.get("size") or 0),
+            size=size_of(image),
             left_out=_left_out(image) if with_left_out else [],
         )
 

@@ -43,7 +43,6 @@ from .errors import (
     ImageError,
     UsageError,
     VerificationError,
-    redact,
 )
 from .glance import GlanceClient, open_glance
 from .limits import Limits
@@ -55,6 +54,7 @@ from .selection import select
 from .stream import Digest, expected_digest, pipeline
 from .transfer import same_data
 from .upload import (
+    FAILED_IMPORT,
     IMPORT_LOCK,
     SWIFT_WAY_OUT,
     ImportFailed,
@@ -226,7 +226,7 @@ class StoreMove:
     async def _copy_image(self, *, start: bool) -> None:
         """Start (unless one is running) a copy-image import into NEW and wait for it."""
         new = self.config.to_store
-        failed_before = new in stores_of(self.image, "os_glance_failed_import")
+        failed_before = new in stores_of(self.image, FAILED_IMPORT)
         if start:
             try:
                 await self.client.import_image(self.id, "copy-image", [new])
@@ -237,10 +237,8 @@ class StoreMove:
                 fresh = await self.client.get_image(self.id) if exc.status == 400 else None
                 if fresh is None or new not in stores_of(fresh):
                     raise
-            except ConflictStatus as exc:
-                # 409: another import holds the image's lock, or NEW is unknown.
-                if new not in await self._store_ids():
-                    raise UsageError(f"store {new!r} does not exist") from exc
+            except ConflictStatus:
+                pass  # 409: another import holds the image's lock (NEW was checked at start): wait for it
         await self._wait_for_import(failed_before=failed_before)
 
     async def _wait_for_import(self, *, failed_before: bool) -> None:
@@ -262,7 +260,7 @@ class StoreMove:
             seen_importing |= importing
             if importing:
                 self.budget.progress()  # glance is copying: waiting for it is not failing
-            failed = new in stores_of(image, "os_glance_failed_import")
+            failed = new in stores_of(image, FAILED_IMPORT)
             if failed and not importing and (seen_importing or not failed_before):
                 await self._import_failed()
             if not importing and not seen_importing and await self._task_failed():
@@ -286,11 +284,7 @@ class StoreMove:
         return task is not None and task.get("status") == "failure"
 
     async def _task_message(self) -> str:
-        # Glance's task messages quote store URIs, credentials included.
-        return redact(await task_message(self.client, self.id))
-
-    async def _store_ids(self) -> list[str]:
-        return [s["id"] for s in await self.client.stores_info() or []]
+        return await task_message(self.client, self.id)
 
     def _check_unchanged(self, before: dict[str, Any]) -> None:
         if not same_data(before, self.image):

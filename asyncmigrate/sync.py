@@ -182,13 +182,13 @@ class ImageSync:
 
     async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
-        listed = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        listed = await self.src.member_statuses(self.id)
         wanted, unmapped = map_members(self.config.project_map, listed)
         if unmapped:
             self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
         have: dict[str, str] = {}
         if listable:
-            have = {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
+            have = await self.dst.member_statuses(self.id)
         return None if member_delta(wanted, have).empty else (have, wanted)
 
     def _note(self, found: _Assessment) -> None:

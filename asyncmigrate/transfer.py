@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .catalog import DestinationIndex, Entry
+from .catalog import DestinationIndex, Entry, fingerprint
 from .config import CopyConfig
 from .containment import planning
 from .errors import (
@@ -94,10 +94,12 @@ def _keeps_owner(view: Mapping[str, Any]) -> bool:
     return view.get("owner") is not None
 
 
-def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None, *, keep_owner: bool) -> tuple[str, str]:
+def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None) -> tuple[str, str]:
     """What to do with ``src`` (the destination view) given the destination image of the same id.
 
-    Returns ``(action, reason)``; the reason explains skips and conflicts.
+    The owner is compared when the view has one (:func:`destination_view` drops it
+    when it is not kept).  Returns ``(action, reason)``; the reason explains skips
+    and conflicts.
     With a full destination record the reason names the attributes that
     differ; with an :class:`Entry` it is :data:`ATTRIBUTES_DIFFER`.
     """
@@ -111,15 +113,15 @@ def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None, *, kee
     entry = Entry.of(dst) if isinstance(dst, Mapping) else dst
     if entry.status in BUSY:
         raise DestinationBusy(f"destination image is {entry.status!r}")
-    owner_differs = keep_owner and _keeps_owner(src) and src.get("owner") != entry.owner
+    owner_differs = _keeps_owner(src) and src.get("owner") != entry.owner
     formats = (src.get("disk_format"), src.get("container_format"))
     # A converting destination changes the formats, size and hashes on import.
     converted = formats != (entry.disk_format, entry.container_format) and has_data and entry.converted_from(src)
     formats_differ = formats != (entry.disk_format, entry.container_format) and not converted
-    if owner_differs or formats_differ or Entry.of(src).attrs != entry.attrs:
+    if owner_differs or formats_differ or fingerprint(src) != entry.attrs:
         if full is None:
             return Action.CONFLICT, ATTRIBUTES_DIFFER
-        diffs = differences(src, full, keep_owner=keep_owner and _keeps_owner(src))
+        diffs = differences(src, full, keep_owner=_keeps_owner(src))
         return Action.CONFLICT, "destination differs in: " + (", ".join(diffs) or "attributes")
     if entry.protected and not src.get("protected"):
         return Action.CONFLICT, "destination is protected, source is not"
@@ -196,9 +198,9 @@ class ImageTransfer:
                 result.action, result.reason = Action.BLOCKED, judgement.blocking.reason
             else:
                 dst, full = await self._lookup(fresh=False)
-                action, reason = decide(judgement.image, dst, keep_owner=True)
+                action, reason = decide(judgement.image, dst)
                 if reason == ATTRIBUTES_DIFFER:
-                    action, reason = decide(judgement.image, await self._full(full), keep_owner=True)
+                    action, reason = decide(judgement.image, await self._full(full))
                 if action == Action.FINISH and dst is not None:
                     action, reason = _finish_plan(
                         judgement.image, dst, members_differ=await self._members_differ(judgement.image)
@@ -259,10 +261,10 @@ class ImageTransfer:
                 await self._finish(view, Entry.of(await self._check(view, completed)))
                 self.result.outcome = Outcome.COPIED
                 return
-        action, reason = decide(view, entry, keep_owner=True)
+        action, reason = decide(view, entry)
         if reason == ATTRIBUTES_DIFFER:
             full = await self._full(full)
-            action, reason = decide(view, full, keep_owner=True)
+            action, reason = decide(view, full)
         self.result.action, self.result.reason = action, reason
         self._created = False
         if action == Action.UNSUPPORTED:
@@ -320,7 +322,7 @@ class ImageTransfer:
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
                     "and Glance never reuses a deleted image's id"
                 ) from exc
-            action, _ = decide(view, existing, keep_owner=True)
+            action, _ = decide(view, existing)
             if may_upload and action == Action.UPLOAD:
                 return
             raise _Redecide(existing) from exc
@@ -407,26 +409,22 @@ class ImageTransfer:
     async def _members_differ(self, view: dict[str, Any]) -> bool:
         if view.get("visibility") != "shared":
             return False
-        members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        members = await self.src.member_statuses(self.id)
         wanted, _ = map_members(self.config.project_map, members)
         if not wanted:  # copy adds members, never removes them: nothing to do, no destination request
             return False
-        have = {m["member_id"]: m.get("status") for m in await self.dst.list_members(self.id)}
+        have = await self.dst.member_statuses(self.id)
         return any(have.get(m) != st for m, st in wanted.items())
 
     async def _sync_members(self) -> bool:
-        src_members = {m["member_id"]: m.get("status", "pending") for m in await self.src.list_members(self.id)}
+        src_members = await self.src.member_statuses(self.id)
         src_members, unmapped = map_members(self.config.project_map, src_members)
         if unmapped:
             self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
         if not src_members:
             return False
         # An image this attempt created has no members yet: nothing to read.
-        dst_members: dict[str, str] = (
-            {}
-            if self._created
-            else {m["member_id"]: m.get("status", "pending") for m in await self.dst.list_members(self.id)}
-        )
+        dst_members: dict[str, str] = {} if self._created else await self.dst.member_statuses(self.id)
         changed = False
         for member, status in sorted(src_members.items()):
             if member not in dst_members:

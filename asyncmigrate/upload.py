@@ -45,6 +45,7 @@ from .errors import (
     SourceCorrupt,
     StreamCorrupted,
     UsageError,
+    redact,
 )
 from .stream import Digest, close_quietly, expected_digest, pipeline
 
@@ -197,6 +198,7 @@ class GlanceDirect:
                 raise ImageError("destination image vanished during its import")
             status = image.get("status")
             if status == "active" and not image.get(IMPORT_LOCK):
+                self._failures.pop(image_id, None)
                 return image
             failed = status == "queued"
             if not failed and status == "uploading" and polls >= 2:
@@ -265,11 +267,12 @@ async def latest_import_task(dst: GlanceClient, image_id: str) -> dict[str, Any]
 
 
 async def task_message(dst: GlanceClient, image_id: str) -> str:
-    """What the newest import task says (its message, else its status)."""
+    """What the newest import task says (its message, else its status), credentials redacted."""
     task = await latest_import_task(dst, image_id)
     if task is None:
         return "no task recorded"
-    return str(task.get("message") or task.get("status") or "unknown")
+    # Glance's task messages quote store URIs, credentials included.
+    return redact(str(task.get("message") or task.get("status") or "unknown"))
 
 
 async def stream_data(

@@ -72,9 +72,9 @@ async def compare_image(
                 f"checksum {view.get('checksum')} / {other.get('checksum')}"
             )
     if view.get("visibility") == "shared":  # members are not in any listing
-        listed = {m["member_id"]: m.get("status", "pending") for m in await src.list_members(image["id"])}
+        listed = await src.member_statuses(image["id"])
         members, _ = map_members(config.project_map, listed)
-        theirs = {m["member_id"]: m.get("status") for m in await dst.list_members(image["id"])}
+        theirs = await dst.member_statuses(image["id"])
         if members != theirs:
             problems.append(f"members {sorted(members.items())} != {sorted(theirs.items())}")
     return problems

@@ -140,13 +140,13 @@ def test_decision_table(src_status: str, dst: dict[str, object] | None, action: 
         src.update(size=None, checksum=None, os_hash_value=None, os_hash_algo=None)
     if dst is not None:
         dst = {**src, **dst}
-    assert decide(src, dst, keep_owner=True)[0] == action
+    assert decide(src, dst)[0] == action
 
 
 def test_a_destination_being_written_is_retried_later() -> None:
     """A destination image in 'saving' is a transient condition, not a verdict."""
     with pytest.raises(DestinationBusy):
-        decide(SRC, dict(SRC, status="saving"), keep_owner=True)
+        decide(SRC, dict(SRC, status="saving"))
 
 
 def test_expected_digest_prefers_multihash_then_md5() -> None:
