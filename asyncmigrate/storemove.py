@@ -61,6 +61,7 @@ from .upload import (
     Uploader,
     choose_uploader,
     latest_import_task,
+    polling,
     stream_data,
     swift_segmented,
     task_message,
@@ -243,10 +244,9 @@ class StoreMove:
 
     async def _wait_for_import(self, *, failed_before: bool) -> None:
         new = self.config.to_store
-        deadline = time.monotonic() + self.config.import_timeout
-        delay = self.config.poll_initial
         seen_importing = False
-        while True:
+        config = self.config
+        async for _ in polling(config.import_timeout, config.poll_initial, config.poll_max):
             image = await self.client.get_image(self.id)
             if image is None:
                 raise ImageError("image disappeared during the import")
@@ -266,10 +266,7 @@ class StoreMove:
             if not importing and not seen_importing and await self._task_failed():
                 # Never seen importing, and the task already failed: it died at start.
                 await self._import_failed()
-            if time.monotonic() > deadline:
-                raise ImageError(f"copy-image into {new} did not finish within {self.config.import_timeout:.0f} s")
-            await anyio.sleep(delay)
-            delay = min(self.config.poll_max, delay * 2 if delay else 0)
+        raise ImageError(f"copy-image into {new} did not finish within {config.import_timeout:.0f} s")
 
     async def _import_failed(self) -> None:
         """Raise the import's failure: retried, unless it is the Swift regression (it would fail again)."""

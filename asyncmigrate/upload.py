@@ -66,6 +66,7 @@ __all__ = [
     "choose_uploader",
     "large_object_size",
     "latest_import_task",
+    "polling",
     "stream_data",
     "swift_segmented",
     "task_message",
@@ -189,10 +190,7 @@ class GlanceDirect:
         """Poll (backoff up to ``poll_max``) until ``active``; glance puts a failed
         import back to ``queued``.  An import task that died before marking the
         image ``importing`` leaves it ``uploading``: its task says so."""
-        deadline = time.monotonic() + self.timeout
-        delay = self.poll_initial
-        polls = 0
-        while True:
+        async for poll in polling(self.timeout, self.poll_initial, self.poll_max):
             image = await dst.get_image(image_id)
             if image is None:
                 raise ImageError("destination image vanished during its import")
@@ -201,7 +199,7 @@ class GlanceDirect:
                 self._failures.pop(image_id, None)
                 return image
             failed = status == "queued"
-            if not failed and status == "uploading" and polls >= 2:
+            if not failed and status == "uploading" and poll >= 2:
                 task = await latest_import_task(dst, image_id)
                 failed = task is not None and task.get("status") == "failure"
             if failed:
@@ -211,11 +209,23 @@ class GlanceDirect:
                     raise ImageError(f"{message} (twice)")
                 self._failures[image_id] = why
                 raise ImportFailed(message)
-            if time.monotonic() > deadline:
-                raise ImageError(f"the destination's import did not finish within {self.timeout:.0f} s")
-            polls += 1
-            await anyio.sleep(delay)
-            delay = min(self.poll_max, delay * 2 if delay else 0)
+        raise ImageError(f"the destination's import did not finish within {self.timeout:.0f} s")
+
+
+async def polling(timeout: float, initial: float, maximum: float) -> AsyncIterator[int]:
+    """Poll numbers 0, 1, 2, … for a bounded wait on an import: the caller checks after
+    each; between them a delay doubling from ``initial`` to ``maximum``; it ends (the
+    caller then reports the timeout) once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    delay = initial
+    number = 0
+    while True:
+        yield number
+        if time.monotonic() > deadline:
+            return
+        await anyio.sleep(delay)
+        delay = min(maximum, delay * 2 if delay else 0)
+        number += 1
 
 
 def choose_uploader(method: str, caps: Capabilities, store: str | None, *, import_timeout: float) -> Uploader:
