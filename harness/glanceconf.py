@@ -157,8 +157,12 @@ class Settings:
         """Read ports and paths from ``ASYNCMIGRATE_*`` variables, with the documented defaults."""
         env = os.environ.get
 
+        # ASYNCMIGRATE_PORT_OFFSET shifts every default port at once: a second harness (another
+        # checkout, another dir) runs beside the first without naming each port.
+        offset = int(env("ASYNCMIGRATE_PORT_OFFSET", "0"))
+
         def port(name: str, default: int) -> int:
-            return int(env(f"ASYNCMIGRATE_{name}_PORT", str(default)))
+            return int(env(f"ASYNCMIGRATE_{name}_PORT", str(default + offset)))
 
         keystone = keystone or swift  # Swift authenticates against the dst Keystone
         src_stores = (("fast", "file"), ("slow", "file")) + ((("cold", "s3"),) if s3 else ())
@@ -216,11 +220,11 @@ class Settings:
             pg_port=port("PG", 19390),
             pg_bin=Path(env("ASYNCMIGRATE_PG_BIN", "/usr/lib/postgresql/15/bin")),
             pg_user="postgres" if os.geteuid() == 0 else getpass.getuser(),
-            moto_port=int(env("ASYNCMIGRATE_MOTO_PORT", "19295")),
+            moto_port=port("MOTO", 19295),
             s3=s3,
             instances=(
-                Instance("src", int(env("ASYNCMIGRATE_SRC_PORT", "19292")), "glance_src", src_stores, "fast"),
-                Instance("dst", int(env("ASYNCMIGRATE_DST_PORT", "19293")), "glance_dst", dst_stores, "main"),
+                Instance("src", port("SRC", 19292), "glance_src", src_stores, "fast"),
+                Instance("dst", port("DST", 19293), "glance_dst", dst_stores, "main"),
                 *extra,
             ),
             keystones=keystones,
