@@ -17,6 +17,17 @@ What it is for:
   forgets the images deleted at the source since the last run — those are
   then never deleted, the safe direction.
 
+One live run at a time: a run that writes takes an exclusive lock on
+``<journal>.lock`` (``flock``) for as long as it runs, and writes its pid, host,
+command and start time into it.  A second live run on the same journal (a
+cron'd ``sync`` during a long ``copy``: they share the pair's journal by
+design) is refused at once with one line naming the first; without the lock it
+would take the other run's images in flight for a killed run's.  The lock is
+the kernel's: it goes when its process goes, however it ends (``kill -9``, a
+crash, power loss), so a dead holder never blocks — the file left behind is
+only a note, never read as a lock.  Runs that only read (``plan``, ``--dry-run``)
+take no lock.
+
 What it is not: the truth.  Every image is re-decided from the destination's
 real state on every run (the destination wins), so a journal that lost its
 last entries (``synchronous=NORMAL`` may drop the last commits on power loss,
@@ -29,9 +40,11 @@ damaged underneath) never stops the run: the journal says so once (a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -148,9 +161,11 @@ class Journal:
         run_id: int,
         crashed: dict[str, str],
         emit: Emit = ignore,
+        lock: int | None = None,
     ) -> None:
         self.path = path
         self._db = connection
+        self._lock_fd = lock
         self.run_id = run_id
         # Images a previous run left in flight, with that run's start time.
         self.crashed_in_flight = crashed
@@ -176,6 +191,15 @@ class Journal:
     @classmethod
     def _open_blocking(cls, path: Path, command: str) -> Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _take_lock(path, command)
+        try:
+            return cls._open_locked(path, command, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _open_locked(cls, path: Path, command: str, lock: int) -> Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -188,7 +212,7 @@ class Journal:
             )
         }
         cur = db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, time.time()))
-        return cls(path, db, int(cur.lastrowid or 0), crashed)
+        return cls(path, db, int(cur.lastrowid or 0), crashed, lock=lock)
 
     async def _guarded(self, work: Callable[..., T], *args: Any) -> T | None:
         """Run ``work(*args)`` on the journal's thread; once anything fails, the journal is
@@ -211,6 +235,9 @@ class Journal:
         # Nothing left to lose if this fails: the run's outcome does not depend on it.
         with contextlib.suppress(OSError, sqlite3.Error):
             await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+        if self._lock_fd is not None:  # the lock goes last: the run is closed in the file by now
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def started(self, image: dict[str, Any]) -> None:
         """Record that a worker took the image."""
@@ -284,3 +311,46 @@ class Journal:
 
     def _forget(self, pair: str, image_ids: list[str]) -> None:
         self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])
+
+
+def _take_lock(path: Path, command: str) -> int:
+    """Lock ``<path>.lock`` for this process (see the module docstring); its descriptor.
+
+    A journal another live run holds is a :class:`~asyncmigrate.errors.UsageError`
+    naming that run (nothing has started).
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot open the journal's lock {lock_path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise UsageError(
+            f"the journal {path} is in use by another live run ({holder}); two runs on one journal would each "
+            "take the other's images in flight for a killed run's: wait for it to finish, or give this run its "
+            "own --journal"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise UsageError(
+            f"cannot lock the journal {path} ({exc.strerror or exc}): put it on a file system that supports "
+            "locks (--journal FILE)"
+        ) from exc
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started_at": time.time()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(note) + "\n").encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """The note the lock's holder wrote, as words ("pid 123 on host h, copy since 12:00:01")."""
+    try:
+        note = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(note["started_at"])))
+        return f"pid {int(note['pid'])} on host {note['host']}, {note['command']} since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it has not said which yet"  # it locked the file and is writing its note
