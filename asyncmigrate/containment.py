@@ -83,19 +83,26 @@ class Listing:
         self.what = what
         self._emit = emit
         self.incomplete: str | None = None
+        self.count = 0  # images handed on so far
+        self.complete = False  # read to its end
+
+    def drained(self, handled: int) -> bool:
+        """Was the listing read to its end and every image it handed on ``handled``?
+        (A run stopped after that point was cut short of nothing.)"""
+        return self.complete and handled >= self.count
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        listed = 0
         try:
             async for image in self._images:
-                listed += 1
+                self.count += 1
                 yield image
+            self.complete = True
         except AsyncMigrateError as exc:
             if exc.behaviour in _STOPS_THE_RUN:
                 raise
-            self._ended(listed, redact(str(exc)))
+            self._ended(self.count, redact(str(exc)))
         except Exception as exc:  # a bug, or a page the code did not foresee
-            self._ended(listed, internal_error(exc, None, self._emit))
+            self._ended(self.count, internal_error(exc, None, self._emit))
 
     def _ended(self, listed: int, why: str) -> None:
         self.incomplete = f"the {self.what} failed after {listed} images: {why}"

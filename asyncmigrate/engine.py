@@ -36,7 +36,7 @@ from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal, pair_key
 from .limits import Limits
 from .metadata import size_of
-from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, ImageTaken, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
@@ -192,10 +192,13 @@ async def run_pool(
 async def journaled(
     path: Path | None, command: str, emit: Emit, stop: anyio.Event | None
 ) -> AsyncIterator[Journal | None]:
-    """Open the run's journal (if any); close the run in it on a normal end.
+    """Open the run's journal (if any); close the run in it when it ends.
 
-    On cancellation or a fatal error the run is left open, as a crash leaves
-    it, so the next run reports the images that were in flight.
+    A run cancelled (aborted after a signal: the grace was over, or a second
+    signal) is closed as interrupted, its images in flight marked ``aborted``:
+    the next run must not take a clean interrupt for a kill.  On a fatal error
+    the run is left open, as a crash leaves it, so the next run reports the
+    images that were in flight.
     """
     if path is None:
         yield None
@@ -204,6 +207,10 @@ async def journaled(
     emit(JournalOpened(str(path), len(journal.crashed_in_flight)))
     try:
         yield journal
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await journal.finish(interrupted=True)
+        raise
     except BaseException:
         with anyio.CancelScope(shield=True):
             await journal.abandon()
@@ -244,6 +251,7 @@ async def _work(
         async for image in receive:
             if stop.is_set():
                 return
+            emit(ImageTaken(image["id"], image.get("name"), size_of(image)))
             if journal is not None:
                 await journal.started(image)
             if image.get("status") == "missing":
@@ -306,7 +314,8 @@ async def copy_images(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        interrupted=stop is not None and stop.is_set(),
+        # A signal that came after the last image was taken and finished cut nothing short.
+        interrupted=stop is not None and stop.is_set() and not listing.drained(len(results)),
         clouds=run.clouds(),
         incomplete=listing.incomplete,
     )

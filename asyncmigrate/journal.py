@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     name TEXT,
     run_id INTEGER NOT NULL,
-    state TEXT NOT NULL,          -- started | done
+    state TEXT NOT NULL,          -- started | done | aborted (in flight when an interrupted run ended)
     outcome TEXT,
     action TEXT,
     bytes INTEGER NOT NULL DEFAULT 0,
@@ -256,11 +256,32 @@ class Journal:
         )
 
     async def finish(self, *, interrupted: bool) -> None:
-        """Close the run (a run never closed was killed) and the file."""
-        await self._write(
-            "UPDATE runs SET finished_at=?, interrupted=? WHERE id=?", (time.time(), int(interrupted), self.run_id)
-        )
+        """Close the run (a run never closed was killed) and the file.
+
+        Images of this run still ``started`` were aborted in flight (an interrupted run):
+        they are marked ``aborted``, so the next run does not take them for a killed run's.
+        """
+        await self.flush_record()
+        await self._guarded(self._close_run, interrupted)
         await self._close()
+
+    def _close_run(self, interrupted: bool) -> None:
+        now = time.time()
+        self._statements(
+            ("UPDATE images SET state='aborted', updated_at=? WHERE run_id=? AND state='started'", (now, self.run_id)),
+            ("UPDATE runs SET finished_at=?, interrupted=? WHERE id=?", (now, int(interrupted), self.run_id)),
+        )
+
+    def _statements(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run ``statements`` in one transaction (the connection is in autocommit mode)."""
+        self._db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def abandon(self) -> None:
         """Close the file without closing the run (as a crash would, but cleanly)."""

@@ -69,6 +69,7 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.DELETED,
         Outcome.CONFLICT,
         Outcome.FAILED,
+        Outcome.ABORTED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
     if run.count(Outcome.BLOCKED):

@@ -51,6 +51,7 @@ class Outcome:
     CONFLICT = "conflict"
     FAILED = "failed"
     BLOCKED = "blocked"  # a pre-flight trap (signed, encrypted, ...): not attempted, nothing created
+    ABORTED = "aborted"  # in flight when an interrupted run aborted it (bytes: what was sent)
     # sync
     UPDATED = "updated"  # drift applied: attributes, members, status
     REMOVED = "removed"  # gone from the source, kept at the destination (reported; exit code unaffected)
@@ -61,7 +62,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, ABORTED, DIFFERS, MISSING, EXTRA})
 
 
 @dataclasses.dataclass

@@ -336,21 +336,28 @@ async def sync_images(
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
         results = await run_pool(listing, handle, **kw)
-        if listed.complete and not (stop is not None and stop.is_set()):
+        stopped = stop is not None and stop.is_set()
+        cut = not listing.drained(len(results))  # a stop cut the images short
+        if listed.complete and not stopped:
             removal = Removal(src, dst, config, index, await _record(config, journal, pair))
             found = removal.candidates(listed.ids, listed.named_missing)
             if found:
                 ids = {c["id"] for c in found}
-                results = [r for r in results if r.id not in ids] + await run_pool(_each(found), removal.handle, **kw)
+                judged = await run_pool(_each(found), removal.handle, **kw)
+                cut |= len(judged) < len(found)
+                results = [r for r in results if r.id not in ids] + judged
             if journal is not None:
                 await journal.forget(pair, removal.gone)
+        elif listed.complete:
+            cut = True  # stopped before the removed images were judged
         if journal is not None:
             await journal.flush_record()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        interrupted=stop is not None and stop.is_set(),
+        # A signal that came after the last image (and the removed ones) changed nothing.
+        interrupted=stop is not None and stop.is_set() and cut,
         incomplete=listing.incomplete,
         clouds=run.clouds(),
     )
