@@ -61,6 +61,10 @@ def _intern(value: Any) -> str | None:
     return None if value is None else sys.intern(str(value))
 
 
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _hex(value: Any) -> bytes | None:
     if not value:
         return None
@@ -86,6 +90,7 @@ class Entry:
     disk_format: str | None
     container_format: str | None
     attrs: bytes
+    created_at: str | None = None  # with size and hashes, what identifies this copy (record.copy_of)
 
     @classmethod
     def of(cls, image: Mapping[str, Any]) -> Entry:
@@ -103,6 +108,7 @@ class Entry:
             disk_format=_intern(image.get("disk_format")),
             container_format=_intern(image.get("container_format")),
             attrs=fingerprint(image),
+            created_at=_str(image.get("created_at")),
         )
 
     def converted_from(self, image: Mapping[str, Any]) -> bool:

@@ -321,6 +321,8 @@ def _end(
             f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
             "run the same command again to finish",
         )
+    if run.refused is not None:
+        _notice(args, "refused", f"asyncmigrate: {run.refused}")
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
     note = errors.note()

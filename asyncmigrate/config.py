@@ -154,6 +154,12 @@ class CopyConfig:
     preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
     upload_method: Literal["put", "put-unsized", "glance-direct"] = "put"  # see upload.py
     import_timeout: float = 3600.0  # per glance-direct import
+    # Members with no mapping in project_map: left out (True) or the image refused (identity.py).
+    drop_unmapped_members: bool = False
+    # The pair's record (record.py): use it although the source's identity or holdings say it
+    # is another cloud's (confirm_source); accept another identity mapping (change_mapping).
+    confirm_source: bool = False
+    change_mapping: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:

@@ -33,10 +33,12 @@ from .config import CopyConfig
 from .containment import Listing, handle_contained
 from .errors import AsyncMigrateError, Behaviour, EndpointError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
-from .journal import Journal, pair_key
+from .identity import mapping_of
+from .journal import Journal
 from .limits import Limits
 from .metadata import size_of
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, ImageTaken, JournalOpened, ListingDone, ignore
+from .record import PairRecord, SourceIdentity, open_record
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
@@ -51,6 +53,7 @@ __all__ = [
     "list_images",
     "missing_result",
     "open_cloud",
+    "pair_record",
     "read_index",
     "run_pool",
     "start_run",
@@ -148,6 +151,35 @@ async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, em
     # Named images are read one by one; a whole catalog is decided from one listing.
     index = None if config.image_ids else await read_index(dst, dst_caps)
     return PairRun(src_caps, dst_caps, limits, uploader, index)
+
+
+async def pair_record(
+    config: CopyConfig, journal: Journal | None, src: GlanceClient, dst_cloud: Cloud
+) -> PairRecord | None:
+    """The pair's record for this run (:func:`~asyncmigrate.record.open_record`): bound and
+    written by a live run with a journal, only read by a dry run; None without a journal.
+
+    Checked before any image is handled: a source that is not the record's, or another
+    identity mapping than its copies used, is a usage error (nothing done).
+    """
+    if journal is None and not (config.dry_run and config.journal is not None):
+        return None
+    identity = SourceIdentity(src.cloud.endpoint, await src.cloud.identity())
+    mapping = mapping_of(
+        keep_owner=config.keep_owner,
+        project_map=config.project_map,
+        drop_unmapped_members=config.drop_unmapped_members,
+    )
+    return await open_record(
+        journal,
+        config.journal,
+        src,
+        identity,
+        dst_cloud.endpoint,
+        mapping,
+        confirm_source=config.confirm_source,
+        change_mapping=config.change_mapping,
+    )
 
 
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
@@ -292,15 +324,16 @@ async def copy_images(
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)
-        pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+        record = await pair_record(config, journal, src, dst_cloud)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
             transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
             if config.dry_run:
                 return await transfer.plan()
             result = await transfer.run()
-            if journal is not None and at_destination(result, run.index):
-                await journal.remember(pair, image)  # the record sync's removed images come from
+            if record is not None and at_destination(result, run.index):
+                # The record sync's removed images come from, with the destination copy it saw.
+                await record.remember(image, transfer.seen or (run.index.get(image["id"]) if run.index else None))
             return result
 
         # A listing that fails part-way ends the intake; the images in flight finish.

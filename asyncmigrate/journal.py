@@ -10,12 +10,12 @@ What it is for:
   the images that were in flight are named and reported as ``resumed``;
 * operators can watch or audit a long job from outside (``sqlite3 FILE``);
 * the *record* of what this tool brought from one source to one destination
-  (table ``brought``, keyed by the pair): ``sync`` reports or deletes the
-  images of that record the source no longer has, and nothing else.  It is
-  rebuilt on every run from the images found at both ends (Glance ids are
-  random UUIDs: an id in both catalogs was copied), so a lost file only
-  forgets the images deleted at the source since the last run — those are
-  then never deleted, the safe direction.
+  (:mod:`asyncmigrate.record`: bound to the source cloud itself, not to its
+  address): ``sync`` reports or deletes the images of that record the source
+  no longer has, and nothing else.  It is rebuilt on every run from the images
+  found at both ends (Glance ids are random UUIDs: an id in both catalogs was
+  copied), so a lost file only forgets the images deleted at the source since
+  the last run — those are then never deleted, the safe direction.
 
 One live run at a time: a run that writes takes an exclusive lock on
 ``<journal>.lock`` (``flock``) for as long as it runs, and writes its pid, host,
@@ -56,9 +56,10 @@ import anyio.to_thread
 
 from .errors import UsageError
 from .progress import Emit, JournalFailed, ignore
+from .record import migrate, write_rows
 from .report import ImageResult
 
-__all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record", "state_dir"]
+__all__ = ["Journal", "default_journal_path", "state_dir"]
 
 T = TypeVar("T")
 
@@ -84,54 +85,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
-# The record of images brought from a source to a destination ("pair" is
-# pair_key()).  ``source`` holds the attributes of the source image, as last
-# seen, that the selection flags look at: a removed image is judged by them.
-_RECORD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS brought (
-    pair TEXT NOT NULL,
-    id TEXT NOT NULL,
-    name TEXT,
-    source TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (pair, id)
-);
-"""
-RECORD_KEYS = ("id", "name", "owner", "visibility", "status", "tags", "size", "stores")
-_RECORD_BATCH = 500  # rows buffered before a write: one thread hop per batch, not per image
-
-
-def pair_key(source_endpoint: str, destination_endpoint: str) -> str:
-    """The record's key for one (source, destination) pair of image endpoints."""
-    return hashlib.sha256(f"{source_endpoint}\n{destination_endpoint}".encode()).hexdigest()[:16]
-
-
-async def read_record(path: Path, pair: str) -> dict[str, dict[str, Any]]:
-    """The record of ``pair`` in the journal at ``path``, read only ({} when there is none).
-
-    For dry runs: opens nothing for writing and creates no file.
-    """
-    return await anyio.to_thread.run_sync(_read_record_blocking, path, pair)
-
-
-def _read_record_blocking(path: Path, pair: str) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            return _select_record(db, pair)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return {}
-        raise UsageError(f"cannot read the journal {path}: {exc}") from exc
-
-
-def _select_record(db: sqlite3.Connection, pair: str) -> dict[str, dict[str, Any]]:
-    rows = db.execute("SELECT id, source FROM brought WHERE pair = ?", (pair,))
-    return {row[0]: dict(json.loads(row[1])) for row in rows}
+_RECORD_BATCH = 500  # record rows buffered before a write: one thread hop per batch, not per image
 
 
 def state_dir() -> Path:
@@ -170,7 +124,7 @@ class Journal:
         # Images a previous run left in flight, with that run's start time.
         self.crashed_in_flight = crashed
         self._limiter = anyio.CapacityLimiter(1)
-        self._remembered: list[tuple[str, str, str | None, str, float]] = []
+        self._remembered: list[tuple[str, str, str | None, str, float, str | None]] = []
         self._emit = emit
         self.failed: str | None = None  # why writing stopped, once it did
 
@@ -203,7 +157,8 @@ class Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA + _RECORD_SCHEMA)
+        db.executescript(_SCHEMA)
+        migrate(db)
         crashed = {
             row[0]: row[1]
             for row in db.execute(
@@ -287,51 +242,23 @@ class Journal:
         """Close the file without closing the run (as a crash would, but cleanly)."""
         await self._close()
 
-    # -- the record of images brought from a source (``sync`` reads it) ------
+    # -- the pair's record (asyncmigrate.record) writes through here ----------
 
-    async def remember(self, pair: str, image: dict[str, Any]) -> None:
-        """Record that the source image ``image`` is at the destination too (buffered)."""
-        source = json.dumps({k: image.get(k) for k in RECORD_KEYS}, separators=(",", ":"))
-        self._remembered.append((pair, image["id"], image.get("name"), source, time.time()))
+    async def guarded(self, work: Callable[..., T], *args: Any) -> T | None:
+        """``work(connection, *args)`` on the journal's thread (None once the journal failed)."""
+        return await self._guarded(work, self._db, *args)
+
+    async def buffer_row(self, row: tuple[str, str, str | None, str, float, str | None]) -> None:
+        """Buffer one record row (:func:`asyncmigrate.record.write_rows` writes a batch)."""
+        self._remembered.append(row)
         if len(self._remembered) >= _RECORD_BATCH:
             await self.flush_record()
 
     async def flush_record(self) -> None:
-        """Write the buffered :meth:`remember` rows."""
+        """Write the buffered record rows."""
         rows, self._remembered = self._remembered, []
         if rows:
-            await self._guarded(self._write_record, rows)
-
-    def _write_record(self, rows: list[tuple[str, str, str | None, str, float]]) -> None:
-        self._batch(
-            "INSERT INTO brought (pair, id, name, source, seen_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(pair, id) DO UPDATE SET name=excluded.name, source=excluded.source, seen_at=excluded.seen_at",
-            rows,
-        )
-
-    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        # The connection is in autocommit mode: one explicit transaction per batch.
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(sql, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    async def record(self, pair: str) -> dict[str, dict[str, Any]]:
-        """Every image of ``pair``'s record: {id: the source attributes last seen}."""
-        await self.flush_record()
-        # A journal that failed has no record to offer: nothing is then judged removed.
-        return await self._guarded(_select_record, self._db, pair) or {}
-
-    async def forget(self, pair: str, image_ids: list[str]) -> None:
-        """Drop images from ``pair``'s record (deleted at the destination too)."""
-        if image_ids:
-            await self._guarded(self._forget, pair, image_ids)
-
-    def _forget(self, pair: str, image_ids: list[str]) -> None:
-        self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])
+            await self._guarded(write_rows, self._db, rows)
 
 
 def _take_lock(path: Path, command: str) -> int:

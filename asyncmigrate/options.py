@@ -213,7 +213,7 @@ def _traps(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _identity(p: argparse.ArgumentParser) -> None:
+def _identity(p: argparse.ArgumentParser, *, record: bool = True) -> None:
     p.add_argument("--no-owner", action="store_true", help="do not copy the owner (images belong to the caller)")
     p.add_argument("--project-map", type=Path, metavar="FILE", help="YAML/JSON: source project id or name -> dest id")
     p.add_argument(
@@ -222,6 +222,25 @@ def _identity(p: argparse.ArgumentParser) -> None:
         default="fail",
         help="an owner missing from --project-map: report the image (default) or give it to the caller",
     )
+    p.add_argument(
+        "--drop-unmapped-members",
+        action="store_true",
+        help="share images without their members that --project-map does not map (named in the report); "
+        "default: such an image is refused, and verify counts it as a difference",
+    )
+    if record:
+        g = p.add_argument_group("the pair's record (see README, 'What protects an image from deletion')")
+        g.add_argument(
+            "--change-mapping",
+            action="store_true",
+            help="map identities otherwise than the pair's copies did (else such a run is refused)",
+        )
+        g.add_argument(
+            "--confirm-source",
+            action="store_true",
+            help="the source is the cloud the pair's record was made from, and what it no longer holds is really "
+            "gone (else a source that holds little of its record is refused)",
+        )
 
 
 def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
@@ -368,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
     verify.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
     verify.add_argument("--strict", action="store_true", help="images only at the destination are differences too")
-    _identity(verify)
+    _identity(verify, record=False)
     _traps(verify)
     _filters(verify)
     _runtime(verify, concurrency=8)
@@ -418,6 +437,9 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        drop_unmapped_members=args.drop_unmapped_members,
+        confirm_source=getattr(args, "confirm_source", False),
+        change_mapping=getattr(args, "change_mapping", False),
     )
 
 

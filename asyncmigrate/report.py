@@ -121,6 +121,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    refused: str | None = None  # why sync deleted none of the removed images it was asked to delete
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -138,12 +139,13 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all done, 1 some images failed, 4 a listing failed part-way, 130 interrupted."""
+        """0 all done, 1 some images failed (or their deletion was refused), 4 a listing failed
+        part-way, 130 interrupted."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.incomplete is not None:
             return ExitCode.INCOMPLETE
-        return ExitCode.IMAGES_FAILED if self.failed else ExitCode.OK
+        return ExitCode.IMAGES_FAILED if self.failed or self.refused else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
         """Totals for the summary line and the report header."""
@@ -169,6 +171,7 @@ class RunResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
+            "refused": self.refused,
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

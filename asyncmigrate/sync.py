@@ -38,11 +38,10 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, run_pool, start_run
+from .engine import at_destination, journaled, pair_record, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
-from .journal import Journal, pair_key, read_record
 from .limits import Limits
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
@@ -91,9 +90,23 @@ class ImageSync:
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
+        self._transfers: list[ImageTransfer] = []
+        self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
-        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
+        transfer = ImageTransfer(
+            self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader
+        )
+        self._transfers.append(transfer)
+        return transfer
+
+    @property
+    def last_seen(self) -> Entry | None:
+        """The destination's image as this sync (or the copy it handed over to) last saw it."""
+        for transfer in reversed(self._transfers):
+            if transfer.seen is not None:
+                return transfer.seen
+        return self.seen
 
     async def run(self) -> ImageResult:
         """Level the image (retrying transient errors); fatal errors propagate."""
@@ -163,6 +176,7 @@ class ImageSync:
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
+        self.seen = entry
         if entry.status in BUSY:
             raise DestinationBusy(f"destination image is {entry.status!r}")
         if entry.status not in WRITABLE:
@@ -288,14 +302,6 @@ async def _each(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         yield item
 
 
-async def _record(config: SyncConfig, journal: Journal | None, pair: str) -> dict[str, dict[str, Any]]:
-    if journal is not None:
-        return await journal.record(pair)
-    if config.dry_run and config.journal is not None:
-        return await read_record(config.journal, pair)
-    return {}
-
-
 async def sync_images(
     config: SyncConfig,
     src_cloud: Cloud,
@@ -311,7 +317,7 @@ async def sync_images(
     and removed images are then not judged (the listing was not complete).
     """
     started = time.monotonic()
-    pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+    refused: str | None = None
     journal_path = None if config.dry_run else config.journal
     async with (
         open_glance(src_cloud, **client_options(config)) as src,
@@ -319,6 +325,7 @@ async def sync_images(
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)
+        record = await pair_record(config, journal, src, dst_cloud)
         index = run.index
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
@@ -330,25 +337,27 @@ async def sync_images(
             if config.dry_run:
                 return await one.plan()
             result = await one.run()
-            if journal is not None and at_destination(result, index):
-                await journal.remember(pair, image)
+            if record is not None and at_destination(result, index):
+                await record.remember(image, one.last_seen or (index.get(image["id"]) if index else None))
             return result
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
         results = await run_pool(listing, handle, **kw)
         stopped = stop is not None and stop.is_set()
         cut = not listing.drained(len(results))  # a stop cut the images short
-        if listed.complete and not stopped:
-            removal = Removal(src, dst, config, index, await _record(config, journal, pair))
+        if listed.complete and not stopped and record is not None:
+            rows = await record.rows()
+            removal = Removal(src, dst, config, index, rows, prior_live=record.prior_live, confirmed=record.confirmed)
             found = removal.candidates(listed.ids, listed.named_missing)
             if found:
                 ids = {c["id"] for c in found}
                 judged = await run_pool(_each(found), removal.handle, **kw)
                 cut |= len(judged) < len(found)
                 results = [r for r in results if r.id not in ids] + judged
-            if journal is not None:
-                await journal.forget(pair, removal.gone)
-        elif listed.complete:
+            refused = removal.refused
+            await record.forget(removal.gone)
+            await record.mark_gone(sorted(removal.lost - set(removal.gone)))
+        elif listed.complete and record is not None:
             cut = True  # stopped before the removed images were judged
         if journal is not None:
             await journal.flush_record()
@@ -359,5 +368,6 @@ async def sync_images(
         # A signal that came after the last image (and the removed ones) changed nothing.
         interrupted=stop is not None and stop.is_set() and cut,
         incomplete=listing.incomplete,
+        refused=refused,
         clouds=run.clouds(),
     )

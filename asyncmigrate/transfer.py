@@ -179,6 +179,7 @@ class ImageTransfer:
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
+        self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
         # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
         self.budget = Budget(config.retry)
 
@@ -219,9 +220,11 @@ class ImageTransfer:
     async def _lookup(self, *, fresh: bool) -> tuple[Entry | None, dict[str, Any] | None]:
         """The destination's image: from the index on a first attempt, else one GET."""
         if self.index is not None and not fresh:
-            return self.index.get(self.id), None
+            self.seen = self.index.get(self.id)
+            return self.seen, None
         full = await self.dst.get_image(self.id)
-        return (None if full is None else Entry.of(full)), full
+        self.seen = None if full is None else Entry.of(full)
+        return self.seen, full
 
     async def _full(self, full: dict[str, Any] | None) -> dict[str, Any] | None:
         return full if full is not None else await self.dst.get_image(self.id)
@@ -247,7 +250,7 @@ class ImageTransfer:
                 return
             except _Redecide as again:
                 full = again.image
-                entry = Entry.of(full)
+                entry = self.seen = Entry.of(full)
         raise ImageError("the destination image kept changing while it was being written")
 
     async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
@@ -307,7 +310,7 @@ class ImageTransfer:
         """
         body = create_body(view, keep_owner=keep_owner)
         try:
-            await self.dst.create_image(body)
+            self.seen = Entry.of(await self.dst.create_image(body))
         except ClientStatusError as exc:
             raise _refused(exc, self.limits) from exc
         except Forbidden as exc:
@@ -322,6 +325,7 @@ class ImageTransfer:
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
                     "and Glance never reuses a deleted image's id"
                 ) from exc
+            self.seen = Entry.of(existing)
             action, _ = decide(view, existing)
             if may_upload and action == Action.UPLOAD:
                 return
@@ -374,7 +378,7 @@ class ImageTransfer:
         dst = image if image is not None else await self.dst.get_image(self.id)
         if dst is None:
             raise ImageError("destination image vanished after upload")
-        entry = Entry.of(dst)
+        entry = self.seen = Entry.of(dst)
         converted = entry.converted_from(view)
         if dst.get("status") != "active" or not (converted or entry.same_data(self.image)):
             raise VerificationError(

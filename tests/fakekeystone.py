@@ -76,6 +76,8 @@ class FakeKeystone:
         self.valid: set[str] = set()
         """Issued tokens not yet expired: the set every guarded Glance accepts."""
         self.requests: list[KeystoneRequest] = []
+        self.image_service_id = "image-service"
+        """The image service's id in the catalog (a real Keystone's is random per deployment)."""
         self.app = self._build_app()
 
     def add_image_endpoint(self, glance: FakeGlance, url: str, region: str = "RegionOne") -> None:
@@ -185,7 +187,7 @@ class FakeKeystone:
                 {
                     "type": "image",
                     "name": "glance",
-                    "id": "image-service",
+                    "id": self.image_service_id,
                     "endpoints": [
                         {
                             "id": str(uuid.uuid4()),
