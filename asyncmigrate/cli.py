@@ -105,11 +105,11 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
     from .journal import default_journal_path
 
     if getattr(args, "no_journal", False):
-        if args.journal is not None:
+        if getattr(args, "journal", None) is not None:
             raise UsageError("--journal and --no-journal contradict each other")
         return config
     default = default_journal_path(command, *key, shard=config.selection.shard)
-    return dataclasses.replace(config, journal=args.journal or default)
+    return dataclasses.replace(config, journal=getattr(args, "journal", None) or default)
 
 
 def _changes_nothing(args: argparse.Namespace) -> str | None:
@@ -231,7 +231,7 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
     config = dataclasses.replace(config, project_map=await _project_map(args, src))
     if args.command == "verify":
         return config, lambda emit, stop: verify_catalogs(config, src, dst, strict=args.strict, emit=emit)
-    if args.command == "copy" or kind == "sync":  # plan sync reads the record (read only)
+    if kind in ("copy", "sync"):  # plan copy and plan sync read the record (read only)
         # One journal per (source, destination) pair: copy and sync share the record of what was brought.
         config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if kind == "sync":

@@ -133,9 +133,15 @@ class PairRun:
     uploader: Uploader
     index: DestinationIndex | None  # None: named images, read one by one
 
+    projects_checked: bool = False  # the destination's Keystone can say which projects exist
+
     def clouds(self) -> dict[str, Any]:
-        """The report's ``clouds``: each side's capabilities (and the upload way)."""
-        destination = self.dst_caps.describe() | {"upload_method": self.uploader.method}
+        """The report's ``clouds``: each side's capabilities (the upload way, and whether owners and
+        members are checked against the destination's projects)."""
+        destination = self.dst_caps.describe() | {
+            "upload_method": self.uploader.method,
+            "projects_checked": self.projects_checked,
+        }
         return {"source": self.src_caps.describe(), "destination": destination}
 
 
@@ -150,7 +156,7 @@ async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, em
     uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
     # Named images are read one by one; a whole catalog is decided from one listing.
     index = None if config.image_ids else await read_index(dst, dst_caps)
-    return PairRun(src_caps, dst_caps, limits, uploader, index)
+    return PairRun(src_caps, dst_caps, limits, uploader, index, projects_checked=dst.cloud.can_ask_projects())
 
 
 async def pair_record(

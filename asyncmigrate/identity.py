@@ -22,20 +22,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ImageError, UsageError
+
+if TYPE_CHECKING:
+    from .clouds import Cloud
 
 __all__ = [
     "ProjectMap",
     "UnmappedOwner",
+    "left_out_note",
     "load_mapping",
     "load_project_map",
     "map_members",
     "mapping_difference",
     "mapping_of",
+    "unknown_projects",
+    "unmapped_members_refused",
 ]
 
 _PROJECT_ID = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F-]{36}$")
@@ -162,3 +168,33 @@ def mapping_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
         if stored.get(key) != wanted.get(key):
             return f"{flag} is {wanted.get(key)!r} in this run, {stored.get(key)!r} for the pair's copies"
     return None
+
+
+def left_out_note(left_out: list[str]) -> str:
+    """The words naming the members left out by ``--drop-unmapped-members`` ("" when none)."""
+    return f"members left out (no mapping; --drop-unmapped-members): {', '.join(left_out)}" if left_out else ""
+
+
+def unmapped_members_refused(left_out: list[str], *, drop: bool) -> str | None:
+    """Why a shared image cannot be shared as the source shares it (None: it can, or the
+    operator chose ``--drop-unmapped-members``)."""
+    if not left_out or drop:
+        return None
+    return (
+        f"members without a mapping in --project-map: {', '.join(left_out)}; map them, or "
+        "--drop-unmapped-members to share the image without them"
+    )
+
+
+async def unknown_projects(cloud: Cloud, project_ids: Iterable[str | None]) -> str | None:
+    """Why these projects cannot own or share an image at the destination: those its Keystone
+    says it does not have (None: all known, or it cannot be asked — :meth:`Cloud.project_exists`)."""
+    if not cloud.can_ask_projects():
+        return None
+    unknown = [p for p in dict.fromkeys(filter(None, project_ids)) if await cloud.project_exists(p) is False]
+    if not unknown:
+        return None
+    return (
+        f"not a project at the destination (its Keystone has none with that id): {', '.join(unknown)}; "
+        "fix --project-map"
+    )

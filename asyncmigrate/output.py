@@ -21,9 +21,11 @@ from .errors import redact
 from .render import human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
 
-__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
+__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify", "projects_note"]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
+# Actions after which the image is at the destination: the owner and members it gets count.
+_AT_DESTINATION = {Action.COPY, Action.UPLOAD, Action.CREATE, Action.FINISH, Action.NONE, Action.UPDATE}
 
 
 def clouds_line(clouds: dict[str, Any]) -> str:
@@ -112,6 +114,7 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
                             "reason": r.reason,
                             "traps": r.traps,
                             **({"changes": r.changes} if r.changes else {}),
+                            **_identity_fields(r),
                         }
                         for r in run.images
                     ],
@@ -125,10 +128,15 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         return
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
+    unchecked = projects_note(run.clouds)
+    if unchecked:
+        console.print(unchecked, markup=False)
     ordered = sorted(run.images, key=_plan_key)
     if not console.is_terminal:
-        rows = [(r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason)) for r in ordered]
-        _print_lines(console, ("action", "id", "size", "name", "why"), rows)
+        rows = [
+            (r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason), *_identity_cells(r)) for r in ordered
+        ]
+        _print_lines(console, ("action", "id", "size", "name", "why", "owner", "members"), rows)
     else:
         table = Table(title=f"plan: {verb}", show_lines=False)
         table.add_column("action")
@@ -136,8 +144,11 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         table.add_column("name")
         table.add_column("size", justify="right")
         table.add_column("why")
+        table.add_column("owner / members at the destination")
         for r in ordered:
-            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
+            owner, members = _identity_cells(r)
+            who = owner + (f" / {members}" if members else "")
+            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason), who)
         console.print(table)
     parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
@@ -146,10 +157,39 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
     console.print(line, markup=False)
 
 
+def projects_note(clouds: dict[str, Any]) -> str | None:
+    """The line that says the destination's projects could not be checked (no Keystone)."""
+    destination = clouds.get("destination") or {}
+    if destination.get("projects_checked") is False:
+        return (
+            f"projects not checked: the destination {destination.get('cloud')!r} has no Keystone to ask; owners "
+            "and members are written as mapped, whether or not such projects exist there"
+        )
+    return None
+
+
+def _identity_fields(r: ImageResult) -> dict[str, Any]:
+    """The owner and members an image gets at the destination (plan JSON)."""
+    if r.action not in _AT_DESTINATION:
+        return {}
+    return {"owner": r.owner, "members": r.members, "members_left_out": r.members_left_out}
+
+
+def _identity_cells(r: ImageResult) -> tuple[str, str]:
+    """(owner, members) as words: ``caller's project`` for an image given to the caller."""
+    if r.action not in _AT_DESTINATION:
+        return "", ""
+    members = ", ".join(f"{m} ({st})" for m, st in sorted((r.members or {}).items()))
+    if r.members_left_out:
+        members = "; ".join(filter(None, [members, "left out: " + ", ".join(r.members_left_out)]))
+    return r.owner or "caller's project", members
+
+
 def print_verify(console: Console, run: RunResult, *, as_json: bool) -> None:
     """Every image that does not match, with its differences, and the counts."""
     counts = Counter(r.outcome for r in run.images)
-    bad = [r for r in run.images if r.outcome != Outcome.MATCH]
+    # Differences, and matches with something to say (members left out by --drop-unmapped-members).
+    bad = [r for r in run.images if r.outcome != Outcome.MATCH or r.reason]
     if as_json:
         print(
             json.dumps(

@@ -90,6 +90,12 @@ class ImageResult:
     converted: dict[str, Any] | None = None
     # sync: what changed (or would change), {attribute: [destination value, source value]}
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Who the image belongs to at the destination (through --project-map): its owner (None: the
+    # caller's project), and for a shared image its members ({project: status}) and the source
+    # members left out for want of a mapping.
+    owner: str | None = None
+    members: dict[str, str] | None = None
+    members_left_out: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, image: Mapping[str, Any], action: str = "", *, with_left_out: bool = False) -> ImageResult:

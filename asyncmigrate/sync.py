@@ -41,7 +41,7 @@ from .drift import Drift, compute_drift, describe, is_level, member_delta
 from .engine import at_destination, journaled, pair_record, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
-from .identity import map_members
+from .identity import left_out_note, map_members, unknown_projects, unmapped_members_refused
 from .limits import Limits
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
@@ -63,6 +63,10 @@ class _Assessment:
     entry: Entry | None  # the destination's image; None: not there
     drift: Drift = dataclasses.field(default_factory=Drift)
     members: tuple[dict[str, str], dict[str, str]] | None = None  # (destination, wanted) when they differ
+
+
+def _with_note(reason: str, note: str) -> str:
+    return "; ".join(filter(None, [reason, note]))
 
 
 def _uploads(view: dict[str, Any], entry: Entry) -> bool:
@@ -132,7 +136,11 @@ class ImageSync:
                 found = await self._assess(view, fresh=False)
                 if found.entry is None:
                     return await self._transfer(None).plan()
-                self._judge_plan(view, found)
+                why = None if found.drift.conflict else await self._refused(view, found)
+                if why is not None:
+                    result.action, result.reason = Action.BLOCKED, why
+                else:
+                    self._judge_plan(view, found)
         return result
 
     def _judge_plan(self, view: dict[str, Any], found: _Assessment) -> None:
@@ -146,9 +154,9 @@ class ImageSync:
             result.action, result.bytes = Action.UPLOAD, result.size
             result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
         elif result.changes:
-            result.action, result.reason = Action.UPDATE, describe(self._changes())
+            result.action, result.reason = Action.UPDATE, _with_note(describe(self._changes()), self._left_out_note())
         else:
-            result.action, result.reason = Action.NONE, "already level"
+            result.action, result.reason = Action.NONE, _with_note("already level", self._left_out_note())
 
     # -- one attempt ------------------------------------------------------------
 
@@ -198,12 +206,25 @@ class ImageSync:
         """(destination members, wanted members) of a shared image, None when they agree."""
         listed = await self.src.member_statuses(self.id)
         wanted, unmapped = map_members(self.config.project_map, listed)
-        if unmapped:
-            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
+        self.result.members, self.result.members_left_out = wanted, unmapped
         have: dict[str, str] = {}
         if listable:
             have = await self.dst.member_statuses(self.id)
         return None if member_delta(wanted, have).empty else (have, wanted)
+
+    async def _refused(self, view: dict[str, Any], found: _Assessment) -> str | None:
+        """Note the owner and members the image gets; why its drift cannot be applied (members
+        without a mapping, projects the destination's Keystone lacks), None if it can."""
+        self.result.owner = view.get("owner")
+        refused = unmapped_members_refused(self.result.members_left_out, drop=self.config.drop_unmapped_members)
+        if refused is not None:
+            return refused
+        owner = [op.get("value") for op in found.drift.ops if op.get("path") == "/owner"]
+        added = list(member_delta(found.members[1], found.members[0]).add) if found.members else []
+        return await unknown_projects(self.dst.cloud, [*owner, *added])
+
+    def _left_out_note(self) -> str:
+        return left_out_note(self.result.members_left_out)
 
     def _note(self, found: _Assessment) -> None:
         changes: dict[str, Any] = {k: [a, b] for k, (a, b) in found.drift.changes.items()}
@@ -235,6 +256,11 @@ class ImageSync:
         if found.drift.conflict:
             result.action = Action.CONFLICT
             raise DestinationConflict(found.drift.conflict)
+        why = await self._refused(view, found)
+        if why is not None:  # caught before anything is written
+            result.action, result.outcome, result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            result.traps = [*result.traps, "identity"]
+            return
         self._note(found)
         drift = found.drift
         if _uploads(view, found.entry):
@@ -260,10 +286,10 @@ class ImageSync:
             await self.dst.reactivate(self.id)
         if result.changes:
             result.action, result.outcome = Action.UPDATE, Outcome.UPDATED
-            result.reason = "; ".join(filter(None, [describe(self._changes()), result.reason]))
+            result.reason = _with_note(describe(self._changes()), self._left_out_note())
         else:
             result.action, result.outcome = Action.NONE, Outcome.SKIPPED
-            result.reason = result.reason or "already level"
+            result.reason = _with_note("already level", self._left_out_note())
 
     async def _level_members(self, have: dict[str, str], wanted: dict[str, str]) -> None:
         delta = member_delta(wanted, have)

@@ -38,13 +38,14 @@ from .errors import (
     VerificationError,
 )
 from .glance import GlanceClient
-from .identity import map_members
+from .identity import left_out_note
 from .limits import Limits
 from .metadata import create_body, differences
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
+from .sharing import Sharing
 from .stream import verification_of
 from .upload import PlainPut, Uploader, stream_data
 
@@ -180,6 +181,7 @@ class ImageTransfer:
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
         self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
+        self.sharing = Sharing(src, dst, self.id, config)  # owner and members at the destination
         # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
         self.budget = Budget(config.retry)
 
@@ -202,11 +204,14 @@ class ImageTransfer:
                 action, reason = decide(judgement.image, dst)
                 if reason == ATTRIBUTES_DIFFER:
                     action, reason = decide(judgement.image, await self._full(full))
-                if action == Action.FINISH and dst is not None:
+                why = await self.sharing.refused(judgement.image, action, result) if action in _KEEPS else None
+                if why is not None and action in _WRITES:
+                    action, reason = Action.BLOCKED, why
+                elif action == Action.FINISH and dst is not None:
                     action, reason = _finish_plan(
-                        judgement.image, dst, members_differ=await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=await self.sharing.differ(judgement.image)
                     )
-                result.action, result.reason = action, reason
+                result.action, result.reason = action, _with_note(reason, left_out_note(result.members_left_out))
         if result.action in (Action.COPY, Action.UPLOAD):
             result.bytes = result.size
         return result
@@ -231,6 +236,7 @@ class ImageTransfer:
 
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
+        self.sharing.reset()
         if number > 1:
             self.emit(Retrying(self.id, number, self._moved, self.result.reason))
             self._moved = 0
@@ -277,6 +283,11 @@ class ImageTransfer:
             raise DestinationConflict(reason)
         if action == Action.FAIL:
             raise ImageError(reason)
+        why = await self.sharing.refused(view, action, self.result)
+        if why is not None and action in _WRITES:  # caught before anything is written
+            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            self.result.traps = [*self.result.traps, "identity"]
+            return
         if action == Action.CREATE:
             await self._create(view, keep_owner, may_upload=False)
             entry = None
@@ -297,7 +308,7 @@ class ImageTransfer:
         else:
             self.result.outcome = Outcome.SKIPPED
             self.result.action = Action.NONE
-            self.result.reason = "already at the destination"
+            self.result.reason = _with_note("already at the destination", left_out_note(self.result.members_left_out))
 
     # -- steps ------------------------------------------------------------------
 
@@ -401,7 +412,7 @@ class ImageTransfer:
         """
         changed = False
         if view.get("visibility") == "shared":
-            changed |= await self._sync_members()
+            changed |= await self.sharing.level(self.result, created=self._created)
         if view.get("protected") and not (dst is not None and dst.protected):
             await self.dst.patch_image(self.id, [{"op": "replace", "path": "/protected", "value": True}])
             changed = True
@@ -410,38 +421,14 @@ class ImageTransfer:
             changed = True
         return changed
 
-    async def _members_differ(self, view: dict[str, Any]) -> bool:
-        if view.get("visibility") != "shared":
-            return False
-        members = await self.src.member_statuses(self.id)
-        wanted, _ = map_members(self.config.project_map, members)
-        if not wanted:  # copy adds members, never removes them: nothing to do, no destination request
-            return False
-        have = await self.dst.member_statuses(self.id)
-        return any(have.get(m) != st for m, st in wanted.items())
-
-    async def _sync_members(self) -> bool:
-        src_members = await self.src.member_statuses(self.id)
-        src_members, unmapped = map_members(self.config.project_map, src_members)
-        if unmapped:
-            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-        if not src_members:
-            return False
-        # An image this attempt created has no members yet: nothing to read.
-        dst_members: dict[str, str] = {} if self._created else await self.dst.member_statuses(self.id)
-        changed = False
-        for member, status in sorted(src_members.items()):
-            if member not in dst_members:
-                await self.dst.add_member(self.id, member)
-                dst_members[member] = "pending"
-                changed = True
-            if dst_members[member] != status:
-                await self.dst.set_member_status(self.id, member, status)
-                changed = True
-        return changed
-
 
 _QUOTA = re.compile(r"Maximum:\s*(\d+)")
+_WRITES = frozenset({Action.COPY, Action.CREATE, Action.UPLOAD, Action.FINISH})  # actions that write
+_KEEPS = _WRITES | {Action.NONE}  # the image is (or will be) at the destination: its owner and members count
+
+
+def _with_note(reason: str, note: str) -> str:
+    return "; ".join(filter(None, [reason, note]))
 
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
