@@ -273,6 +273,10 @@ def _live_ids(db: Any, pair: str) -> list[str]:
     return [row[0] for row in db.execute("SELECT id FROM brought WHERE pair=? AND gone_at IS NULL", (pair,))]
 
 
+def _any_row(db: Any, pair: str) -> bool:
+    return db.execute("SELECT 1 FROM brought WHERE pair=? LIMIT 1", (pair,)).fetchone() is not None
+
+
 def _rows(db: Any, pair: str) -> dict[str, Recorded]:
     rows = db.execute("SELECT id, source, copy, gone_at FROM brought WHERE pair=?", (pair,))
     return {r[0]: Recorded(dict(json.loads(r[1])), r[2], r[3] is not None) for r in rows}
@@ -417,7 +421,9 @@ async def open_record(
     if not confirm_source:
         await _check_holdings(src, live, where, identity, old=used == locator)
     wanted = json.dumps(mapping, sort_keys=True)
-    if stored_mapping is not None and not change_mapping:
+    # A mapping matters once copies were made with it; a record that names none may change it.
+    copies = bool(await file.call(_any_row, used))
+    if stored_mapping is not None and copies and not change_mapping:
         difference = mapping_difference(json.loads(stored_mapping), mapping)
         if difference is not None:
             raise UsageError(

@@ -246,6 +246,10 @@ async def test_a_transfer_outlives_its_token(
     rate = 64 * 1024  # the smallest --max-rate
     data = seed.raw_image(rate * (lifetime + 12), 52)
     image = src.glance().create(data, name=f"long-{os.urandom(3).hex()}", disk_format="raw", container_format="bare")
+    # A second image, copied after the long one: its requests are the ones after the transfer (the long
+    # image's own members are read before its copy starts).
+    after = src.glance().create(b"a" * 1024, name=f"after-{os.urandom(3).hex()}", disk_format="raw",
+                                container_format="bare")  # fmt: skip
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", pair.env["clouds_yaml"])
     old, new = await load_cloud(src.cloud), await load_cloud("harness-dst")
     at_start: list[str] = []
@@ -255,10 +259,12 @@ async def test_a_transfer_outlives_its_token(
             at_start.append(old._headers["X-Auth-Token"])
 
     # Small chunks keep the throttle's burst (two chunks) small: the transfer lasts the lifetime and more.
-    config = CopyConfig(image_ids=(image["id"],), keep_owner=False, max_rate=rate, chunk_size=64 * 1024)
+    config = CopyConfig(
+        image_ids=(image["id"], after["id"]), concurrency=1, keep_owner=False, max_rate=rate, chunk_size=64 * 1024
+    )
     with anyio.fail_after(lifetime * 4 + 60):
         run = await copy_images(config, old, new, emit=note_token)
-    (result,) = run.images
+    (result,) = [r for r in run.images if r.id == image["id"]]
     assert (result.outcome, result.attempts) == ("copied", 1), result.reason
     assert result.seconds > lifetime
     assert at_start and old._headers["X-Auth-Token"] != at_start[0]
