@@ -22,7 +22,7 @@ whatever the image sizes.  Image records queued between the lister and the
 workers add ``concurrency`` small dicts (the stream is bounded to that size).
 
 What grows with the catalogs, not with the images' sizes: the destination
-index (about 450 bytes per destination image, read once per run unless
+index (about 600 bytes per destination image, read once per run unless
 ``--image`` names the images: :mod:`asyncmigrate.catalog`), the ids the
 listing has handed on (about 100 bytes per source image), one result per
 image for the report, and for ``sync`` the per-pair record.
