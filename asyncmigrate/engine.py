@@ -253,7 +253,8 @@ async def journaled(
         with anyio.CancelScope(shield=True):
             await journal.abandon()
         raise
-    await journal.finish(interrupted=stop is not None and stop.is_set())
+    stopped = stop is not None and stop.is_set()
+    await journal.finish(interrupted=stopped if journal.cut_short is None else journal.cut_short)
 
 
 async def _produce(
@@ -347,14 +348,16 @@ async def copy_images(
             select(list_images(src, run.src_caps, config.image_ids), config.selection), "source listing", emit
         )
         results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        # A signal that came after the last image was taken and finished cut nothing short.
+        interrupted = stop is not None and stop.is_set() and not listing.drained(len(results))
         if journal is not None:
+            journal.cut_short = interrupted
             await journal.flush_record()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        # A signal that came after the last image was taken and finished cut nothing short.
-        interrupted=stop is not None and stop.is_set() and not listing.drained(len(results)),
+        interrupted=interrupted,
         clouds=run.clouds(),
         incomplete=listing.incomplete,
     )

@@ -127,6 +127,8 @@ class Journal:
         self._remembered: list[tuple[str, str, str | None, str, float, str | None]] = []
         self._emit = emit
         self.failed: str | None = None  # why writing stopped, once it did
+        # Set by the run when it knows: did a stop cut it short (a signal after the last image did not)?
+        self.cut_short: bool | None = None
 
     @classmethod
     async def open(cls, path: Path, command: str, emit: Emit = ignore) -> Journal:

@@ -385,14 +385,16 @@ async def sync_images(
             await record.mark_gone(sorted(removal.lost - set(removal.gone)))
         elif listed.complete and record is not None:
             cut = True  # stopped before the removed images were judged
+        # A signal that came after the last image (and the removed ones) changed nothing.
+        interrupted = stop is not None and stop.is_set() and cut
         if journal is not None:
+            journal.cut_short = interrupted
             await journal.flush_record()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        # A signal that came after the last image (and the removed ones) changed nothing.
-        interrupted=stop is not None and stop.is_set() and cut,
+        interrupted=interrupted,
         incomplete=listing.incomplete,
         refused=refused,
         clouds=run.clouds(),

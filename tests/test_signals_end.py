@@ -33,7 +33,7 @@ def _env(clouds: Clouds) -> dict[str, str]:
 
 async def test_a_signal_during_the_last_step_changes_nothing(clouds: Clouds, tmp_path: Path) -> None:
     """SIGTERM while the last image's final check is held by the destination: the image completes,
-    nothing was left undone, so the run exits 0 and its report says it was not interrupted."""
+    nothing was left undone, so the run exits 0 and its report and journal say it was not interrupted."""
     image = clouds.src.add_image(os.urandom(300_000), name="last", disk_format="raw", container_format="bare")
     image_id = str(image["id"])
     clouds.dst.faults.delay_next("GET", rf"^/v2/images/{image_id}$", 2.0)  # the check after the upload
@@ -56,6 +56,9 @@ async def test_a_signal_during_the_last_step_changes_nothing(clouds: Clouds, tmp
     assert report["summary"]["interrupted"] is False and report["summary"]["exit_code"] == 0
     assert [(e["id"], e["outcome"]) for e in report["images"]] == [(image_id, "copied")]
     assert "interrupted" not in stderr
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    assert db.execute("SELECT interrupted FROM runs").fetchall() == [(0,)]  # the journal agrees
+    db.close()
 
 
 async def test_signals_while_the_report_is_written_change_nothing(clouds: Clouds, tmp_path: Path) -> None:
