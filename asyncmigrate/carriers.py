@@ -20,7 +20,11 @@ original on once deleted the carrier's data and left it ``active`` with nothing 
   object already gone: measured).  No image is left active without its data at any moment; a
   crash in between leaves the original with an OLD location the next run drops;
 * a carrier that holds data in another store too, or is not hidden, is not touched: the
-  image's move stops there, OLD kept, with the reason.
+  image's move stops there, OLD kept, with the reason;
+* a carrier found in OLD whose image has left OLD (a move by an earlier version, which left the
+  carrier without its data; or an interrupted one) is a *leftover* (:func:`leftover`): retired
+  when its image still holds its data elsewhere — the carrier then shares nothing with it — and
+  reported, never deleted, when its image no longer exists.
 """
 
 from __future__ import annotations
@@ -33,11 +37,22 @@ from .glance import GlanceClient
 from .limits import Limits
 from .metadata import carrier_body
 from .rbd import location_in
+from .report import ImageResult, Outcome
 from .retry import Budget
 from .transfer import same_data
 from .upload import Uploader, stream_data
 
-__all__ = ["CARRIER_KEY", "STORE_KEY", "adopt", "carrier_in", "carriers_of", "retire", "stores_of"]
+__all__ = [
+    "CARRIER_KEY",
+    "STORE_KEY",
+    "adopt",
+    "carrier_in",
+    "carriers_of",
+    "leftover_of",
+    "retire",
+    "retire_leftover",
+    "stores_of",
+]
 
 CARRIER_KEY = "asyncmigrate_carrier_for"  # property naming the image a carrier serves
 STORE_KEY = "asyncmigrate_carrier_store"  # the store it was made for (carriers made before: absent)
@@ -147,3 +162,42 @@ async def retire(client: GlanceClient, image: dict[str, Any], carrier: dict[str,
         raise
     what = "whose data the image shared there" if shared else "a copy of the image's data"
     return f"carrier {carrier_id} in {old} ({what}) retired: deleted with the image's copy in {old}"
+
+
+async def leftover_of(client: GlanceClient, carrier: dict[str, Any], old: str) -> bool:
+    """Is this carrier, listed in ``old``, a leftover (still there, its image not in ``old``)?
+    Two reads, only for carriers: a carrier whose image is in ``old`` moves with it."""
+    fresh = await client.get_image(str(carrier["id"]))
+    if fresh is None or old not in stores_of(fresh):
+        return False
+    image = await client.get_image(str(carrier.get(CARRIER_KEY)))
+    return image is None or old not in stores_of(image)
+
+
+async def retire_leftover(
+    client: GlanceClient, carrier: dict[str, Any], old: str, result: ImageResult, attempt: int
+) -> None:
+    """One attempt at a leftover carrier in ``old``: retired when its image holds its data
+    elsewhere; reported, never deleted, when its image is gone (its data may be the last copy)."""
+    result.attempts = attempt
+    image_id = str(carrier.get(CARRIER_KEY))
+    image = await client.get_image(image_id)
+    fresh = await client.get_image(str(carrier["id"]))
+    if fresh is None or old not in stores_of(fresh):
+        result.outcome, result.reason = Outcome.SKIPPED, "carrier already retired"
+    elif image is None:
+        result.outcome = Outcome.FAILED
+        result.reason = (
+            f"carrier of image {image_id}, which no longer exists: kept in {old} — its data may be the last copy "
+            f"of that image; if nobody needs it, unprotect and delete it (openstack image set --unprotected "
+            f"{carrier['id']}; openstack image delete {carrier['id']})"
+        )
+    elif not stores_of(image) or old in stores_of(image) or location_in(image, old) is not None:
+        result.outcome, result.reason = Outcome.SKIPPED, f"carrier of image {image_id}: moves with it"
+    else:
+        await retire(client, image, fresh, old)
+        result.outcome = Outcome.RETIRED
+        result.reason = (
+            f"leftover carrier of image {image_id}, which holds its data in {','.join(stores_of(image))} and "
+            f"shared nothing with it: retired (deleted from {old})"
+        )

@@ -65,6 +65,7 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.FINISHED,
         Outcome.UPDATED,
         Outcome.SKIPPED,
+        Outcome.RETIRED,
         Outcome.REMOVED,
         Outcome.DELETED,
         Outcome.CONFLICT,

@@ -45,6 +45,7 @@ class Outcome:
     COPIED = "copied"
     MOVED = "moved"  # store move: now in the new store only
     IN_USE = "in-use"  # store move: the old store's copy is in use (RBD clones): kept in both stores
+    RETIRED = "retired"  # store move: a carrier left in the old store by its image, deleted
     CREATED = "created"  # metadata only (no data at the source)
     FINISHED = "finished"  # only the finishing steps were needed
     SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)

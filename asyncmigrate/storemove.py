@@ -25,13 +25,14 @@ use (RBD clones, :mod:`asyncmigrate.rbd`) keeps the image in both stores, report
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import anyio
 
 from .capabilities import Capabilities, StoreInfo
-from .carriers import CARRIER_KEY, adopt, carrier_in, carriers_of, retire, stores_of
+from .carriers import CARRIER_KEY, adopt, carrier_in, carriers_of, leftover_of, retire, retire_leftover, stores_of
 from .catalog import list_images
 from .clouds import Cloud
 from .config import MoveConfig
@@ -359,7 +360,9 @@ def left_in_old(results: list[ImageResult], old: StoreInfo | None, config: MoveC
     """What the summary says about OLD: how many of these images are still in it, and why."""
     if config.dry_run:
         return []
-    kept = [r for r in results if r.action not in (Action.NONE, "") and r.outcome != Outcome.MOVED]
+    kept = [
+        r for r in results if r.action not in (Action.NONE, "") and r.outcome not in (Outcome.MOVED, Outcome.RETIRED)
+    ]
     kept = [r for r in kept if not (r.outcome == Outcome.SKIPPED and r.reason.startswith("not in"))]
     store = config.from_store
     notes = []
@@ -408,6 +411,13 @@ async def move_images(
         copy_image_enabled = config.method == "copy-image" or "copy-image" in caps.import_methods
 
         async def handle(image: dict[str, Any]) -> ImageResult:
+            if CARRIER_KEY in image:  # a leftover carrier (wanted() let it through)
+                result = ImageResult.of(image, "retire")
+                result.outcome, result.reason = Outcome.PLANNED, f"leftover carrier of {image[CARRIER_KEY]}"
+                if not config.dry_run:
+                    attempt = functools.partial(retire_leftover, client, image, config.from_store, result)
+                    await run_unit(config.retry, attempt, result)
+                return result
             move = StoreMove(
                 client,
                 image,
@@ -424,10 +434,11 @@ async def move_images(
 
         async def wanted() -> Any:
             async for image in select(list_images(client, caps, config.image_ids), config.selection):
-                # Carriers move (or are retired) with their original, never on their own.
+                # Carriers move (or are retired) with their image; only leftovers come on their own.
                 if CARRIER_KEY in image:
-                    continue
-                if config.image_ids or config.from_store in stores_of(image):
+                    if config.from_store in stores_of(image) and await leftover_of(client, image, config.from_store):
+                        yield image
+                elif config.image_ids or config.from_store in stores_of(image):
                     yield image
 
         listing = Listing(wanted(), "listing", emit)  # a failure part-way ends the intake only

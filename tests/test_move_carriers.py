@@ -131,3 +131,28 @@ async def test_a_failed_copy_image_mark_that_stays_is_reported(fake: FakeGlance)
     (result,) = second.images
     assert result.outcome == "moved" and fake.get(image_id)["os_glance_failed_import"] == "cold"
     assert "os_glance_failed_import still names cold" in result.reason and "it stays" in result.reason
+
+
+async def test_a_leftover_carrier_is_retired_or_reported(fake: FakeGlance) -> None:
+    """Carriers an earlier version left in cold (their image moved away, their data deleted with
+    it) are found when cold is emptied: retired when their image holds its data elsewhere,
+    reported and kept when their image no longer exists; the run then says cold is not empty."""
+    moved_on, data = _image(fake)
+    gone, _ = _image(fake)
+    await move("fast", "cold", method="location")
+    left = {i: carriers(fake, i)[0] for i in (moved_on, gone)}
+    for image_id in (moved_on, gone):  # what the earlier version did: copy back, drop cold under the carrier
+        fake.images[image_id].data["fast"] = data if image_id == moved_on else b"x"
+        fake.backend.written(fake.images[image_id], ["fast"])
+        fake.backend.drop_location(fake.images[image_id], "cold")
+    del fake.images[gone]
+    assert sorted(dataless(fake)) == sorted(left.values())
+    plan = await move("cold", "ice", dry_run=True)
+    assert {(r.id, r.action) for r in plan.images} == {(c, "retire") for c in left.values()}
+    run = await move("cold", "ice")
+    results = {r.id: r for r in run.images}
+    assert results[left[moved_on]].outcome == "retired" and left[moved_on] in fake.deleted
+    kept = results[left[gone]]
+    assert kept.outcome == "failed" and "no longer exists" in kept.reason and left[gone] in fake.images
+    assert run.exit_code == 1 and run.notes[0].startswith("cold still holds 1 of these images")
+    assert fake.backend.readable(fake.images[moved_on]) == data

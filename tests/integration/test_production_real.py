@@ -150,6 +150,30 @@ def test_a_location_moved_image_moves_on_and_its_carrier_leaves_with_it(pair: Pa
     assert pair.dst.sha512_of_data(image["id"]) == (len(data), hashlib.sha512(data).hexdigest())
 
 
+def test_a_carrier_left_without_data_by_an_earlier_move_is_retired(pair: Pair, swift_store: SwiftStore) -> None:
+    """The state an earlier version left (the image moved off swift by a store delete, its carrier
+    active there with its Swift object gone) is found when swift is emptied: the carrier is
+    retired and named; the image is untouched."""
+    tag = os.urandom(3).hex()
+    data = seed.raw_image(MiB + 3, 46)
+    image = pair.dst.create(data, name=f"left-{tag}", disk_format="raw", container_format="bare", store="main")
+    base = ("move", "--cloud", "harness-dst", "--image", image["id"])
+    assert pair.cli(*base, "--from-store", "main", "--to-store", "swift", "--method", "location").returncode == 0
+    (carrier,) = [i["id"] for i in pair.dst.all_images() if i.get("asyncmigrate_carrier_for") == image["id"]]
+    assert pair.cli(*base, "--from-store", "swift", "--to-store", "main", "--keep-source").returncode == 0
+    assert pair.dst.request("DELETE", f"/v2/stores/swift/{image['id']}")[0] == 204  # as the earlier version did
+    assert swift_store.objects(carrier) == [] and (pair.dst.get(carrier) or {})["status"] == "active"
+    # (the carrier's name is "asyncmigrate carrier of left-…": the glob takes it and the image only)
+    run = pair.cli(
+        "move", "--cloud", "harness-dst", "--from-store", "swift", "--to-store", "archive", "--name", f"*left-{tag}"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    entries = {e["id"]: e for e in run.report["images"]}  # type: ignore[index]
+    assert entries[carrier]["outcome"] == "retired" and image["id"] in entries[carrier]["reason"]
+    assert pair.dst.get(carrier) is None
+    assert pair.dst.sha512_of_data(image["id"]) == (len(data), hashlib.sha512(data).hexdigest())
+
+
 # -- converting destination ---------------------------------------------------------------------
 
 
