@@ -210,8 +210,7 @@ class StoreMove:
         try:
             await self._leave_old(carriers)
         except InUse as exc:
-            self.result.reason = str(exc)
-            self.result.outcome = Outcome.IN_USE
+            self._finish(Outcome.IN_USE, str(exc))
             return
         if self.config.verify_download:
             await self.check.after_delete(self.image)
@@ -223,8 +222,8 @@ class StoreMove:
             raise ImageError("image disappeared")
         return fresh
 
-    def _finish(self, outcome: str) -> None:
-        notes = list(self._notes)
+    def _finish(self, outcome: str, why: str = "") -> None:
+        notes = [why, *self._notes] if why else list(self._notes)
         if self.check.done is not None:
             self.result.download_check = self.check.done.to_json()
             self.result.verification = self.check.done.algorithm
