@@ -236,7 +236,9 @@ class StoreMove:
                 f"carrier {self.result.carrier} holds its data in {self.config.to_store}: never delete it while the "
                 "image exists (a later move retires it)"
             )
-        failed = [s for s in stores_of(self.image, FAILED_IMPORT) if s in stores_of(self.image)]
+        # (self.image was read before OLD's delete: the stores it is in now are NEW's side)
+        now_in = [s for s in stores_of(self.image) if s != self.config.from_store or outcome == Outcome.COPIED]
+        failed = [s for s in stores_of(self.image, FAILED_IMPORT) if s in now_in]
         if failed:
             notes.append(
                 f"os_glance_failed_import still names {','.join(failed)} from an earlier failed copy-image: it stays — "
@@ -312,10 +314,9 @@ class StoreMove:
             raise InUse(in_use_reason(self.image, self.from_store, self.config.to_store, str(exc))) from exc
         except Forbidden as exc:
             raise ImageError(f"copied to {self.config.to_store}, but {old} refused the delete ({exc})") from exc
-        self.image = await self._fresh()
 
     async def _remove_location(self, old: str) -> None:
-        image = await self._fresh()
+        image = self.image  # read this attempt, after the carrier's location was added
         for index, location in enumerate(image.get("locations") or []):
             if (location.get("metadata") or {}).get("store") == old and len(image["locations"]) > 1:
                 try:
