@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from .capabilities import Capabilities, StoreInfo
+from .capabilities import StoreInfo
 from .carriers import CARRIER_KEY, adopt, carrier_in, carriers_of, leftover_of, retire, retire_leftover, stores_of
 from .catalog import list_images
 from .clouds import Cloud
@@ -49,15 +49,16 @@ from .errors import (
 )
 from .glance import GlanceClient, open_glance
 from .limits import Limits
+from .moveplan import Action, check_stores, left_in_old, plan_move
 from .moveverify import NewCopyCheck, StoreReads
 from .preflight import store_traps
 from .progress import BytesMoved, CloudsDiscovered, Emit, Retrying, TransferStarted, ignore
-from .rbd import in_use, in_use_reason, location_in, trash_note
+from .rbd import in_use, in_use_reason, location_in
 from .report import ImageResult, Outcome, RunResult
 from .retry import Budget, run_unit
 from .selection import select
 from .transfer import same_data
-from .upload import FAILED_IMPORT, IMPORT_LOCK, ImportFailed, Uploader, choose_uploader
+from .upload import FAILED_IMPORT, ImportFailed, Uploader, choose_uploader
 
 __all__ = ["CARRIER_KEY", "ImportFailed", "StoreMove", "move_images", "stores_of"]
 
@@ -67,44 +68,8 @@ ZERO_SIZE_LOCATION = (
 )
 
 
-class Action:
-    """What the plan says to do with one image."""
-
-    MOVE = "move"  # copy into NEW, then drop OLD
-    COPY = "copy"  # copy into NEW, keep OLD (--keep-source)
-    WAIT = "wait"  # an import into NEW is already running: wait for it
-    DROP_OLD = "drop-old"  # already in NEW: only the delete from OLD remains
-    NONE = "none"  # in NEW only: done
-    SKIP = "skip"  # not in OLD, or not movable (reason says why)
-
-
 class InUse(ImageError):
     """OLD's copy cannot be deleted: it is in use outside Glance (RBD clones)."""
-
-
-def plan_move(image: dict[str, Any], config: MoveConfig) -> tuple[str, str]:
-    """(action, reason) for ``image`` — pure, used for the dry run and each attempt."""
-    stores = stores_of(image)
-    old, new = config.from_store, config.to_store
-    if old not in stores:
-        if new in stores:
-            return Action.NONE, f"already in {new} only"
-        return Action.SKIP, f"not in {old} (stores: {','.join(stores) or 'none'})"
-    status = image.get("status")
-    if status == "deactivated" and not config.include_deactivated:
-        return Action.SKIP, (
-            "deactivated: copy-image needs an active image; --include-deactivated reactivates it, "
-            "moves it and deactivates it again"
-        )
-    if status not in ("active", "deactivated"):
-        return Action.SKIP, f"image is {status!r}: only active images can be moved"
-    if new in stores_of(image, "os_glance_importing_to_stores") or (new in stores and image.get(IMPORT_LOCK)):
-        return Action.WAIT, f"an import into {new} is already running"
-    if new in stores:
-        if config.keep_source:
-            return Action.NONE, f"in {new}; {old} kept (--keep-source)"
-        return Action.DROP_OLD, f"in {old} and {new}: nothing moves, only the delete from {old} remains"
-    return (Action.COPY if config.keep_source else Action.MOVE), f"data only in {old}: all of it moves"
 
 
 class StoreMove:
@@ -335,47 +300,6 @@ class StoreMove:
         except AsyncMigrateError as exc:
             self.result.outcome = Outcome.FAILED
             self.result.reason = f"{self.result.reason}; {failure}: {exc}".strip("; ")
-
-
-def check_stores(caps: Capabilities, config: MoveConfig) -> None:
-    """A one-line usage error for a single-store cloud, an unknown store, or a
-    location move into a file store (Glance refuses file:// locations)."""
-    if not caps.multi_store:
-        raise UsageError(
-            f"cloud {caps.cloud!r} is not multi-store (GET /v2/info/stores: 404): 'move' needs stores; "
-            "configure enabled_backends in glance-api.conf, or use 'asyncmigrate copy' to another cloud"
-        )
-    caps.require_store(config.from_store, "--from-store")
-    target = caps.require_store(config.to_store, "--to-store")
-    for store in sorted(config.selection.stores):
-        caps.require_store(store, "--store")
-    if config.method == "location" and target.type == "file":
-        raise UsageError(
-            f"--method location cannot move into {config.to_store!r}: it is a file store and Glance refuses "
-            "to add file:// locations; use --method copy-image"
-        )
-
-
-def left_in_old(results: list[ImageResult], old: StoreInfo | None, config: MoveConfig) -> list[str]:
-    """What the summary says about OLD: how many of these images are still in it, and why."""
-    if config.dry_run:
-        return []
-    kept = [
-        r for r in results if r.action not in (Action.NONE, "") and r.outcome not in (Outcome.MOVED, Outcome.RETIRED)
-    ]
-    kept = [r for r in kept if not (r.outcome == Outcome.SKIPPED and r.reason.startswith("not in"))]
-    store = config.from_store
-    notes = []
-    if kept:
-        counts: dict[str, int] = {}
-        for r in kept:
-            counts[r.outcome] = counts.get(r.outcome, 0) + 1
-        why = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-        notes.append(f"{store} still holds {len(kept)} of these images ({why}): see the report")
-    else:
-        notes.append(f"{store}: none of the images this run took is left in it")
-    note = trash_note(old, sum(r.outcome == Outcome.MOVED for r in results))
-    return [*notes, *([note] if note else [])]
 
 
 async def move_images(
