@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,6 +91,26 @@ def _json_object(resp: aiohttp.ClientResponse, method: str, body: bytes) -> dict
     if not isinstance(value, dict):
         raise _not_glance(resp, method, body, "not a JSON object")
     return value
+
+
+def _not_a_listing(value: Any) -> str | None:
+    """Why a 2xx answer to ``GET /v2/images`` is not Glance's listing page, or None when it is.
+
+    A gateway's JSON error answered 200 (``{"error": …}``) must never read as the last page:
+    the images after it would be silently left out, and ``sync`` would take the listing for
+    complete.  Glance's page is ``{"images": [{"id": …}, …], "next": "/v2/images?…"}``
+    (``next`` only while there is more).
+    """
+    if not isinstance(value, dict):
+        return "an empty answer, not a listing page"
+    images = value.get("images")
+    if not isinstance(images, list):
+        return "not a listing page (no 'images' list)"
+    if not all(isinstance(i, dict) and isinstance(i.get("id"), str) and i["id"] for i in images):
+        return "not a listing page (an entry without an image id)"
+    if value.get("next") is not None and not isinstance(value["next"], str):
+        return "not a listing page ('next' is not a link)"
+    return None
 
 
 class Download:
@@ -172,8 +192,13 @@ class GlanceClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        shape: Callable[[Any], str | None] | None = None,
     ) -> tuple[int, Any]:
-        """One small request; a 401 re-authenticates and is tried once more."""
+        """One small request; a 401 re-authenticates and is tried once more.
+
+        ``shape`` says why a 2xx answer is not what Glance sends for this request (None:
+        it is); such an answer is an :class:`UnexpectedResponse`, retried like any other.
+        """
         url = self.url(path)
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
@@ -184,12 +209,14 @@ class GlanceClient:
                         await self.cloud.invalidate(auth)
                         continue
                     await _raise_for_status(resp, method)
-                    if resp.status == 204 or resp.content_length == 0:
-                        return resp.status, None
-                    body = await resp.read()
-                    if not body:
-                        return resp.status, None
-                    return resp.status, _json_object(resp, method, body)
+                    body, value = b"", None
+                    if resp.status != 204 and resp.content_length != 0:
+                        body = await resp.read()
+                        value = _json_object(resp, method, body) if body else None
+                    why = shape(value) if shape is not None else None
+                    if why is not None:
+                        raise _not_glance(resp, method, body, why)
+                    return resp.status, value
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
@@ -202,8 +229,9 @@ class GlanceClient:
             raise AuthenticationError(f"cloud {self.cloud.name!r} refused a renewed token ({exc})") from exc
 
     async def probe(self) -> None:
-        """One cheap authenticated request, to fail fast on a bad endpoint or credentials."""
-        await self._call("GET", "/v2/images", params={"limit": "1"})
+        """One cheap authenticated request, to fail fast on a bad endpoint or credentials
+        (or something answering in Glance's place)."""
+        await self.list_page({"limit": "1"})
 
     # -- discovery (see capabilities.py) --------------------------------------------
 
@@ -235,8 +263,9 @@ class GlanceClient:
     # -- images -------------------------------------------------------------
 
     async def list_page(self, params: Mapping[str, str] | None, path: str = "/v2/images") -> dict[str, Any]:
-        """One page of a listing: ``{"images": [...], "next": ...}``."""
-        page: dict[str, Any] = await self._call("GET", path, params=params)
+        """One page of a listing: ``{"images": [...], "next": ...}``; any other answer is an
+        :class:`UnexpectedResponse` (retried, then the listing's failure)."""
+        page: dict[str, Any] = await self._call("GET", path, params=params, shape=_not_a_listing)
         return page
 
     async def list_images(self, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
@@ -245,7 +274,7 @@ class GlanceClient:
         query: Mapping[str, str] | None = params
         while path:
             page = await self.list_page(query, path)
-            for image in page.get("images", []):
+            for image in page["images"]:
                 yield image
             path = page.get("next")
             query = None  # the next link carries the query

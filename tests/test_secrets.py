@@ -342,6 +342,26 @@ async def test_every_shape_on_create_and_a_maintenance_page(clouds: Clouds, tmp_
 
 
 @pytest.mark.parametrize("body", BODIES, ids=["headers-json", "urls-quoted"])
+async def test_every_shape_from_a_failing_listing_or_catalog(clouds: Clouds, tmp_path: Path, body: str) -> None:
+    """The source listing failing for good (exit 4, JSON logs) and the destination's catalog
+    answering a page that is not Glance's (fatal): neither message carries a credential."""
+    clouds.src.add_image(os.urandom(20_000), name="x", disk_format="raw", container_format="bare")
+    clouds.src.faults.fail_next("GET", r"^/v2/images$", 500, body=body, retry_after=None, times=None, nth=2)
+    code, text, _doc = await _run_cli(
+        clouds, tmp_path, "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--log-format", "json", "--retries", "2"
+    )
+    assert code == 4 and ("swift-7" in text or "access_token" in text), text
+    _assert_no_shape_secret(text)
+    clouds.src.faults.clear()
+    shaped = json.dumps({"error": {"message": body}})
+    clouds.dst.faults.fail_next("GET", r"^/v2/images$", 200, body=shaped, content_type="application/json", times=None)
+    args = ("copy", "--src-cloud", "src", "--dst-cloud", "dst", "--retries", "2", "--log-format", "json")
+    code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
+    assert code == 3 and "not a listing page" in err, out + err
+    _assert_no_shape_secret(out + err)
+
+
+@pytest.mark.parametrize("body", BODIES, ids=["headers-json", "urls-quoted"])
 async def test_every_shape_from_a_move(clouds: Clouds, tmp_path: Path, body: str) -> None:
     """copy-image import refused, a failed import task's message, delete-from-store refused,
     each quoting the body: clean output and report."""
@@ -380,3 +400,33 @@ async def test_every_shape_in_the_error_log(clouds: Clouds, tmp_path: Path) -> N
     log = Path(line.split("tracebacks written to ", 1)[1].split()[0]).read_text()
     assert log.count("ValueError") >= 2 and "swift-7" in log
     _assert_no_shape_secret(out + err + report.read_text() + log)
+
+
+async def test_exception_text_carries_no_shape(clouds: Clouds) -> None:
+    """The errors the client raises for a 4xx, a 200 text/html page and a page of the wrong
+    shape hold no credential in their message, args or attributes."""
+    from asyncmigrate.errors import HTTPStatusError, UnexpectedResponse
+    from asyncmigrate.glance import open_glance
+    from tests.conftest import FAST_RETRY
+
+    opts = {"chunk_size": 65536, "concurrency": 1, "timeouts": Timeouts(), "retry": FAST_RETRY}
+    for body in BODIES:
+        clouds.dst.faults.clear()
+        clouds.dst.faults.fail_next("POST", r"^/v2/images$", 400, body=body)
+        clouds.dst.faults.fail_next("GET", r"^/v2/images/", 200, body=f"<p>{body}</p>", content_type="text/html",
+                                    times=None)  # fmt: skip
+        shaped = json.dumps({"message": body})
+        clouds.dst.faults.fail_next("GET", r"^/v2/images$", 200, body=shaped, content_type="application/json",
+                                    times=None)  # fmt: skip
+        raised: list[BaseException] = []
+        async with open_glance(clouds.dst_cloud, **opts) as dst:  # type: ignore[arg-type]
+            with pytest.raises(HTTPStatusError) as status:
+                await dst.create_image({"name": "n"})
+            with pytest.raises(UnexpectedResponse) as page:
+                await dst.get_image("6f1d7c5e-1111-4c1e-9a0a-000000000009")
+            with pytest.raises(UnexpectedResponse) as shape:
+                await dst.list_page({"limit": "5"})
+            raised += [status.value, page.value, shape.value]
+        for exc in raised:
+            _assert_no_shape_secret(f"{exc} {exc.args} {vars(exc)}")
+            assert "swift-7" in str(exc) or "***" in str(exc)
