@@ -10,8 +10,11 @@ stages between them without holding an image in memory.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import json
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +96,19 @@ def _json_object(resp: aiohttp.ClientResponse, method: str, body: bytes) -> dict
     return value
 
 
+def _skew_of(date: str | None) -> float | None:
+    """Seconds the clock behind a ``Date`` header is ahead of ours (None without a valid one)."""
+    if not date:
+        return None
+    try:
+        then = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        return None
+    return then.timestamp() - time.time()
+
+
 def _not_a_listing(value: Any) -> str | None:
     """Why a 2xx answer to ``GET /v2/images`` is not Glance's listing page, or None when it is.
 
@@ -161,6 +177,7 @@ class GlanceClient:
         # Catalog entries sometimes carry the version; every path we use has it.
         base = re.sub(r"/v2(\.\d+)?$", "", base)
         self.base = base
+        self._skew: float | None = None  # the server's clock minus ours, from its first Date header
 
     # -- plumbing -----------------------------------------------------------
 
@@ -177,6 +194,11 @@ class GlanceClient:
             if prefix and path.startswith(prefix + "/"):
                 path = path[len(prefix) :]
         return self.base + path
+
+    def server_now(self) -> dt.datetime:
+        """The server's clock now, as its first answer's ``Date`` header told it (to the second;
+        our own clock until an answer had one)."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._skew or 0.0)
 
     async def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(await self.cloud.auth_headers())
@@ -209,6 +231,8 @@ class GlanceClient:
                         await self.cloud.invalidate(auth)
                         continue
                     await _raise_for_status(resp, method)
+                    if self._skew is None:
+                        self._skew = _skew_of(resp.headers.get("Date"))
                     body, value = b"", None
                     if resp.status != 204 and resp.content_length != 0:
                         body = await resp.read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import email.utils
 import enum
 import hashlib
 import json
@@ -160,6 +161,8 @@ class FakeGlance:
         """The server currently running this fake, set by FakeServer."""
         self._background: set[asyncio.Task[None]] = set()
         self._last_now = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self.clock_offset = dt.timedelta()
+        """How far the server's clock (timestamps, the ``Date`` header) is from the real time."""
         self._token_count = 0
         self.app = self._build_app()
 
@@ -273,7 +276,7 @@ class FakeGlance:
 
     def now(self) -> dt.datetime:
         """The current time, strictly increasing so creation order is also sort order."""
-        moment = dt.datetime.now(dt.UTC)
+        moment = dt.datetime.now(dt.UTC) + self.clock_offset
         if moment <= self._last_now:
             moment = self._last_now + dt.timedelta(microseconds=1)
         self._last_now = moment
@@ -368,6 +371,8 @@ class FakeGlance:
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        for action in self.faults.take_actions(request.method, self.relative_path(request), request.query):
+            action()
         delay = self.faults.take_delay(request.method, self.relative_path(request))
         if delay:
             await asyncio.sleep(delay)
@@ -401,6 +406,8 @@ class FakeGlance:
         entry = request.get(LOG_ENTRY)
         if entry is not None:
             response.headers["x-openstack-request-id"] = entry.request_id
+        if self.clock_offset:
+            response.headers["Date"] = email.utils.format_datetime(self.now(), usegmt=True)
 
     async def _cancel_background(self, _app: web.Application) -> None:
         for task in self._background:
