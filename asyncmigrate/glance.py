@@ -431,6 +431,7 @@ class GlanceClient:
                 chunk_size=self._chunk_size,
                 connect_timeout=self._timeouts.connect,
                 idle=self._timeouts.idle_read,
+                proxy=self.cloud.proxy,
             ) as raw:
                 if raw.status != 401 or attempt == 2:
                     if raw.status >= 400:
@@ -503,7 +504,9 @@ async def open_glance(
     """A :class:`GlanceClient` with its own aiohttp session, closed on exit.
 
     ``read_bufsize = chunk_size`` bounds what aiohttp buffers per download
-    (it pauses the socket at twice that); there is no total timeout.
+    (it pauses the socket at twice that); there is no total timeout.  Every
+    request goes through the cloud's proxy (:mod:`asyncmigrate.proxies`), if
+    the environment names one for its endpoint; ``trust_env`` stays off.
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.idle_read)
     connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, ssl=cloud.ssl)
@@ -513,6 +516,7 @@ async def open_glance(
         read_bufsize=chunk_size,
         auto_decompress=False,
         raise_for_status=False,
+        proxy=cloud.proxy.url if cloud.proxy is not None else None,
     ) as http:
         yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts)
 

@@ -58,6 +58,8 @@ class LoggedRequest:
     token: str | None = None
     """:func:`token_fingerprint` of the request's ``X-Auth-Token`` (None without one): which
     token a request carried, without the log holding the token itself."""
+    peer_port: int | None = None
+    """The client's port of the connection it came on (whether it came through a proxy)."""
 
 
 def token_fingerprint(token: str) -> str:
@@ -359,6 +361,8 @@ class FakeGlance:
             f"req-{uuid.uuid4()}",
             token=None if token is None else token_fingerprint(token),
         )
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        entry.peer_port = peer[1] if peer else None
         self.requests.append(entry)
         request[LOG_ENTRY] = entry
         try:
