@@ -36,7 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .metadata import comparable
@@ -202,9 +202,12 @@ class DestinationIndex:
         return self._entries.get(image_id)
 
 
-async def load_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
-    """Read the whole destination catalog into a :class:`DestinationIndex`."""
+async def load_index(
+    client: GlanceClient, caps: Capabilities, strip: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> DestinationIndex:
+    """Read the whole destination catalog into a :class:`DestinationIndex`; ``strip`` takes
+    out of each record what is not compared (the destination's own properties)."""
     entries: dict[str, Entry] = {}
     async for image in list_images(client, caps):
-        entries[sys.intern(str(image["id"]))] = Entry.of(image)
+        entries[sys.intern(str(image["id"]))] = Entry.of(strip(image) if strip is not None else image)
     return DestinationIndex(entries)

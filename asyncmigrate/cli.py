@@ -109,7 +109,7 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
             raise UsageError("--journal and --no-journal contradict each other")
         return config
     default = default_journal_path(command, *key, shard=config.selection.shard)
-    return dataclasses.replace(config, journal=args.journal or default)
+    return dataclasses.replace(config, journal=getattr(args, "journal", None) or default)
 
 
 def _changes_nothing(args: argparse.Namespace) -> str | None:
@@ -225,11 +225,11 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
     for cloud in (src, dst):
         _warn_if_insecure(args, cloud)
     config = dataclasses.replace(config, project_map=await _project_map(args, src))
+    # One journal per (source, destination) pair: copy and sync share the record of what was brought
+    # and of the properties the destination sets itself; plan and verify only read it.
+    config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if args.command == "verify":
         return config, lambda emit, stop: verify_catalogs(config, src, dst, strict=args.strict, emit=emit)
-    if args.command == "copy" or kind == "sync":  # plan sync reads the record (read only)
-        # One journal per (source, destination) pair: copy and sync share the record of what was brought.
-        config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if kind == "sync":
         return config, lambda emit, stop: sync_images(config, src, dst, emit=emit, stop=stop)
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)

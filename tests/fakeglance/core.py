@@ -134,6 +134,12 @@ class FakeGlance:
         (500), as does a copy-image (it always knows the size); a chunked upload works."""
         self.convert_to: str | None = None
         """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
+        self.inject_properties: dict[str, str] = {}
+        """The ``inject_image_metadata`` import plugin's ``inject`` (empty: the plugin is off):
+        merged into an image's properties by every glance-direct import whose user has none of
+        :attr:`inject_ignore_roles`."""
+        self.inject_ignore_roles: frozenset[str] = frozenset({"admin"})
+        """``[inject_metadata_properties] ignore_user_roles`` (glance's default: admin)."""
         self.property_quota = 128
         """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
         self.limit_max: int | None = None

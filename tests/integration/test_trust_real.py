@@ -173,3 +173,36 @@ def test_the_lenient_get_goes_through_the_proxy(
         assert ("GET", f"http://127.0.0.1:{old_port}/v2/images/{item.id}/file") in proxy.seen
     got = pair.dst.sha512_of_data(item.id)
     assert item.data is not None and got == (item.data["size"], item.data["sha512"])
+
+
+def test_properties_the_destination_injects_are_left_alone(pair: Pair) -> None:
+    """glance 33 "dst" runs inject_image_metadata (the harness's config): a glance-direct copy
+    gets its properties; the re-run skips (no conflict), verify matches, sync leaves them — and
+    a property then removed at the source is removed at the destination by sync."""
+    injected = pair.env["instances"]["dst"]["inject"]
+    assert injected
+    tag = f"inject-{uuid.uuid4().hex[:6]}"
+    (image_id,) = _seed(pair, tag, 1, size=64 * 1024, os_distro="debian", os_version="12")
+    args = (*DIRECT, "--name", f"{tag}-*")
+    run = pair.cli("copy", *args, "--upload-method", "glance-direct")
+    assert run.returncode == 0 and run.outcomes() == {image_id: "copied"}, run.stdout + run.stderr
+    dst = pair.dst.get(image_id)
+    assert dst is not None and {k: dst.get(k) for k in injected} == injected
+    assert sorted(injected) == sorted(run.report["images"][0]["reason"].split(": ", 1)[1].split(" (")[0].split(", "))  # type: ignore[index]
+    again = pair.cli("copy", *args)
+    assert again.returncode == 0 and again.outcomes() == {image_id: "skipped"}, again.stdout + again.stderr
+    check = pair.cli("verify", *args)
+    assert check.returncode == 0 and check.outcomes() == {image_id: "match"}, check.stdout
+    pair.src.ok(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        [{"op": "remove", "path": "/os_version"}],
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    level = pair.cli("sync", *args)
+    assert level.returncode == 0 and level.outcomes() == {image_id: "updated"}, level.stdout + level.stderr
+    dst = pair.dst.get(image_id)
+    assert dst is not None and "os_version" not in dst and dst["os_distro"] == "debian"
+    assert {k: dst.get(k) for k in injected} == injected
+    quiet = pair.cli("sync", *args)
+    assert quiet.returncode == 0 and quiet.outcomes() == {image_id: "skipped"}
