@@ -206,3 +206,44 @@ def test_properties_the_destination_injects_are_left_alone(pair: Pair) -> None:
     assert {k: dst.get(k) for k in injected} == injected
     quiet = pair.cli("sync", *args)
     assert quiet.returncode == 0 and quiet.outcomes() == {image_id: "skipped"}
+
+
+def test_every_credential_shape_on_every_request_kind_never_leaks(proxied: Proxied) -> None:
+    """The real pair behind the fault proxy, whose errors quote each credential shape (bearer and
+    basic Authorization, JSON access_token/*_password/*_secret/*_token, a quoted password with
+    spaces, Swift temp_url_sig, S3 X-Amz-Signature/Signature): create, upload (retried, -v),
+    PATCH, the listing (JSON logs), copy-image import and delete-from-store — each with both
+    bodies: the messages reach the operator, the credentials nothing."""
+    from tests.test_secrets import BODIES, KEPT, _assert_no_shape_secret
+
+    pair = proxied.pair
+    tag = f"shape-{uuid.uuid4().hex[:6]}"
+    texts: list[str] = []
+    for first, second in (BODIES, BODIES[::-1]):
+        a, b = _seed(pair, f"{tag}-{len(texts)}", 2)
+        c = pair.src.create(seed.raw_image(4096, 78), name=f"{tag}-p{len(texts)}", disk_format="raw",
+                            container_format="bare", protected=True)["id"]  # fmt: skip
+        proxied.dst.answer("POST", r"^/v2/images$", 400, body=first)
+        proxied.dst.answer("PUT", r"/file$", 500, body=second)
+        proxied.dst.answer("PATCH", r"^/v2/images/", 409, body=first)
+        run = proxied.cli(*COPY, "-v", "--concurrency", "1", "--image", a, "--image", b, "--image", c)
+        assert run.returncode == 1 and run.outcomes() == {a: "failed", b: "copied", c: "failed"}, run.stderr
+        proxied.dst.clear()
+        proxied.src.answer("GET", r"^/v2/images$", 503, body=second, times=None, nth=2)
+        listing = proxied.cli(*COPY, "--name", f"{tag}-*", "--log-format", "json", "--retries", "2")
+        assert listing.returncode == 4, listing.stderr
+        proxied.src.clear()
+        d, e = _seed(pair, f"{tag}-mv{len(texts)}", 2)
+        proxied.src.answer("POST", rf"^/v2/images/{d}/import$", 400, body=first)
+        proxied.src.answer("DELETE", rf"^/v2/stores/fast/{e}$", 409, body=second)
+        move = pair.cli(
+            "move", "--cloud", "proxy-src", "--from-store", "fast", "--to-store", "slow", "-v",
+            "--image", d, "--image", e, clouds_yaml=str(proxied.clouds_yaml),
+        )  # fmt: skip
+        assert move.returncode == 1 and move.outcomes() == {d: "failed", e: "failed"}, move.stderr
+        proxied.src.clear()
+        for done in (run, listing, move):
+            texts.append(done.stdout + done.stderr + json.dumps(done.report))
+    everything = "\n".join(texts)
+    _assert_no_shape_secret(everything)
+    assert all(k in everything for k in KEPT[:3]) and everything.count("swift-7") >= 6
