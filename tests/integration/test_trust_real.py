@@ -127,6 +127,13 @@ def test_a_no_op_rerun_costs_the_destination_a_fixed_number_of_requests(proxied:
     assert len(requests) <= 10, requests
 
 
+def _only_proxy(monkeypatch: pytest.MonkeyPatch, proxy: ForwardProxy) -> None:
+    """HTTP_PROXY names ``proxy``, and no NO_PROXY exempts loopback (the suite's own does)."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+
+
 def test_glance_traffic_goes_through_the_environments_proxy(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP_PROXY names a forward proxy: every request to both real glance-api servers goes
     through it — discovery, listing, create, upload, download — and the copies arrive; with
@@ -135,7 +142,7 @@ def test_glance_traffic_goes_through_the_environments_proxy(pair: Pair, monkeypa
     images = _seed(pair, tag, 2, size=64 * 1024)
     ports = {name: pair.env["instances"][name]["port"] for name in ("src", "dst")}
     with ForwardProxy.running() as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        _only_proxy(monkeypatch, proxy)
         run = pair.cli("copy", *DIRECT, "--name", f"{tag}-*")
         assert run.returncode == 0, run.stdout + run.stderr
         assert run.outcomes() == dict.fromkeys(images, "copied")
@@ -165,7 +172,7 @@ def test_the_lenient_get_goes_through_the_proxy(
     legacy = old_glance.seed_legacy(size=256 * 1024)
     item = legacy["size_null"]
     with ForwardProxy.running() as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        _only_proxy(monkeypatch, proxy)
         run = pair.cli("copy", "--src-cloud", old_glance.cloud, "--dst-cloud", "harness-dst", "--image", item.id)
         assert run.returncode == 0, run.stdout + run.stderr
         assert run.outcomes() == {item.id: "copied"}
