@@ -254,3 +254,14 @@ def test_every_credential_shape_on_every_request_kind_never_leaks(proxied: Proxi
     everything = "\n".join(texts)
     _assert_no_shape_secret(everything)
     assert all(k in everything for k in KEPT[:3]) and everything.count("swift-7") >= 6
+
+
+def test_glance_27_filters_on_updated_at_as_the_recheck_needs(old_glance: OldGlance) -> None:
+    """The re-check's query on the old glance 27.1.1: updated_at=gte: with an ISO time lists the
+    images updated since, and an unknown operator is refused (400), as the fake models it."""
+    old_glance.seed_legacy(size=4096)
+    query = "/v2/images?visibility=all&member_status=all&os_hidden=false&limit=1000&updated_at="
+    since = old_glance.glance.ok("GET", query + "gte:2000-01-01T00:00:00Z")["images"]
+    assert since and old_glance.glance.ok("GET", query + "gte:2999-01-01T00:00:00Z")["images"] == []
+    status, _ = old_glance.glance.request("GET", query + "after:2000-01-01T00:00:00Z")
+    assert status == 400
