@@ -109,7 +109,7 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
             raise UsageError("--journal and --no-journal contradict each other")
         return config
     default = default_journal_path(command, *key, shard=config.selection.shard)
-    return dataclasses.replace(config, journal=args.journal or default)
+    return dataclasses.replace(config, journal=getattr(args, "journal", None) or default)
 
 
 def _changes_nothing(args: argparse.Namespace) -> str | None:
@@ -180,6 +180,17 @@ async def _project_map(args: argparse.Namespace, src: Cloud) -> ProjectMap | Non
     return await load_project_map(args.project_map, unmapped_owner=args.unmapped_owner, resolve_name=src.project_id)
 
 
+def _warn_if_insecure(args: argparse.Namespace, cloud: Cloud) -> None:
+    """The same warning as --insecure when the cloud's own configuration turns TLS checking off
+    (``verify: false`` or ``insecure: true`` in clouds.yaml, ``OS_INSECURE``)."""
+    if cloud.insecure and not args.insecure:
+        print(
+            f"warning: cloud {cloud.name!r} is configured with verify: false (or insecure): "
+            "TLS certificates are NOT verified",
+            file=sys.stderr,
+        )
+
+
 async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Callable[..., Awaitable[RunResult]]]:
     """Validate flags, load the clouds and build the job to run (nothing is changed yet)."""
     from .clouds import load_cloud
@@ -205,17 +216,20 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
         print("warning: --insecure: TLS certificates are NOT verified", file=sys.stderr)
     if kind == "move":
         cloud = await load_cloud(args.cloud, insecure=args.insecure)
+        _warn_if_insecure(args, cloud)
         if args.command == "move":
             config = _with_journal(config, args, "move", cloud.endpoint, config.from_store, config.to_store)
         return config, lambda emit, stop: move_images(config, cloud, emit=emit, stop=stop)
     src = await load_cloud(args.src_cloud, insecure=args.insecure)
     dst = await load_cloud(args.dst_cloud, insecure=args.insecure)
+    for cloud in (src, dst):
+        _warn_if_insecure(args, cloud)
     config = dataclasses.replace(config, project_map=await _project_map(args, src))
+    # One journal per (source, destination) pair: copy and sync share the record of what was brought
+    # and of the properties the destination sets itself; plan and verify only read it.
+    config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if args.command == "verify":
         return config, lambda emit, stop: verify_catalogs(config, src, dst, strict=args.strict, emit=emit)
-    if args.command == "copy" or kind == "sync":  # plan sync reads the record (read only)
-        # One journal per (source, destination) pair: copy and sync share the record of what was brought.
-        config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if kind == "sync":
         return config, lambda emit, stop: sync_images(config, src, dst, emit=emit, stop=stop)
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)

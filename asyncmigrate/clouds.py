@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 
 from .errors import AuthenticationError, EndpointError, UsageError
+from .proxies import Proxy, environment_proxy
 
 __all__ = ["Cloud", "load_cloud"]
 
@@ -54,6 +55,8 @@ class Cloud:
     _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     _fresh_until: float = dataclasses.field(default=0.0, repr=False)
     _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
+    proxy: Proxy | None = None
+    """The proxy the image endpoint is reached through (the environment's, as keystoneauth's)."""
 
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate a request (``X-Auth-Token``), renewed as needed:
@@ -214,12 +217,14 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
         ssl_ctx = _ssl_context(session.verify, session.cert, insecure)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cloud {label!r}: cannot load TLS files: {exc}") from exc
+    endpoint = str(endpoint).rstrip("/")
     return Cloud(
         name=label,
-        endpoint=str(endpoint).rstrip("/"),
+        endpoint=endpoint,
         ssl=ssl_ctx,
         insecure=ssl_ctx is False,
         _session=session,
+        proxy=environment_proxy(endpoint),
     )
 
 

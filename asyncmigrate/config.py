@@ -154,6 +154,8 @@ class CopyConfig:
     preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
     upload_method: Literal["put", "put-unsized", "glance-direct"] = "put"  # see upload.py
     import_timeout: float = 3600.0  # per glance-direct import
+    # Custom properties the destination sets itself (asyncmigrate/owned.py): never sent or compared.
+    destination_properties: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,10 @@ from .config import CopyConfig
 from .containment import Listing, handle_contained
 from .errors import AsyncMigrateError, Behaviour, EndpointError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
-from .journal import Journal, pair_key
+from .journal import Journal, pair_key, read_destination_properties
 from .limits import Limits
 from .metadata import size_of
+from .owned import DestinationProperties
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
@@ -87,6 +88,24 @@ def at_destination(result: ImageResult, index: DestinationIndex | None) -> bool:
     return result.outcome in _ARRIVED or result.action in _FOUND
 
 
+async def destination_owned(config: CopyConfig, journal: Journal | None, destination: str) -> list[str]:
+    """The properties the pair's journal remembers the destination setting itself (read only
+    on a dry run)."""
+    if journal is not None:
+        return await journal.destination_properties(destination)
+    if config.journal is not None:
+        return await read_destination_properties(config.journal, destination)
+    return []
+
+
+async def keep_owned(journal: Journal | None, owned: DestinationProperties, destination: str) -> None:
+    """Write the properties just learned to the journal at once: a run killed later must not
+    lose them (the next one would take them for the source's to level)."""
+    keys = owned.unsaved()
+    if journal is not None and keys:
+        await journal.remember_destination_properties(destination, keys)
+
+
 async def check_endpoint(client: GlanceClient, role: str) -> None:
     """Fail fast (fatal) when an endpoint is unreachable or refuses us."""
     try:
@@ -108,11 +127,13 @@ async def open_cloud(client: GlanceClient, role: str) -> Capabilities:
         raise EndpointError(f"{role} cloud {client.cloud.name!r}: cannot discover its Glance: {exc}") from exc
 
 
-async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
+async def read_index(
+    client: GlanceClient, caps: Capabilities, owned: DestinationProperties | None = None
+) -> DestinationIndex:
     """The destination's catalog (:func:`~asyncmigrate.catalog.load_index`), read before any
     image starts: a failure is fatal and nothing has been done."""
     try:
-        return await load_index(client, caps)
+        return await load_index(client, caps, owned.strip if owned is not None else None)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
@@ -122,13 +143,15 @@ async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationInd
 @dataclasses.dataclass(frozen=True)
 class PairRun:
     """What a two-cloud command (copy, sync, verify) settles before its first image:
-    each cloud's capabilities, the run-wide caps, the upload way and the destination index."""
+    each cloud's capabilities, the run-wide caps, the upload way, the destination index and
+    the properties the destination sets itself."""
 
     src_caps: Capabilities
     dst_caps: Capabilities
     limits: Limits
     uploader: Uploader
     index: DestinationIndex | None  # None: named images, read one by one
+    owned: DestinationProperties = dataclasses.field(default_factory=DestinationProperties)
 
     def clouds(self) -> dict[str, Any]:
         """The report's ``clouds``: each side's capabilities (and the upload way)."""
@@ -136,18 +159,22 @@ class PairRun:
         return {"source": self.src_caps.describe(), "destination": destination}
 
 
-async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, emit: Emit) -> PairRun:
+async def start_run(
+    config: CopyConfig, src: GlanceClient, dst: GlanceClient, emit: Emit, owned: Iterable[str] = ()
+) -> PairRun:
     """Discover both clouds, check the flags against them (a usage error before anything is
-    done), choose the upload way and read the destination's catalog."""
+    done), choose the upload way and read the destination's catalog; ``owned``: the keys the
+    journal remembers the destination setting itself (with ``--destination-property``'s)."""
     src_caps = await open_cloud(src, "source")
     dst_caps = await open_cloud(dst, "destination")
     check_selection(config, src_caps, dst_caps)
     emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
     limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
     uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
+    properties = DestinationProperties([*config.destination_properties, *owned])
     # Named images are read one by one; a whole catalog is decided from one listing.
-    index = None if config.image_ids else await read_index(dst, dst_caps)
-    return PairRun(src_caps, dst_caps, limits, uploader, index)
+    index = None if config.image_ids else await read_index(dst, dst_caps, properties)
+    return PairRun(src_caps, dst_caps, limits, uploader, index, properties)
 
 
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
@@ -283,14 +310,16 @@ async def copy_images(
         open_glance(dst_cloud, **kw) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
-        run = await start_run(config, src, dst, emit)
+        owned = await destination_owned(config, journal, dst_cloud.endpoint)
+        run = await start_run(config, src, dst, emit, owned)
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader, run.owned)
             if config.dry_run:
                 return await transfer.plan()
             result = await transfer.run()
+            await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if journal is not None and at_destination(result, run.index):
                 await journal.remember(pair, image)  # the record sync's removed images come from
             return result

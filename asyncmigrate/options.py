@@ -222,6 +222,14 @@ def _identity(p: argparse.ArgumentParser) -> None:
         default="fail",
         help="an owner missing from --project-map: report the image (default) or give it to the caller",
     )
+    p.add_argument(
+        "--destination-property",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a custom property the destination sets itself (an import plugin's): never copied, compared or "
+        "removed (repeatable; keys the destination is seen adding are remembered in the journal)",
+    )
 
 
 def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
@@ -423,6 +431,7 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        destination_properties=tuple(getattr(args, "destination_property", ())),
     )
 
 

@@ -38,12 +38,13 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, run_pool, start_run
+from .engine import at_destination, destination_owned, journaled, keep_owned, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .journal import Journal, pair_key, read_record
 from .limits import Limits
+from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
@@ -85,15 +86,20 @@ class ImageSync:
         limits: Limits,
         index: DestinationIndex | None,
         uploader: Uploader | None = None,
+        owned: DestinationProperties | None = None,
     ) -> None:
         self.src, self.dst, self.image, self.config = src, dst, image, config
         self.emit, self.limits, self.index, self.uploader = emit, limits, index, uploader
+        # The destination's own properties: neither drift nor conflict (asyncmigrate/owned.py).
+        self.owned = owned if owned is not None else DestinationProperties()
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
-        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
+        return ImageTransfer(
+            self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader, self.owned
+        )
 
     async def run(self) -> ImageResult:
         """Level the image (retrying transient errors); fatal errors propagate."""
@@ -141,7 +147,7 @@ class ImageSync:
 
     def _view(self) -> dict[str, Any] | None:
         """The destination view, or None when the image is not to be synced (result says why)."""
-        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
         self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
         if judgement.blocking is not None:
             self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
@@ -159,7 +165,7 @@ class ImageSync:
         full: dict[str, Any] | None = None
         entry = None if self.index is None or fresh else self.index.get(self.id)
         if entry is None:
-            full = await self.dst.get_image(self.id)
+            full = await self._read()
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
@@ -169,7 +175,7 @@ class ImageSync:
             raise ImageError(f"destination image is {entry.status!r} and cannot be written")
         drift = Drift()
         if not is_level(view, entry):
-            full = full if full is not None else await self.dst.get_image(self.id)
+            full = full if full is not None else await self._read()
             if full is None:
                 return _Assessment(None)
             drift = compute_drift(view, full)
@@ -179,6 +185,11 @@ class ImageSync:
             # becomes shared by this sync's PATCH has none to read yet.
             members = await self._member_state(listable=entry.visibility == "shared")
         return _Assessment(entry, drift, members)
+
+    async def _read(self) -> dict[str, Any] | None:
+        """The destination image as compared: without the properties it sets itself."""
+        full = await self.dst.get_image(self.id)
+        return None if full is None else self.owned.strip(full)
 
     async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
@@ -318,7 +329,7 @@ async def sync_images(
         open_glance(dst_cloud, **client_options(config)) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
-        run = await start_run(config, src, dst, emit)
+        run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
         index = run.index
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
@@ -326,10 +337,11 @@ async def sync_images(
         listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
                 return await one.plan()
             result = await one.run()
+            await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if journal is not None and at_destination(result, index):
                 await journal.remember(pair, image)
             return result

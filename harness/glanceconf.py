@@ -42,6 +42,8 @@ ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 # Test-only passwords of loopback servers (like the S3 keys above): the service user that
 # glance's authtoken and glance_store's Swift driver log in with, in each Keystone.
 GLANCE_SERVICE_USER, GLANCE_SERVICE_PASSWORD = "glance", "glance-service-pw"
+# What glance "dst" injects into every image it imports (glance-direct, web-download).
+INJECTED = (("x_harness_region", "loopback-1"), ("x_harness_managed_by", "asyncmigrate-harness"))
 
 
 class HarnessError(RuntimeError):
@@ -60,6 +62,7 @@ class Instance:
     keystone: str = ""  # the Keystone ("src"/"dst") guarding it through authtoken; "" = fakeauth
     import_methods: tuple[str, ...] = ALL_IMPORT_METHODS
     convert_to: str = ""  # the image_conversion plugin's output_format; "" = no conversion
+    inject: tuple[tuple[str, str], ...] = ()  # the inject_image_metadata plugin's properties; () = off
 
     @property
     def url(self) -> str:
@@ -224,7 +227,10 @@ class Settings:
             s3=s3,
             instances=(
                 Instance("src", port("SRC", 19292), "glance_src", src_stores, "fast"),
-                Instance("dst", port("DST", 19293), "glance_dst", dst_stores, "main"),
+                # dst injects properties on glance-direct/web-download imports, an admin's too
+                # (no test imports into dst that way but the one about injected properties;
+                # copy-image, which move uses, never runs plugins).
+                Instance("dst", port("DST", 19293), "glance_dst", dst_stores, "main", inject=INJECTED),
                 *extra,
             ),
             keystones=keystones,
@@ -318,17 +324,20 @@ token_cache_time = -1
 """
 
 
-def _conversion(inst: Instance) -> str:
-    """The image_conversion import plugin (needs qemu-img on the PATH)."""
-    if not inst.convert_to:
+def _plugins(inst: Instance) -> str:
+    """The import plugins: image_conversion (needs qemu-img on the PATH), inject_image_metadata
+    (for every user: ``ignore_user_roles`` names a role the harness's admin lacks; glance's
+    default, admin, would leave an admin's imports alone)."""
+    plugins = (["image_conversion"] if inst.convert_to else []) + (["inject_image_metadata"] if inst.inject else [])
+    if not plugins:
         return ""
-    return f"""
-[image_import_opts]
-image_import_plugins = ['image_conversion']
-
-[image_conversion]
-output_format = {inst.convert_to}
-"""
+    text = f"\n[image_import_opts]\nimage_import_plugins = {plugins!r}\n"
+    if inst.convert_to:
+        text += f"\n[image_conversion]\noutput_format = {inst.convert_to}\n"
+    if inst.inject:
+        pairs = ",".join(f"{k}:{v}" for k, v in inst.inject)
+        text += f"\n[inject_metadata_properties]\ninject = {pairs}\nignore_user_roles = service\n"
+    return text
 
 
 def glance_conf(cfg: Settings, inst: Instance) -> str:
@@ -366,7 +375,7 @@ lock_path = {cfg.path(inst.name, "locks")}
 [paste_deploy]
 flavor = {flavor}
 config_file = {etc / "glance-api-paste.ini"}
-{_authtoken(cfg, inst)}{_conversion(inst)}"""
+{_authtoken(cfg, inst)}{_plugins(inst)}"""
 
 
 def paste_ini(cfg: Settings, inst: Instance, packaged: str) -> str:
@@ -438,6 +447,7 @@ def env_info(cfg: Settings) -> dict[str, Any]:
                 "keystone": i.keystone or None,
                 "import_methods": list(i.import_methods),
                 "convert_to": i.convert_to or None,
+                "inject": dict(i.inject),
                 "data_dir": str(cfg.path(i.name, "data")),
                 "config_dir": str(cfg.path(i.name, "etc")),
                 "log": str(cfg.path("logs", f"{i.name}.log")),

@@ -80,9 +80,9 @@ async def test_verify_destination_listing_failure_is_incomplete(clouds: Clouds) 
     still compared and reported, and the run is incomplete rather than aborted."""
     images = _catalog(clouds, 3)
     await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
-    # Listing requests: the start-up probe, the destination index (two passes), then the
-    # listing for extras.
-    clouds.dst.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=4)
+    # Listing requests: the start-up probe, the destination index (two passes and their
+    # re-check of images updated meanwhile), then the listing for extras.
+    clouds.dst.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=6)
     run = await verify_catalogs(fast_config(), clouds.src_cloud, clouds.dst_cloud)
     assert sorted(r.id for r in run.images) == sorted(images)
     assert {r.outcome for r in run.images} == {"match"}
