@@ -60,6 +60,8 @@ class Instance:
     keystone: str = ""  # the Keystone ("src"/"dst") guarding it through authtoken; "" = fakeauth
     import_methods: tuple[str, ...] = ALL_IMPORT_METHODS
     convert_to: str = ""  # the image_conversion plugin's output_format; "" = no conversion
+    # Keystone unified limits (use_keystone_limits + [oslo_limit]): quotas registered in its Keystone.
+    keystone_limits: bool = False
 
     @property
     def url(self) -> str:
@@ -202,6 +204,9 @@ class Settings:
                     "main",
                     keystone="dst",
                     import_methods=("copy-image",),
+                    # Quotas from Keystone unified limits, registered high (keystone.REGISTERED_LIMITS):
+                    # a test sets a low project limit for a project of its own.
+                    keystone_limits=True,
                 ),
             )
         swift_spec = None
@@ -318,6 +323,26 @@ token_cache_time = -1
 """
 
 
+def _oslo_limit(cfg: Settings, inst: Instance) -> str:
+    """oslo.limit's section: glance reads the image service's limits from its Keystone as the glance
+    service user, system-scoped (it needs ``reader`` on the system: ``keystone.populate`` grants it)."""
+    if not inst.keystone_limits:
+        return ""
+    ks = cfg.keystone(inst.keystone)
+    return f"""
+[oslo_limit]
+auth_url = {ks.auth_url}
+auth_type = password
+username = {GLANCE_SERVICE_USER}
+password = {GLANCE_SERVICE_PASSWORD}
+user_domain_id = default
+system_scope = all
+endpoint_service_type = image
+endpoint_region_name = RegionOne
+endpoint_interface = public
+"""
+
+
 def _conversion(inst: Instance) -> str:
     """The image_conversion import plugin (needs qemu-img on the PATH)."""
     if not inst.convert_to:
@@ -345,6 +370,7 @@ enabled_backends = {backends}
 enabled_import_methods = [{",".join(inst.import_methods)}]
 worker_self_reference_url = {inst.url}
 show_multiple_locations = true
+use_keystone_limits = {inst.keystone_limits}
 debug = false
 
 [database]
@@ -366,7 +392,7 @@ lock_path = {cfg.path(inst.name, "locks")}
 [paste_deploy]
 flavor = {flavor}
 config_file = {etc / "glance-api-paste.ini"}
-{_authtoken(cfg, inst)}{_conversion(inst)}"""
+{_authtoken(cfg, inst)}{_oslo_limit(cfg, inst)}{_conversion(inst)}"""
 
 
 def paste_ini(cfg: Settings, inst: Instance, packaged: str) -> str:
@@ -438,6 +464,7 @@ def env_info(cfg: Settings) -> dict[str, Any]:
                 "keystone": i.keystone or None,
                 "import_methods": list(i.import_methods),
                 "convert_to": i.convert_to or None,
+                "keystone_limits": i.keystone_limits,
                 "data_dir": str(cfg.path(i.name, "data")),
                 "config_dir": str(cfg.path(i.name, "etc")),
                 "log": str(cfg.path("logs", f"{i.name}.log")),
