@@ -51,6 +51,7 @@ class Cloud:
     ssl: ssl.SSLContext | bool
     insecure: bool
     _session: Any = dataclasses.field(repr=False)
+    project: str | None = None  # the token's project id (None: the authentication names none)
     _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     _fresh_until: float = dataclasses.field(default=0.0, repr=False)
     _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
@@ -214,12 +215,17 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
         ssl_ctx = _ssl_context(session.verify, session.cert, insecure)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cloud {label!r}: cannot load TLS files: {exc}") from exc
+    try:
+        project = session.get_project_id()  # the token is there already: the endpoint came from it
+    except ksa_exc.ClientException:
+        project = None
     return Cloud(
         name=label,
         endpoint=str(endpoint).rstrip("/"),
         ssl=ssl_ctx,
         insecure=ssl_ctx is False,
         _session=session,
+        project=str(project) if project else None,
     )
 
 

@@ -182,6 +182,11 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         help="per glance-direct import (default 3600)",
     )
     _caps(p, scope="")
+    p.add_argument(
+        "--ignore-quota",
+        action="store_true",
+        help="start even when the destination's published quota (GET /v2/info/usage) cannot hold the plan",
+    )
     _identity(p)
     _traps(p)
     _filters(p)
@@ -418,6 +423,7 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        ignore_quota=getattr(args, "ignore_quota", False),
     )
 
 

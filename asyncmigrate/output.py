@@ -21,7 +21,7 @@ from .errors import redact
 from .render import human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
 
-__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
+__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify", "quota_lines"]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
 
@@ -94,6 +94,29 @@ def _estimate(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def quota_lines(quota: dict[str, Any], verb: str) -> list[str]:
+    """What ``plan`` says about the destination's quota (:meth:`asyncmigrate.quota.Verdict.describe`)."""
+    checks = quota.get("checks") or []
+    if not checks:
+        return [f"quota: {note}" for note in quota.get("not_checked") or ["nothing published; nothing was checked"]]
+    who = f"project {quota['project']}" if quota.get("project") else "the caller's project (its id unknown)"
+    lines = [
+        f"quota of the destination, {who}: glance checks every create and upload against the caller's project "
+        "and counts only the images it owns"
+    ]
+    lines += [f"  {check['text']}" for check in checks]
+    if quota.get("max_uploads") is not None:
+        lines.append(f"  uploads at once: at most {quota['max_uploads']} (the room left in image_count_uploading)")
+    lines += [f"  not checked: {note}" for note in quota.get("not_checked") or []]
+    short = [check["text"] for check in checks if check.get("short")]
+    if short:
+        ignored = (
+            " (--ignore-quota: it would start anyway)" if quota.get("ignored") else " (--ignore-quota starts anyway)"
+        )
+        lines.append(f"{verb} would refuse to start: the quota cannot hold this plan{ignored}")
+    return lines
+
+
 def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str) -> None:
     """Each image's action (and why), the totals, and the time at ``rate`` bytes/s."""
     actions = Counter(r.action for r in run.images)
@@ -115,6 +138,7 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
                         for r in run.images
                     ],
                     "clouds": run.clouds,
+                    **({"quota": run.quota} if run.quota is not None else {}),
                     "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
                     "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
                 },
@@ -138,6 +162,8 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         for r in ordered:
             table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
         console.print(table)
+    for text in quota_lines(run.quota, verb) if run.quota is not None else []:
+        console.print(text, markup=False)
     parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:

@@ -120,6 +120,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -169,6 +170,7 @@ class RunResult:
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "peak_rss_bytes": peak_rss_bytes(),
+            **({"quota": self.quota} if self.quota is not None else {}),
             "exit_code": int(self.exit_code),
         }
 

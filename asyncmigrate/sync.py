@@ -38,7 +38,7 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, run_pool, start_run
+from .engine import QuotaTally, at_destination, fit_quota, journaled, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -320,6 +320,15 @@ async def sync_images(
     ):
         run = await start_run(config, src, dst, emit)
         index = run.index
+        tally = QuotaTally(config, run)
+
+        async def plan(image: dict[str, Any]) -> ImageResult:
+            return await ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader).plan()
+
+        verdict = None
+        if not config.dry_run:
+            each = select(list_images(src, run.src_caps, config.image_ids), config.selection)
+            verdict = await fit_quota(config, run, each, plan, "sync")
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
         # leaves removed images unjudged: listed.complete stays False.
@@ -328,7 +337,9 @@ async def sync_images(
         async def handle(image: dict[str, Any]) -> ImageResult:
             one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
             if config.dry_run:
-                return await one.plan()
+                planned = await one.plan()
+                tally.add(image, planned)
+                return planned
             result = await one.run()
             if journal is not None and at_destination(result, index):
                 await journal.remember(pair, image)
@@ -346,6 +357,8 @@ async def sync_images(
                 await journal.forget(pair, removal.gone)
         if journal is not None:
             await journal.flush_record()
+        if config.dry_run:
+            verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
@@ -353,4 +366,5 @@ async def sync_images(
         interrupted=stop is not None and stop.is_set(),
         incomplete=listing.incomplete,
         clouds=run.clouds(),
+        quota=None if verdict is None else verdict.describe(),
     )

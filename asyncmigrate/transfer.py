@@ -43,6 +43,7 @@ from .limits import Limits
 from .metadata import create_body, differences
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
+from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
 from .stream import verification_of
@@ -333,6 +334,9 @@ class ImageTransfer:
         try:
             await self._stream_verified(view, keep_owner, create=create)
         except ClientStatusError as exc:
+            quota = refused_by_quota(exc.detail or "", "upload") if exc.status == 413 else None
+            if quota is not None:
+                raise ImageError(f"{quota} (the image stays queued and a re-run uploads into it)") from exc
             if "Signature verification failed" not in (exc.detail or ""):
                 raise
             certificate = view.get(CERTIFICATE_KEY)
@@ -442,6 +446,9 @@ _QUOTA = re.compile(r"Maximum:\s*(\d+)")
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
     """A create refused with a 4xx: name the cause; a 413 teaches the property quota."""
+    quota = refused_by_quota(exc.detail or "", "create") if exc.status == 413 else None
+    if quota is not None:
+        return ImageError(quota)
     if exc.status == 413:
         match = _QUOTA.search(exc.detail or "")
         if match:

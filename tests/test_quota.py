@@ -1,0 +1,94 @@
+"""The quota pre-flight: the destination's unified limits (GET /v2/info/usage) against the plan."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import Clouds
+from tests.fakeglance import ADMIN_PROJECT, USSURI, FakeGlance, FakeServer
+from tests.fakeglance.quota import UnifiedLimits
+from tests.fakekeystone import guarded_clouds
+from tests.test_cli import _cli, _one_clean_line, write_clouds_yaml
+
+MiB = 1024 * 1024
+OTHER = "0f0f0f0f0f0f4f0f8f0f0f0f0f0f0f0f"
+
+
+def _limits(size: int = 1000, count: int = 100, uploading: int = 100) -> UnifiedLimits:
+    limits = {"image_size_total": size, "image_stage_total": 1000, "image_count_total": count}
+    return UnifiedLimits({**limits, "image_count_uploading": uploading})
+
+
+def _seed(fake: FakeGlance, n: int, mib: int, **attrs: str) -> list[str]:
+    return [
+        fake.add_image(os.urandom(mib * MiB), name=f"q{i}", disk_format="raw", container_format="bare", **attrs)["id"]
+        for i in range(n)
+    ]
+
+
+async def test_plan_shows_the_quota_beside_the_plan_or_that_none_is_published(clouds: Clouds, tmp_path: Path) -> None:
+    """plan prints each published limit, its usage and what the plan needs; where nothing is published it says so."""
+    _seed(clouds.src, 2, 1)
+    args = ("plan", "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--no-owner")
+    code, out, _ = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
+    assert code == 0 and "quota: not published (GET /v2/info/usage is empty" in out
+    clouds.dst.unified_limits = _limits(size=10, count=5)
+    clouds.dst.add_image(os.urandom(3 * MiB), disk_format="raw", container_format="bare")  # the caller's: used
+    code, out, _ = await _cli(*args, "--output", "json", clouds_yaml=clouds.clouds_yaml)
+    checks = {c["name"]: c for c in json.loads(out)["quota"]["checks"]}
+    assert (checks["image_size_total"]["usage"], checks["image_size_total"]["needs"]) == (3, 5)
+    assert (checks["image_count_total"]["usage"], checks["image_count_total"]["needs"]) == (1, 3)
+    async with FakeServer(FakeGlance(profile=USSURI)) as old:
+        path = write_clouds_yaml(tmp_path / "c.yaml", {"src": clouds.src_server.url, "dst": old.url})
+        code, out, _ = await _cli(*args, clouds_yaml=path)
+    assert code == 0 and "quota: not published (the destination has no GET /v2/info/usage" in out
+
+
+async def test_copy_and_sync_refuse_a_plan_the_quota_cannot_hold(clouds: Clouds) -> None:
+    """copy and sync exit 2 with one line naming the limit and the shortfall, nothing created; --ignore-quota
+    starts, and the image glance refuses (413) fails saying which limit to raise."""
+    clouds.dst.unified_limits = _limits(size=5)
+    _seed(clouds.src, 3, 2)
+    base = ("--src-cloud", "src", "--dst-cloud", "dst", "--no-owner")
+    for command in ("copy", "sync"):
+        code, _, err = await _cli(command, *base, clouds_yaml=clouds.clouds_yaml)
+        assert code == 2, err
+        _one_clean_line(err)
+        assert "image_size_total: 0 MiB used of 5 MiB" in err and "short by 1 MiB" in err
+    assert not clouds.dst.images
+    code, out, err = await _cli("copy", *base, "--ignore-quota", "--concurrency", "1", clouds_yaml=clouds.clouds_yaml)
+    assert code == 1 and "2 copied" in out
+    assert "the destination's quota refused the upload: image_size_total" in out + err
+
+
+async def test_images_owned_by_other_projects_only_have_to_fit_one_by_one(tmp_path: Path) -> None:
+    """The caller's own images add up against its limit; images kept for other projects are not counted
+    by glance, so a catalog larger than the limit copies, unless one image alone exceeds the room."""
+    src, dst = FakeGlance(prefix="/image"), FakeGlance()
+    dst.unified_limits = _limits(size=5)
+    async with guarded_clouds(tmp_path / "clouds.yaml", src=src, dst=dst) as kc:
+        own = _seed(src, 3, 2, owner=ADMIN_PROJECT)  # the token's project (the fake Keystone's only one)
+        _seed(src, 3, 2, owner=OTHER)
+        base = ("copy", "--src-cloud", "src", "--dst-cloud", "dst")
+        code, _, err = await _cli(*base, clouds_yaml=kc.clouds_yaml)
+        assert code == 2 and f"project {ADMIN_PROJECT}'s image_size_total" in err and "needs 6 MiB" in err
+        code, out, err = await _cli(*base, *(f"--exclude={i}" for i in own), clouds_yaml=kc.clouds_yaml)
+        assert code == 0 and "3 copied" in out, err
+        big = src.add_image(os.urandom(6 * MiB), disk_format="raw", container_format="bare", owner=OTHER)
+        code, _, err = await _cli(*base, "--image", big["id"], clouds_yaml=kc.clouds_yaml)
+        assert code == 2 and "the largest owned by others 6 MiB" in err
+
+
+async def test_image_count_uploading_bounds_the_uploads_at_once(clouds: Clouds) -> None:
+    """The caller's uploads count against image_count_uploading while they run: no more than its room run at once."""
+    clouds.dst.unified_limits = _limits(uploading=2)
+    for image_id in _seed(clouds.src, 4, 1):
+        clouds.src.faults.slow_download(image_id, 4 * MiB)  # a quarter second each: the uploads overlap
+    code, out, err = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--no-owner", "--concurrency", "4",
+        clouds_yaml=clouds.clouds_yaml,
+    )  # fmt: skip
+    assert code == 0 and "4 copied" in out, out + err
+    assert clouds.dst.max_uploads_in_flight == 2
