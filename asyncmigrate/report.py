@@ -38,6 +38,8 @@ class Action:
     REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
     DELETE = "delete"  # the same, deleted at the destination (--delete-removed)
 
+    BAD = frozenset({FAIL, CONFLICT, BLOCKED})  # a plan with one of these exits 1, as the run would
+
 
 class Outcome:
     """How an image ended."""
@@ -133,7 +135,9 @@ class RunResult:
 
     @property
     def failed(self) -> int:
-        """Images that did not arrive: failures and conflicts."""
+        """Images that did not arrive: failures and conflicts (a dry run: that would not)."""
+        if self.dry_run:
+            return sum(1 for r in self.images if r.action in Action.BAD)
         return sum(1 for r in self.images if r.outcome in Outcome.BAD)
 
     @property
