@@ -350,7 +350,9 @@ async def copy_images(
             return select(list_images(src, run.src_caps, config.image_ids), config.selection)
 
         async def plan(image: dict[str, Any]) -> ImageResult:
-            return await ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader).plan()
+            # Members use no quota: the pre-flight reads none.
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
+            return await transfer.plan(members=False)
 
         verdict = None if config.dry_run else await fit_quota(config, run, listed(), plan, "copy")
 

@@ -108,17 +108,18 @@ class ImageSync:
             done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
         return done
 
-    async def plan(self) -> ImageResult:
-        """Dry run: what would be sent, from what to what; nothing is written."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: what would be sent, from what to what; nothing is written (without
+        ``members``, no member list is read: their drift is not planned)."""
         if self.index is not None and self.id not in self.index:
-            return await self._transfer(self.index).plan()
+            return await self._transfer(self.index).plan(members=members)
         result = self.result
         with planning(result):
             view = self._view()
             if view is not None:
-                found = await self._assess(view, fresh=False)
+                found = await self._assess(view, fresh=False, members=members)
                 if found.entry is None:
-                    return await self._transfer(None).plan()
+                    return await self._transfer(None).plan(members=members)
                 self._judge_plan(view, found)
         return result
 
@@ -155,7 +156,7 @@ class ImageSync:
             return None
         return judgement.image
 
-    async def _assess(self, view: dict[str, Any], *, fresh: bool) -> _Assessment:
+    async def _assess(self, view: dict[str, Any], *, fresh: bool, members: bool = True) -> _Assessment:
         full: dict[str, Any] | None = None
         entry = None if self.index is None or fresh else self.index.get(self.id)
         if entry is None:
@@ -173,12 +174,12 @@ class ImageSync:
             if full is None:
                 return _Assessment(None)
             drift = compute_drift(view, full)
-        members = None
-        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
+        wanted = None
+        if members and view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
             # Glance lists members of shared images only (403 otherwise): a copy that
             # becomes shared by this sync's PATCH has none to read yet.
-            members = await self._member_state(listable=entry.visibility == "shared")
-        return _Assessment(entry, drift, members)
+            wanted = await self._member_state(listable=entry.visibility == "shared")
+        return _Assessment(entry, drift, wanted)
 
     async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
@@ -323,7 +324,8 @@ async def sync_images(
         tally = QuotaTally(config, run)
 
         async def plan(image: dict[str, Any]) -> ImageResult:
-            return await ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader).plan()
+            # Members use no quota: the pre-flight reads none.
+            return await ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader).plan(members=False)
 
         verdict = None
         if not config.dry_run:

@@ -190,8 +190,10 @@ class ImageTransfer:
         await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         return self.result
 
-    async def plan(self) -> ImageResult:
-        """Dry run: decide against the destination's state, change nothing."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: decide against the destination's state, change nothing.  Without
+        ``members`` no member list is read: an image whose data is there is planned
+        ``none`` even when its members differ (what a quota pre-flight needs)."""
         result = self.result
         with planning(result):
             judgement = self._judge()
@@ -204,7 +206,7 @@ class ImageTransfer:
                     action, reason = decide(judgement.image, await self._full(full))
                 if action == Action.FINISH and dst is not None:
                     action, reason = _finish_plan(
-                        judgement.image, dst, members_differ=await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=members and await self._members_differ(judgement.image)
                     )
                 result.action, result.reason = action, reason
         if result.action in (Action.COPY, Action.UPLOAD):

@@ -92,3 +92,23 @@ async def test_image_count_uploading_bounds_the_uploads_at_once(clouds: Clouds) 
     )  # fmt: skip
     assert code == 0 and "4 copied" in out, out + err
     assert clouds.dst.max_uploads_in_flight == 2
+
+
+async def test_the_pre_flight_adds_no_request_per_image(clouds: Clouds) -> None:
+    """Against enforced limits a re-run plans every image first, yet reads no image or member list more than
+    the run itself does: only a second source listing (and one GET /v2/info/usage per run)."""
+    ids = [clouds.src.add_image(b"x" * 100, name=f"s{i}", disk_format="raw", container_format="bare")["id"]
+           for i in range(30)]  # shared, glance's default visibility: the run reads their members  # fmt: skip
+    base = ("copy", "--src-cloud", "src", "--dst-cloud", "dst", "-q", "--no-journal")
+    assert (await _cli(*base, clouds_yaml=clouds.clouds_yaml))[0] == 0
+    counts = []
+    for limits in (None, _limits()):
+        clouds.dst.unified_limits = limits
+        clouds.src.requests.clear(), clouds.dst.requests.clear()
+        assert (await _cli(*base, clouds_yaml=clouds.clouds_yaml))[0] == 0
+        per_image = len([r for r in clouds.src.requests if any(i in r.path for i in ids)])
+        listing = len([r for r in clouds.src.requests if "member_status=all" in r.query])
+        counts.append((per_image, listing, len(clouds.src.requests), len(clouds.dst.requests)))
+    (alone, listing_alone, src_alone, dst_alone), (checked, listing_checked, src_checked, dst_checked) = counts
+    assert checked == alone == 30 and dst_checked == dst_alone
+    assert listing_checked == 2 * listing_alone and src_checked - src_alone == listing_alone
