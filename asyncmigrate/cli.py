@@ -391,8 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args, log)
     except AsyncMigrateError as exc:
         if log is None:  # the flags themselves were wrong: log the error as they asked, if they can be read
-            fmt, _path = _log_flags(argv)
-            log = _open_log("json" if fmt == "json" else "text", None)
+            fmt, path = _log_flags(argv)
+            fmt = "json" if fmt == "json" else "text"
+            try:
+                log = _open_log(fmt, path)
+            except UsageError:
+                log = _open_log(fmt, None)
         log.error(f"asyncmigrate: error: {redact(str(exc))}")
         return int(ExitCode.USAGE if exc.behaviour is Behaviour.USAGE else ExitCode.FATAL)
     finally:
