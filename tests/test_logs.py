@@ -58,7 +58,6 @@ async def test_json_mode_every_line_of_every_stream_is_an_object_with_time_and_l
     runs = [
         ("copy", *PAIR, "--log-format", "json", "-v", "--no-journal"),
         ("copy", *PAIR, "--log-format", "json", "--dry-run"),
-        ("plan", "copy", *PAIR, "--log-format", "json"),
         ("verify", *PAIR, "--log-format", "json"),
         ("copy", "--src-cloud", "nope", "--dst-cloud", "dst", "--log-format", "json"),
         ("copy", *PAIR, "--log-format", "json", "--bogus"),
