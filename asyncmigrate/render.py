@@ -69,9 +69,11 @@ __all__ = [
 NOTABLE = {
     Outcome.FAILED: "error",
     Outcome.CONFLICT: "error",
+    Outcome.IN_USE: "error",
     Outcome.BLOCKED: "warning",
     Outcome.REMOVED: "warning",
     Outcome.DELETED: "warning",
+    Outcome.RETIRED: "warning",
 }
 
 
