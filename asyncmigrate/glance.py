@@ -25,6 +25,7 @@ from .clouds import Cloud
 from .config import RetryPolicy, Timeouts
 from .errors import (
     AuthenticationError,
+    Forbidden,
     HTTPStatusError,
     NotFound,
     TransportError,
@@ -43,10 +44,17 @@ _REQUEST_ID = "x-openstack-request-id"
 _JSON_PATCH = "application/openstack-images-v2.1-json-patch"
 
 
+# What glance's 413s wrap the cause in (webob's HTTPRequestEntityTooLarge, measured on glance 33):
+# dropped, so the excerpt keeps the cause ("Project … is over a limit for [Resource …]").
+_BOILERPLATE = re.compile(
+    r"The request returned a \d+ [^.]*\.(?: This generally means [^.]*\.)?\s*The response body:\s*"
+)
+
+
 def _detail(text: str, token: str | None) -> str:
     """A short, tag-free excerpt of a body, without the request's token (a proxy's error
     page may echo the headers) and with credentials redacted (Glance echoes store URIs)."""
-    return error_excerpt(text.replace(token, "<token>") if token else text)
+    return error_excerpt(_BOILERPLATE.sub("", text.replace(token, "<token>") if token else text))
 
 
 @contextlib.contextmanager
@@ -283,6 +291,17 @@ class GlanceClient:
         except HTTPStatusError:
             return []
         return list((body or {}).get("stores", []))
+
+    async def usage(self) -> dict[str, Any] | None:
+        """``GET /v2/info/usage``'s ``usage``: the caller's project's quota usage and limits
+        (``{}`` when Glance does not use Keystone unified limits); None when the endpoint is
+        absent (Glance before Yoga) or refused."""
+        try:
+            body = await self._call("GET", "/v2/info/usage")
+        except (NotFound, Forbidden):
+            return None
+        usage = (body or {}).get("usage")
+        return usage if isinstance(usage, dict) else None
 
     # -- images -------------------------------------------------------------
 

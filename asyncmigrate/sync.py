@@ -38,7 +38,16 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, destination_owned, journaled, keep_owned, run_pool, start_run
+from .engine import (
+    QuotaTally,
+    at_destination,
+    destination_owned,
+    fit_quota,
+    journaled,
+    keep_owned,
+    run_pool,
+    start_run,
+)
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -114,17 +123,18 @@ class ImageSync:
             done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
         return done
 
-    async def plan(self) -> ImageResult:
-        """Dry run: what would be sent, from what to what; nothing is written."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: what would be sent, from what to what; nothing is written (without
+        ``members``, no member list is read: their drift is not planned)."""
         if self.index is not None and self.id not in self.index:
-            return await self._transfer(self.index).plan()
+            return await self._transfer(self.index).plan(members=members)
         result = self.result
         with planning(result):
             view = self._view()
             if view is not None:
-                found = await self._assess(view, fresh=False)
+                found = await self._assess(view, fresh=False, members=members)
                 if found.entry is None:
-                    return await self._transfer(None).plan()
+                    return await self._transfer(None).plan(members=members)
                 self._judge_plan(view, found)
         return result
 
@@ -161,7 +171,7 @@ class ImageSync:
             return None
         return judgement.image
 
-    async def _assess(self, view: dict[str, Any], *, fresh: bool) -> _Assessment:
+    async def _assess(self, view: dict[str, Any], *, fresh: bool, members: bool = True) -> _Assessment:
         full: dict[str, Any] | None = None
         entry = None if self.index is None or fresh else self.index.get(self.id)
         if entry is None:
@@ -179,12 +189,12 @@ class ImageSync:
             if full is None:
                 return _Assessment(None)
             drift = compute_drift(view, full)
-        members = None
-        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
+        wanted = None
+        if members and view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
             # Glance lists members of shared images only (403 otherwise): a copy that
             # becomes shared by this sync's PATCH has none to read yet.
-            members = await self._member_state(listable=entry.visibility == "shared")
-        return _Assessment(entry, drift, members)
+            wanted = await self._member_state(listable=entry.visibility == "shared")
+        return _Assessment(entry, drift, wanted)
 
     async def _read(self) -> dict[str, Any] | None:
         """The destination image as compared: without the properties it sets itself."""
@@ -331,6 +341,17 @@ async def sync_images(
     ):
         run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
         index = run.index
+        tally = QuotaTally(config, run)
+
+        async def plan(image: dict[str, Any]) -> ImageResult:
+            # Members use no quota: the pre-flight reads none.
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
+            return await one.plan(members=False)
+
+        verdict = None
+        if not config.dry_run:
+            each = select(list_images(src, run.src_caps, config.image_ids), config.selection)
+            verdict = await fit_quota(config, run, each, plan, "sync")
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
         # leaves removed images unjudged: listed.complete stays False.
@@ -339,7 +360,9 @@ async def sync_images(
         async def handle(image: dict[str, Any]) -> ImageResult:
             one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
-                return await one.plan()
+                planned = await one.plan()
+                tally.add(image, planned)
+                return planned
             result = await one.run()
             await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if journal is not None and at_destination(result, index):
@@ -358,6 +381,8 @@ async def sync_images(
                 await journal.forget(pair, removal.gone)
         if journal is not None:
             await journal.flush_record()
+        if config.dry_run:
+            verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
@@ -365,4 +390,5 @@ async def sync_images(
         interrupted=stop is not None and stop.is_set(),
         incomplete=listing.incomplete,
         clouds=run.clouds(),
+        quota=None if verdict is None else verdict.describe(),
     )

@@ -44,6 +44,7 @@ from .metadata import create_body, differences
 from .owned import DestinationProperties
 from .preflight import CERTIFICATE_KEY, Judgement, judge
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
+from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
 from .stream import verification_of
@@ -200,8 +201,10 @@ class ImageTransfer:
         await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         return self.result
 
-    async def plan(self) -> ImageResult:
-        """Dry run: decide against the destination's state, change nothing."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: decide against the destination's state, change nothing.  Without
+        ``members`` no member list is read: an image whose data is there is planned
+        ``none`` even when its members differ (what a quota pre-flight needs)."""
         result = self.result
         with planning(result):
             judgement = self._judge()
@@ -214,7 +217,7 @@ class ImageTransfer:
                     action, reason = decide(judgement.image, await self._full(full))
                 if action == Action.FINISH and dst is not None:
                     action, reason = _finish_plan(
-                        judgement.image, dst, members_differ=await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=members and await self._members_differ(judgement.image)
                     )
                 result.action, result.reason = action, reason
         if result.action in (Action.COPY, Action.UPLOAD):
@@ -349,6 +352,9 @@ class ImageTransfer:
         try:
             await self._stream_verified(view, keep_owner, create=create)
         except ClientStatusError as exc:
+            quota = refused_by_quota(exc.detail or "", "upload") if exc.status == 413 else None
+            if quota is not None:
+                raise ImageError(f"{quota} (the image stays queued and a re-run uploads into it)") from exc
             if "Signature verification failed" not in (exc.detail or ""):
                 raise
             certificate = view.get(CERTIFICATE_KEY)
@@ -462,6 +468,9 @@ _QUOTA = re.compile(r"Maximum:\s*(\d+)")
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
     """A create refused with a 4xx: name the cause; a 413 teaches the property quota."""
+    quota = refused_by_quota(exc.detail or "", "create") if exc.status == 413 else None
+    if quota is not None:
+        return ImageError(quota)
     if exc.status == 413:
         match = _QUOTA.search(exc.detail or "")
         if match:

@@ -63,6 +63,8 @@ class Instance:
     import_methods: tuple[str, ...] = ALL_IMPORT_METHODS
     convert_to: str = ""  # the image_conversion plugin's output_format; "" = no conversion
     inject: tuple[tuple[str, str], ...] = ()  # the inject_image_metadata plugin's properties; () = off
+    # Keystone unified limits (use_keystone_limits + [oslo_limit]): quotas registered in its Keystone.
+    keystone_limits: bool = False
 
     @property
     def url(self) -> str:
@@ -205,6 +207,9 @@ class Settings:
                     "main",
                     keystone="dst",
                     import_methods=("copy-image",),
+                    # Quotas from Keystone unified limits, registered high (keystone.REGISTERED_LIMITS):
+                    # a test sets a low project limit for a project of its own.
+                    keystone_limits=True,
                 ),
             )
         swift_spec = None
@@ -324,6 +329,26 @@ token_cache_time = -1
 """
 
 
+def _oslo_limit(cfg: Settings, inst: Instance) -> str:
+    """oslo.limit's section: glance reads the image service's limits from its Keystone as the glance
+    service user, system-scoped (it needs ``reader`` on the system: ``keystone.populate`` grants it)."""
+    if not inst.keystone_limits:
+        return ""
+    ks = cfg.keystone(inst.keystone)
+    return f"""
+[oslo_limit]
+auth_url = {ks.auth_url}
+auth_type = password
+username = {GLANCE_SERVICE_USER}
+password = {GLANCE_SERVICE_PASSWORD}
+user_domain_id = default
+system_scope = all
+endpoint_service_type = image
+endpoint_region_name = RegionOne
+endpoint_interface = public
+"""
+
+
 def _plugins(inst: Instance) -> str:
     """The import plugins: image_conversion (needs qemu-img on the PATH), inject_image_metadata
     (for every user: ``ignore_user_roles`` names a role the harness's admin lacks; glance's
@@ -354,6 +379,7 @@ enabled_backends = {backends}
 enabled_import_methods = [{",".join(inst.import_methods)}]
 worker_self_reference_url = {inst.url}
 show_multiple_locations = true
+use_keystone_limits = {inst.keystone_limits}
 debug = false
 
 [database]
@@ -375,7 +401,7 @@ lock_path = {cfg.path(inst.name, "locks")}
 [paste_deploy]
 flavor = {flavor}
 config_file = {etc / "glance-api-paste.ini"}
-{_authtoken(cfg, inst)}{_plugins(inst)}"""
+{_authtoken(cfg, inst)}{_oslo_limit(cfg, inst)}{_plugins(inst)}"""
 
 
 def paste_ini(cfg: Settings, inst: Instance, packaged: str) -> str:
@@ -448,6 +474,7 @@ def env_info(cfg: Settings) -> dict[str, Any]:
                 "import_methods": list(i.import_methods),
                 "convert_to": i.convert_to or None,
                 "inject": dict(i.inject),
+                "keystone_limits": i.keystone_limits,
                 "data_dir": str(cfg.path(i.name, "data")),
                 "config_dir": str(cfg.path(i.name, "etc")),
                 "log": str(cfg.path("logs", f"{i.name}.log")),

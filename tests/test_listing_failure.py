@@ -66,7 +66,7 @@ async def test_cli_exits_four_with_the_report_written(clouds: Clouds, tmp_path: 
     code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
     assert code == 4, err
     assert "Traceback" not in out + err
-    assert "incomplete: the source listing failed" in err and "run the same command again" in err
+    assert "incomplete: the source listing failed" in out and "run the same command again" in out
     summary = json.loads(report.read_text())["summary"]
     assert summary["exit_code"] == 4 and "503" in summary["incomplete"] and summary["outcomes"] == {"copied": PAGE}
     clouds.src.faults.clear()
@@ -99,12 +99,13 @@ async def test_json_logs_stay_one_object_per_line_when_incomplete(clouds: Clouds
         clouds_yaml=clouds.clouds_yaml,
     )  # fmt: skip
     assert code == 4, err
-    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [e["event"] for e in events if e["event"] in ("listing-failed", "incomplete")] == [
         "listing-failed",
         "incomplete",
     ]
-    assert json.loads(out)["incomplete"].startswith("the source listing failed")
+    summary = next(e for e in events if e["event"] == "summary")
+    assert summary["incomplete"].startswith("the source listing failed")
 
 
 async def test_destination_index_failure_stops_before_anything(clouds: Clouds) -> None:

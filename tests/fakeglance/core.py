@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import data, images, members, stores
+from . import data, images, members, quota, stores
 from .backend import Backend
 from .faults import Faults
 from .listing import can_see
@@ -143,6 +143,8 @@ class FakeGlance:
         """``[inject_metadata_properties] ignore_user_roles`` (glance's default: admin)."""
         self.property_quota = 128
         """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
+        self.unified_limits: quota.UnifiedLimits | None = None
+        """Keystone unified limits (``use_keystone_limits``; see :mod:`.quota`); None: off."""
         self.limit_max: int | None = None
         """This deployment's ``api_limit_max`` (None: the profile's default, 1000): the largest
         page served, whatever ``limit`` asks for."""
@@ -355,7 +357,7 @@ class FakeGlance:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._log_middleware, self._fault_middleware, self._auth_middleware])
-        for module in (stores, images, members, data):
+        for module in (stores, images, members, data, quota):
             for method, path, handler in module.routes(self):
                 app.router.add_route(method, self.prefix + path, handler)
         app.on_response_prepare.append(self._add_request_id)
