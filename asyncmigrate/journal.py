@@ -59,7 +59,7 @@ from .progress import Emit, JournalFailed, ignore
 from .record import migrate, write_rows
 from .report import ImageResult
 
-__all__ = ["Journal", "default_journal_path", "state_dir"]
+__all__ = ["Journal", "default_journal_path", "read_destination_properties", "state_dir"]
 
 T = TypeVar("T")
 
@@ -85,7 +85,43 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
+# The custom properties a destination was seen setting itself (asyncmigrate/owned.py), by
+# destination endpoint: later runs leave them alone.
+_OWNED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS destination_properties (
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL,
+    learned_at REAL NOT NULL,
+    PRIMARY KEY (destination, key)
+);
+"""
 _RECORD_BATCH = 500  # record rows buffered before a write: one thread hop per batch, not per image
+
+
+async def read_destination_properties(path: Path, destination: str) -> list[str]:
+    """The properties the journal at ``path`` remembers ``destination`` setting itself, read
+    only ([] when there is no such journal): for dry runs and ``verify``."""
+    return await anyio.to_thread.run_sync(_read_owned_blocking, path, destination)
+
+
+def _read_owned_blocking(path: Path, destination: str) -> list[str]:
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _select_owned(db, destination)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return []
+        raise UsageError(f"cannot read the journal {path}: {exc}") from exc
+
+
+def _select_owned(db: sqlite3.Connection, destination: str) -> list[str]:
+    rows = db.execute("SELECT key FROM destination_properties WHERE destination = ? ORDER BY key", (destination,))
+    return [str(row[0]) for row in rows]
 
 
 def state_dir() -> Path:
@@ -159,7 +195,7 @@ class Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + _OWNED_SCHEMA)
         migrate(db)
         crashed = {
             row[0]: row[1]
@@ -261,6 +297,29 @@ class Journal:
         rows, self._remembered = self._remembered, []
         if rows:
             await self._guarded(write_rows, self._db, rows)
+
+    # -- the properties a destination sets itself (asyncmigrate/owned.py) ---
+
+    async def destination_properties(self, destination: str) -> list[str]:
+        """The keys ``destination`` was seen setting itself ([] when the journal failed)."""
+        return await self._guarded(_select_owned, self._db, destination) or []
+
+    async def remember_destination_properties(self, destination: str, keys: list[str]) -> None:
+        """Record keys ``destination`` sets itself."""
+        if keys:
+            rows = [(destination, key, time.time()) for key in keys]
+            sql = "INSERT OR IGNORE INTO destination_properties (destination, key, learned_at) VALUES (?, ?, ?)"
+            await self._guarded(self._batch, sql, rows)
+
+    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        # The connection is in autocommit mode: one explicit transaction per batch.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
 
 def _take_lock(path: Path, command: str) -> int:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
 
 from . import __version__
-from .errors import UsageError
+from .parser import Parser as _Parser
 from .runconfig import copy_config, move_config, preflight_options, selection, sync_config
 
 __all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
@@ -52,12 +51,6 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One clear line, no usage dump.
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
 def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument(
         "--concurrency", type=int, default=concurrency, metavar="N", help=f"images at once (default {concurrency})"
@@ -92,7 +85,16 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries")
     p.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="progress and summary lines as text or JSON"
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log (stdout) as text, or as one JSON object per line, fatal errors (stderr) too",
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help="also append every line of stdout and stderr to FILE (progress as lines, no bars)",
     )
 
 
@@ -179,6 +181,11 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         help="per glance-direct import (default 3600)",
     )
     _caps(p, scope="")
+    p.add_argument(
+        "--ignore-quota",
+        action="store_true",
+        help="start even when the destination's published quota (GET /v2/info/usage) cannot hold the plan",
+    )
     _identity(p)
     _traps(p)
     _filters(p)
@@ -218,6 +225,14 @@ def _identity(p: argparse.ArgumentParser, *, record: bool = True) -> None:
         choices=("fail", "caller"),
         default="fail",
         help="an owner missing from --project-map: report the image (default) or give it to the caller",
+    )
+    p.add_argument(
+        "--destination-property",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a custom property the destination sets itself (an import plugin's): never copied, compared or "
+        "removed (repeatable; keys the destination is seen adding are remembered in the journal)",
     )
     p.add_argument(
         "--drop-unmapped-members",
@@ -278,7 +293,12 @@ def _move_flags(p: argparse.ArgumentParser) -> None:
         "carrier image and swap locations (needs show_multiple_locations)",
     )
     p.add_argument("--keep-source", action="store_true", help="copy into NEW but keep the data in OLD")
-    p.add_argument("--verify-download", action="store_true", help="after the move, read the image back and hash it")
+    p.add_argument(
+        "--verify-download",
+        action="store_true",
+        help="read NEW's copy back and hash it: before OLD's delete where Glance serves a chosen store "
+        "(?prefer=, glance 33), else after it (a bad copy is then deactivated); the report says which",
+    )
     p.add_argument(
         "--include-deactivated",
         action="store_true",

@@ -38,12 +38,16 @@ class Action:
     REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
     DELETE = "delete"  # the same, deleted at the destination (--delete-removed)
 
+    BAD = frozenset({FAIL, CONFLICT, BLOCKED})  # a plan with one of these exits 1, as the run would
+
 
 class Outcome:
     """How an image ended."""
 
     COPIED = "copied"
     MOVED = "moved"  # store move: now in the new store only
+    IN_USE = "in-use"  # store move: the old store's copy is in use (RBD clones): kept in both stores
+    RETIRED = "retired"  # store move: a carrier left in the old store by its image, deleted
     CREATED = "created"  # metadata only (no data at the source)
     FINISHED = "finished"  # only the finishing steps were needed
     SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)
@@ -62,7 +66,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, ABORTED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, ABORTED, DIFFERS, MISSING, EXTRA, IN_USE})
 
 
 @dataclasses.dataclass
@@ -90,6 +94,11 @@ class ImageResult:
     converted: dict[str, Any] | None = None
     # sync: what changed (or would change), {attribute: [destination value, source value]}
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # store move: the carrier image holding the data (--method location), carriers retired with
+    # the image, and what --verify-download read (moveverify.DownloadCheck.to_json()).
+    carrier: str | None = None
+    retired_carriers: list[str] = dataclasses.field(default_factory=list)
+    download_check: dict[str, Any] | None = None
     # Who the image belongs to at the destination (through --project-map): its owner (None: the
     # caller's project), and for a shared image its members ({project: status}) and the source
     # members left out for want of a mapping.
@@ -128,6 +137,8 @@ class RunResult:
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
     refused: str | None = None  # why sync deleted none of the removed images it was asked to delete
+    quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -140,7 +151,9 @@ class RunResult:
 
     @property
     def failed(self) -> int:
-        """Images that did not arrive: failures and conflicts."""
+        """Images that did not arrive: failures and conflicts (a dry run: that would not)."""
+        if self.dry_run:
+            return sum(1 for r in self.images if r.action in Action.BAD)
         return sum(1 for r in self.images if r.outcome in Outcome.BAD)
 
     @property
@@ -178,7 +191,9 @@ class RunResult:
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "refused": self.refused,
+            "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),
+            **({"quota": self.quota} if self.quota is not None else {}),
             "exit_code": int(self.exit_code),
         }
 

@@ -38,11 +38,22 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, pair_record, run_pool, start_run
+from .engine import (
+    QuotaTally,
+    at_destination,
+    destination_owned,
+    fit_quota,
+    journaled,
+    keep_owned,
+    pair_record,
+    run_pool,
+    start_run,
+)
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import left_out_note, map_members, unknown_projects, unmapped_members_refused
 from .limits import Limits
+from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
@@ -88,9 +99,12 @@ class ImageSync:
         limits: Limits,
         index: DestinationIndex | None,
         uploader: Uploader | None = None,
+        owned: DestinationProperties | None = None,
     ) -> None:
         self.src, self.dst, self.image, self.config = src, dst, image, config
         self.emit, self.limits, self.index, self.uploader = emit, limits, index, uploader
+        # The destination's own properties: neither drift nor conflict (asyncmigrate/owned.py).
+        self.owned = owned if owned is not None else DestinationProperties()
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
@@ -99,7 +113,7 @@ class ImageSync:
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
         transfer = ImageTransfer(
-            self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader
+            self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader, self.owned
         )
         self._transfers.append(transfer)
         return transfer
@@ -125,18 +139,20 @@ class ImageSync:
             done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
         return done
 
-    async def plan(self) -> ImageResult:
-        """Dry run: what would be sent, from what to what; nothing is written."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: what would be sent, from what to what; nothing is written (without
+        ``members``, no member list is read: their drift is not planned)."""
         if self.index is not None and self.id not in self.index:
-            return await self._transfer(self.index).plan()
+            return await self._transfer(self.index).plan(members=members)
         result = self.result
         with planning(result):
             view = self._view()
             if view is not None:
-                found = await self._assess(view, fresh=False)
+                found = await self._assess(view, fresh=False, members=members)
                 if found.entry is None:
-                    return await self._transfer(None).plan()
-                why = None if found.drift.conflict else await self._refused(view, found)
+                    return await self._transfer(None).plan(members=members)
+                # Owners and members are checked by the plan an operator reads, not the quota's pre-flight.
+                why = None if found.drift.conflict or not members else await self._refused(view, found)
                 if why is not None:
                     result.action, result.reason = Action.BLOCKED, why
                 else:
@@ -162,7 +178,7 @@ class ImageSync:
 
     def _view(self) -> dict[str, Any] | None:
         """The destination view, or None when the image is not to be synced (result says why)."""
-        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
         self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
         if judgement.blocking is not None:
             self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
@@ -176,11 +192,11 @@ class ImageSync:
             return None
         return judgement.image
 
-    async def _assess(self, view: dict[str, Any], *, fresh: bool) -> _Assessment:
+    async def _assess(self, view: dict[str, Any], *, fresh: bool, members: bool = True) -> _Assessment:
         full: dict[str, Any] | None = None
         entry = None if self.index is None or fresh else self.index.get(self.id)
         if entry is None:
-            full = await self.dst.get_image(self.id)
+            full = await self._read()
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
@@ -191,16 +207,21 @@ class ImageSync:
             raise ImageError(f"destination image is {entry.status!r} and cannot be written")
         drift = Drift()
         if not is_level(view, entry):
-            full = full if full is not None else await self.dst.get_image(self.id)
+            full = full if full is not None else await self._read()
             if full is None:
                 return _Assessment(None)
             drift = compute_drift(view, full)
-        members = None
-        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
+        wanted = None
+        if members and view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
             # Glance lists members of shared images only (403 otherwise): a copy that
             # becomes shared by this sync's PATCH has none to read yet.
-            members = await self._member_state(listable=entry.visibility == "shared")
-        return _Assessment(entry, drift, members)
+            wanted = await self._member_state(listable=entry.visibility == "shared")
+        return _Assessment(entry, drift, wanted)
+
+    async def _read(self) -> dict[str, Any] | None:
+        """The destination image as compared: without the properties it sets itself."""
+        full = await self.dst.get_image(self.id)
+        return None if full is None else self.owned.strip(full)
 
     async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
@@ -350,19 +371,33 @@ async def sync_images(
         open_glance(dst_cloud, **client_options(config)) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
-        run = await start_run(config, src, dst, emit)
+        run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
         record = await pair_record(config, journal, src, dst_cloud)
         index = run.index
+        tally = QuotaTally(config, run)
+
+        async def plan(image: dict[str, Any]) -> ImageResult:
+            # Members use no quota: the pre-flight reads none.
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
+            return await one.plan(members=False)
+
+        verdict = None
+        if not config.dry_run:
+            each = select(list_images(src, run.src_caps, config.image_ids), config.selection)
+            verdict = await fit_quota(config, run, each, plan, "sync")
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
         # leaves removed images unjudged: listed.complete stays False.
         listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
-            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
-                return await one.plan()
+                planned = await one.plan()
+                tally.add(image, planned)
+                return planned
             result = await one.run()
+            await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if record is not None and at_destination(result, index):
                 await record.remember(image, one.last_seen or (index.get(image["id"]) if index else None))
             return result
@@ -390,6 +425,8 @@ async def sync_images(
         if journal is not None:
             journal.cut_short = interrupted
             await journal.flush_record()
+        if config.dry_run:
+            verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
@@ -398,4 +435,5 @@ async def sync_images(
         incomplete=listing.incomplete,
         refused=refused,
         clouds=run.clouds(),
+        quota=None if verdict is None else verdict.describe(),
     )

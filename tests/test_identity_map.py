@@ -100,7 +100,7 @@ async def test_an_owner_or_member_unknown_to_the_destinations_keystone_is_caught
     mapping.write_text(json.dumps({"0" * 32: "9" * 32, SRC_TEAM: DST_TEAM, FRIEND: DST_FRIEND, STRANGER: "8" * 32}))
     flags = ("--project-map", str(mapping), "--journal", str(tmp_path / "j.sqlite"))
     code, out, err = await _cli(kc.clouds_yaml, "plan", "copy", *PAIR, *flags, "--output", "json")
-    assert code == 0, err
+    assert code == 1, err  # a plan with rows that would not arrive exits 1, as the run would
     planned = {e["id"]: e for e in json.loads(out)["images"]}
     assert planned[wrong_owner]["action"] == "blocked" and "9" * 32 in planned[wrong_owner]["reason"]
     assert "not a project at the destination" in planned[wrong_owner]["reason"]

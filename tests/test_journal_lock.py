@@ -32,8 +32,8 @@ async def _slow_copy(clouds: Clouds, journal: Path, tmp_path: Path) -> tuple[Pro
     clouds.src.faults.slow_download(image["id"], 50_000)
     env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds.clouds_yaml)}
     cmd = [sys.executable, "-m", "asyncmigrate", "copy", *PAIR, "--journal", str(journal), "--chunk-size", "64KiB"]
-    with (tmp_path / "first.err").open("w") as err:
-        proc = await anyio.open_process([*cmd, "-q"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    with (tmp_path / "first.log").open("w") as log:  # the log is on stdout, errors on stderr
+        proc = await anyio.open_process([*cmd, "-q"], env=env, stdout=log, stderr=subprocess.STDOUT)
     with anyio.fail_after(20):
         while not any(r.status == "saving" for r in clouds.dst.images.values()):
             await anyio.sleep(0.02)
@@ -61,7 +61,7 @@ async def test_a_second_live_run_is_refused_naming_the_first(clouds: Clouds, tmp
     clouds.src.faults.slow_download(slow, None)
     with anyio.fail_after(30):
         assert await first.wait() == 0
-    assert "previous run was killed" not in (tmp_path / "first.err").read_text()
+    assert "previous run was killed" not in (tmp_path / "first.log").read_text()
     assert clouds.dst.get(slow)["status"] == "active"
 
 
@@ -72,7 +72,7 @@ async def test_a_dead_holder_never_blocks(clouds: Clouds, tmp_path: Path) -> Non
     first.send_signal(signal.SIGKILL)
     await first.wait()
     clouds.src.faults.slow_download(slow, None)
-    code, _, err = await _cli(clouds, "copy", *PAIR, "--journal", str(journal), "-q")
+    code, out, err = await _cli(clouds, "copy", *PAIR, "--journal", str(journal), "-q")
     assert code == 0, err
-    assert "previous run was killed with 1 image(s) in flight" in err
+    assert "previous run was killed with 1 image(s) in flight" in out  # the log is on stdout
     assert clouds.dst.get(slow)["status"] == "active"

@@ -1,272 +1,267 @@
-"""Issue 17's trust defects on the real servers: the pair's record bound to the source cloud (a
-proxy re-pointed at another glance deletes nothing; a real Keystone's catalog names the source),
-one live run per journal, the identity mapping remembered and checked against a real Keystone's
-projects, members left out never silent, and signals at the end or in the middle of a run that
-leave an honest report and journal."""
+"""Issue 17 on the real pair, through tests/faultproxy.py: listing pages of the wrong shape,
+an image un-hidden between the listing's passes, what the listing costs; and Glance traffic
+through a forward proxy (tests/forwardproxy.py) named by the environment."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import seed
 
 from tests.faultproxy import FaultProxy
+from tests.forwardproxy import ForwardProxy
 
-from .conftest import CliRun, Converting, KeystoneClouds, Pair
+from .conftest import OldGlance, Pair
+from .test_faults_real import COPY, DIRECT, Proxied, _assert_arrived, _seed
 
 pytestmark = pytest.mark.realglance
 
-KiB = 1024
-FRIEND, STRANGER, DST_FRIEND = "f1f1f1f1f1f14f1f8f1f1f1f1f1f1f01", "f2f2f2f2f2f24f2f8f2f2f2f2f2f2f02", "e" * 32
-DIRECT = ("--src-cloud", "harness-src", "--dst-cloud", "harness-dst")
-
-
-def _seed(pair: Pair, tag: str, n: int, size: int = 64 * KiB, **attrs: object) -> list[str]:
-    return [
-        pair.src.create(seed.raw_image(size + i, 700 + i), name=f"{tag}-{i:02d}", disk_format="raw",
-                        container_format="bare", **attrs)["id"]
-        for i in range(n)
-    ]  # fmt: skip
-
-
-def _one_line(run: CliRun) -> str:
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("asyncmigrate: error:"), run.stderr
-    return lines[0]
-
-
-def _dst_deletes(pair: Pair, ids: list[str]) -> list[str]:
-    with open(pair.env["instances"]["dst"]["log"]) as fh:
-        log = fh.read()
-    return [i for i in ids if f'"DELETE /v2/images/{i}' in log]
+GATEWAY = json.dumps({"error": {"code": 504, "message": "upstream timed out"}})
 
 
 @pytest.fixture
-def tunnel(pair: Pair, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
-    """The real source glance reached through a local proxy, as clouds.yaml's 'tunnel-src'."""
-    with FaultProxy.running(pair.env["instances"]["src"]["url"]) as proxy:
+def proxied(pair: Pair, tmp_path: Path) -> Iterator[Proxied]:
+    """A fault proxy in front of each real glance-api (as clouds proxy-src and proxy-dst)."""
+    urls = (pair.env["instances"]["src"]["url"], pair.env["instances"]["dst"]["url"])
+    with FaultProxy.running(urls[0]) as src, FaultProxy.running(urls[1]) as dst:
         clouds = tmp_path / "clouds.yaml"
-        dst = pair.env["instances"]["dst"]["url"]
         lines = ["clouds:"]
-        for name, url in (("tunnel-src", proxy.url), ("harness-dst", dst)):
-            lines += [f"  {name}:", "    auth_type: none", "    auth:", f"      endpoint: {url}"]
+        for name, proxy in (("proxy-src", src), ("proxy-dst", dst)):
+            lines += [f"  {name}:", "    auth_type: none", "    auth:", f"      endpoint: {proxy.url}"]
         clouds.write_text("\n".join(lines) + "\n")
-        yield proxy, clouds
+        yield Proxied(pair, src, dst, clouds)
 
 
-def test_another_glance_behind_the_same_address_deletes_nothing(
-    pair: Pair, converting: Converting, tunnel: tuple[FaultProxy, Path]
-) -> None:
-    """A copy through a local proxy, then the proxy re-pointed at another real glance: sync
-    --delete-removed and its plan refuse at once (exit 2, one line); no DELETE reaches the destination."""
-    proxy, clouds = tunnel
-    tag = f"tun-{uuid.uuid4().hex[:6]}"
-    ids = _seed(pair, tag, 4)
-    args = ("--src-cloud", "tunnel-src", "--dst-cloud", "harness-dst", "--name", f"{tag}-*")
-    run = pair.cli("copy", *args, clouds_yaml=str(clouds))
-    assert run.returncode == 0 and set(run.outcomes().values()) == {"copied"}, run.stderr
-    proxy.upstream = converting.glance.url  # the same address now reaches another cloud
-    for command in (("plan", "sync"), ("sync",)):
-        refused = pair.cli(*command, *args, "--delete-removed", clouds_yaml=str(clouds), report=False)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "holds 0 of 4 images sampled from its record" in _one_line(refused)
-    assert all((pair.dst.get(i) or {}).get("status") == "active" for i in ids)
-    assert not _dst_deletes(pair, ids)
+def test_a_gateway_json_page_is_retried_then_a_listing_failure(proxied: Proxied) -> None:
+    """Pages of 5 from the real source; page 2 answered once by a JSON error with status 200:
+    retried, all 12 copied, exit 0. Answered for good: exit 4 after the first page, no image
+    silently left out. The destination's catalog answering it: exit 3, nothing created."""
+    tag = f"shape-{uuid.uuid4().hex[:6]}"
+    images = _seed(proxied.pair, tag, 12, size=4096)
+    proxied.src.limit_max = 5
+    page = {"body": GATEWAY, "content_type": "application/json"}
+    # Listing requests: the probe, page 1, then page 2.
+    proxied.src.answer("GET", r"^/v2/images$", 200, nth=3, **page)
+    run = proxied.cli(*COPY, "--name", f"{tag}-0*", "--retries", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.outcomes() == {i: "copied" for i in list(images)[:10]}
+
+    proxied.src.clear()
+    proxied.src.answer("GET", r"^/v2/images$", 200, nth=3, times=None, **page)
+    run = proxied.cli(*COPY, "--name", f"{tag}-*", "--retries", "2")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "not a listing page" in run.stderr and "the source listing failed after" in run.stderr
+    proxied.src.clear()
+    proxied.dst.seen.clear()
+    proxied.dst.answer("GET", r"^/v2/images$", 200, nth=2, times=None, **page)  # the probe, then the catalog
+    fresh = _seed(proxied.pair, f"{tag}-new", 1, size=4096)
+    run = proxied.cli(*COPY, "--name", f"{tag}-new-*", "--retries", "2")
+    assert run.returncode == 3 and "cannot read the destination's catalog (nothing was done)" in run.stderr
+    assert proxied.pair.dst.get(next(iter(fresh))) is None
+    assert not proxied.dst.matching("POST", ".*")
 
 
-def test_a_real_keystones_catalog_names_the_source(pair: Pair, keystone_clouds: KeystoneClouds) -> None:
-    """With a Keystone the record is bound to the image service of its catalog: reached through other
-    credentials (an application credential instead of a password) the source is the same cloud, its
-    record is found and used; the record names that service's id."""
-    src, dst = keystone_clouds.src, keystone_clouds.dst
-    tag = f"ksid-{uuid.uuid4().hex[:6]}"
-    glance = src.glance()
-    ids = [glance.create(seed.raw_image(20 * KiB + i, 800 + i), name=f"{tag}-{i}", disk_format="raw",
-                         container_format="bare")["id"] for i in range(3)]  # fmt: skip
-    journal = pair.tmp / f"{tag}.sqlite"
-    # --no-owner: the source's projects are not the destination's (its Keystone would block them).
-    args = ("--dst-cloud", dst.cloud, "--name", f"{tag}-*", "--journal", str(journal), "--no-owner")
-    assert pair.cli("copy", "--src-cloud", src.cloud, *args).returncode == 0
-    glance.ok("DELETE", f"/v2/images/{ids[0]}")
-    run = pair.cli("sync", "--src-cloud", src.appcred_cloud, *args, "--delete-removed")
-    assert run.returncode == 0, run.stderr
-    assert run.outcomes() == {ids[0]: "deleted", ids[1]: "skipped", ids[2]: "skipped"}
-    status, services = seed.Glance(src.identity["auth_url"], token=src.token()).request("GET", "/services?type=image")
-    assert status == 200, services
-    (service,) = services["services"]
-    (bound,) = sqlite3.connect(journal).execute("SELECT source FROM records").fetchone()
-    assert service["id"] in json.loads(bound)["keystone"]
-
-
-def test_a_second_live_run_on_one_journal_is_refused(pair: Pair, tunnel: tuple[FaultProxy, Path]) -> None:
-    """A sync on the journal of a copy still uploading exits 2 naming the copy's pid; the copy finishes
-    and never hears of a killed run."""
-    proxy, clouds = tunnel
-    tag = f"lock-{uuid.uuid4().hex[:6]}"
-    (image,) = _seed(pair, tag, 1, size=4 * seed.MiB)
-    gate = proxy.hold("GET", rf"^/v2/images/{image}/file$")  # the copy holds the journal until released
-    journal = pair.tmp / f"{tag}.sqlite"
-    args = ("--src-cloud", "tunnel-src", "--dst-cloud", "harness-dst", "--name", f"{tag}-*", "--journal", str(journal))
-    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "asyncmigrate", "copy", *args, "-q"], env=env, stderr=subprocess.PIPE, text=True
+def _patch(glance: seed.Glance, image_id: str, hidden: bool) -> None:
+    glance.ok(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        [{"op": "replace", "path": "/os_hidden", "value": hidden}],
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
     )
-    deadline = time.monotonic() + 30
-    while not proxy.matching("GET", rf"/{image}/file$") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        second = pair.cli("sync", *args, clouds_yaml=str(clouds), report=False)
-        assert first.poll() is None  # the first was live all along
-    finally:
-        gate.set()
-    assert second.returncode == 2 and f"pid {first.pid}" in _one_line(second)
-    _, err = first.communicate(timeout=60)
-    assert first.returncode == 0 and "previous run was killed" not in err, err
-    assert (pair.dst.get(image) or {}).get("status") == "active"
 
 
-def test_a_forgotten_project_map_and_unknown_projects_are_caught(pair: Pair, keystone_clouds: KeystoneClouds) -> None:
-    """After a copy with --project-map between the Keystone clouds, plan sync without it exits 2 naming
-    the difference; a map to a project the destination's Keystone lacks is planned as blocked and copy
-    refuses that image before creating it (exit 1)."""
-    src, dst = keystone_clouds.src, keystone_clouds.dst
-    tag = f"map-{uuid.uuid4().hex[:6]}"
-    team = src.identity["team"]["project_id"]
-    glance = src.glance()
-    glance.create(seed.raw_image(20 * KiB, 810), name=f"{tag}-a", disk_format="raw", container_format="bare",
-                  owner=team)  # fmt: skip
-    mapping = pair.tmp / f"{tag}.json"
-    mapping.write_text(json.dumps({team: dst.identity["team"]["project_id"]}))
-    journal = ("--journal", str(pair.tmp / f"{tag}.sqlite"))
-    args = ("--src-cloud", src.cloud, "--dst-cloud", dst.cloud, "--name", f"{tag}-*", *journal)
-    assert pair.cli("copy", *args, "--project-map", str(mapping)).returncode == 0
-    forgot = pair.cli("plan", "sync", *args, report=False)
-    assert forgot.returncode == 2 and "this run has none" in _one_line(forgot)
-    other = glance.create(seed.raw_image(20 * KiB, 811), name=f"{tag}-b", disk_format="raw",
-                          container_format="bare", owner=team)["id"]  # fmt: skip
-    nowhere = "0123456789abcdef0123456789abcdef"
-    wrong = pair.tmp / f"{tag}-wrong.json"
-    wrong.write_text(json.dumps({team: nowhere}))
-    fresh = ("--src-cloud", src.cloud, "--dst-cloud", dst.cloud, "--image", other,
-             "--project-map", str(wrong), "--journal", str(pair.tmp / f"{tag}-2.sqlite"))  # fmt: skip
-    plan = pair.cli("plan", "copy", *fresh, "--output", "json", report=False)
-    (planned,) = json.loads(plan.stdout)["images"]
-    assert planned["action"] == "blocked" and "not a project at the destination (its Keystone" in planned["reason"]
-    run = pair.cli("copy", *fresh)
-    assert run.returncode == 1 and run.outcomes() == {other: "blocked"}, run.stderr
-    assert dst.glance().get(other) is None and nowhere in run.report["images"][0]["reason"]  # type: ignore[index]
+def test_an_image_unhidden_between_the_passes_is_copied(proxied: Proxied) -> None:
+    """A hidden image un-hidden (PATCH, straight to the real source) after the os_hidden=false
+    pass and before the os_hidden=true pass: glance 33 lists it in neither pass, the re-check
+    (updated_at=gte:) finds it, it is copied; its updated_at moved with the PATCH."""
+    pair = proxied.pair
+    tag = f"flip-{uuid.uuid4().hex[:6]}"
+    shown = _seed(pair, tag, 2, size=4096)
+    (flipper,) = _seed(pair, f"{tag}-h", 1, size=4096, os_hidden=True)
+    before = pair.src.get(flipper)
+    assert before is not None and before["os_hidden"] is True
+
+    def unhide() -> None:
+        _patch(pair.src, flipper, hidden=False)
+
+    proxied.src.before("GET", r"^/v2/images$", unhide, query={"os_hidden": "true", "updated_at": ""})
+    run = proxied.cli(*COPY, "--name", f"{tag}*")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.outcomes() == dict.fromkeys([*shown, flipper], "copied")
+    listed = [s for s in proxied.src.matching("GET", r"^/v2/images$") if "limit=1000" in s.query]
+    assert [("os_hidden=true" in s.query, "updated_at=gte" in s.query) for s in listed] == [
+        (False, False), (True, False), (False, True), (True, True),
+    ]  # fmt: skip
+    # The os_hidden=false pass ran while it was hidden; the os_hidden=true pass after the PATCH
+    # cannot list it: in neither pass. Glance's updated_at filter (what the fake models) has it.
+    after = pair.src.get(flipper)
+    assert after is not None and after["os_hidden"] is False and after["updated_at"] >= before["updated_at"]
+    query = "/v2/images?visibility=all&member_status=all&limit=1000&os_hidden="
+    assert flipper not in {i["id"] for i in pair.src.ok("GET", query + "true")["images"]}
+    since = before["updated_at"]
+    assert flipper in {i["id"] for i in pair.src.ok("GET", f"{query}false&updated_at=gte:{since}")["images"]}
+    later = "2999-01-01T00:00:00Z"
+    assert flipper not in {i["id"] for i in pair.src.ok("GET", f"{query}false&updated_at=gte:{later}")["images"]}
 
 
-def test_a_member_left_out_is_a_difference(pair: Pair) -> None:
-    """A shared image whose second member has no mapping: copy refuses it, --drop-unmapped-members copies
-    it without that member; verify then exits 1 naming the member, 0 with the flag (still naming it)."""
-    tag = f"mem-{uuid.uuid4().hex[:6]}"
-    (image,) = _seed(pair, tag, 1, visibility="shared", owner=pair.env["admin_project_id"])
-    for member in (FRIEND, STRANGER):
-        pair.src.ok("POST", f"/v2/images/{image}/members", {"member": member})
-    mapping = pair.tmp / f"{tag}.json"
-    mapping.write_text(json.dumps({pair.env["admin_project_id"]: pair.env["admin_project_id"], FRIEND: DST_FRIEND}))
-    args = (*DIRECT, "--image", image, "--project-map", str(mapping), "--journal", str(pair.tmp / f"{tag}.sqlite"))
-    refused = pair.cli("copy", *args)
-    assert refused.returncode == 1 and refused.outcomes() == {image: "blocked"} and pair.dst.get(image) is None
-    copied = pair.cli("copy", *args, "--drop-unmapped-members")  # nothing was copied: the mapping may change
-    assert copied.returncode == 0 and pair.dst.members(image) == {DST_FRIEND: "pending"}, copied.stderr
-    entry = copied.report["images"][0]  # type: ignore[index]
-    assert entry["members"] == {DST_FRIEND: "pending"} and entry["members_left_out"] == [STRANGER]
-    check = (*DIRECT, "--image", image, "--project-map", str(mapping))
-    differs = pair.cli("verify", *check)
-    assert differs.returncode == 1 and STRANGER in differs.stdout
-    matches = pair.cli("verify", *check, "--drop-unmapped-members")
-    assert matches.returncode == 0 and STRANGER in matches.stdout, matches.stdout
+def test_a_no_op_rerun_costs_the_destination_a_fixed_number_of_requests(proxied: Proxied) -> None:
+    """Measured: a copy re-run with nothing to do sends the destination the version document,
+    the stores, the import methods, one probe and the listing's four queries (two passes and
+    their re-check), whatever the number of images."""
+    tag = f"cost-{uuid.uuid4().hex[:6]}"
+    _seed(proxied.pair, tag, 30, size=1024)
+    first = proxied.cli(*COPY, "--name", f"{tag}-*", "--concurrency", "4")
+    assert first.returncode == 0, first.stdout + first.stderr
+    proxied.dst.seen.clear()
+    again = proxied.cli(*COPY, "--name", f"{tag}-*")
+    assert again.returncode == 0 and set(again.outcomes().values()) == {"skipped"}
+    requests = [(s.method, s.path, s.query) for s in proxied.dst.seen]
+    listings = [r for r in requests if r[1] == "/v2/images" and "limit=1000" in r[2]]
+    assert len(listings) == 4, requests
+    print(f"\nno-op re-run: {len(requests)} destination requests: {[(m, p) for m, p, _ in requests]}")
+    assert len(requests) <= 10, requests
 
 
-def test_signals_while_the_report_is_written_change_nothing(pair: Pair) -> None:
-    """SIGTERM and SIGINT once the run is over, while the CLI is blocked printing its summary (a full
-    stdout pipe): no 143, no 130; the report is written; exit 0."""
-    tag = f"end-{uuid.uuid4().hex[:6]}"
-    (image,) = _seed(pair, tag, 1)
-    journal, report = pair.tmp / f"{tag}.sqlite", pair.tmp / f"{tag}.json"
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    try:
-        while True:
-            os.write(write_end, b"x" * 65536)
-    except BlockingIOError:
-        pass
-    os.set_blocking(write_end, True)
-    cmd = [sys.executable, "-m", "asyncmigrate", "copy", *DIRECT, "--image", image,
-           "--journal", str(journal), "--report", str(report)]  # fmt: skip
-    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": pair.env["clouds_yaml"]}
-    proc = subprocess.Popen(cmd, env=env, stdout=write_end, stderr=subprocess.DEVNULL)
-    os.close(write_end)
-    try:
-        deadline = time.monotonic() + 60
-        while not _run_finished(journal) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            proc.send_signal(sig)
-            time.sleep(0.3)
-        assert proc.poll() is None  # still blocked on stdout: the signals were not fatal
-        with os.fdopen(read_end, "rb") as out:
-            summary = out.read()
-    except BaseException:
-        proc.kill()
-        raise
-    assert proc.wait(timeout=30) == 0
-    assert b"1 copied" in summary
-    assert json.loads(report.read_text())["summary"]["exit_code"] == 0
+def _only_proxy(monkeypatch: pytest.MonkeyPatch, proxy: ForwardProxy) -> None:
+    """HTTP_PROXY names ``proxy``, and no NO_PROXY exempts loopback (the suite's own does)."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
 
 
-def test_an_aborted_run_reports_what_it_did(pair: Pair) -> None:
-    """Ctrl-C twice mid-upload of a 96 MiB image: the report lists it aborted with the bytes sent (the
-    summary counts them), the destination leaves it queued, the journal closes the run as interrupted,
-    and the re-run finishes it without saying a run was killed."""
-    tag = f"abort-{uuid.uuid4().hex[:6]}"
-    (image,) = _seed(pair, tag, 1, size=96 * seed.MiB)
-    journal, report = pair.tmp / f"{tag}.sqlite", pair.tmp / f"{tag}.json"
-    cmd = [sys.executable, "-m", "asyncmigrate", "copy", *DIRECT, "--image", image, "--chunk-size", "256KiB",
-           "--journal", str(journal), "--report", str(report), "-q"]  # fmt: skip
-    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": pair.env["clouds_yaml"]}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while (pair.dst.get(image) or {}).get("status") != "saving" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)  # some data is on its way
-    for _ in range(2):
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.1)
-    assert proc.wait(timeout=60) == 130
-    data = json.loads(report.read_text())
-    (entry,) = data["images"]
-    assert entry["outcome"] == "aborted" and entry["bytes"] > 0 and data["summary"]["bytes"] == entry["bytes"]
-    time.sleep(0.5)  # glance notices the dropped upload
-    assert (pair.dst.get(image) or {}).get("status") == "queued"
-    db = sqlite3.connect(journal)
-    assert db.execute("SELECT interrupted FROM runs WHERE finished_at IS NOT NULL").fetchall() == [(1,)]
-    db.close()
-    again = pair.cli(*cmd[3:-5], "--journal", str(journal))
-    assert again.returncode == 0 and again.outcomes() == {image: "copied"}, again.stderr
-    assert "previous run was killed" not in again.stderr
+def test_glance_traffic_goes_through_the_environments_proxy(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY names a forward proxy: every request to both real glance-api servers goes
+    through it — discovery, listing, create, upload, download — and the copies arrive; with
+    NO_PROXY naming 127.0.0.1, no request does."""
+    tag = f"proxy-{uuid.uuid4().hex[:6]}"
+    images = _seed(pair, tag, 2, size=64 * 1024)
+    ports = {name: pair.env["instances"][name]["port"] for name in ("src", "dst")}
+    with ForwardProxy.running() as proxy:
+        _only_proxy(monkeypatch, proxy)
+        run = pair.cli("copy", *DIRECT, "--name", f"{tag}-*")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.outcomes() == dict.fromkeys(images, "copied")
+        relayed = {(method, urlsplit(target).port, urlsplit(target).path) for method, target in proxy.seen}
+        for image_id in images:
+            assert ("GET", ports["src"], f"/v2/images/{image_id}/file") in relayed
+            assert ("PUT", ports["dst"], f"/v2/images/{image_id}/file") in relayed
+            assert ("GET", ports["dst"], f"/v2/images/{image_id}") in relayed  # the check after the upload
+        assert ("POST", ports["dst"], "/v2/images") in relayed
+        for port in ports.values():
+            assert {("GET", port, "/versions"), ("GET", port, "/v2/images")} <= relayed
+        _assert_arrived(pair, images)
+        proxy.seen.clear()
+        more = _seed(pair, f"{tag}-direct", 1, size=16 * 1024)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        run = pair.cli("copy", *DIRECT, "--name", f"{tag}-direct-*")
+        assert run.returncode == 0 and run.outcomes() == dict.fromkeys(more, "copied"), run.stdout + run.stderr
+        assert proxy.seen == []
 
 
-def _run_finished(journal: Path) -> bool:
-    if not journal.exists():
-        return False
-    try:
-        db = sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)
-        try:
-            return bool(db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
+def test_the_lenient_get_goes_through_the_proxy(
+    pair: Pair, old_glance: OldGlance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glance 27's image without a recorded size ("Content-Length: None", read by rawget.py's
+    own GET) is downloaded through the proxy HTTP_PROXY names, and arrives verified. (glance 33
+    under gunicorn cannot serve such an image at all: gunicorn fails on its own "None", 500.)"""
+    legacy = old_glance.seed_legacy(size=256 * 1024)
+    item = legacy["size_null"]
+    with ForwardProxy.running() as proxy:
+        _only_proxy(monkeypatch, proxy)
+        run = pair.cli("copy", "--src-cloud", old_glance.cloud, "--dst-cloud", "harness-dst", "--image", item.id)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.outcomes() == {item.id: "copied"}
+        old_port = urlsplit(old_glance.url).port
+        assert ("GET", f"http://127.0.0.1:{old_port}/v2/images/{item.id}/file") in proxy.seen
+    got = pair.dst.sha512_of_data(item.id)
+    assert item.data is not None and got == (item.data["size"], item.data["sha512"])
+
+
+def test_properties_the_destination_injects_are_left_alone(pair: Pair) -> None:
+    """glance 33 "dst" runs inject_image_metadata (the harness's config): a glance-direct copy
+    gets its properties; the re-run skips (no conflict), verify matches, sync leaves them — and
+    a property then removed at the source is removed at the destination by sync."""
+    injected = pair.env["instances"]["dst"]["inject"]
+    assert injected
+    tag = f"inject-{uuid.uuid4().hex[:6]}"
+    (image_id,) = _seed(pair, tag, 1, size=64 * 1024, os_distro="debian", os_version="12")
+    args = (*DIRECT, "--name", f"{tag}-*")
+    run = pair.cli("copy", *args, "--upload-method", "glance-direct")
+    assert run.returncode == 0 and run.outcomes() == {image_id: "copied"}, run.stdout + run.stderr
+    dst = pair.dst.get(image_id)
+    assert dst is not None and {k: dst.get(k) for k in injected} == injected
+    assert sorted(injected) == sorted(run.report["images"][0]["reason"].split(": ", 1)[1].split(" (")[0].split(", "))  # type: ignore[index]
+    again = pair.cli("copy", *args)
+    assert again.returncode == 0 and again.outcomes() == {image_id: "skipped"}, again.stdout + again.stderr
+    check = pair.cli("verify", *args)
+    assert check.returncode == 0 and check.outcomes() == {image_id: "match"}, check.stdout
+    pair.src.ok(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        [{"op": "remove", "path": "/os_version"}],
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    level = pair.cli("sync", *args)
+    assert level.returncode == 0 and level.outcomes() == {image_id: "updated"}, level.stdout + level.stderr
+    dst = pair.dst.get(image_id)
+    assert dst is not None and "os_version" not in dst and dst["os_distro"] == "debian"
+    assert {k: dst.get(k) for k in injected} == injected
+    quiet = pair.cli("sync", *args)
+    assert quiet.returncode == 0 and quiet.outcomes() == {image_id: "skipped"}
+
+
+def test_every_credential_shape_on_every_request_kind_never_leaks(proxied: Proxied) -> None:
+    """The real pair behind the fault proxy, whose errors quote each credential shape (bearer and
+    basic Authorization, JSON access_token/*_password/*_secret/*_token, a quoted password with
+    spaces, Swift temp_url_sig, S3 X-Amz-Signature/Signature): create, upload (retried, -v),
+    PATCH, the listing (JSON logs), copy-image import and delete-from-store — each with both
+    bodies: the messages reach the operator, the credentials nothing."""
+    from tests.test_secrets import BODIES, KEPT, _assert_no_shape_secret
+
+    pair = proxied.pair
+    tag = f"shape-{uuid.uuid4().hex[:6]}"
+    texts: list[str] = []
+    for first, second in (BODIES, BODIES[::-1]):
+        a, b = _seed(pair, f"{tag}-{len(texts)}", 2)
+        c = pair.src.create(seed.raw_image(4096, 78), name=f"{tag}-p{len(texts)}", disk_format="raw",
+                            container_format="bare", protected=True)["id"]  # fmt: skip
+        proxied.dst.answer("POST", r"^/v2/images$", 400, body=first)
+        proxied.dst.answer("PUT", r"/file$", 500, body=second)
+        proxied.dst.answer("PATCH", r"^/v2/images/", 409, body=first)
+        run = proxied.cli(*COPY, "-v", "--concurrency", "1", "--image", a, "--image", b, "--image", c)
+        assert run.returncode == 1 and run.outcomes() == {a: "failed", b: "copied", c: "failed"}, run.stderr
+        proxied.dst.clear()
+        proxied.src.answer("GET", r"^/v2/images$", 503, body=second, times=None, nth=2)
+        listing = proxied.cli(*COPY, "--name", f"{tag}-*", "--log-format", "json", "--retries", "2")
+        assert listing.returncode == 4, listing.stderr
+        proxied.src.clear()
+        d, e = _seed(pair, f"{tag}-mv{len(texts)}", 2)
+        proxied.src.answer("POST", rf"^/v2/images/{d}/import$", 400, body=first)
+        proxied.src.answer("DELETE", rf"^/v2/stores/fast/{e}$", 409, body=second)
+        move = pair.cli(
+            "move", "--cloud", "proxy-src", "--from-store", "fast", "--to-store", "slow", "-v",
+            "--image", d, "--image", e, clouds_yaml=str(proxied.clouds_yaml),
+        )  # fmt: skip
+        assert move.returncode == 1 and move.outcomes() == {d: "failed", e: "failed"}, move.stderr
+        proxied.src.clear()
+        for done in (run, listing, move):
+            texts.append(done.stdout + done.stderr + json.dumps(done.report))
+    everything = "\n".join(texts)
+    _assert_no_shape_secret(everything)
+    assert all(k in everything for k in KEPT[:3]) and everything.count("swift-7") >= 6
+
+
+def test_glance_27_filters_on_updated_at_as_the_recheck_needs(old_glance: OldGlance) -> None:
+    """The re-check's query on the old glance 27.1.1: updated_at=gte: with an ISO time lists the
+    images updated since, and an unknown operator is refused (400), as the fake models it."""
+    old_glance.seed_legacy(size=4096)
+    query = "/v2/images?visibility=all&member_status=all&os_hidden=false&limit=1000&updated_at="
+    since = old_glance.glance.ok("GET", query + "gte:2000-01-01T00:00:00Z")["images"]
+    assert since and old_glance.glance.ok("GET", query + "gte:2999-01-01T00:00:00Z")["images"] == []
+    status, _ = old_glance.glance.request("GET", query + "after:2000-01-01T00:00:00Z")
+    assert status == 400
