@@ -137,7 +137,7 @@ class _Signals:
         self.over = False
 
     def _say(self, text: str, event: str) -> None:
-        self.log.write(f"asyncmigrate: {text}", level="warning", event=event)
+        self.log.write(text, level="warning", event=event)
 
     async def watch(self, signals: AsyncIterator[int]) -> None:
         """Handle every signal ``signals`` receives (run it in the task group around the job)."""
@@ -146,24 +146,24 @@ class _Signals:
         async def abort_after_grace() -> None:
             await anyio.sleep(self.grace)
             if not self.over:
-                self._say(f"grace of {self.grace:g} s over: aborting images in flight", "aborting")
+                self._say(f"asyncmigrate: grace of {self.grace:g} s over: aborting images in flight", "aborting")
                 self.job.cancel()
 
         async with anyio.create_task_group() as tg:
             async for _ in signals:
                 if self.over or self.job.cancel_called:
-                    self._say("signal ignored: the run is over, finishing its report", "signal-ignored")
+                    self._say("asyncmigrate: signal ignored: the run is over, finishing its report", "signal-ignored")
                 elif self.readonly is not None:
                     self.stop.set()
-                    self._say(f"{self.readonly} changes nothing: stopping now", "stopping")
+                    self._say(f"asyncmigrate: {self.readonly} changes nothing: stopping now", "stopping")
                     self.job.cancel()
                 elif self.stop.is_set():
-                    self._say("second signal: aborting now", "aborting")
+                    self._say("asyncmigrate: second signal: aborting now", "aborting")
                     self.job.cancel()
                 else:
                     self.stop.set()
                     self._say(
-                        f"stopping: no new images; finishing those in flight (up to {self.grace:g} s, "
+                        f"asyncmigrate: stopping: no new images; finishing those in flight (up to {self.grace:g} s, "
                         "Ctrl-C again to abort now)",
                         "stopping",
                     )
@@ -360,7 +360,9 @@ def _end(
             event="incomplete",
         )
     if run.refused is not None:
-        log.write(f"asyncmigrate: {run.refused}", level="error", event="refused")
+        log.write(
+            f"asyncmigrate: refusing to delete: {run.refused}; nothing was deleted", level="error", event="refused"
+        )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
     note = errors.note()

@@ -185,7 +185,7 @@ class Removal:
                 result.reason += f"; kept: {why.reason}"
                 result.outcome = Outcome.PLANNED if self.config.dry_run else Outcome.REMOVED
                 if self.config.delete_removed:
-                    self.refused = f"refusing to delete: {why.reason}; nothing was deleted"
+                    self.refused = why.reason
                 return
             self.lost.add(image_id)
             if not self.config.delete_removed:

@@ -136,7 +136,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
-    refused: str | None = None  # why sync deleted none of the removed images it was asked to delete
+    refused: str | None = None  # why sync deleted none of the removed images it was asked to delete (exit 1)
     quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
