@@ -246,6 +246,7 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
             raise collapse(group) from group
     if run is None:  # aborted: build what is known from the progress events
         run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+    run.shard = config.selection.shard  # the report says which shard it is (report merge reads it)
     _output(args, console, run)
     if run.interrupted and _changes_nothing(args):
         _notice(
@@ -298,10 +299,25 @@ def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
         print_summary(console, run)
 
 
+def _report_merge(args: argparse.Namespace) -> int:
+    """``report merge``: the shards' reports as one summary; 0 only for a whole, clean job."""
+    from rich.console import Console
+
+    from .merge import merge_reports
+    from .output import print_merge
+    from .report import Report
+
+    merged = merge_reports([Report.read(path) for path in args.reports])
+    print_merge(Console(highlight=False, soft_wrap=True), merged, as_json=args.output == "json")
+    return int(merged.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here
+        if args.command == "report":
+            return _report_merge(args)
         import anyio
         from rich.console import Console
 

@@ -53,6 +53,11 @@ examples:
   asyncmigrate verify --src-cloud old --dst-cloud new
   asyncmigrate verify --src-cloud old --dst-cloud new --project-map projects.yaml --strict
 """
+REPORT_EXAMPLES = """\
+examples:
+  asyncmigrate report merge /state/report-*.json
+  asyncmigrate report merge report-0.json report-1.json report-2.json report-3.json --output json
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -291,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="asyncmigrate",
         description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
-        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES + REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
@@ -372,7 +377,24 @@ def build_parser() -> argparse.ArgumentParser:
     _traps(verify)
     _filters(verify)
     _runtime(verify, concurrency=8)
+    _report_command(sub)
     return parser
+
+
+def _report_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = _sub(sub, "report", "work with the reports --report writes", "Read reports back.", REPORT_EXAMPLES)
+    report_sub = report.add_subparsers(dest="job", required=True, parser_class=_Parser)
+    merge = _sub(
+        report_sub,
+        "merge",
+        "one summary over the reports of a sharded job",
+        "Read the reports of a job's shards (--shard K/N) and print one summary: totals, outcomes, failures, "
+        "shards missing or not completed, images claimed by two shards. Exit 0 only when every shard of N is "
+        "there and completed and nothing failed, else 1.",
+        REPORT_EXAMPLES,
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's --report file")
+    merge.add_argument("--output", choices=("table", "json"), default="table", help="text (default) or JSON")
 
 
 def selection(args: argparse.Namespace) -> Selection:

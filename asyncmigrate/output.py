@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import redact
-from .render import human_bytes
+from .merge import Merged
+from .render import failure_note, human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
 
-__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
+__all__ = ["clouds_line", "print_merge", "print_plan", "print_summary", "print_verify"]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
 
@@ -58,6 +59,12 @@ def _plan_key(r: ImageResult) -> tuple[bool, str, int, str]:
 def print_summary(console: Console, run: RunResult) -> None:
     """One line: counts by outcome, bytes, time, rate, peak memory."""
     s = run.summary()
+    if run.clouds:
+        console.print(clouds_line(run.clouds), markup=False)
+    console.print(_done_line(run, s), markup=False)
+
+
+def _done_line(run: RunResult, s: dict[str, Any]) -> str:
     order = (
         Outcome.COPIED,
         Outcome.MOVED,
@@ -73,17 +80,40 @@ def print_summary(console: Console, run: RunResult) -> None:
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
     if run.count(Outcome.BLOCKED):
         parts += f", {run.count(Outcome.BLOCKED)} blocked"
+    for other in sorted({r.outcome for r in run.images} - {*order, Outcome.BLOCKED}):  # verify's, a dry run's
+        parts += f", {run.count(other)} {other}"
     if s["size_only"]:
         parts += f"; {s['size_only']} verified by size only (no recorded hash)"
     if s["unverified"]:
         parts += f"; {s['unverified']} NOT verified (neither size nor hash recorded)"
-    if run.clouds:
-        console.print(clouds_line(run.clouds), markup=False)
-    console.print(
+    return (
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
-        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
-        markup=False,
+        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}"
     )
+
+
+def print_merge(console: Console, merged: Merged, *, as_json: bool) -> None:
+    """The shards' reports as one: which shards, what is missing or not completed, the
+    images claimed twice, every failure (id, name, reason, shard), and the totals."""
+    s = merged.summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    present = " ".join(merged.shard_name(k) for k in sorted(merged.reports))
+    head = f"report merge: {merged.command}, {len(merged.reports)} of {merged.of} shards ({present})"
+    console.print(head, markup=False)
+    for k in merged.missing:
+        console.print(f"missing: shard {merged.shard_name(k)} (no report)", markup=False)
+    for k, why in merged.not_completed.items():
+        console.print(f"not completed: shard {merged.shard_name(k)}: {why}", markup=False)
+    for image_id, shards in s["claimed_twice"].items():
+        console.print(f"claimed by two shards: {image_id} ({', '.join(shards)})", markup=False)
+    for k, r in merged.failures():
+        console.print(f"{failure_note(r)} (shard {merged.shard_name(k)})", markup=False)
+    if merged.run.clouds:
+        console.print(clouds_line(merged.run.clouds), markup=False)
+    verdict = "the job is complete" if s["exit_code"] == 0 else "the job is NOT complete"
+    console.print(f"{_done_line(merged.run, s)}; {verdict}", markup=False)
 
 
 def _estimate(seconds: float) -> str:
