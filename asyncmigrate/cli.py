@@ -31,6 +31,7 @@ from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
 from .report import RunResult, check_writable, write_report
+from .window import parse_duration
 
 # Start-up: what only a running command needs (anyio, aiohttp through the engine,
 # rich, keystoneauth1/openstacksdk through clouds, sqlite3 through the journal) is
@@ -261,8 +262,7 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
         _notice(
             args,
             "incomplete",
-            f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
-            "run the same command again to finish",
+            f"asyncmigrate: incomplete: {redact(run.incomplete)}; run the same command again to finish",
         )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
@@ -288,7 +288,8 @@ def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
         rate = parse_size(args.rate)
         if getattr(args, "max_rate", None):  # the cap bounds the estimate too
             rate = min(rate, parse_size(args.max_rate))
-        print_plan(console, run, rate=rate, as_json=args.output == "json", verb=args.job)
+        window = parse_duration(args.max_duration) if args.max_duration else None
+        print_plan(console, run, rate=rate, as_json=args.output == "json", verb=args.job, window=window)
     elif args.command == "verify":
         print_verify(console, run, as_json=args.log_format == "json")
     elif run.dry_run:

@@ -17,8 +17,9 @@ from .errors import UsageError
 from .identity import load_mapping
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
+from .window import Window, parse_duration
 
-__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -120,6 +121,16 @@ def _writing(p: argparse.ArgumentParser) -> None:
         help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
     )
     p.add_argument("--no-journal", action="store_true", help="keep no journal")
+    _max_duration(p)
+
+
+def _max_duration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="a maintenance window, e.g. 90m or 8h: after it no new image is started, those in flight finish "
+        "(up to --grace), and the run exits 4 saying how many are left; run the same command again to go on",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -283,6 +294,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
         help="assumed throughput per second (default 100MiB; --max-rate caps it)",
     )
     p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
+    _max_duration(p)  # plan: does the selection fit the window at --rate?
 
 
 def _sub(sub: argparse._SubParsersAction[_Parser], name: str, help_: str, description: str, epilog: str) -> _Parser:
@@ -440,7 +452,20 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        window=window(args, dry_run=dry_run),
     )
+
+
+def window(args: argparse.Namespace, *, dry_run: bool = False) -> Window | None:
+    """The maintenance window ``--max-duration`` (and ``--grace``) give a run that changes
+    things; a dry run has none (``plan`` only compares its estimate with it)."""
+    text = getattr(args, "max_duration", None)
+    if text is None:
+        return None
+    seconds = parse_duration(text)  # checked even where unused: a typo fails now
+    if dry_run or getattr(args, "dry_run", False):
+        return None
+    return Window(seconds, grace=getattr(args, "grace", 30.0))
 
 
 def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
@@ -489,4 +514,5 @@ def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfi
         selection=selection(args),
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
+        window=window(args, dry_run=dry_run),
     )

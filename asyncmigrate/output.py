@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from math import ceil
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +22,7 @@ from .errors import redact
 from .merge import Merged
 from .render import failure_note, human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
+from .window import format_duration
 
 __all__ = ["clouds_line", "print_merge", "print_plan", "print_summary", "print_verify"]
 
@@ -124,10 +126,14 @@ def _estimate(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str) -> None:
-    """Each image's action (and why), the totals, and the time at ``rate`` bytes/s."""
+def print_plan(
+    console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str, window: float | None = None
+) -> None:
+    """Each image's action (and why), the totals, the time at ``rate`` bytes/s, and
+    whether that fits a maintenance ``window`` (seconds, ``--max-duration``)."""
     actions = Counter(r.action for r in run.images)
     estimate = run.bytes / rate if rate else None
+    fits = None if estimate is None or window is None else estimate <= window
     if as_json:
         print(
             json.dumps(
@@ -146,7 +152,13 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
                     ],
                     "clouds": run.clouds,
                     "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
-                    "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
+                    "estimate": {
+                        "rate_bytes_per_second": rate,
+                        "seconds": estimate,
+                        "max_duration_seconds": window,
+                        "fits": fits,
+                        "windows": None if window is None or estimate is None else max(1, ceil(estimate / window)),
+                    },
                 },
                 indent=2,
             )
@@ -172,6 +184,9 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:
         line += f"; about {_estimate(estimate)} at {human_bytes(rate)}/s"
+        if window is not None:
+            within = f"the --max-duration of {format_duration(window)}"
+            line += f": fits in {within}" if fits else f": does NOT fit in {within} ({ceil(estimate / window)} windows)"
     console.print(line, markup=False)
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "Retrying",
     "Stats",
     "TransferStarted",
+    "WindowClosed",
+    "WindowGraceOver",
     "ignore",
 ]
 
@@ -102,6 +104,23 @@ class ListingFailed:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowClosed:
+    """The run's maintenance window (``--max-duration``) passed: no new image is
+    started; those in flight have ``grace`` seconds to finish."""
+
+    reason: str
+    grace: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowGraceOver:
+    """The grace after the window is over: the images still in flight are aborted."""
+
+    reason: str
+    grace: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TransferStarted:
     """A worker began moving an image's bytes."""
 
@@ -142,6 +161,8 @@ Event = (
     | ImageQueued
     | ListingDone
     | ListingFailed
+    | WindowClosed
+    | WindowGraceOver
     | TransferStarted
     | BytesMoved
     | Retrying

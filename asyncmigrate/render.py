@@ -36,6 +36,8 @@ from .progress import (
     Retrying,
     Stats,
     TransferStarted,
+    WindowClosed,
+    WindowGraceOver,
 )
 from .report import ImageResult
 
@@ -49,6 +51,7 @@ __all__ = [
     "listing_note",
     "resume_note",
     "retry_note",
+    "window_note",
 ]
 
 
@@ -85,6 +88,13 @@ def journal_note(event: JournalFailed) -> str:
 def listing_note(event: ListingFailed) -> str:
     """The line printed as soon as a listing fails part-way."""
     return f"{redact(event.reason)}; taking no new image, finishing those in flight"
+
+
+def window_note(event: WindowClosed | WindowGraceOver) -> str:
+    """The line printed when the maintenance window closes, and when its grace is over."""
+    if isinstance(event, WindowClosed):
+        return f"{event.reason}: starting no new image; finishing those in flight (up to {event.grace:g} s)"
+    return f"{event.reason} and its grace of {event.grace:g} s: aborting the images still in flight"
 
 
 def failure_note(result: ImageResult) -> str:
@@ -127,6 +137,8 @@ class RichRenderer:
             self.progress.console.print(journal_note(event), markup=False)
         elif isinstance(event, ListingFailed):
             self.progress.console.print(listing_note(event), markup=False)
+        elif isinstance(event, (WindowClosed, WindowGraceOver)):
+            self.progress.console.print(window_note(event), markup=False)
         elif isinstance(event, (ImageQueued, ListingDone)):
             total = self.stats.bytes_seen if self.stats.listing_done else None
             self.progress.update(self.overall, total=total)
@@ -178,6 +190,8 @@ class LineRenderer:
             print(journal_note(event), file=self.stream, flush=True)
         if isinstance(event, ListingFailed):
             print(listing_note(event), file=self.stream, flush=True)
+        if isinstance(event, (WindowClosed, WindowGraceOver)):
+            print(window_note(event), file=self.stream, flush=True)
         if isinstance(event, Retrying) and self.verbose:
             print(retry_note(event), file=self.stream, flush=True)
         if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
@@ -222,6 +236,10 @@ class JsonRenderer:
             self._line(event="journal-failed", journal=event.path, reason=redact(event.reason))
         elif isinstance(event, ListingFailed):
             self._line(event="listing-failed", reason=redact(event.reason))
+        elif isinstance(event, WindowClosed):
+            self._line(event="window-closed", reason=event.reason, grace=event.grace)
+        elif isinstance(event, WindowGraceOver):
+            self._line(event="window-grace-over", reason=event.reason, grace=event.grace)
         elif isinstance(event, InternalError):
             self._line(event="internal-error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):

@@ -476,7 +476,16 @@ async def move_images(
                     yield image
 
         listing = Listing(wanted(), "listing", emit)  # a failure part-way ends the intake only
-        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        results = await run_pool(
+            listing,
+            handle,
+            concurrency=config.concurrency,
+            emit=emit,
+            stop=stop,
+            journal=journal,
+            window=config.window,
+            since=started,
+        )
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,

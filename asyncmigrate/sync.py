@@ -335,13 +335,17 @@ async def sync_images(
             return result
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
+        kw |= {"window": config.window, "since": started}
         results = await run_pool(listing, handle, **kw)
-        if listed.complete and not (stop is not None and stop.is_set()):
+        removals = None
+        # A closed window judges no removed image: that would be new work (window.py).
+        if listed.complete and not (stop is not None and stop.is_set()) and listing.closed is None:
             removal = Removal(src, dst, config, index, await _record(config, journal, pair))
             found = removal.candidates(listed.ids, listed.named_missing)
             if found:
                 ids = {c["id"] for c in found}
-                results = [r for r in results if r.id not in ids] + await run_pool(_each(found), removal.handle, **kw)
+                removals = Listing(_each(found), "removed images", emit)
+                results = [r for r in results if r.id not in ids] + await run_pool(removals, removal.handle, **kw)
             if journal is not None:
                 await journal.forget(pair, removal.gone)
         if journal is not None:
@@ -351,6 +355,16 @@ async def sync_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        incomplete=listing.incomplete,
+        incomplete=_incomplete(listing, removals),
         clouds=run.clouds(),
     )
+
+
+def _incomplete(listing: Listing, removals: Listing | None) -> str | None:
+    """Why the sync is not complete: its listing, its window (closed before the removed
+    images were judged), or its window closed while removing."""
+    if listing.incomplete is not None:
+        return listing.incomplete
+    if listing.closed is not None:
+        return f"{listing.closed}: the images the source no longer has were not judged"
+    return None if removals is None else removals.incomplete
