@@ -13,6 +13,7 @@ Tracebacks never reach the console: an internal error's goes to a log file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -30,7 +31,8 @@ from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
-from .report import RunResult, check_writable, write_report
+from .report import RunResult, check_writable, format_shard, write_report
+from .selection import parse_shard
 from .window import parse_duration
 
 # Start-up: what only a running command needs (anyio, aiohttp through the engine,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .clouds import Cloud
+    from .metrics import MetricsServer
 
 __all__ = ["build_parser", "main"]
 
@@ -222,7 +225,26 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)
 
 
+async def _metrics(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> MetricsServer | None:
+    """``--metrics-addr``: bind it now (a port in use is a usage error before anything is done)."""
+    if getattr(args, "metrics_addr", None) is None:
+        return None
+    from .metrics import Metrics, serve
+
+    shard = None if args.shard is None else format_shard(parse_shard(args.shard))
+    return await stack.enter_async_context(serve(args.metrics_addr, Metrics(args.command, shard)))
+
+
 async def _run(args: argparse.Namespace, console: Console) -> RunResult:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await _metrics(args, stack)
+        run = await _run_job(args, console, server)
+        if server is not None:
+            await server.linger(args.metrics_linger)  # until the final values are scraped
+        return run
+
+
+async def _run_job(args: argparse.Namespace, console: Console, server: MetricsServer | None) -> RunResult:
     import anyio
 
     config, job = await _prepare(args, console)
@@ -233,6 +255,8 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
     def emit(event: Event) -> None:
         errors(event)
         renderer(event)
+        if server is not None:
+            server.metrics(event)
 
     stop = anyio.Event()
     run: RunResult | None = None

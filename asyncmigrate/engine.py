@@ -301,8 +301,8 @@ async def copy_images(
     kw = client_options(config)
     journal_path = None if config.dry_run else config.journal
     async with (
-        open_glance(src_cloud, **kw) as src,
-        open_glance(dst_cloud, **kw) as dst,
+        open_glance(src_cloud, **kw, role="source", emit=emit) as src,
+        open_glance(dst_cloud, **kw, role="destination", emit=emit) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)

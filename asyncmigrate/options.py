@@ -105,6 +105,24 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
 
 
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Prometheus metrics (docs: Kubernetes and metrics)")
+    g.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve GET /metrics in the Prometheus text format while the run goes on, e.g. 127.0.0.1:9100 "
+        "(:9100: every interface) (default: off)",
+    )
+    g.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the run, keep serving until one scrape has read the final values, at most this long "
+        "(default 0: exit at once)",
+    )
+
+
 def _writing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
     p.add_argument(
@@ -324,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _copy_flags(copy)
     _writing(copy)
+    _metrics_flags(copy)
     _runtime(copy, concurrency=4)
 
     sync = _sub(
@@ -339,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(sync)
     _sync_flags(sync, plan=False)
     _writing(sync)
+    _metrics_flags(sync)
     _runtime(sync, concurrency=4)
 
     move = _sub(
@@ -351,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _move_flags(move)
     _writing(move)
+    _metrics_flags(move)
     _runtime(move, concurrency=2)
 
     plan = _sub(
@@ -388,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _identity(verify)
     _traps(verify)
     _filters(verify)
+    _metrics_flags(verify)
     _runtime(verify, concurrency=8)
     _report_command(sub)
     return parser

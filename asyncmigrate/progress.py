@@ -19,6 +19,7 @@ __all__ = [
     "CloudsDiscovered",
     "Emit",
     "Event",
+    "HttpRequest",
     "ImageDone",
     "ImageQueued",
     "InternalError",
@@ -139,12 +140,30 @@ class BytesMoved:
 
 @dataclasses.dataclass(frozen=True)
 class Retrying:
-    """An attempt failed transiently; ``rewound`` bytes will be sent again."""
+    """An attempt failed transiently; ``rewound`` bytes will be sent again.
+
+    ``reason`` is the failure's text; ``kind`` its class, one of a small fixed set
+    (:func:`asyncmigrate.errors.failure_kind`), for counting.
+    """
 
     image_id: str
     attempt: int
     rewound: int
     reason: str
+    kind: str = "other"
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request to a cloud got its answer (``code``: the status) or none (``"error"``).
+
+    Emitted once per request by the one HTTP boundary (``glance.py``), never per chunk.
+    ``cloud`` is the role the client plays: ``"source"`` or ``"destination"``.
+    """
+
+    cloud: str
+    method: str
+    code: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +187,7 @@ Event = (
     | Retrying
     | ImageDone
     | InternalError
+    | HttpRequest
 )
 Emit = Callable[[Event], None]
 

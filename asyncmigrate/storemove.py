@@ -170,7 +170,7 @@ class StoreMove:
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
         if number > 1:
-            self.emit(Retrying(self.id, number, 0, self.result.reason))
+            self.emit(Retrying(self.id, number, 0, self.result.reason, self.budget.last_failure))
         fresh = await self.client.get_image(self.id)
         if fresh is None:
             raise ImageError("image disappeared")
@@ -447,6 +447,8 @@ async def move_images(
             concurrency=config.concurrency,
             timeouts=config.timeouts,
             retry=config.retry,
+            role="destination",  # the one cloud: the one this command changes
+            emit=emit,
         ) as client,
         journaled(None if config.dry_run else config.journal, "move", emit, stop) as journal,
     ):

@@ -47,7 +47,7 @@ from .limits import Limits
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .selection import select
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
 from .upload import Uploader
@@ -91,6 +91,7 @@ class ImageSync:
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
+        self.budget = Budget(config.retry)  # its own, so a retry's event can say why (Budget.last_failure)
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
         return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
@@ -99,7 +100,7 @@ class ImageSync:
         """Level the image (retrying transient errors); fatal errors propagate."""
         if self.index is not None and self.id not in self.index:
             return await self._transfer(self.index).run()  # missing: exactly as copy
-        await run_unit(self.config.retry, self._attempt, self.result)
+        await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         if not self._hand_over:
             return self.result
         done = await self._transfer(None).run()
@@ -205,7 +206,7 @@ class ImageSync:
         result.attempts = number
         self._hand_over = False
         if number > 1:
-            self.emit(Retrying(self.id, number, 0, result.reason))
+            self.emit(Retrying(self.id, number, 0, result.reason, self.budget.last_failure))
             result.reason, result.changes = "", {}
             fresh = await self.src.get_image(self.id)
             if fresh is None:
@@ -314,8 +315,8 @@ async def sync_images(
     pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
     journal_path = None if config.dry_run else config.journal
     async with (
-        open_glance(src_cloud, **client_options(config)) as src,
-        open_glance(dst_cloud, **client_options(config)) as dst,
+        open_glance(src_cloud, **client_options(config), role="source", emit=emit) as src,
+        open_glance(dst_cloud, **client_options(config), role="destination", emit=emit) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)
