@@ -93,13 +93,21 @@ class Metrics:
         self._ended = one(gauge("asyncmigrate_run_end_timestamp_seconds", "When the run ended (Unix time; 0 before)."))
         self._started.set(time.time())
         self._moving: set[str] = set()
+        self._requests: dict[tuple[str, str, str], Counter] = {}  # each labelled series, looked up once
+        self._outcomes: dict[str, Counter] = {}
 
     def __call__(self, event: Event) -> None:
         """Apply one event (on the event loop; cheap: one or two metric updates)."""
         if isinstance(event, BytesMoved):  # the per-chunk event: first, and one increment
             self._bytes.inc(event.n)
         elif isinstance(event, HttpRequest):
-            self._http.labels(**self._shard, cloud=event.cloud, method=event.method, code=event.code).inc()
+            key = (event.cloud, event.method, event.code)
+            series = self._requests.get(key)
+            if series is None:  # labels() validates and locks: once per (cloud, method, code)
+                series = self._requests[key] = self._http.labels(
+                    **self._shard, cloud=key[0], method=key[1], code=key[2]
+                )
+            series.inc()
         elif isinstance(event, ImageQueued):
             self._planned.inc()
             self._planned_bytes.inc(event.size)
@@ -112,7 +120,10 @@ class Metrics:
             reason = event.kind if event.kind in FAILURE_KINDS else "other"
             self._retries.labels(**self._shard, reason=reason).inc()
         elif isinstance(event, ImageDone):
-            self._images.labels(**self._shard, command=self.command, outcome=event.result.outcome).inc()
+            outcome = event.result.outcome
+            if outcome not in self._outcomes:
+                self._outcomes[outcome] = self._images.labels(**self._shard, command=self.command, outcome=outcome)
+            self._outcomes[outcome].inc()
             self._moving.discard(event.result.id)
             self._in_flight.set(len(self._moving))
             self._last_done.set(time.time())
