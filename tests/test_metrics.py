@@ -197,15 +197,19 @@ async def test_cli_serves_metrics_during_the_run_and_lingers_for_the_final_scrap
 
 
 async def test_a_port_in_use_is_one_usage_line_before_anything_is_done(clouds: Clouds) -> None:
-    """--metrics-addr on a port another process listens on: exit 2, one line, no request sent to any cloud."""
+    """--metrics-addr on a port another process listens on (copy, sync, verify, move): exit 2, one line,
+    no request sent to any cloud."""
     _seed(clouds, 1)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        args = ["--src-cloud", "src", "--dst-cloud", "dst", "--metrics-addr", f"127.0.0.1:{port}"]
-        for command in ("copy", "verify"):
-            code, _, err = await _cli(command, *args, clouds_yaml=clouds.clouds_yaml)
+        addr = ["--metrics-addr", f"127.0.0.1:{port}"]
+        pair = ["--src-cloud", "src", "--dst-cloud", "dst", *addr]
+        commands = [["copy", *pair], ["sync", *pair], ["verify", *pair]]
+        commands.append(["move", "--cloud", "src", "--from-store", "a", "--to-store", "b", *addr])
+        for command in commands:
+            code, _, err = await _cli(*command, clouds_yaml=clouds.clouds_yaml)
             assert code == 2, err
             lines = err.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith(f"asyncmigrate: error: --metrics-addr 127.0.0.1:{port}")
