@@ -127,6 +127,7 @@ def merge_reports(reports: Sequence[Report]) -> Merged:
         interrupted=any(r.run.interrupted for r in ordered),
         clouds=ordered[0].run.clouds,
         incomplete="; ".join(reasons) or None,
+        notes=[f"{format_shard((k, of))}: {n}" for k, r in sorted(by_shard.items()) for n in r.run.notes],
     )
     twice = {image_id: ks for image_id, ks in owners.items() if len(ks) > 1}
     return Merged(commands.pop(), of, by_shard, run, twice)

@@ -64,6 +64,8 @@ def print_summary(console: Console, run: RunResult) -> None:
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
     console.print(_done_line(run, s), markup=False)
+    for note in run.notes:
+        console.print(redact(note), markup=False)
 
 
 def _done_line(run: RunResult, s: dict[str, Any]) -> str:
@@ -74,9 +76,11 @@ def _done_line(run: RunResult, s: dict[str, Any]) -> str:
         Outcome.FINISHED,
         Outcome.UPDATED,
         Outcome.SKIPPED,
+        Outcome.RETIRED,
         Outcome.REMOVED,
         Outcome.DELETED,
         Outcome.CONFLICT,
+        Outcome.IN_USE,
         Outcome.FAILED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
@@ -116,6 +120,8 @@ def print_merge(console: Console, merged: Merged, *, as_json: bool) -> None:
         console.print(clouds_line(merged.run.clouds), markup=False)
     verdict = "the job is complete" if s["exit_code"] == 0 else "the job is NOT complete"
     console.print(f"{_done_line(merged.run, s)}; {verdict}", markup=False)
+    for note in merged.run.notes:
+        console.print(redact(note), markup=False)
 
 
 def _estimate(seconds: float) -> str:

@@ -56,6 +56,8 @@ class Outcome:
 
     COPIED = "copied"
     MOVED = "moved"  # store move: now in the new store only
+    IN_USE = "in-use"  # store move: the old store's copy is in use (RBD clones): kept in both stores
+    RETIRED = "retired"  # store move: a carrier left in the old store by its image, deleted
     CREATED = "created"  # metadata only (no data at the source)
     FINISHED = "finished"  # only the finishing steps were needed
     SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)
@@ -73,7 +75,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, DIFFERS, MISSING, EXTRA, IN_USE})
 
 
 @dataclasses.dataclass
@@ -101,6 +103,11 @@ class ImageResult:
     converted: dict[str, Any] | None = None
     # sync: what changed (or would change), {attribute: [destination value, source value]}
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # store move: the carrier image holding the data (--method location), carriers retired with
+    # the image, and what --verify-download read (moveverify.DownloadCheck.to_json()).
+    carrier: str | None = None
+    retired_carriers: list[str] = dataclasses.field(default_factory=list)
+    download_check: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, image: Mapping[str, Any], action: str = "", *, with_left_out: bool = False) -> ImageResult:
@@ -139,6 +146,7 @@ class RunResult:
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
     shard: tuple[int, int] | None = None  # (K, N): the run was shard K of N (--shard)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -188,6 +196,7 @@ class RunResult:
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "shard": None if self.shard is None else format_shard(self.shard),
+            "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }
@@ -223,6 +232,7 @@ class Report:
                 clouds=dict(summary.get("clouds") or {}),
                 incomplete=summary.get("incomplete"),
                 shard=None if shard is None else _parse_shard(str(shard)),
+                notes=[str(n) for n in summary.get("notes") or []],
             )
             return cls(path, str(document["command"]), run, int(summary.get("peak_rss_bytes") or 0))
         except OSError as exc:
