@@ -13,6 +13,7 @@ Tracebacks never reach the console: an internal error's goes to a log file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -29,7 +30,9 @@ from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
-from .report import ImageResult, Outcome, RunResult, check_writable, write_report
+from .report import ImageResult, Outcome, RunResult, check_writable, format_shard, write_report
+from .selection import parse_shard
+from .window import parse_duration
 
 # Start-up: what only a running command needs (anyio, aiohttp through the engine,
 # rich, keystoneauth1/openstacksdk through clouds, sqlite3 through the journal) is
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .clouds import Cloud
+    from .metrics import MetricsServer
     from .render import Log
 
 __all__ = ["build_parser", "main"]
@@ -269,7 +273,34 @@ async def _prepare(args: argparse.Namespace, log: Log) -> tuple[Any, Callable[..
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)
 
 
+async def _metrics(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> MetricsServer | None:
+    """``--metrics-addr``: bind it now (a port in use is a usage error before anything is done)."""
+    if getattr(args, "metrics_addr", None) is None:
+        return None
+    from .metrics import Metrics, serve
+
+    shard = None if args.shard is None else format_shard(parse_shard(args.shard))
+    return await stack.enter_async_context(serve(args.metrics_addr, Metrics(args.command, shard)))
+
+
 async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResult:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await _metrics(args, stack)
+        run = await _run_job(args, console, log, server)
+        if server is not None:
+            await server.linger(args.metrics_linger)  # until the final values are scraped
+            _ignore_signals()  # its own receiver put back the default handlers
+        return run
+
+
+def _ignore_signals() -> None:
+    """From here to the process's exit a signal must change nothing: the exit code is decided
+    (leaving a signal receiver puts back the default handlers: SIGINT raises, SIGTERM kills)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+async def _run_job(args: argparse.Namespace, console: Console, log: Log, server: MetricsServer | None) -> RunResult:
     import anyio
 
     config, job = await _prepare(args, log)
@@ -280,6 +311,8 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
     def emit(event: Event) -> None:
         errors(event)
         renderer(event)
+        if server is not None:
+            server.metrics(event)
 
     stop = anyio.Event()
     run: RunResult | None = None
@@ -298,10 +331,7 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
                 tg.cancel_scope.cancel()  # the report is written: stop watching signals
         except BaseExceptionGroup as group:
             raise collapse(group) from group
-    # Leaving the receiver put back the default handlers (SIGINT raises, SIGTERM kills): from
-    # here to the process's exit a signal must change nothing, the exit code is decided.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ignore_signals()
     assert run is not None  # _end always builds one
     return run
 
@@ -342,6 +372,7 @@ def _end(
         # only reads did nothing to them.
         images = [*stats.results, *([] if _changes_nothing(args) else _aborted(stats))]
         run = RunResult(images=images, seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+    run.shard = config.selection.shard  # the report says which shard it is (report merge reads it)
     _output(args, console, log, run)
     if run.interrupted and _changes_nothing(args):
         log.write(
@@ -354,8 +385,7 @@ def _end(
         log.write(_where_it_stopped(stats, run), level="warning", event="interrupted")
     elif run.incomplete is not None:
         log.write(
-            f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
-            "run the same command again to finish",
+            f"asyncmigrate: incomplete: {redact(run.incomplete)}; run the same command again to finish",
             level="error",
             event="incomplete",
         )
@@ -385,12 +415,13 @@ def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult
         rate = parse_size(args.rate)
         if getattr(args, "max_rate", None):  # the cap bounds the estimate too
             rate = min(rate, parse_size(args.max_rate))
+    window = parse_duration(args.max_duration) if getattr(args, "max_duration", None) else None
     document = args.command == "plan" and args.output == "json"
     if log.json and not document:
         if args.command == "verify":
             records = verify_records(run)
         elif run.dry_run:
-            records = plan_records(run, rate=rate, verb=verb)
+            records = plan_records(run, rate=rate, verb=verb, window=window)
         else:
             records = [("summary", "info", run.summary())]
         for event, level, fields in records:
@@ -403,7 +434,7 @@ def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult
         if args.command == "verify":
             print_verify(target, run)
         elif run.dry_run:
-            print_plan(target, run, rate=rate, as_json=document, verb=verb)
+            print_plan(target, run, rate=rate, as_json=document, verb=verb, window=window)
         else:
             print_summary(target, run)
 
@@ -459,6 +490,19 @@ def _logging(args: argparse.Namespace, log: Log) -> None:
     logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
 
 
+def _report_merge(args: argparse.Namespace, log: Log) -> int:
+    """``report merge``: the shards' reports as one summary; 0 only for a whole, clean job."""
+    from rich.console import Console
+
+    from .merge import merge_reports
+    from .output import print_merge
+    from .report import Report
+
+    merged = merge_reports([Report.read(path) for path in args.reports])
+    print_merge(Console(file=log.out, highlight=False, soft_wrap=True), merged, as_json=args.output == "json")
+    return int(merged.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code.
 
@@ -482,7 +526,9 @@ def _entry(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here
         document = args.command == "plan" and args.output == "json"
-        log = _open_log(args.log_format, getattr(args, "log_file", None), document=document)
+        log = _open_log(getattr(args, "log_format", "text"), getattr(args, "log_file", None), document=document)
+        if args.command == "report":
+            return _report_merge(args, log)
         return _main(args, log)
     except AsyncMigrateError as exc:
         if log is None:  # the flags themselves were wrong: log the error as they asked, if they can be read

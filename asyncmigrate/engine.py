@@ -45,6 +45,7 @@ from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer, destination_view
 from .upload import Uploader, choose_uploader
+from .window import Window, close_when_due
 
 __all__ = [
     "PairRun",
@@ -289,6 +290,8 @@ async def run_pool(
     stop: anyio.Event | None = None,
     journal: Journal | None = None,
     keep: bool = True,
+    window: Window | None = None,
+    since: float | None = None,
 ) -> list[ImageResult]:
     """Feed ``images`` through a bounded stream to ``concurrency`` workers
     running ``handle``; return the results in the order images finished
@@ -296,19 +299,35 @@ async def run_pool(
 
     When ``stop`` is set, no new image is started; images in flight finish
     (a caller that wants them aborted cancels the surrounding scope).  With a
-    ``journal``, each image is recorded when taken and when done.
+    ``journal``, each image is recorded when taken and when done.  With a
+    ``window`` (``images`` must then be a :class:`Listing`), the listing is closed
+    ``window.seconds`` after ``since`` (a ``time.monotonic()``, default now) and the
+    images still in flight after its grace are aborted (:mod:`asyncmigrate.window`).
     """
     stop = stop or anyio.Event()
+    intake = images if isinstance(images, Listing) else None
+    if window is not None and intake is None:
+        raise TypeError("a window closes a Listing")
     results: list[ImageResult] = []
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=concurrency)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_produce, images, send, emit, stop)
-            for _ in range(concurrency):
-                tg.start_soon(_work, handle, receive.clone(), results if keep else None, emit, stop, journal)
-            receive.close()
+        async with anyio.create_task_group() as outer:
+            with anyio.CancelScope() as pool:  # cancelled by the window when its grace is over
+                if window is not None and intake is not None:
+                    since = time.monotonic() if since is None else since
+                    outer.start_soon(close_when_due, window, since, intake, pool, emit)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_produce, images, send, emit, stop, intake)
+                    for _ in range(concurrency):
+                        tg.start_soon(
+                            _work, handle, receive.clone(), results if keep else None, emit, stop, journal, intake
+                        )
+                    receive.close()
+            outer.cancel_scope.cancel()  # the pool is over: its window need not close
     except BaseExceptionGroup as group:
         raise collapse(group) from group
+    if intake is not None:
+        intake.settle(results)  # what a closed window left
     return results
 
 
@@ -348,6 +367,7 @@ async def _produce(
     send: ObjectSendStream[dict[str, Any]],
     emit: Emit,
     stop: anyio.Event,
+    intake: Listing | None,
 ) -> None:
     count = total = 0
     async with send:
@@ -361,7 +381,8 @@ async def _produce(
                 emit(ImageQueued(image["id"], image.get("name"), size))
         except anyio.BrokenResourceError:
             return  # every worker stopped (stop requested): nothing takes images any more
-    emit(ListingDone(count, total))
+    if intake is None or intake.closed is None:
+        emit(ListingDone(count, total))
 
 
 async def _work(
@@ -371,11 +392,14 @@ async def _work(
     emit: Emit,
     stop: anyio.Event,
     journal: Journal | None,
+    intake: Listing | None,
 ) -> None:
     async with receive:
         async for image in receive:
             if stop.is_set():
                 return
+            if intake is not None and intake.closed is not None:
+                continue  # listed before the door closed: not started (Listing.settle counts it)
             emit(ImageTaken(image["id"], image.get("name"), size_of(image)))
             if journal is not None:
                 await journal.started(image)
@@ -413,8 +437,8 @@ async def copy_images(
     kw = client_options(config)
     journal_path = None if config.dry_run else config.journal
     async with (
-        open_glance(src_cloud, **kw) as src,
-        open_glance(dst_cloud, **kw) as dst,
+        open_glance(src_cloud, **kw, role="source", emit=emit) as src,
+        open_glance(dst_cloud, **kw, role="destination", emit=emit) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
         owned = await destination_owned(config, journal, dst_cloud.endpoint)
@@ -447,7 +471,16 @@ async def copy_images(
 
         # A listing that fails part-way ends the intake; the images in flight finish.
         listing = Listing(listed(), "source listing", emit)
-        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        results = await run_pool(
+            listing,
+            handle,
+            concurrency=config.concurrency,
+            emit=emit,
+            stop=stop,
+            journal=journal,
+            window=config.window,
+            since=started,
+        )
         # A signal that came after the last image was taken and finished cut nothing short.
         interrupted = stop is not None and stop.is_set() and not listing.drained(len(results))
         if journal is not None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from . import __version__
 from .parser import Parser as _Parser
-from .runconfig import copy_config, move_config, preflight_options, selection, sync_config
+from .runconfig import copy_config, move_config, preflight_options, selection, sync_config, window
 
-__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -48,6 +48,11 @@ VERIFY_EXAMPLES = """\
 examples:
   asyncmigrate verify --src-cloud old --dst-cloud new
   asyncmigrate verify --src-cloud old --dst-cloud new --project-map projects.yaml --strict
+"""
+REPORT_EXAMPLES = """\
+examples:
+  asyncmigrate report merge /state/report-*.json
+  asyncmigrate report merge report-0.json report-1.json report-2.json report-3.json --output json
 """
 
 
@@ -98,6 +103,24 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
 
 
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Prometheus metrics (docs: Kubernetes and metrics)")
+    g.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve GET /metrics in the Prometheus text format while the run goes on, e.g. 127.0.0.1:9100 "
+        "(:9100: every interface) (default: off)",
+    )
+    g.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the run, keep serving until one scrape has read the final values, at most this long "
+        "(default 0: exit at once)",
+    )
+
+
 def _writing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
     p.add_argument(
@@ -114,6 +137,16 @@ def _writing(p: argparse.ArgumentParser) -> None:
         help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
     )
     p.add_argument("--no-journal", action="store_true", help="keep no journal")
+    _max_duration(p)
+
+
+def _max_duration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="a maintenance window, e.g. 90m or 8h: after it no new image is started, those in flight finish "
+        "(up to --grace), and the run exits 4 saying how many are left; run the same command again to go on",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -241,7 +274,7 @@ def _identity(p: argparse.ArgumentParser, *, record: bool = True) -> None:
         "default: such an image is refused, and verify counts it as a difference",
     )
     if record:
-        g = p.add_argument_group("the pair's record (see README, 'What protects an image from deletion')")
+        g = p.add_argument_group("the pair's record (see the guide, 'What protects an image from deletion')")
         g.add_argument(
             "--change-mapping",
             action="store_true",
@@ -318,6 +351,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
         help="assumed throughput per second (default 100MiB; --max-rate caps it)",
     )
     p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
+    _max_duration(p)  # plan: does the selection fit the window at --rate?
 
 
 def _sub(sub: argparse._SubParsersAction[_Parser], name: str, help_: str, description: str, epilog: str) -> _Parser:
@@ -331,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="asyncmigrate",
         description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
-        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES + REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
@@ -347,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _copy_flags(copy)
     _writing(copy)
+    _metrics_flags(copy)
     _runtime(copy, concurrency=4)
 
     sync = _sub(
@@ -362,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(sync)
     _sync_flags(sync, plan=False)
     _writing(sync)
+    _metrics_flags(sync)
     _runtime(sync, concurrency=4)
 
     move = _sub(
@@ -374,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _move_flags(move)
     _writing(move)
+    _metrics_flags(move)
     _runtime(move, concurrency=2)
 
     plan = _sub(
@@ -412,5 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     _identity(verify, record=False)
     _traps(verify)
     _filters(verify)
+    _metrics_flags(verify)
     _runtime(verify, concurrency=8)
+    _report_command(sub)
     return parser
+
+
+def _report_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = _sub(sub, "report", "work with the reports --report writes", "Read reports back.", REPORT_EXAMPLES)
+    report_sub = report.add_subparsers(dest="job", required=True, parser_class=_Parser)
+    merge = _sub(
+        report_sub,
+        "merge",
+        "one summary over the reports of a sharded job",
+        "Read the reports of a job's shards (--shard K/N) and print one summary: totals, outcomes, failures, "
+        "shards missing or not completed, images claimed by two shards. Exit 0 only when every shard of N is "
+        "there and completed and nothing failed, else 1.",
+        REPORT_EXAMPLES,
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's --report file")
+    merge.add_argument("--output", choices=("table", "json"), default="table", help="text (default) or JSON")

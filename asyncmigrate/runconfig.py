@@ -12,8 +12,9 @@ from .errors import UsageError
 from .identity import load_mapping
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
+from .window import Window, parse_duration
 
-__all__ = ["copy_config", "move_config", "preflight_options", "selection", "sync_config"]
+__all__ = ["copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
 
 def selection(args: argparse.Namespace) -> Selection:
@@ -64,7 +65,20 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         drop_unmapped_members=args.drop_unmapped_members,
         confirm_source=getattr(args, "confirm_source", False),
         change_mapping=getattr(args, "change_mapping", False),
+        window=window(args, dry_run=dry_run),
     )
+
+
+def window(args: argparse.Namespace, *, dry_run: bool = False) -> Window | None:
+    """The maintenance window ``--max-duration`` (and ``--grace``) give a run that changes
+    things; a dry run has none (``plan`` only compares its estimate with it)."""
+    text = getattr(args, "max_duration", None)
+    if text is None:
+        return None
+    seconds = parse_duration(text)  # checked even where unused: a typo fails now
+    if dry_run or getattr(args, "dry_run", False):
+        return None
+    return Window(seconds, grace=getattr(args, "grace", 30.0))
 
 
 def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
@@ -113,4 +127,5 @@ def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfi
         selection=selection(args),
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
+        window=window(args, dry_run=dry_run),
     )

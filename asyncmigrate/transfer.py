@@ -259,7 +259,7 @@ class ImageTransfer:
         self.result.attempts = number
         self.sharing.reset()
         if number > 1:
-            self.emit(Retrying(self.id, number, self._moved, self.result.reason))
+            self.emit(Retrying(self.id, number, self._moved, self.result.reason, self.budget.last_failure))
             self._moved = 0
             fresh = await self.src.get_image(self.id)
             if fresh is None:
