@@ -38,7 +38,7 @@ from .errors import (
     VerificationError,
 )
 from .glance import GlanceClient
-from .identity import map_members
+from .identity import left_out_note
 from .limits import Limits
 from .metadata import create_body, differences
 from .owned import DestinationProperties
@@ -47,6 +47,7 @@ from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
+from .sharing import Sharing
 from .stream import verification_of
 from .upload import PlainPut, Uploader, stream_data
 
@@ -191,6 +192,8 @@ class ImageTransfer:
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
+        self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
+        self.sharing = Sharing(src, dst, self.id, config)  # owner and members at the destination
         # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
         self.budget = Budget(config.retry)
 
@@ -215,11 +218,16 @@ class ImageTransfer:
                 action, reason = decide(judgement.image, dst)
                 if reason == ATTRIBUTES_DIFFER:
                     action, reason = decide(judgement.image, await self._full(full))
-                if action == Action.FINISH and dst is not None:
+                # Owners and members are checked by the plan an operator reads, not the quota's pre-flight.
+                keeps = members and action in _KEEPS
+                why = await self.sharing.refused(judgement.image, action, result) if keeps else None
+                if why is not None and action in _WRITES:
+                    action, reason = Action.BLOCKED, why
+                elif action == Action.FINISH and dst is not None:
                     action, reason = _finish_plan(
-                        judgement.image, dst, members_differ=members and await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=members and await self.sharing.differ(judgement.image)
                     )
-                result.action, result.reason = action, reason
+                result.action, result.reason = action, _with_note(reason, left_out_note(result.members_left_out))
         if result.action in (Action.COPY, Action.UPLOAD):
             result.bytes = result.size
         return result
@@ -233,9 +241,11 @@ class ImageTransfer:
     async def _lookup(self, *, fresh: bool) -> tuple[Entry | None, dict[str, Any] | None]:
         """The destination's image: from the index on a first attempt, else one GET."""
         if self.index is not None and not fresh:
-            return self.index.get(self.id), None
+            self.seen = self.index.get(self.id)
+            return self.seen, None
         full = await self._read()
-        return (None if full is None else Entry.of(full)), full
+        self.seen = None if full is None else Entry.of(full)
+        return self.seen, full
 
     async def _full(self, full: dict[str, Any] | None) -> dict[str, Any] | None:
         return full if full is not None else await self._read()
@@ -247,6 +257,7 @@ class ImageTransfer:
 
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
+        self.sharing.reset()
         if number > 1:
             self.emit(Retrying(self.id, number, self._moved, self.result.reason, self.budget.last_failure))
             self._moved = 0
@@ -266,7 +277,7 @@ class ImageTransfer:
                 return
             except _Redecide as again:
                 full = again.image
-                entry = Entry.of(full)
+                entry = self.seen = Entry.of(full)
         raise ImageError("the destination image kept changing while it was being written")
 
     async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
@@ -293,6 +304,11 @@ class ImageTransfer:
             raise DestinationConflict(reason)
         if action == Action.FAIL:
             raise ImageError(reason)
+        why = await self.sharing.refused(view, action, self.result)
+        if why is not None and action in _WRITES:  # caught before anything is written
+            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            self.result.traps = [*self.result.traps, "identity"]
+            return
         if action == Action.CREATE:
             await self._create(view, keep_owner, may_upload=False)
             entry = None
@@ -313,7 +329,7 @@ class ImageTransfer:
         else:
             self.result.outcome = Outcome.SKIPPED
             self.result.action = Action.NONE
-            self.result.reason = "already at the destination"
+            self.result.reason = _with_note("already at the destination", left_out_note(self.result.members_left_out))
 
     # -- steps ------------------------------------------------------------------
 
@@ -326,7 +342,7 @@ class ImageTransfer:
         """
         body = create_body(view, keep_owner=keep_owner)
         try:
-            await self.dst.create_image(body)
+            self.seen = Entry.of(await self.dst.create_image(body))
         except ClientStatusError as exc:
             raise _refused(exc, self.limits) from exc
         except Forbidden as exc:
@@ -341,6 +357,7 @@ class ImageTransfer:
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
                     "and Glance never reuses a deleted image's id"
                 ) from exc
+            self.seen = Entry.of(existing)
             action, _ = decide(view, existing)
             if may_upload and action == Action.UPLOAD:
                 return
@@ -400,7 +417,7 @@ class ImageTransfer:
         if added:  # an import plugin's (inject_image_metadata): the destination's, left alone
             self.result.reason = f"the destination set properties of its own: {', '.join(added)} (left alone)"
         dst = self.owned.strip(dst)
-        entry = Entry.of(dst)
+        entry = self.seen = Entry.of(dst)
         converted = entry.converted_from(view)
         if dst.get("status") != "active" or not (converted or entry.same_data(self.image)):
             raise VerificationError(
@@ -423,7 +440,7 @@ class ImageTransfer:
         """
         changed = False
         if view.get("visibility") == "shared":
-            changed |= await self._sync_members()
+            changed |= await self.sharing.level(self.result, created=self._created)
         if view.get("protected") and not (dst is not None and dst.protected):
             await self.dst.patch_image(self.id, [{"op": "replace", "path": "/protected", "value": True}])
             changed = True
@@ -432,38 +449,14 @@ class ImageTransfer:
             changed = True
         return changed
 
-    async def _members_differ(self, view: dict[str, Any]) -> bool:
-        if view.get("visibility") != "shared":
-            return False
-        members = await self.src.member_statuses(self.id)
-        wanted, _ = map_members(self.config.project_map, members)
-        if not wanted:  # copy adds members, never removes them: nothing to do, no destination request
-            return False
-        have = await self.dst.member_statuses(self.id)
-        return any(have.get(m) != st for m, st in wanted.items())
-
-    async def _sync_members(self) -> bool:
-        src_members = await self.src.member_statuses(self.id)
-        src_members, unmapped = map_members(self.config.project_map, src_members)
-        if unmapped:
-            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-        if not src_members:
-            return False
-        # An image this attempt created has no members yet: nothing to read.
-        dst_members: dict[str, str] = {} if self._created else await self.dst.member_statuses(self.id)
-        changed = False
-        for member, status in sorted(src_members.items()):
-            if member not in dst_members:
-                await self.dst.add_member(self.id, member)
-                dst_members[member] = "pending"
-                changed = True
-            if dst_members[member] != status:
-                await self.dst.set_member_status(self.id, member, status)
-                changed = True
-        return changed
-
 
 _QUOTA = re.compile(r"Maximum:\s*(\d+)")
+_WRITES = frozenset({Action.COPY, Action.CREATE, Action.UPLOAD, Action.FINISH})  # actions that write
+_KEEPS = _WRITES | {Action.NONE}  # the image is (or will be) at the destination: its owner and members count
+
+
+def _with_note(reason: str, note: str) -> str:
+    return "; ".join(filter(None, [reason, note]))
 
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:

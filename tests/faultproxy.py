@@ -9,6 +9,7 @@ is never held in memory); rules armed by the test act on matching requests inste
                      content_type="text/html")                      # a load balancer's page
         proxy.cut_after("GET", r"/file$", 1_000_000)                # drop the connection mid-body
         proxy.delay("GET", r"^/v2/images/[^/]+$", 0.5)
+        gate = proxy.hold("GET", r"/file$")                          # held until gate.set()
         proxy.before("GET", r"^/v2/images$", unhide, query={"os_hidden": "true"})  # a change meanwhile
         ... point a clouds.yaml at proxy.url and run the CLI ...
 
@@ -41,7 +42,7 @@ class Rule:
 
     method: str
     pattern: re.Pattern[str]
-    kind: str  # "answer" | "cut" | "delay" | "before"
+    kind: str  # "answer" | "cut" | "delay" | "before" | "hold"
     times: int | None
     skip: int
     status: int = 0
@@ -50,6 +51,7 @@ class Rule:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     n_bytes: int = 0
     seconds: float = 0.0
+    gate: threading.Event | None = None
     action: Callable[[], object] | None = None
     query: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
@@ -129,6 +131,12 @@ class FaultProxy:
     def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1, nth: int = 1) -> None:
         """Hold matching requests ``seconds`` before forwarding them."""
         self._arm(method, path_regex, "delay", times, nth, seconds=seconds)
+
+    def hold(self, method: str, path_regex: str, *, times: int | None = 1, nth: int = 1) -> threading.Event:
+        """Hold matching requests until the returned event is set (a window as long as the test wants)."""
+        gate = threading.Event()
+        self._arm(method, path_regex, "hold", times, nth, gate=gate)
+        return gate
 
     def before(
         self,
@@ -223,6 +231,9 @@ class FaultProxy:
         delay = self._take("delay", method, path)
         if delay is not None:
             await asyncio.sleep(delay.seconds)
+        held = self._take("hold", method, path)
+        if held is not None and held.gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, held.gate.wait)
         canned = self._take("answer", method, path)
         if canned is not None:
             seen.status, seen.fault = canned.status, "answer"

@@ -95,6 +95,8 @@ async def test_grace_over_aborts_in_flight_never_deletes(clouds: Clouds) -> None
 async def test_sync_cut_by_its_window_judges_no_removal(clouds: Clouds, tmp_path: Path) -> None:
     """A sync whose window closed reports no removed image (its listing was cut); the next sync does."""
     gone = clouds.src.add_image(b"g" * 1000, name="gone", disk_format="raw", container_format="bare")["id"]
+    for keep in ("kept-1", "kept-2"):  # the source still holds most of what it gave (record.py)
+        clouds.src.add_image(b"k" * 1000, name=keep, disk_format="raw", container_format="bare")
     assert (
         await copy_images(fast_config(journal=tmp_path / "pair.sqlite"), clouds.src_cloud, clouds.dst_cloud)
     ).failed == 0

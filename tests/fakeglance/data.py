@@ -180,6 +180,7 @@ class _DataApi:
                     break
                 digest.update(piece)
                 pieces.append(piece)
+                rec.receiving = digest.size
             done = True
         except ConnectionError:
             entry.fault = "client_disconnected"
