@@ -336,9 +336,9 @@ async def _run_job(args: argparse.Namespace, console: Console, log: Log, server:
     return run
 
 
-def _aborted(stats: Stats) -> list[ImageResult]:
+def _aborted(stats: Stats, by: str = "by the signal") -> list[ImageResult]:
     """The images an aborted run was handling, with what was sent (the job was cancelled:
-    only the progress events tell)."""
+    only the progress events tell); ``by`` says what aborted them."""
     from .render import human_bytes
 
     results = []
@@ -346,12 +346,12 @@ def _aborted(stats: Stats) -> list[ImageResult]:
         if image_id in stats.in_flight:
             action = "copy"
             what = (
-                f"aborted by the signal after {human_bytes(sent)} of {human_bytes(size)} were sent: the upload was "
+                f"aborted {by} after {human_bytes(sent)} of {human_bytes(size)} were sent: the upload was "
                 "dropped, Glance returns the image to queued at the destination (never deleted)"
             )
         else:
             action = ""
-            what = "aborted by the signal before its data was sent (a destination image it created stays queued)"
+            what = f"aborted {by} before its data was sent (a destination image it created stays queued)"
         reason = f"{what}; run the same command again to finish it"
         results.append(ImageResult(image_id, name, action, Outcome.ABORTED, bytes=sent, size=size, reason=reason))
     return results
@@ -372,6 +372,9 @@ def _end(
         # only reads did nothing to them.
         images = [*stats.results, *([] if _changes_nothing(args) else _aborted(stats))]
         run = RunResult(images=images, seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+    elif stats.taken and not _changes_nothing(args):
+        # The run ended, yet images it took never ended: a maintenance window's grace aborted them.
+        run.images.extend(_aborted(stats, "at the end of the --max-duration grace"))
     run.shard = config.selection.shard  # the report says which shard it is (report merge reads it)
     _output(args, console, log, run)
     if run.interrupted and _changes_nothing(args):
