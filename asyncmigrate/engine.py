@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -36,11 +36,12 @@ from .glance import GlanceClient, client_options, open_glance
 from .journal import Journal, pair_key
 from .limits import Limits
 from .metadata import size_of
-from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .preflight import PreflightOptions, clone_note
+from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, RunWarning, ignore
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
-from .upload import Uploader, choose_uploader
+from .upload import Uploader, choose_uploader, unsized_cost
 
 __all__ = [
     "PairRun",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
+C = TypeVar("C", bound=CopyConfig)
 
 
 def missing_result(image: dict[str, Any]) -> ImageResult:
@@ -122,13 +124,22 @@ async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationInd
 @dataclasses.dataclass(frozen=True)
 class PairRun:
     """What a two-cloud command (copy, sync, verify) settles before its first image:
-    each cloud's capabilities, the run-wide caps, the upload way and the destination index."""
+    each cloud's capabilities, the run-wide caps, the upload way, the destination index,
+    the pre-flight options the images are judged with and what the run says once (``notes``)."""
 
     src_caps: Capabilities
     dst_caps: Capabilities
     limits: Limits
     uploader: Uploader
     index: DestinationIndex | None  # None: named images, read one by one
+    # The caller's pre-flight options, told where the data goes (the target store's id and
+    # type, the upload way): preflight's not-raw-on-rbd judges by them.
+    preflight: PreflightOptions
+    notes: tuple[str, ...] = ()
+
+    def judged(self, config: C) -> C:
+        """``config`` with this run's pre-flight options (what its images are judged with)."""
+        return dataclasses.replace(config, preflight=self.preflight)
 
     def clouds(self) -> dict[str, Any]:
         """The report's ``clouds``: each side's capabilities (and the upload way)."""
@@ -145,9 +156,24 @@ async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, em
     emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
     limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
     uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
+    target = dst_caps.store(config.dst_store)
+    preflight = dataclasses.replace(
+        config.preflight,
+        store=target.id if target is not None else None,
+        store_type=target.type if target is not None else None,
+        upload_method=uploader.method,
+    )
+    notes = []
+    cost = unsized_cost(uploader.method, target)
+    if cost is not None:
+        emit(RunWarning(cost))  # said now: the operator may stop a run they did not mean to be slow
+        notes.append(f"warning: {cost}")
+    fresh = clone_note(target.type, target.id) if target is not None else None
+    if fresh is not None:
+        notes.append(fresh)
     # Named images are read one by one; a whole catalog is decided from one listing.
     index = None if config.image_ids else await read_index(dst, dst_caps)
-    return PairRun(src_caps, dst_caps, limits, uploader, index)
+    return PairRun(src_caps, dst_caps, limits, uploader, index, preflight, tuple(notes))
 
 
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
@@ -284,6 +310,7 @@ async def copy_images(
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)
+        config = run.judged(config)  # the flags plus where the data goes (pre-flight judges by it)
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
 
         async def handle(image: dict[str, Any]) -> ImageResult:
@@ -309,4 +336,5 @@ async def copy_images(
         interrupted=stop is not None and stop.is_set(),
         clouds=run.clouds(),
         incomplete=listing.incomplete,
+        notes=list(run.notes),
     )

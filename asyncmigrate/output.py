@@ -84,6 +84,18 @@ def print_summary(console: Console, run: RunResult) -> None:
         f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
         markup=False,
     )
+    _print_notes(console, run)
+
+
+def _print_notes(console: Console, run: RunResult) -> None:
+    """What the run says once (engine.PairRun.notes): one line each, after the totals."""
+    for note in run.notes:
+        console.print(note if note.startswith("warning: ") else f"note: {note}", markup=False)
+
+
+def _why(r: ImageResult) -> str:
+    """A plan line's reason, followed by what its non-blocking traps warn of."""
+    return "; ".join(filter(None, [r.reason, *r.warnings]))
 
 
 def _estimate(seconds: float) -> str:
@@ -110,11 +122,13 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
                             "size": r.size,
                             "reason": r.reason,
                             "traps": r.traps,
+                            "warnings": r.warnings,
                             **({"changes": r.changes} if r.changes else {}),
                         }
                         for r in run.images
                     ],
                     "clouds": run.clouds,
+                    "notes": run.notes,
                     "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
                     "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
                 },
@@ -126,7 +140,7 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         console.print(clouds_line(run.clouds), markup=False)
     ordered = sorted(run.images, key=_plan_key)
     if not console.is_terminal:
-        rows = [(r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason)) for r in ordered]
+        rows = [(r.action, r.id, human_bytes(r.size), r.name or "", redact(_why(r))) for r in ordered]
         _print_lines(console, ("action", "id", "size", "name", "why"), rows)
     else:
         table = Table(title=f"plan: {verb}", show_lines=False)
@@ -136,13 +150,14 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         table.add_column("size", justify="right")
         table.add_column("why")
         for r in ordered:
-            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
+            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(_why(r)))
         console.print(table)
     parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:
         line += f"; about {_estimate(estimate)} at {human_bytes(rate)}/s"
     console.print(line, markup=False)
+    _print_notes(console, run)
 
 
 def print_verify(console: Console, run: RunResult, *, as_json: bool) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "ListingDone",
     "ListingFailed",
     "Retrying",
+    "RunWarning",
     "Stats",
     "TransferStarted",
     "ignore",
@@ -49,6 +50,14 @@ class CloudsDiscovered:
 
     source: dict[str, Any]
     destination: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWarning:
+    """Something the whole run costs that the operator asked for (e.g. ``put-unsized`` into an
+    rbd or s3 store): said once, when the run starts; the run goes on."""
+
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +146,7 @@ class ImageDone:
 
 Event = (
     CloudsDiscovered
+    | RunWarning
     | JournalOpened
     | JournalFailed
     | ImageQueued

@@ -34,6 +34,7 @@ from .progress import (
     ListingDone,
     ListingFailed,
     Retrying,
+    RunWarning,
     Stats,
     TransferStarted,
 )
@@ -123,6 +124,8 @@ class RichRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             self.progress.console.print(resume_note(event), markup=False)
+        elif isinstance(event, RunWarning):
+            self.progress.console.print(f"warning: {event.message}", markup=False)
         elif isinstance(event, JournalFailed):
             self.progress.console.print(journal_note(event), markup=False)
         elif isinstance(event, ListingFailed):
@@ -174,6 +177,8 @@ class LineRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             print(resume_note(event), file=self.stream, flush=True)
+        if isinstance(event, RunWarning):
+            print(f"warning: {event.message}", file=self.stream, flush=True)
         if isinstance(event, JournalFailed):
             print(journal_note(event), file=self.stream, flush=True)
         if isinstance(event, ListingFailed):
@@ -218,6 +223,8 @@ class JsonRenderer:
         self.stats(event)
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             self._line(event="resuming", journal=event.path, crashed_in_flight=event.crashed_in_flight)
+        elif isinstance(event, RunWarning):
+            self._line(event="warning", message=event.message)
         elif isinstance(event, JournalFailed):
             self._line(event="journal-failed", journal=event.path, reason=redact(event.reason))
         elif isinstance(event, ListingFailed):

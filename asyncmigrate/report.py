@@ -84,6 +84,7 @@ class ImageResult:
     # are whatever the source sends until it closes).
     verification: str | None = None
     traps: list[str] = dataclasses.field(default_factory=list)  # pre-flight kinds (preflight.py)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # what the non-blocking traps say
     stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
     # The destination converted the data on import: {"from": "qcow2", "to": "raw", "size": N}.
     converted: dict[str, Any] | None = None
@@ -120,6 +121,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    notes: list[str] = dataclasses.field(default_factory=list)  # said once for the run (engine.PairRun.notes)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -168,6 +170,7 @@ class RunResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
+            "notes": list(self.notes),
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

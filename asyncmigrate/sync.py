@@ -143,6 +143,7 @@ class ImageSync:
         """The destination view, or None when the image is not to be synced (result says why)."""
         judgement = destination_view(self.image, self.config, self.limits.property_quota)
         self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
+        self.result.warnings = judgement.warnings
         if judgement.blocking is not None:
             self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
             self.result.outcome = Outcome.BLOCKED
@@ -319,6 +320,7 @@ async def sync_images(
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit)
+        config = run.judged(config)  # the flags plus where the data goes (pre-flight judges by it)
         index = run.index
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
@@ -353,4 +355,5 @@ async def sync_images(
         interrupted=stop is not None and stop.is_set(),
         incomplete=listing.incomplete,
         clouds=run.clouds(),
+        notes=list(run.notes),
     )

@@ -286,6 +286,7 @@ class FakeGlance:
             multi_store=self.multi_store,
             show_locations=self.show_multiple_locations,
             missing_attrs=self.profile.missing_attrs,
+            store_types=self.store_types,
         )
 
     def identity(self, request: web.Request) -> Identity:

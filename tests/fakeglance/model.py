@@ -202,11 +202,34 @@ class MemberRecord:
         }
 
 
-def locations(rec: ImageRecord) -> list[dict[str, Any]]:
+CEPH_FSID = "0f5c1a5e-0000-4000-8000-00000000ce9f"  # the fake cluster's fsid
+RBD_SNAPSHOT = "snap"  # glance_store's rbd driver names the protected snapshot so
+
+
+def rbd_pool(store: str) -> str:
+    """The pool behind a fake rbd store."""
+    return f"{store}-pool"
+
+
+def store_url(store: str | None, store_type: str, image_id: str) -> str:
+    """Where glance_store 5.7.0 says an image's data is, by the store's driver (glance 33).
+
+    rbd: ``rbd://FSID/POOL/IMAGE/snap`` (what Nova and Cinder clone from); s3:
+    ``s3://HOST:PORT/BUCKET/IMAGE`` (no credentials); file: the data dir's path.
+    """
+    if store_type == "rbd" and store:
+        return f"rbd://{CEPH_FSID}/{rbd_pool(store)}/{image_id}/{RBD_SNAPSHOT}"
+    if store_type == "s3" and store:
+        return f"s3://127.0.0.1:9/{store}-bucket/{image_id}"
+    return f"file:///var/lib/glance/{store or 'images'}/{image_id}"
+
+
+def locations(rec: ImageRecord, store_types: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The image's locations as glance shows them: ``url`` and ``metadata`` (store id, if any)."""
+    types = store_types or {}
     return [
         {
-            "url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
+            "url": rec.location_urls.get(store, store_url(store, types.get(store or "", "file"), rec.id)),
             "metadata": {"store": store} if store else {},
         }
         for store in rec.data
@@ -214,7 +237,12 @@ def locations(rec: ImageRecord) -> list[dict[str, Any]]:
 
 
 def render_image(
-    rec: ImageRecord, *, multi_store: bool, show_locations: bool, missing_attrs: Collection[str] = ()
+    rec: ImageRecord,
+    *,
+    multi_store: bool,
+    show_locations: bool,
+    missing_attrs: Collection[str] = (),
+    store_types: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The image's JSON: custom properties at top level, links, ``stores`` as a CSV string.
 
@@ -229,7 +257,7 @@ def render_image(
     view["created_at"] = isotime(rec.created_at)
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
-        view["locations"] = locations(rec)
+        view["locations"] = locations(rec, store_types)
     view["tags"] = list(rec.tags)
     view["self"] = f"/v2/images/{rec.id}"
     view["file"] = f"/v2/images/{rec.id}/file"

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .images import json_body
 from .model import (
+    CEPH_FSID,
     FAILED_IMPORT_KEY,
     IMPORT_LOCK_KEY,
     IMPORTING_KEY,
@@ -32,6 +33,7 @@ from .model import (
     Identity,
     fail,
     isotime,
+    rbd_pool,
     virtual_size_of,
 )
 
@@ -115,6 +117,12 @@ class _StoresApi:
             if store_type == "swift" and self.fake.swift_segment_size is not None:
                 # glance 33 shows the Swift driver's thresholds, in bytes
                 properties = {"container": "glance", "large_object_size": self.fake.swift_segment_size}
+            elif store_type == "rbd":  # as glance 33 shows an rbd store (the real one's keys)
+                properties = {"chunk_size": 8 * 1024 * 1024, "pool": rbd_pool(store_id)}
+                properties |= {"thin_provisioning": False, "fsid": CEPH_FSID}
+            elif store_type == "s3":
+                properties = {"s3_store_large_object_size": 100 * 1024 * 1024}
+                properties |= {"s3_store_large_object_chunk_size": 10 * 1024 * 1024, "s3_store_thread_pools": 10}
             entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": properties}
             if description:
                 entry["description"] = description
