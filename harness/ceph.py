@@ -39,6 +39,7 @@ from glanceconf import (
     GLANCE_SERVICE_PASSWORD,
     GLANCE_SERVICE_USER,
     HOST,
+    RGW_REGION,
     RGW_SWIFT_STORE,
     S3_ACCESS_KEY,
     S3_BUCKETS,
@@ -162,8 +163,8 @@ def ceph_conf(cfg: Settings, home: Path, *, keystone: bool) -> str:
             "rgw_keystone_admin_domain = Default",
             "rgw_keystone_accepted_roles = admin,member",
             "rgw_keystone_verify_ssl = false",
-            # the account is the token's project; glance_store names no account in the URL
-            "rgw_swift_account_in_url = false",
+            # the dst Keystone's catalog lists .../swift/v1/AUTH_<project id>, as clouds list RGW
+            "rgw_swift_account_in_url = true",
             "rgw_s3_auth_use_keystone = false",
         ]
     rgw_lines = "\n".join(rgw)
@@ -427,9 +428,16 @@ def rbd_stores(cfg: Settings) -> dict[str, dict[str, str]]:
     return out
 
 
-def env_info(cfg: Settings) -> dict[str, Any]:
-    """env.json's ``ceph`` entry: the config to point CLIs at, pools, RGW's S3 and Swift."""
+def swift_url(cfg: Settings) -> str:
+    """RGW's Swift API as the dst Keystone's catalog lists it (region ``RGW_REGION``)."""
+    return f"{spec(cfg).rgw_url}/swift/v1/AUTH_$(project_id)s"
+
+
+def env_info(cfg: Settings, service_project_id: str | None = None) -> dict[str, Any]:
+    """env.json's ``ceph`` entry: the config to point CLIs at, pools, RGW's S3 and Swift (the
+    account of the dst Keystone's project ``service``, whose user glance_store logs in as)."""
     ceph = spec(cfg)
+    account = f"{ceph.rgw_url}/swift/v1/AUTH_{service_project_id}" if ceph.rgw_swift and service_project_id else None
     return {
         "fsid": ceph.fsid,
         "conf": str(ceph_conf_path(cfg)),
@@ -442,7 +450,8 @@ def env_info(cfg: Settings) -> dict[str, Any]:
             "secret_key": S3_SECRET_KEY,
             "region": "us-east-1",
             "buckets": {f"{inst}/{store}": bucket for (inst, store), bucket in S3_BUCKETS.items()},
-            "swift_url": f"{ceph.rgw_url}/swift/v1" if ceph.rgw_swift else None,
+            "swift_url": account,
+            "swift_region": RGW_REGION if ceph.rgw_swift else None,
             "swift_store": RGW_SWIFT_STORE if ceph.rgw_swift else None,
             # who glance_store logs in as (the dst Keystone's service:glance; RGW's account is that project)
             "swift_user": {"name": GLANCE_SERVICE_USER, "password": GLANCE_SERVICE_PASSWORD},

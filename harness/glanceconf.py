@@ -41,6 +41,8 @@ ADMIN_USER_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a02"
 S3_ACCESS_KEY, S3_SECRET_KEY = "harness", "harness-secret"
 S3_BUCKETS = {("src", "cold"): "glance-cold", ("dst", "s3"): "glance-dst"}
 RGW_SWIFT_STORE = "rgw"  # the dst store whose swift driver talks to RGW's Swift API (not to Swift)
+# The dst Keystone lists RGW's Swift API as object-store of this region (real Swift is RegionOne's).
+RGW_REGION = "RegionTwo"
 ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 # Test-only passwords of loopback servers (like the S3 keys above): the service user that
 # glance's authtoken and glance_store's Swift driver log in with, in each Keystone.
@@ -354,11 +356,14 @@ def _swift_store(cfg: Settings, rgw: bool = False) -> str:
     which glance accepts in a location PATCH; a config-file reference makes them
     ``swift+config://…``, a scheme glance refuses to ADD ("Invalid location").  Keystone v3 is the
     only auth glance_store 5.7 speaks to Swift: it logs in as ``project:user`` and takes the
-    ``object-store`` endpoint from its token's catalog — or, for the ``rgw`` store, from
-    ``swift_store_endpoint``: RGW's Swift API, which validates the same Keystone's tokens.
+    ``object-store`` endpoint from its token's catalog — for the ``rgw`` store, region
+    ``RGW_REGION``'s: RGW's Swift API, which validates the same Keystone's tokens.  (Not
+    ``swift_store_endpoint``: with it uploads and downloads work, but the size check of a location
+    added by PATCH authenticates through swiftclient, which wants the endpoint in the catalog — it
+    fails, the size reads 0 and glance answers "400 Invalid location".)
     """
     large, chunk = swift_segment_sizes()  # what --swift's SwiftSpec also holds
-    endpoint = f"\nswift_store_endpoint = {cfg.ceph.rgw_url}/swift/v1" if rgw and cfg.ceph is not None else ""
+    endpoint = f"\nswift_store_region = {RGW_REGION}" if rgw else ""
     return f"""\
 swift_store_auth_address = {cfg.keystone("dst").auth_url}
 swift_store_auth_version = 3

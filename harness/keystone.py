@@ -34,11 +34,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import ceph
 import postgres
 from glanceconf import (
     GLANCE_SERVICE_PASSWORD,
     GLANCE_SERVICE_USER,
     HOST,
+    RGW_REGION,
     HarnessError,
     KeystoneSpec,
     Settings,
@@ -292,15 +294,19 @@ def populate(cfg: Settings, ks: KeystoneSpec) -> dict[str, Any]:
 
 
 def _catalog(cfg: Settings, ks: KeystoneSpec, api: _Api) -> None:
-    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift."""
+    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift, and
+    (``--rgw-swift``) ``object-store`` of region ``RGW_REGION`` → RGW's Swift API."""
     glance = next(i for i in cfg.instances if i.name == image_instance(ks))
-    entries = [("glance", "image", glance.url)]
+    entries = [("glance", "image", glance.url, REGION)]
     if ks.name == "dst" and cfg.swift is not None:
-        entries.append(("swift", "object-store", f"{cfg.swift.url}/v1/AUTH_$(project_id)s"))
-    for name, kind, url in entries:
+        entries.append(("swift", "object-store", f"{cfg.swift.url}/v1/AUTH_$(project_id)s", REGION))
+    if ks.name == "dst" and cfg.ceph is not None and cfg.ceph.rgw_swift:
+        api.create("region", id=RGW_REGION, description="RGW's Swift API")
+        entries.append(("rgw", "object-store", ceph.swift_url(cfg), RGW_REGION))
+    for name, kind, url, region in entries:
         service = api.create("service", name=name, type=kind)
         for interface in ("public", "internal", "admin"):
-            api.create("endpoint", service_id=service, interface=interface, url=url, region_id=REGION)
+            api.create("endpoint", service_id=service, interface=interface, url=url, region_id=region)
 
 
 # ----------------------------------------------------------------------------- clients

@@ -324,7 +324,8 @@ def start_all(cfg: Settings) -> None:
     wait_ready(checks)
     extra: dict[str, Any] = {"keystone": identities}
     extra["swift"] = swift.env_info(cfg, identities["dst"]["service_project_id"]) if cfg.swift is not None else None
-    extra["ceph"] = ceph.env_info(cfg) if cfg.ceph is not None else None
+    service = identities["dst"]["service_project_id"] if "dst" in identities else None
+    extra["ceph"] = ceph.env_info(cfg, service) if cfg.ceph is not None else None
     clouds = oldglance.clouds_entries(cfg) if cfg.old is not None else []
     clouds += [line for i in identities.values() for line in keystone.clouds_entries(i)]
     cfg.path("clouds.yaml").write_text(clouds_yaml(cfg) + "".join(f"{line}\n" for line in clouds))
