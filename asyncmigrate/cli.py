@@ -1,7 +1,7 @@
 """The ``asyncmigrate`` command: parses flags, draws progress, prints the
 summary, writes the report and maps errors to exit codes.
 
-The only module that prints or exits.  Exit codes (README, "Exit codes"):
+The only module that prints or exits.  Exit codes (docs/reference.md, "Exit codes"):
 0 all done, 1 some images failed or conflicted, 2 bad usage or configuration,
 3 fatal (authentication, endpoint, or an internal error outside any one image),
 4 incomplete (a listing failed part-way), 130 interrupted.

@@ -86,7 +86,7 @@ class Behaviour(enum.Enum):
 
 
 class ExitCode(enum.IntEnum):
-    """Documented process exit codes (README, "Exit codes")."""
+    """Documented process exit codes (docs/reference.md, "Exit codes")."""
 
     OK = 0
     IMAGES_FAILED = 1

@@ -188,7 +188,7 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _traps(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("images that need an instruction (see README, 'Migrating from older clouds')")
+    g = p.add_argument_group("images that need an instruction (see the guide, 'Migrating from older clouds')")
     g.add_argument(
         "--certificate-map",
         type=Path,

@@ -1,7 +1,7 @@
 """The event loop the CLI runs on: uvloop plus two glibc malloc settings when
 uvloop is installed (``pip install asyncmigrate[fast]``), stock asyncio otherwise.
 
-Measured by ``benchmarks/`` on 2 cores (medians of 3; README "Performance"):
+Measured by ``benchmarks/`` on 2 cores (medians of 3; docs/performance.md):
 uvloop alone is *slower* than asyncio here (0.55×, perf-ceiling): CPython's
 1 MiB chunks are ``bytes`` objects above glibc's dynamic mmap threshold, so
 each one is ``mmap``-ed and unmapped and every chunk costs page faults.  With

@@ -14,7 +14,7 @@ fi
 # Reinstall only when pyproject.toml changed since the last install.
 STAMP=.venv/.asyncmigrate-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev,bench,fast]'
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test,dev,docs,bench,fast]'
     touch "$STAMP"
 fi
 python3 harness/realglance.py install
