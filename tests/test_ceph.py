@@ -103,6 +103,11 @@ async def test_copy_into_rbd_warns_of_not_raw_images_and_says_clones_start_fresh
         assert any("clones at the destination start fresh" in note for note in result.notes), result.notes
     assert {r.outcome for r in run.images} == {"copied"}
     assert clouds.dst.data(qcow["id"], "main") == clouds.src.data(qcow["id"])
+    # The size is declared: glance_store then creates the RBD image at its size (no resize-before-write).
+    puts = [r.headers for r in clouds.dst.requests if r.method == "PUT" and r.path.endswith(f"{raw['id']}/file")]
+    assert [h.get("x-openstack-image-size") for h in puts] == ["5000"] and run.clouds["destination"][
+        "upload_method"
+    ] == "put"
 
 
 async def test_the_store_type_decides_never_its_name(clouds: Clouds) -> None:
