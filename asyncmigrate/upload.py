@@ -252,8 +252,10 @@ def unsized_cost(method: str, store: StoreInfo | None) -> str | None:
 
     glance_store 5.7.0: an rbd store creates an upload of unknown size empty and grows it while
     writing ("resize-before-write", doubling up to 8 GiB, then trimmed); an s3 store reads an
-    upload of unknown size whole into glance-api's memory and sends it in one PUT (multipart only
-    for a declared size of at least ``s3_store_large_object_size``).
+    upload of unknown size whole into glance-api's memory (``bytes +=`` per 5 MiB: quadratic) and
+    sends it in one PUT (multipart only for a declared size of at least
+    ``s3_store_large_object_size``).  Measured (benchmarks/ceph.py, 1 GiB into S3 on RGW): 274 s
+    and 2.3 GB of glance-api's memory unsized, 34 s and 267 MB sized.
     """
     if method != "put-unsized" or store is None:
         return None
@@ -266,9 +268,9 @@ def unsized_cost(method: str, store: StoreInfo | None) -> str | None:
     if store.type == "s3":
         return (
             f"--upload-method put-unsized into store {store.id!r} (s3): without a declared size glance_store "
-            "reads each image WHOLE into glance-api's memory before one PUT (no multipart), so an image as big "
-            "as that node's free memory cannot be uploaded; the default put declares the size (multipart from "
-            "s3_store_large_object_size on)"
+            "reads each image WHOLE into glance-api's memory (about twice its size while it grows, by repeated "
+            "concatenation: slow) before one PUT, no multipart; an image near that node's free memory cannot be "
+            "uploaded; the default put declares the size (multipart from s3_store_large_object_size on)"
         )
     return None
 

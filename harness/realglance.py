@@ -107,7 +107,11 @@ def install(cfg: Settings, everything: bool = False) -> None:
         did = ensure_debian("qemu-img", shutil.which("qemu-img") is not None, "qemu-utils") or did
     if everything or cfg.ceph is not None:
         did = ensure_debian("Ceph", ceph.installed(), *ceph.PACKAGES) or did
-        did = ceph.link_bindings(cfg.path("venv-glance")) or did  # glance_store's rbd driver imports them
+        # glance_store's rbd driver imports rados/rbd (RGW's S3 and Swift need neither); a venv shared
+        # from another checkout is linked by its owner's install, and checked when RBD stores run.
+        venv = cfg.path("venv-glance")
+        if (cfg.ceph is not None and cfg.ceph.rbd) or (everything and not venv.is_symlink()):
+            did = ceph.link_bindings(venv) or did
     say(f"install {'done' if did else 'already up to date'} in {time.monotonic() - t0:.1f} s")
 
 
