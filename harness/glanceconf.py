@@ -41,7 +41,8 @@ ADMIN_USER_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a02"
 S3_ACCESS_KEY, S3_SECRET_KEY = "harness", "harness-secret"
 S3_BUCKETS = {("src", "cold"): "glance-cold", ("dst", "s3"): "glance-dst"}
 RGW_SWIFT_STORE = "rgw"  # the dst store whose swift driver talks to RGW's Swift API (not to Swift)
-# The dst Keystone lists RGW's Swift API as object-store of this region (real Swift is RegionOne's).
+REGION = "RegionOne"  # every Keystone's region (keystone.py)
+# The dst Keystone lists RGW's Swift API as object-store of this region (real Swift is REGION's).
 RGW_REGION = "RegionTwo"
 ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 # Test-only passwords of loopback servers (like the S3 keys above): the service user that
@@ -363,7 +364,8 @@ def _swift_store(cfg: Settings, rgw: bool = False) -> str:
     fails, the size reads 0 and glance answers "400 Invalid location".)
     """
     large, chunk = swift_segment_sizes()  # what --swift's SwiftSpec also holds
-    endpoint = f"\nswift_store_region = {RGW_REGION}" if rgw else ""
+    # Each store names its region: with --swift and --rgw-swift the catalog lists two object-stores.
+    endpoint = f"\nswift_store_region = {RGW_REGION if rgw else REGION}"
     return f"""\
 swift_store_auth_address = {cfg.keystone("dst").auth_url}
 swift_store_auth_version = 3

@@ -40,6 +40,7 @@ from glanceconf import (
     GLANCE_SERVICE_PASSWORD,
     GLANCE_SERVICE_USER,
     HOST,
+    REGION,
     RGW_REGION,
     HarnessError,
     KeystoneSpec,
@@ -50,7 +51,6 @@ from procs import Check, child_env, http_json, spawn, tail
 # keystone and swift share one venv (measured: they install together, `pip check` clean).
 CLOUD_VENV = "venv-cloud"
 CLOUD_PACKAGES = ("keystone==30.0.0", "swift==2.38.3", "keystonemiddleware", "gunicorn", "psycopg2-binary")
-REGION = "RegionOne"
 SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD = "swift", "swift-service-pw"
 APP_CRED_NAME = "harness"
 PASSWORD_HASH_ROUNDS = 4
