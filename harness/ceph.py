@@ -40,6 +40,7 @@ from glanceconf import (
     GLANCE_SERVICE_USER,
     HOST,
     RGW_REGION,
+    RGW_SWIFT_CONTAINER,
     RGW_SWIFT_STORE,
     S3_ACCESS_KEY,
     S3_BUCKETS,
@@ -455,7 +456,7 @@ def env_info(cfg: Settings, service_project_id: str | None = None) -> dict[str, 
             "swift_store": RGW_SWIFT_STORE if ceph.rgw_swift else None,
             # who glance_store logs in as (the dst Keystone's service:glance; RGW's account is that project)
             "swift_user": {"name": GLANCE_SERVICE_USER, "password": GLANCE_SERVICE_PASSWORD},
-            "swift_container": "glance",
+            "swift_container": RGW_SWIFT_CONTAINER,
             # the rgw store's segmenting, in bytes (glance_store "MB" = 1,024,000 bytes)
             "large_object_size": swift_segment_sizes()[0] * 1_024_000,
             "chunk_size": swift_segment_sizes()[1] * 1_024_000,

@@ -41,6 +41,10 @@ ADMIN_USER_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a02"
 S3_ACCESS_KEY, S3_SECRET_KEY = "harness", "harness-secret"
 S3_BUCKETS = {("src", "cold"): "glance-cold", ("dst", "s3"): "glance-dst"}
 RGW_SWIFT_STORE = "rgw"  # the dst store whose swift driver talks to RGW's Swift API (not to Swift)
+# Its own container: glance 33 files an added location under the FIRST store whose URL prefix
+# (scheme://user:key@auth-address/container/) it starts with, whatever metadata.store says; with
+# the same Keystone, user and container as "swift", an rgw location would be checked in Swift.
+RGW_SWIFT_CONTAINER = "glance-rgw"
 REGION = "RegionOne"  # every Keystone's region (keystone.py)
 # The dst Keystone lists RGW's Swift API as object-store of this region (real Swift is REGION's).
 RGW_REGION = "RegionTwo"
@@ -371,7 +375,7 @@ swift_store_auth_address = {cfg.keystone("dst").auth_url}
 swift_store_auth_version = 3
 swift_store_user = service:{GLANCE_SERVICE_USER}
 swift_store_key = {GLANCE_SERVICE_PASSWORD}
-swift_store_container = glance
+swift_store_container = {RGW_SWIFT_CONTAINER if rgw else "glance"}
 swift_store_create_container_on_put = true
 swift_store_endpoint_type = publicURL
 swift_store_large_object_size = {large}
