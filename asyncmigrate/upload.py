@@ -254,8 +254,8 @@ def unsized_cost(method: str, store: StoreInfo | None) -> str | None:
     writing ("resize-before-write", doubling up to 8 GiB, then trimmed); an s3 store reads an
     upload of unknown size whole into glance-api's memory (``bytes +=`` per 5 MiB: quadratic) and
     sends it in one PUT (multipart only for a declared size of at least
-    ``s3_store_large_object_size``).  Measured (benchmarks/ceph.py, 1 GiB into S3 on RGW): 274 s
-    and 2.3 GB of glance-api's memory unsized, 34 s and 267 MB sized.
+    ``s3_store_large_object_size``).  Measured (benchmarks/ceph.py, 1 GiB into S3 on RGW, two
+    runs): 133–274 s and 2.3 GB of glance-api's memory unsized, 23–34 s and 267–319 MB sized.
     """
     if method != "put-unsized" or store is None:
         return None

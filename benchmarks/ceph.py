@@ -10,6 +10,8 @@ dst's stores ``ceph`` (rbd) and ``s3`` (S3 on RGW):
 * ``asyncmigrate copy`` from src's file store (``put``: the size declared), as an operator runs it;
 * ``asyncmigrate copy --upload-method put-unsized`` (what its warning says it costs);
 * ``curl -T FILE`` into the same store through the same glance (the size declared);
+* ``curl`` from src's glance piped into ``curl -T -`` to dst's (the size declared with
+  ``x-openstack-image-size``): the same glance-to-glance path as the tool, without its checks;
 * the backend's own ceiling, glance left out: ``rbd import`` (8 MiB objects, as glance_store
   writes them) / a boto3 multipart upload straight to RGW (``upload_file``, as the aws CLI does).
 
@@ -185,6 +187,28 @@ def _curl(dst: seed.Glance, path: Path, store: str) -> Callable[[], tuple[float,
     return run
 
 
+def _curl_pipe(
+    src: seed.Glance, dst: seed.Glance, path: Path, size: int, store: str
+) -> Callable[[], tuple[float, int, dict[str, Any]]]:
+    source = _source_image(src, path, size)
+    image = dst.ok("POST", "/v2/images", {"name": f"bench-pipe-{uuid.uuid4().hex[:6]}", "disk_format": "raw",
+                                         "container_format": "bare"})  # fmt: skip
+
+    def run() -> tuple[float, int, dict[str, Any]]:
+        get = f"curl -sS --fail --noproxy '*' {src.url}/v2/images/{source}/file"
+        put = (
+            f"curl -sS --fail --noproxy '*' -T - -X PUT -H 'Content-Type: application/octet-stream' "
+            f"-H 'X-Image-Meta-Store: {store}' -H 'x-openstack-image-size: {size}' "
+            f"{dst.url}/v2/images/{image['id']}/file"
+        )
+        seconds, _, rss = _timed(["bash", "-o", "pipefail", "-c", f"{get} | {put}"])
+        shown = dst.get(image["id"]) or {}
+        dst.ok("DELETE", f"/v2/images/{image['id']}")
+        return seconds, rss, {"status": shown.get("status"), "recorded_size": shown.get("size")}
+
+    return run
+
+
 def _rbd_import(env: dict[str, Any], path: Path) -> Callable[[], tuple[float, int, dict[str, Any]]]:
     conf, pool = env["ceph"]["conf"], env["ceph"]["rbd"]["dst"]["ceph"]
     name = f"{pool}/bench-import-{uuid.uuid4().hex[:6]}"
@@ -231,21 +255,24 @@ def main() -> int:
             "load_average_before": os.getloadavg(),
             "bytes": size,
         }
+        # put-unsized last in each group: the memory it makes glance's worker take stays taken.
         results["rbd"] = {
             "asyncmigrate_put": _step(env, _tool(env, src, dst, path, size, "ceph"), size),
+            "curl_T_into_glance": _step(env, _curl(dst, path, "ceph"), size),
+            "curl_pipe_src_to_dst": _step(env, _curl_pipe(src, dst, path, size, "ceph"), size),
+            "rbd_import": _step(env, _rbd_import(env, path), size),
             "asyncmigrate_put_unsized": _step(
                 env, _tool(env, src, dst, path, size, "ceph", "--upload-method", "put-unsized"), size
             ),
-            "curl_T_into_glance": _step(env, _curl(dst, path, "ceph"), size),
-            "rbd_import": _step(env, _rbd_import(env, path), size),
         }
         results["s3_on_rgw"] = {
             "asyncmigrate_put": _step(env, _tool(env, src, dst, path, size, "s3"), size),
+            "curl_T_into_glance": _step(env, _curl(dst, path, "s3"), size),
+            "curl_pipe_src_to_dst": _step(env, _curl_pipe(src, dst, path, size, "s3"), size),
+            "boto3_straight_to_rgw": _step(env, _boto3(env, path), size),
             "asyncmigrate_put_unsized": _step(
                 env, _tool(env, src, dst, path, size, "s3", "--upload-method", "put-unsized"), size
             ),
-            "curl_T_into_glance": _step(env, _curl(dst, path, "s3"), size),
-            "boto3_straight_to_rgw": _step(env, _boto3(env, path), size),
         }
         results["load_average_after"] = os.getloadavg()
     finally:
