@@ -9,16 +9,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import NoReturn
 
 from . import __version__
 from .config import CopyConfig, MoveConfig, RetryPolicy, SyncConfig, Timeouts, parse_size
 from .errors import UsageError
 from .identity import load_mapping
+from .parser import Parser as _Parser
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
+from .window import Window, parse_duration
 
-__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -53,12 +54,11 @@ examples:
   asyncmigrate verify --src-cloud old --dst-cloud new
   asyncmigrate verify --src-cloud old --dst-cloud new --project-map projects.yaml --strict
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One clear line, no usage dump.
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+REPORT_EXAMPLES = """\
+examples:
+  asyncmigrate report merge /state/report-*.json
+  asyncmigrate report merge report-0.json report-1.json report-2.json report-3.json --output json
+"""
 
 
 def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
@@ -95,7 +95,34 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries")
     p.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="progress and summary lines as text or JSON"
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log (stdout) as text, or as one JSON object per line, fatal errors (stderr) too",
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help="also append every line of stdout and stderr to FILE (progress as lines, no bars)",
+    )
+
+
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Prometheus metrics (docs: Kubernetes and metrics)")
+    g.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve GET /metrics in the Prometheus text format while the run goes on, e.g. 127.0.0.1:9100 "
+        "(:9100: every interface) (default: off)",
+    )
+    g.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the run, keep serving until one scrape has read the final values, at most this long "
+        "(default 0: exit at once)",
     )
 
 
@@ -115,6 +142,16 @@ def _writing(p: argparse.ArgumentParser) -> None:
         help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
     )
     p.add_argument("--no-journal", action="store_true", help="keep no journal")
+    _max_duration(p)
+
+
+def _max_duration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="a maintenance window, e.g. 90m or 8h: after it no new image is started, those in flight finish "
+        "(up to --grace), and the run exits 4 saying how many are left; run the same command again to go on",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -182,6 +219,11 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         help="per glance-direct import (default 3600)",
     )
     _caps(p, scope="")
+    p.add_argument(
+        "--ignore-quota",
+        action="store_true",
+        help="start even when the destination's published quota (GET /v2/info/usage) cannot hold the plan",
+    )
     _identity(p)
     _traps(p)
     _filters(p)
@@ -222,6 +264,14 @@ def _identity(p: argparse.ArgumentParser) -> None:
         default="fail",
         help="an owner missing from --project-map: report the image (default) or give it to the caller",
     )
+    p.add_argument(
+        "--destination-property",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a custom property the destination sets itself (an import plugin's): never copied, compared or "
+        "removed (repeatable; keys the destination is seen adding are remembered in the journal)",
+    )
 
 
 def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
@@ -258,7 +308,12 @@ def _move_flags(p: argparse.ArgumentParser) -> None:
         "carrier image and swap locations (needs show_multiple_locations)",
     )
     p.add_argument("--keep-source", action="store_true", help="copy into NEW but keep the data in OLD")
-    p.add_argument("--verify-download", action="store_true", help="after the move, read the image back and hash it")
+    p.add_argument(
+        "--verify-download",
+        action="store_true",
+        help="read NEW's copy back and hash it: before OLD's delete where Glance serves a chosen store "
+        "(?prefer=, glance 33), else after it (a bad copy is then deactivated); the report says which",
+    )
     p.add_argument(
         "--include-deactivated",
         action="store_true",
@@ -278,6 +333,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
         help="assumed throughput per second (default 100MiB; --max-rate caps it)",
     )
     p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
+    _max_duration(p)  # plan: does the selection fit the window at --rate?
 
 
 def _sub(sub: argparse._SubParsersAction[_Parser], name: str, help_: str, description: str, epilog: str) -> _Parser:
@@ -291,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="asyncmigrate",
         description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
-        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES + REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
@@ -307,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _copy_flags(copy)
     _writing(copy)
+    _metrics_flags(copy)
     _runtime(copy, concurrency=4)
 
     sync = _sub(
@@ -322,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(sync)
     _sync_flags(sync, plan=False)
     _writing(sync)
+    _metrics_flags(sync)
     _runtime(sync, concurrency=4)
 
     move = _sub(
@@ -334,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _move_flags(move)
     _writing(move)
+    _metrics_flags(move)
     _runtime(move, concurrency=2)
 
     plan = _sub(
@@ -371,8 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
     _identity(verify)
     _traps(verify)
     _filters(verify)
+    _metrics_flags(verify)
     _runtime(verify, concurrency=8)
+    _report_command(sub)
     return parser
+
+
+def _report_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = _sub(sub, "report", "work with the reports --report writes", "Read reports back.", REPORT_EXAMPLES)
+    report_sub = report.add_subparsers(dest="job", required=True, parser_class=_Parser)
+    merge = _sub(
+        report_sub,
+        "merge",
+        "one summary over the reports of a sharded job",
+        "Read the reports of a job's shards (--shard K/N) and print one summary: totals, outcomes, failures, "
+        "shards missing or not completed, images claimed by two shards. Exit 0 only when every shard of N is "
+        "there and completed and nothing failed, else 1.",
+        REPORT_EXAMPLES,
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's --report file")
+    merge.add_argument("--output", choices=("table", "json"), default="table", help="text (default) or JSON")
 
 
 def selection(args: argparse.Namespace) -> Selection:
@@ -418,7 +495,22 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        destination_properties=tuple(getattr(args, "destination_property", ())),
+        ignore_quota=getattr(args, "ignore_quota", False),
+        window=window(args, dry_run=dry_run),
     )
+
+
+def window(args: argparse.Namespace, *, dry_run: bool = False) -> Window | None:
+    """The maintenance window ``--max-duration`` (and ``--grace``) give a run that changes
+    things; a dry run has none (``plan`` only compares its estimate with it)."""
+    text = getattr(args, "max_duration", None)
+    if text is None:
+        return None
+    seconds = parse_duration(text)  # checked even where unused: a typo fails now
+    if dry_run or getattr(args, "dry_run", False):
+        return None
+    return Window(seconds, grace=getattr(args, "grace", 30.0))
 
 
 def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
@@ -467,4 +559,5 @@ def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfi
         selection=selection(args),
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
+        window=window(args, dry_run=dry_run),
     )

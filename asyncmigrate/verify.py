@@ -17,11 +17,12 @@ from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
-from .engine import run_pool, start_run
+from .engine import destination_owned, run_pool, start_run
 from .errors import AsyncMigrateError, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .metadata import differences
+from .owned import DestinationProperties
 from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
 from .selection import select
@@ -38,6 +39,7 @@ async def compare_image(
     image: dict[str, Any],
     config: CopyConfig,
     index: DestinationIndex | None = None,
+    owned: DestinationProperties | None = None,
 ) -> list[str]:
     """Every difference between the source image and the destination's (empty: they match).
 
@@ -47,9 +49,11 @@ async def compare_image(
     The source image is compared as the destination should hold it (project
     map, ``--certificate-map``/``--strip-signature``: :func:`destination_view`).
     With the run's destination ``index`` an image whose listing entry matches
-    costs no request; the others (and shared images' members) are read.
+    costs no request; the others (and shared images' members) are read.  The properties the
+    destination sets itself (``owned``) are no difference.
     """
-    view = destination_view(image, config).image
+    owned = owned if owned is not None else DestinationProperties()
+    view = destination_view(image, config, owned=owned).image
     keep_owner = view.get("owner") is not None
     entry = None if index is None else index.get(image["id"])
     if index is not None and entry is None:
@@ -59,6 +63,7 @@ async def compare_image(
         other = await dst.get_image(image["id"])
         if other is None:
             return ["missing at the destination"]
+        other = owned.strip(other)
         if view.get("status") != other.get("status"):
             problems.append(f"status {view.get('status')} != {other.get('status')}")
         converted = Entry.of(other).converted_from(view)
@@ -91,8 +96,11 @@ async def verify_catalogs(
     """Compare the catalogs; each image's outcome is match, differs, missing or extra."""
     started = time.monotonic()
     kw = client_options(config)
-    async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
-        run = await start_run(config, src, dst, emit)
+    async with (
+        open_glance(src_cloud, **kw, role="source", emit=emit) as src,
+        open_glance(dst_cloud, **kw, role="destination", emit=emit) as dst,
+    ):
+        run = await start_run(config, src, dst, emit, await destination_owned(config, None, dst_cloud.endpoint))
         index = run.index
         seen: set[str] = set()
 
@@ -100,7 +108,7 @@ async def verify_catalogs(
             seen.add(image["id"])
             result = ImageResult.of(image, "verify")
             try:
-                problems = await compare_image(src, dst, image, config, index)
+                problems = await compare_image(src, dst, image, config, index, run.owned)
             except AsyncMigrateError as exc:
                 if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
                     raise

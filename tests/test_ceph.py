@@ -21,7 +21,6 @@ from asyncmigrate.sync import sync_images
 from asyncmigrate.upload import unsized_cost
 from tests.conftest import FAST_RETRY, Clouds, fast_config
 from tests.fakeglance import QCOW2_MAGIC
-from tests.fakeglance.model import CEPH_FSID
 
 ACTIVE = {"id": "i", "status": "active", "size": 3, "checksum": "c" * 32}
 
@@ -52,7 +51,7 @@ def test_not_raw_on_rbd_warns_for_images_with_data_bound_for_rbd() -> None:
     staged = not_raw_on_rbd({**ACTIVE, "disk_format": "qcow2"}, "rbd", "ceph", method="glance-direct")
     assert staged is not None and "only if the destination converts" in staged.reason
     moved = not_raw_on_rbd({**ACTIVE, "disk_format": "qcow2"}, "rbd", "ceph2", method="copy-image")
-    assert moved is not None and "store move copies the bytes as they are" in moved.reason
+    assert moved is not None and "store move copies the bytes as they are: convert it to raw first" in moved.reason
     judged = judge({**ACTIVE, "disk_format": "iso"}, PreflightOptions(store="ceph", store_type="rbd"))
     assert judged.blocking is None and judged.kinds == [NOT_RAW_ON_RBD] and judged.warnings == [judged.traps[0].reason]
 
@@ -71,21 +70,23 @@ def test_put_unsized_costs_are_named_by_store_type() -> None:
 
 
 async def test_fake_shows_rbd_and_s3_stores_as_glance_33_does(clouds: Clouds) -> None:
-    """The fake's rbd store lists its pool and fsid, its images' locations are rbd://FSID/POOL/ID/snap;
-    an s3 store's are s3://HOST/BUCKET/ID."""
+    """As glance 33 on the harness's Ceph: an rbd store lists its pool, fsid and chunk_size in bytes
+    (8388608), its images' locations are rbd://FSID/POOL/ID/snap; an s3 store lists its multipart
+    thresholds in bytes."""
     clouds.dst.store_types.update(main="rbd", archive="s3")
+    clouds.dst.backend.pools["main"] = "images"
     clouds.dst.show_multiple_locations = True
     image = clouds.dst.add_image(os.urandom(100), store="main", disk_format="raw", container_format="bare")
-    other = clouds.dst.add_image(os.urandom(100), store="archive", disk_format="raw", container_format="bare")
     shown = clouds.dst.render(clouds.dst.images[image["id"]])
-    assert shown["locations"] == [
-        {"url": f"rbd://{CEPH_FSID}/main-pool/{image['id']}/snap", "metadata": {"store": "main"}}
-    ]
-    assert clouds.dst.render(clouds.dst.images[other["id"]])["locations"][0]["url"].startswith("s3://")
+    fsid = clouds.dst.backend.fsid
+    assert shown["locations"] == [{"url": f"rbd://{fsid}/images/{image['id']}/snap", "metadata": {"store": "main"}}]
     async with aiohttp.ClientSession() as http, http.get(f"{clouds.dst_server.url}/v2/info/stores/detail") as resp:
         detail = {s["id"]: s for s in (await resp.json())["stores"]}
-    assert detail["main"]["type"] == "rbd" and detail["main"]["properties"]["pool"] == "main-pool"
-    assert detail["main"]["properties"]["fsid"] == CEPH_FSID and detail["archive"]["type"] == "s3"
+    assert detail["main"]["type"] == "rbd"
+    assert detail["main"]["properties"] == {"chunk_size": 8388608, "pool": "images", "thin_provisioning": False,
+                                            "fsid": fsid}  # fmt: skip
+    assert detail["archive"]["type"] == "s3"
+    assert detail["archive"]["properties"]["s3_store_large_object_size"] == 104857600
 
 
 async def test_copy_into_rbd_warns_of_not_raw_images_and_says_clones_start_fresh(clouds: Clouds) -> None:
@@ -156,7 +157,7 @@ async def test_put_unsized_into_rbd_or_s3_warns_once_at_the_start(clouds: Clouds
 
 
 async def test_cli_prints_the_cost_warning_and_the_clone_note(clouds: Clouds, tmp_path: Path) -> None:
-    """The CLI says put-unsized's cost on stderr when the run starts, the clone note after the totals,
+    """The CLI says put-unsized's cost when the run starts (and under the totals), the clone note after them,
     and a plan's 'why' carries the not-raw-on-rbd way out; the report keeps notes and warnings."""
     clouds.dst.store_types["main"] = "rbd"
     clouds.src.add_image(_qcow2(), name="q", disk_format="qcow2", container_format="bare")
@@ -164,14 +165,17 @@ async def test_cli_prints_the_cost_warning_and_the_clone_note(clouds: Clouds, tm
     code, out, err = await _cli("plan", "copy", *pair, clouds_yaml=clouds.clouds_yaml)
     assert code == 0, err
     assert "not raw" not in out and "Nova and Cinder clone only raw images" in out and "--upload-method" in out
-    assert "note: each image copied into RBD store 'main'" in out
+    assert "each image copied into RBD store 'main' is a new RBD image" in out
     report = tmp_path / "r.json"
     code, out, err = await _cli(
         "copy", *pair, "--upload-method", "put-unsized", "--report", str(report), clouds_yaml=clouds.clouds_yaml
     )
     assert code == 0, err
-    assert err.count("warning: --upload-method put-unsized into store 'main' (rbd)") == 1, err
-    assert "note: each image copied into RBD store 'main'" in out and "1 copied" in out
+    # Said as the run starts (stop it now if that was not meant), and again under the totals.
+    warning = "warning: --upload-method put-unsized into store 'main' (rbd)"
+    done = out.index("done: 1 images")
+    assert out.count(warning) == 2 and out.index(warning) < done < out.rindex(warning), out
+    assert out.index("each image copied into RBD store 'main'") > out.index("done: 1 images") and "1 copied" in out
     document = json.loads(report.read_text())
     assert len(document["summary"]["notes"]) == 2
     assert document["images"][0]["traps"] == [NOT_RAW_ON_RBD] and document["images"][0]["warnings"]

@@ -14,7 +14,8 @@ Staging (``PUT …/stage``, for glance-direct imports): see ``_DataApi.stage``.
 Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
 ``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
 a start past the end is 416, several ranges 400; an image holding no data is 204; a
-deactivated image is 403 except for admins. With ``FakeGlance.honour_range`` False the
+deactivated image is 403 except for admins. Which location serves the bytes, ``?prefer=`` and the
+image cache: see :mod:`tests.fakeglance.backend`. With ``FakeGlance.honour_range`` False the
 ``Range`` header is ignored: 200 and the whole body, so a cut download cannot be resumed.
 """
 
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import quota
+from .backend import webob_error
 from .faults import DownloadPlan
 from .model import QCOW2_MAGIC, Digest, ImageRecord, fail
 
@@ -131,6 +134,9 @@ class _DataApi:
             claimed_size = None if claimed is None else int(claimed)
         except ValueError:
             raise fail(400, "Invalid or missing image size in request headers.") from None
+        # The caller's project pays (image_data.py): the declared size, 0 when none is declared.
+        declared = quota.declared_mib(claimed_size or request.content_length)
+        quota.enforce(fake, identity.project_id, "image_size_total", declared)
         rec = fake.lookup(request.match_info["image_id"], identity)
         fake.require_owner(rec, identity, "upload data to")
         if rec.status != "queued":
@@ -138,6 +144,11 @@ class _DataApi:
 
         rec.status = "saving"
         rec.updated_at = fake.now()
+        try:  # checked once the image is saving: the caller's own image counts itself
+            quota.enforce(fake, identity.project_id, "image_count_uploading")
+        except web.HTTPException:
+            self._restore(rec)
+            raise
         fake.uploads_in_flight += 1
         fake.max_uploads_in_flight = max(fake.max_uploads_in_flight, fake.uploads_in_flight)
         try:
@@ -216,6 +227,7 @@ class _DataApi:
             self._restore(rec)
             raise fail(415, "Image disk_format is qcow2 but the data is not a qcow2 image.")
         rec.store_bytes(data, [store], digest)
+        self.fake.backend.written(rec, [store])
         rec.status = "active"
         rec.updated_at = self.fake.now()
         return web.Response(status=204)
@@ -230,11 +242,17 @@ class _DataApi:
         fake.require_owner(rec, identity, "upload data to")
         if "glance-direct" not in fake.import_methods:
             raise fail(404, "The requested resource could not be found.")
+        quota.enforce(fake, identity.project_id, "image_stage_total", quota.declared_mib(request.content_length))
         if rec.staged is not None:
             raise fail(409, f"The image {rec.id} has data on staging")
         if rec.status != "queued":
             raise fail(409, f"Image status transition from {rec.status} to uploading is not allowed")
         rec.status = "uploading"
+        try:
+            quota.enforce(fake, identity.project_id, "image_count_uploading")
+        except web.HTTPException:
+            rec.status = "queued"
+            raise
         pieces: list[bytes] = []
         try:
             while piece := await request.content.read(fake.chunk_size):
@@ -262,14 +280,17 @@ class _DataApi:
         rec = fake.lookup(request.match_info["image_id"], identity)
         if rec.status == "deactivated" and not identity.is_admin:
             raise fail(403, "The requested image has been deactivated. Image data download is forbidden.")
-        content = rec.content()
+        ranged = "Range" in request.headers
+        content = fake.backend.cached.get(rec.id) if not ranged else None
+        if content is None:
+            content = fake.backend.readable(rec, self._preferred(request))
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)
         size = len(content)
         first, last = 0, size - 1
         headers = {"Content-Type": "application/octet-stream"}
         status = 200
-        if "Range" in request.headers and fake.honour_range:
+        if ranged and fake.honour_range:
             first, last = parse_range(request.headers["Range"], size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
             status = 206
@@ -286,6 +307,23 @@ class _DataApi:
         except ConnectionError:
             fake.log_entry(request).fault = "client_disconnected"
         return response
+
+    def _preferred(self, request: web.Request) -> list[str]:
+        """The stores ``?prefer=`` names (glance 33, ``image_data.py`` ``download``): 400 for a store
+        not configured or a single-store glance; older releases ignore the parameter."""
+        stores = [s.strip() for s in request.query.get("prefer", "").split(",") if s.strip()]
+        if not stores or not self.fake.profile.download_prefer:
+            return []
+        if not self.fake.download_from_store:  # the policy, when a cloud restricts it
+            raise webob_error(request, 403, "You are not authorized to complete download_from_store action.")
+        if not self.fake.multi_store:
+            raise webob_error(
+                request, 400, "Store selection for download is not available when multiple backends are not enabled."
+            )
+        for store in stores:
+            if store not in self.fake.stores:
+                raise webob_error(request, 400, f"Store '{store}' is not configured.")
+        return stores
 
     def _sizeless(self, request: web.Request, status: int, headers: dict[str, str], body: bytes) -> web.Response:
         """Glance writes ``str(image.size)`` into ``Content-Length``: ``None`` for an image whose

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Mapping
 
 
 @dataclasses.dataclass
@@ -62,6 +63,17 @@ class _TokenExpiry:
     skip: int
 
 
+@dataclasses.dataclass
+class _Action:
+    """Someone else's change to the fake's state, made just before a matching request is handled."""
+
+    method: str
+    pattern: re.Pattern[str]
+    query: dict[str, str | None]
+    action: Callable[[], None]
+    armed: _Armed
+
+
 @dataclasses.dataclass(frozen=True)
 class DownloadPlan:
     """What to do to one download response, decided when it starts."""
@@ -97,12 +109,14 @@ class Faults:
     def _reset(self) -> None:
         self._http: list[HttpFailure] = []
         self._delays: list[_Delay] = []
+        self._actions: list[_Action] = []
         self._cut_download: dict[str, list[_ByteFault]] = {}
         self._hang_download: dict[str, list[_ByteFault]] = {}
         self._cut_upload: dict[str, list[_ByteFault]] = {}
         self._slow: dict[str, float] = {}
         self._flips: dict[str, list[_ByteFault]] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
+        self._corrupt_copies: dict[str, tuple[_Armed, bool]] = {}
         self._expire_token: _TokenExpiry | None = None
 
     # -- arming, for tests --------------------------------------------------------------
@@ -145,6 +159,23 @@ class Faults:
                 skip=nth - 1,
                 content_type=content_type,
             )
+        )
+
+    def before_request(
+        self,
+        method: str,
+        path_regex: str,
+        action: Callable[[], None],
+        *,
+        query: dict[str, str | None] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Run ``action()`` — a change someone else makes meanwhile, e.g. an operator's PATCH —
+        just before a matching request (as for :meth:`fail_next`, and carrying every ``query``
+        item; a value None: the key with any value, ``""``: the key absent) is handled,
+        ``times`` times."""
+        self._actions.append(
+            _Action(method.upper(), re.compile(path_regex), dict(query or {}), action, _check_times(times))
         )
 
     def delay_next(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1) -> None:
@@ -192,6 +223,12 @@ class Faults:
         """Make copy-image imports into ``store`` fail (listed in ``os_glance_failed_import``)."""
         self._import_failures[store] = (message, _check_times(times))
 
+    def corrupt_copy(self, store: str, *, times: int | None = 1, lose: bool = False) -> None:
+        """Make copy-image store other bytes in ``store`` than it read (one byte flipped), as a
+        backend that damages what it is given would — or, with ``lose``, nothing at all while the
+        location is recorded (an object removed behind Glance's back); the record is unchanged."""
+        self._corrupt_copies[store] = (_check_times(times), lose)
+
     def clear(self) -> None:
         """Disarm every fault."""
         self._reset()
@@ -210,6 +247,17 @@ class Faults:
             elif chosen is None and failure.armed.take():
                 chosen = failure
         return chosen
+
+    def take_actions(self, method: str, path: str, query: Mapping[str, str]) -> list[Callable[[], None]]:
+        """The changes to make before this request is handled, consuming one shot of each."""
+        return [
+            a.action
+            for a in self._actions
+            if a.method in ("*", method.upper())
+            and a.pattern.search(path)
+            and all(_query_has(query, k, v) for k, v in a.query.items())
+            and a.armed.take()
+        ]
 
     def take_delay(self, method: str, path: str) -> float:
         """Seconds to hold this request, consuming one shot of the first matching delay."""
@@ -242,12 +290,27 @@ class Faults:
         self._expire_token = None
         return True
 
+    def take_corrupt_copy(self, store: str) -> str | None:
+        """How the copy into ``store`` finishing now is damaged: "flip", "lose", or None."""
+        entry = self._corrupt_copies.get(store)
+        if entry is None or not entry[0].take():
+            return None
+        return "lose" if entry[1] else "flip"
+
     def take_import_failure(self, store: str) -> str | None:
         """The failure message for a copy into ``store`` that is starting now, if any."""
         entry = self._import_failures.get(store)
         if entry is not None and entry[1].take():
             return entry[0]
         return None
+
+
+def _query_has(query: Mapping[str, str], key: str, value: str | None) -> bool:
+    if value is None:
+        return key in query
+    if value == "":
+        return key not in query
+    return query.get(key) == value
 
 
 def _arm(faults: dict[str, list[_ByteFault]], image_id: str, n_bytes: int, times: int | None) -> None:

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import http
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -202,34 +202,14 @@ class MemberRecord:
         }
 
 
-CEPH_FSID = "0f5c1a5e-0000-4000-8000-00000000ce9f"  # the fake cluster's fsid
-RBD_SNAPSHOT = "snap"  # glance_store's rbd driver names the protected snapshot so
-
-
-def rbd_pool(store: str) -> str:
-    """The pool behind a fake rbd store."""
-    return f"{store}-pool"
-
-
-def store_url(store: str | None, store_type: str, image_id: str) -> str:
-    """Where glance_store 5.7.0 says an image's data is, by the store's driver (glance 33).
-
-    rbd: ``rbd://FSID/POOL/IMAGE/snap`` (what Nova and Cinder clone from); s3:
-    ``s3://HOST:PORT/BUCKET/IMAGE`` (no credentials); file: the data dir's path.
-    """
-    if store_type == "rbd" and store:
-        return f"rbd://{CEPH_FSID}/{rbd_pool(store)}/{image_id}/{RBD_SNAPSHOT}"
-    if store_type == "s3" and store:
-        return f"s3://127.0.0.1:9/{store}-bucket/{image_id}"
-    return f"file:///var/lib/glance/{store or 'images'}/{image_id}"
-
-
-def locations(rec: ImageRecord, store_types: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The image's locations as glance shows them: ``url`` and ``metadata`` (store id, if any)."""
-    types = store_types or {}
+def locations(rec: ImageRecord, url_of: Callable[[ImageRecord, str], str] | None = None) -> list[dict[str, Any]]:
+    """The image's locations as glance shows them: ``url`` (``url_of(rec, store)``, by default
+    ``location_urls`` or a ``file://`` one) and ``metadata`` (store id, if any)."""
     return [
         {
-            "url": rec.location_urls.get(store, store_url(store, types.get(store or "", "file"), rec.id)),
+            "url": url_of(rec, store)
+            if url_of is not None
+            else rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
             "metadata": {"store": store} if store else {},
         }
         for store in rec.data
@@ -242,7 +222,7 @@ def render_image(
     multi_store: bool,
     show_locations: bool,
     missing_attrs: Collection[str] = (),
-    store_types: Mapping[str, str] | None = None,
+    url_of: Callable[[ImageRecord, str], str] | None = None,
 ) -> dict[str, Any]:
     """The image's JSON: custom properties at top level, links, ``stores`` as a CSV string.
 
@@ -257,7 +237,7 @@ def render_image(
     view["created_at"] = isotime(rec.created_at)
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
-        view["locations"] = locations(rec, store_types)
+        view["locations"] = locations(rec, url_of)
     view["tags"] = list(rec.tags)
     view["self"] = f"/v2/images/{rec.id}"
     view["file"] = f"/v2/images/{rec.id}/file"

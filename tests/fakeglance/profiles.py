@@ -126,8 +126,13 @@ class GlanceProfile:
     """Whether ``GET /v2/images/{id}/tasks`` exists (Wallaby on)."""
     locations_api: bool
     """Whether ``GET /v2/images/{id}/locations`` exists (2024.2 on); else 404."""
+    download_prefer: bool = False
+    """Whether ``GET …/file?prefer=STORE`` serves those stores first (glance 33, 2025.2:
+    ``image_data.py``, policy ``download_from_store``); before, the parameter is ignored."""
     api_limit_max: int = 1000
     """The largest page a listing returns (``api_limit_max``)."""
+    info_usage: bool = False
+    """Whether ``GET /v2/info/usage`` exists (Yoga on: Keystone unified limits)."""
     member_statuses: tuple[str, ...] = MEMBER_STATUS_FILTERS
     """Accepted ``member_status`` listing values."""
 
@@ -220,6 +225,7 @@ GLANCE_27 = dataclasses.replace(
     multi_store_by_default=False,
     info_stores_detail=True,
     image_tasks=True,
+    info_usage=True,
 )
 """Glance 27 (2023.2 "Bobcat") single-store, as old clouds run it: API 2.15, no locations API."""
 
@@ -236,6 +242,7 @@ GLANCE_33 = dataclasses.replace(
     ),
     multi_store_by_default=True,
     locations_api=True,
+    download_prefer=True,
 )
 """Glance 33 multi-store (the fake's default): API 2.17, ``GET /v2/images/{id}/locations``."""
 

@@ -9,7 +9,9 @@ empty strings. Errors: copy to a store already holding the image 400, unknown st
 image not active 409, caller not admin 403.
 
 Store delete: ``DELETE /v2/stores/{store}/{id}`` 204; unknown store 409; image not active
-409; the only store holding the image 403; a store not holding it 404.
+409; the only store holding the image 403; a store not holding it 404; data in use (an RBD
+snapshot with clones, see :mod:`tests.fakeglance.backend`) 409, checked last, as glance_store
+only learns it when it tries.
 
 The version document and which of these routes exist follow the fake's profile
 (:mod:`tests.fakeglance.profiles`); a route the release lacks answers 404.
@@ -23,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .backend import IN_USE, InUse, webob_error
 from .images import json_body
 from .model import (
-    CEPH_FSID,
     FAILED_IMPORT_KEY,
     IMPORT_LOCK_KEY,
     IMPORTING_KEY,
@@ -33,7 +35,6 @@ from .model import (
     Identity,
     fail,
     isotime,
-    rbd_pool,
     virtual_size_of,
 )
 
@@ -117,10 +118,11 @@ class _StoresApi:
             if store_type == "swift" and self.fake.swift_segment_size is not None:
                 # glance 33 shows the Swift driver's thresholds, in bytes
                 properties = {"container": "glance", "large_object_size": self.fake.swift_segment_size}
-            elif store_type == "rbd":  # as glance 33 shows an rbd store (the real one's keys)
-                properties = {"chunk_size": 8 * 1024 * 1024, "pool": rbd_pool(store_id)}
-                properties |= {"thin_provisioning": False, "fsid": CEPH_FSID}
-            elif store_type == "s3":
+            elif store_type == "rbd":  # discovery.py _get_rbd_properties: chunk_size in bytes (8388608 seen)
+                pool = self.fake.backend.pools.get(store_id, store_id)
+                properties = {"chunk_size": 8 * 1024 * 1024, "pool": pool, "thin_provisioning": False}
+                properties["fsid"] = self.fake.backend.fsid
+            elif store_type == "s3":  # discovery.py _get_s3_properties, glance_store's defaults
                 properties = {"s3_store_large_object_size": 100 * 1024 * 1024}
                 properties |= {"s3_store_large_object_chunk_size": 10 * 1024 * 1024, "s3_store_thread_pools": 10}
             entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": properties}
@@ -193,7 +195,7 @@ class _StoresApi:
             rec.status = "importing"
             rec.properties[IMPORT_LOCK_KEY] = task["id"]
             rec.properties[IMPORTING_KEY] = ",".join(targets)
-            fake.spawn(self._direct(rec.id, task, targets))
+            fake.spawn(self._direct(rec.id, task, targets, identity))
             return web.Response(status=202)
         rec.properties[IMPORT_LOCK_KEY] = task["id"]
         rec.properties[IMPORTING_KEY] = ",".join(targets)
@@ -258,14 +260,20 @@ class _StoresApi:
                 if rec is None:
                     task.update(status="failure", message=f"Image {image_id} was deleted")
                     return
-                content = rec.content()
+                content = fake.backend.readable(rec)  # read through the first location that opens
                 error = fake.faults.take_import_failure(store)
                 if error is None and content is not None and fake.swift_fails_known_size(store, len(content)):
                     error = "Task failed due to Internal Error"  # all glance 33 says (harness, measured)
                 pending.pop(0)
                 rec.properties[IMPORTING_KEY] = ",".join(pending)
                 if error is None and content is not None:
+                    damage = fake.faults.take_corrupt_copy(store) if content else None
+                    if damage == "flip":
+                        content = bytes([content[0] ^ 0xFF]) + content[1:]
                     rec.data[store] = content
+                    fake.backend.written(rec, [store])
+                    if damage == "lose":
+                        fake.backend.gone.add(fake.backend.url(rec, store))
                 else:
                     failed = [*_csv(rec.properties.get(FAILED_IMPORT_KEY)), store]
                     rec.properties[FAILED_IMPORT_KEY] = ",".join(failed)
@@ -288,13 +296,16 @@ class _StoresApi:
                 rec.properties.pop(IMPORT_LOCK_KEY, None)
                 rec.properties[IMPORTING_KEY] = ""
 
-    async def _direct(self, image_id: str, task: dict[str, Any], targets: list[str]) -> None:
+    async def _direct(self, image_id: str, task: dict[str, Any], targets: list[str], identity: Identity) -> None:
         """A glance-direct import (glance/async_/flows/api_image_import.py): the configured
         ``image_conversion`` plugin first (plugins/image_conversion.py: inspect, refuse a
-        format mismatch, convert, set disk_format/container_format=bare/size), then the
-        stores; a failure reverts the image to ``queued`` with the stores in
-        ``os_glance_failed_import`` and the task's message (``housekeeping.py`` cleans staging
-        residue only of deleted images: a failed store write leaves the staged data in place)."""
+        format mismatch, convert, set disk_format/container_format=bare/size), then
+        ``inject_image_metadata`` (plugins/inject_image_metadata.py: ``inject`` merged into the
+        properties, keys of the reserved namespace dropped, unless the importing user has one of
+        ``ignore_user_roles``), then the stores; a failure reverts the image to ``queued`` with
+        the stores in ``os_glance_failed_import`` and the task's message (``housekeeping.py``
+        cleans staging residue only of deleted images: a failed store write leaves the staged
+        data in place).  Plugins never run for copy-image (``get_flow``)."""
         fake = self.fake
         await asyncio.sleep(fake.import_delay)
         rec = fake.images.get(image_id)
@@ -311,6 +322,8 @@ class _StoresApi:
             else:
                 data = b"\0" * virtual_size_of(data, rec.disk_format)
                 rec.disk_format, rec.container_format = fake.convert_to, "bare"
+        if error is None and fake.inject_properties and not identity.roles & fake.inject_ignore_roles:
+            rec.properties.update({k: v for k, v in fake.inject_properties.items() if not k.startswith("os_glance")})
         rec.properties.pop(IMPORT_LOCK_KEY, None)
         rec.properties.pop("os_glance_stage_host", None)
         rec.properties[IMPORTING_KEY] = ""
@@ -325,6 +338,7 @@ class _StoresApi:
             task.update(status="failure", message=error)
         else:
             rec.store_bytes(data, targets)
+            fake.backend.written(rec, targets)
             rec.status = "active"
             rec.properties[FAILED_IMPORT_KEY] = ""
             task.update(status="success", result={"image_id": image_id})
@@ -358,6 +372,11 @@ class _StoresApi:
             )
         if store not in rec.data:
             raise fail(404, f"Image {image_id} is not stored in store {store}.")
-        del rec.data[store]
+        try:
+            fake.backend.drop_location(rec, store)  # an object already gone: still 204 (measured)
+        except InUse:
+            raise webob_error(
+                request, 409, f"The data for Image {image_id} could not be deleted because it is in use: {IN_USE}"
+            ) from None
         rec.updated_at = fake.now()
         return web.Response(status=204)
