@@ -70,6 +70,10 @@ class Merged:
         """A single report's ``summary`` over every shard, and what the shards add."""
         summary = self.run.summary()
         summary.pop("shard", None)
+        # Each shard checked the destination's quota against its own plan: say what each found.
+        quotas = {self.shard_name(k): r.run.quota for k, r in sorted(self.reports.items()) if r.run.quota is not None}
+        if quotas:
+            summary["quota"] = quotas
         summary["peak_rss_bytes"] = max((r.peak_rss_bytes for r in self.reports.values()), default=0)
         summary["exit_code"] = int(self.exit_code)
         summary["shards"] = {

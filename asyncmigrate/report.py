@@ -240,6 +240,7 @@ class Report:
                 incomplete=summary.get("incomplete"),
                 shard=None if shard is None else _parse_shard(str(shard)),
                 notes=[str(n) for n in summary.get("notes") or []],
+                quota=summary.get("quota"),
             )
             return cls(path, str(document["command"]), run, int(summary.get("peak_rss_bytes") or 0))
         except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,23 @@ import pytest
 from asyncmigrate import copy_images
 from asyncmigrate.cli import main
 from asyncmigrate.report import Report, write_report
-from asyncmigrate.selection import Selection
+from asyncmigrate.selection import Selection, shard_of
 from tests.conftest import Clouds, fast_config
 
 
-def _seed(clouds: Clouds, n: int) -> list[str]:
+def _seed(clouds: Clouds, n: int, shards: int = 4) -> list[str]:
+    """``n`` images whose ids fall round-robin into ``shards`` shards: every shard of 4 (or fewer)
+    holds one when ``n >= shards``, whatever the random ids would have done."""
+    ids: list[str] = []
+    while len(ids) < n:
+        candidate = str(uuid.uuid4())
+        if all(shard_of(candidate, k) == len(ids) % k for k in range(1, shards + 1)):
+            ids.append(candidate)
     return [
-        clouds.src.add_image(os.urandom(3000 + i), name=f"m-{i}", disk_format="raw", container_format="bare")["id"]
-        for i in range(n)
+        clouds.src.add_image(
+            os.urandom(3000 + i), id=image_id, name=f"m-{i}", disk_format="raw", container_format="bare"
+        )["id"]
+        for i, image_id in enumerate(ids)
     ]
 
 

@@ -129,7 +129,7 @@ async def test_cli_max_duration_exits_four_and_plan_estimates_the_window(clouds:
     _catalog(clouds, 8)
     report = tmp_path / "r.json"
     base = ("--src-cloud", "src", "--dst-cloud", "dst", "--no-journal")
-    code, _, err = await _cli(
+    code, out, err = await _cli(
         "copy",
         *base,
         "--concurrency",
@@ -140,9 +140,10 @@ async def test_cli_max_duration_exits_four_and_plan_estimates_the_window(clouds:
         str(report),
         clouds_yaml=clouds.clouds_yaml,
     )
-    assert code == 4, err
-    assert "--max-duration of 0.5s passed: starting no new image" in err
-    line = next(x for x in err.splitlines() if x.startswith("asyncmigrate: incomplete:"))
+    assert code == 4, out + err
+    # The notices go where the log goes (stdout).
+    assert "--max-duration of 0.5s passed: starting no new image" in out
+    line = next(x for x in out.splitlines() if x.startswith("asyncmigrate: incomplete:"))
     assert "image(s)" in line and "not started" in line and line.endswith("run the same command again to finish")
     assert json.loads(report.read_text())["summary"]["exit_code"] == 4
     code, _, err = await _cli("copy", *base, "--max-duration", "tomorrow", clouds_yaml=clouds.clouds_yaml)
