@@ -8,13 +8,14 @@ ceph-mgr (not needed for RBD or RGW I/O), auth ``none``, everything under ``$HAR
   its 8 messenger ports within ``[osd_port_min, osd_port_max]``;
 * ``radosgw -n client.rgw.gw``: beast on ``rgw_port``; S3 user ``glance`` with the harness's keys,
   buckets ``glance-cold`` (src store ``cold``) and ``glance-dst`` (dst store ``s3``); with
-  ``--rgw-swift`` its Swift API (``/swift/v1``) validates the dst Keystone's tokens.
+  ``--rgw-swift`` its Swift API (``/swift/v1/AUTH_<project>``, the dst Keystone's ``object-store``
+  of region ``RGW_REGION``) validates that Keystone's tokens.
 
 Pools (8 PGs each): ``src-ceph``, ``dst-ceph``, ``dst-ceph2`` and ``rbd-ceph``, one per rbd store
 (``glanceconf.rbd_pool``), plus RGW's own.
 
 A cluster is made once per settings (``ensure_template``: mon and OSD mkfs, pools, RGW's pools,
-user and buckets, then a clean stop; about 30 s) under ``ceph-templates/<hash>``; every real start
+user and buckets, then a clean stop; 24 s measured) under ``ceph-templates/<hash>``; every real start
 copies it (``cp --sparse=always``: only the blocks in use) into ``ceph/`` and starts the three
 daemons on it, so a fresh cluster costs a daemon start, not a bootstrap.  The mon's address is in
 its monmap: ports are part of the template's hash.
@@ -52,7 +53,7 @@ from glanceconf import (
     rbd_pool,
     swift_segment_sizes,
 )
-from procs import Check, child_env, http_status, kill_pidfiles, pid_alive, say, spawn, tail
+from procs import Check, child_env, http_status, kill_pidfiles, pid_alive, say, spawn, wait_ready
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-common", "radosgw", "python3-rados", "python3-rbd")
 COMMANDS = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "rbd", "monmaptool")
@@ -262,7 +263,7 @@ def ensure_template(cfg: Settings) -> bool:
     try:
         _make_cluster(cfg, making)
     finally:
-        kill_pidfiles({_pidfile(cfg, d, "template"): NEEDLES[f"ceph-{d}"] for d in DAEMONS}, timeout=30)
+        kill_pidfiles({pidfile(cfg, d, "template"): NEEDLES[f"ceph-{d}"] for d in DAEMONS}, timeout=30)
     shutil.rmtree(making / "run")
     making.rename(final)
     say(f"made the Ceph cluster template {final.name} in {time.monotonic() - t0:.1f} s")
@@ -292,17 +293,8 @@ def _make_cluster(cfg: Settings, home: Path) -> None:
     for pool, proc in zip(POOLS, inits, strict=True):
         _wait(proc, f"rbd pool init {pool}")
     procs["rgw"] = _spawn(cfg, conf, "rgw", "template")
-    url = f"{ceph.rgw_url}/"
-    deadline = time.monotonic() + 120  # RGW makes its own pools on a new cluster
-    while http_status(url) != 200:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise HarnessError(
-                    f"ceph {name} exited ({proc.returncode}); {_log(cfg, name)}:\n{tail(_log(cfg, name))}"
-                )
-        if time.monotonic() > deadline:
-            raise HarnessError(f"RGW did not answer {url} in 120 s; {_log(cfg, 'rgw')}:\n{tail(_log(cfg, 'rgw'))}")
-        time.sleep(0.3)
+    # RGW makes its own pools on a new cluster (about 8 s); every daemon's exit fails the wait at once.
+    wait_ready({f"ceph {d}": (f"{ceph.rgw_url}/", _log(cfg, d), proc) for d, proc in procs.items()})
     user = ["radosgw-admin", "user", "create", "--uid", "glance", "--display-name", "glance"]
     cli(conf, *user, "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY)
     script = (
@@ -324,7 +316,7 @@ def _make_cluster(cfg: Settings, home: Path) -> None:
     )
     # A clean stop, RGW first: a radosgw killed with -9 leaves watchers that stall radosgw-admin.
     for daemon in ("rgw", "osd", "mon"):
-        kill_pidfiles({_pidfile(cfg, daemon, "template"): NEEDLES[f"ceph-{daemon}"]}, timeout=30)
+        kill_pidfiles({pidfile(cfg, daemon, "template"): NEEDLES[f"ceph-{daemon}"]}, timeout=30)
 
 
 def _popen(conf: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -345,13 +337,9 @@ def _wait(proc: subprocess.Popen[bytes], what: str) -> None:
 # ----------------------------------------------------------------------------- the running cluster
 
 
-def _pidfile(cfg: Settings, daemon: str, suffix: str = "") -> Path:
+def pidfile(cfg: Settings, daemon: str, suffix: str = "") -> Path:
+    """Where :func:`start` records a daemon's pid (``mon``, ``osd``, ``rgw``; ``suffix``: the template's)."""
     return cfg.path("run", f"ceph-{daemon}{'-' + suffix if suffix else ''}.pid")
-
-
-def pidfile(cfg: Settings, daemon: str) -> Path:
-    """Where :func:`start` records a daemon's pid (``mon``, ``osd``, ``rgw``)."""
-    return _pidfile(cfg, daemon)
 
 
 def _log(cfg: Settings, daemon: str) -> Path:
@@ -371,7 +359,7 @@ def _spawn(cfg: Settings, conf: Path, daemon: str, suffix: str = "") -> subproce
     log = _log(cfg, daemon)
     log.unlink(missing_ok=True)
     # Its log_file and stdout/stderr in one file; stdin closed: a daemon holding a caller's pipe keeps it open.
-    return spawn(_command(conf, daemon), log, _pidfile(cfg, daemon, suffix), child_env())
+    return spawn(_command(conf, daemon), log, pidfile(cfg, daemon, suffix), child_env())
 
 
 def prepare(cfg: Settings) -> None:
