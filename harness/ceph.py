@@ -289,11 +289,11 @@ def _make_cluster(cfg: Settings, home: Path) -> None:
     procs["osd"] = _spawn(cfg, conf, "osd", "template")
     for pool in POOLS:
         cli(conf, "ceph", "osd", "pool", "create", pool, "8", "8")
-    inits = [_popen(conf, "rbd", "pool", "init", pool) for pool in POOLS]  # about 3 s each: at once
+    inits = [_popen(conf, "rbd", "pool", "init", pool) for pool in POOLS]  # slow each: all at once
     for pool, proc in zip(POOLS, inits, strict=True):
         _wait(proc, f"rbd pool init {pool}")
     procs["rgw"] = _spawn(cfg, conf, "rgw", "template")
-    # RGW makes its own pools on a new cluster (about 8 s); every daemon's exit fails the wait at once.
+    # RGW makes its own pools on a new cluster; every daemon's exit fails the wait at once.
     wait_ready({f"ceph {d}": (f"{ceph.rgw_url}/", _log(cfg, d), proc) for d, proc in procs.items()})
     user = ["radosgw-admin", "user", "create", "--uid", "glance", "--display-name", "glance"]
     cli(conf, *user, "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY)
