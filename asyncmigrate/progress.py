@@ -29,6 +29,7 @@ __all__ = [
     "ListingDone",
     "ListingFailed",
     "Retrying",
+    "RunWarning",
     "Stats",
     "TransferStarted",
     "WindowClosed",
@@ -53,6 +54,14 @@ class CloudsDiscovered:
 
     source: dict[str, Any]
     destination: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWarning:
+    """Something the whole run costs that the operator asked for (e.g. ``put-unsized`` into an
+    rbd or s3 store): said once, when the run starts; the run goes on."""
+
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +194,7 @@ class ImageDone:
 
 Event = (
     CloudsDiscovered
+    | RunWarning
     | JournalOpened
     | JournalFailed
     | ImageQueued
