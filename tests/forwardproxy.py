@@ -41,6 +41,7 @@ class ForwardProxy:
         """The local ports of the proxy's connections to servers: a server seeing a request come
         from any other port was reached directly."""
         self.port = 0
+        self._handlers: set[asyncio.Task[None]] = set()  # connections being relayed: closed with the proxy
 
     @property
     def url(self) -> str:
@@ -69,6 +70,12 @@ class ForwardProxy:
             yield self
         finally:
             server.close()
+            # Python 3.11's server.close() leaves accepted connections open: end them here, so no
+            # socket is left for the garbage collector (a ResourceWarning under filterwarnings=error).
+            for task in list(self._handlers):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*self._handlers, return_exceptions=True), 2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
@@ -98,12 +105,16 @@ class ForwardProxy:
             loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             await self._relay(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             pass
         finally:
-            writer.close()
+            self._handlers.discard(task)
+            await _close(writer)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request_line = (await reader.readline()).decode("latin-1").strip()
@@ -171,4 +182,11 @@ async def _pipe_both(
         upstream.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await upstream
-        up_writer.close()
+        await _close(up_writer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close a connection and wait until its transport is gone (bounded: a peer may be gone too)."""
+    writer.close()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(writer.wait_closed(), 2)

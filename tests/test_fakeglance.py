@@ -716,7 +716,7 @@ async def test_listen_ends_refusals_at_once_and_start_serves(fake: FakeGlance) -
 
 async def test_copy_image_import_then_store_delete(http: aiohttp.ClientSession, url: str, fake: FakeGlance) -> None:
     """copy-image adds a store in the background; store delete then removes one."""
-    fake.import_delay = 0.05
+    fake.import_delay = 0.5  # the second POST must meet the first import still running, even under load
     iid = fake.add_image(DATA, disk_format="raw", container_format="bare")["id"]
     imports = f"{url}/v2/images/{iid}/import"
     copy = {"method": {"name": "copy-image"}, "stores": ["slow"]}
