@@ -102,6 +102,8 @@ class Faults:
         self._cut_upload: dict[str, list[_ByteFault]] = {}
         self._slow: dict[str, float] = {}
         self._flips: dict[str, list[_ByteFault]] = {}
+        self._upload_flips: dict[str, list[_ByteFault]] = {}
+        self._lost_answers: dict[str, list[_ByteFault]] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
         self._expire_token: _TokenExpiry | None = None
 
@@ -174,6 +176,17 @@ class Faults:
         whose stored bytes are corrupt."""
         _arm(self._flips, image_id, offset, times)
 
+    def flip_upload_byte(self, image_id: str, offset: int, times: int | None = 1) -> None:
+        """Store the byte at absolute ``offset`` of the next ``times`` uploads (``PUT …/file`` or
+        ``…/stage``) inverted, as a corrupting proxy or NIC in front of glance would: the client
+        sent good bytes, glance records (and hashes) bad ones."""
+        _arm(self._upload_flips, image_id, offset, times)
+
+    def lose_upload_answer(self, image_id: str, times: int | None = 1) -> None:
+        """Commit the next ``times`` uploads of the image, then drop the connection before the
+        204 (a load balancer timing out a slow answer): the data is in, the client never knows."""
+        _arm(self._lost_answers, image_id, 0, times)
+
     def cut_upload_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
         """Close the connection after the server has read ``n_bytes`` of an upload."""
         _arm(self._cut_upload, image_id, n_bytes, times)
@@ -226,6 +239,14 @@ class Faults:
             bytes_per_sec=self._slow.get(image_id),
             flips=frozenset(f.n_bytes for f in self._flips.get(image_id, []) if f.armed.take()),
         )
+
+    def take_upload_flips(self, image_id: str) -> frozenset[int]:
+        """Offsets of the upload starting now whose bytes arrive inverted."""
+        return frozenset(f.n_bytes for f in self._upload_flips.get(image_id, []) if f.armed.take())
+
+    def take_lost_answer(self, image_id: str) -> bool:
+        """Whether the upload committed now loses its answer."""
+        return _take_bytes(self._lost_answers.get(image_id, [])) is not None
 
     def take_upload_cut(self, image_id: str) -> int | None:
         """After how many bytes the upload that is starting now gets cut, if at all."""
