@@ -26,7 +26,8 @@ for configuration and authentication) and chained with ``raise ... from exc``.
         ├── DestinationBusy                RETRY            destination image is 'saving'
         ├── SourceCorrupt                  IMAGE            source bytes do not match its own hash
         ├── DestinationConflict            IMAGE            same id, other content or attributes
-        └── VerificationError              IMAGE            destination recorded another hash
+        ├── VerificationError              IMAGE            the record after an upload or a move is wrong
+        └── BadCopy                        IMAGE            destination committed other bytes: deactivated
 
 ``RETRY`` errors are retried with backoff within an attempt cap and a deadline;
 when retries run out they are recorded against the image like ``IMAGE`` errors.
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "AsyncMigrateError",
     "AuthenticationError",
+    "BadCopy",
     "Behaviour",
     "ClientStatusError",
     "ConflictStatus",
@@ -364,4 +366,10 @@ class DestinationConflict(ImageError):
 
 
 class VerificationError(ImageError):
-    """After upload, the destination recorded a size or hash other than the source's."""
+    """After an upload or a store move, the record is not what a good copy leaves (the image not
+    ``active``; a store move's carrier or original with other hashes)."""
+
+
+class BadCopy(ImageError):
+    """The destination's copy holds bytes other than the source recorded, and was deactivated
+    (quarantined) so nobody boots it: Glance can neither replace its data nor reuse its id."""

@@ -68,6 +68,7 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.REMOVED,
         Outcome.DELETED,
         Outcome.CONFLICT,
+        Outcome.QUARANTINED,
         Outcome.FAILED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)

@@ -33,6 +33,7 @@ class Action:
     UNSUPPORTED = "unsupported"  # source state cannot be copied (saving, killed, ...)
     FAIL = "fail"  # cannot be done (e.g. the id was deleted at the destination)
     BLOCKED = "blocked"  # a blocking pre-flight trap: not attempted (reason says the way out)
+    QUARANTINED = "quarantined"  # the destination's copy holds other bytes: deactivated (reason: the way out)
     # sync
     UPDATE = "update"  # same image at both ends: apply the attribute, member and status drift
     REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
@@ -51,6 +52,9 @@ class Outcome:
     CONFLICT = "conflict"
     FAILED = "failed"
     BLOCKED = "blocked"  # a pre-flight trap (signed, encrypted, ...): not attempted, nothing created
+    # The destination's copy holds bytes other than the source recorded: deactivated at once (now, or
+    # by an earlier run), so nobody boots it; Glance cannot mend it under its id (reason: the way out).
+    QUARANTINED = "quarantined"
     # sync
     UPDATED = "updated"  # drift applied: attributes, members, status
     REMOVED = "removed"  # gone from the source, kept at the destination (reported; exit code unaffected)
@@ -61,7 +65,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, DIFFERS, MISSING, EXTRA})
 
 
 @dataclasses.dataclass

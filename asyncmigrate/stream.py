@@ -40,7 +40,6 @@ __all__ = [
     "expected_digest",
     "pipeline",
     "resuming_source",
-    "verification_of",
     "verified",
 ]
 
@@ -139,11 +138,14 @@ async def verified(
     size: int | None,
     digest: Digest | None,
     expected: str | None,
+    also: Digest | None = None,
 ) -> AsyncIterator[bytes]:
     """Pass chunks on, holding the last one back until size and digest match.
 
     ``size`` None (nothing recorded): the transport's own length check is all
     there is (aiohttp fails a body shorter than its ``Content-Length``).
+    ``also`` is fed every chunk too (the md5 of what is sent, held against the
+    destination's record after the commit).
     """
     count = 0
     held: bytes | None = None
@@ -155,6 +157,8 @@ async def verified(
             raise StreamCorrupted(f"source sent more than its recorded size of {size} bytes")
         if digest is not None:
             await digest.feed(chunk)
+        if also is not None:
+            await also.feed(chunk)
         if held is not None:
             yield held
         held = chunk
@@ -224,12 +228,13 @@ def pipeline(
     on_bytes: Callable[[int], None],
     max_resumes: int = 3,
     throttle: Throttle | None = None,
+    also: Digest | None = None,
 ) -> Pipeline:
     """Assemble the stages: source → verify (+digest, hold-back) → [throttle] → count."""
     # 1. read the source, healing cuts with Range
     source = resuming_source(open_at, size, max_resumes=max_resumes)
-    # 2. count and hash; hold the last chunk back until size and digest match
-    checked = verified(source, size=size, digest=digest, expected=expected)
+    # 2. count and hash (and hash what is sent, when asked); hold the last chunk back until size and digest match
+    checked = verified(source, size=size, digest=digest, expected=expected, also=also)
     stages = [source, checked]
     # 3. the run-wide bandwidth cap
     if throttle is not None:
@@ -258,14 +263,3 @@ def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if image.get("checksum") and computable("md5"):
         return "md5", str(image["checksum"])
     return None, None
-
-
-def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
-    """The report's ``verification``: the algorithm checked, ``size-only``, or ``unverified``
-    (neither recorded: the bytes are whatever the source sends until it closes)."""
-    if hashed:
-        return hashed
-    algo, _ = expected_digest(image)
-    if algo:
-        return algo  # --verify server: the destination's record was compared with it
-    return "size-only" if image.get("size") is not None else "unverified"

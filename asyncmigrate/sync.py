@@ -42,6 +42,7 @@ from .engine import at_destination, journaled, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
+from .integrity import recognised
 from .journal import Journal, pair_key, read_record
 from .limits import Limits
 from .progress import Emit, Retrying, ignore
@@ -49,6 +50,7 @@ from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import run_unit
 from .selection import select
+from .staged import STAGING
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
 from .upload import Uploader
 
@@ -91,6 +93,7 @@ class ImageSync:
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
+        self._staged = False  # the destination was between stage and import: level it once imported
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
         return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
@@ -103,9 +106,23 @@ class ImageSync:
         if not self._hand_over:
             return self.result
         done = await self._transfer(None).run()
+        if self._staged and done.outcome == Outcome.COPIED:
+            return await self._level_imported(done)
         if self.result.changes:
             done.changes = self.result.changes
             done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
+        return done
+
+    async def _level_imported(self, done: ImageResult) -> ImageResult:
+        """An image imported only now (it was left between stage and import): level the
+        attributes that drifted meanwhile, read afresh."""
+        self.index, self.result = None, ImageResult.of(self.image, with_left_out=True)
+        await run_unit(self.config.retry, self._attempt, self.result)
+        if self.result.outcome not in (Outcome.UPDATED, Outcome.SKIPPED):
+            return self.result  # the levelling failed: that is what the image needs next
+        if self.result.outcome == Outcome.UPDATED:
+            done.changes = self.result.changes
+            done.reason = "; ".join(filter(None, [done.reason, self.result.reason]))
         return done
 
     async def plan(self) -> ImageResult:
@@ -129,7 +146,9 @@ class ImageSync:
             return
         self._note(found)
         assert found.entry is not None
-        if _uploads(view, found.entry):
+        if found.entry.status in STAGING:
+            result.action, result.reason = Action.UPLOAD, f"destination is {found.entry.status!r}: finish its import"
+        elif _uploads(view, found.entry):
             result.action, result.bytes = Action.UPLOAD, result.size
             result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
         elif result.changes:
@@ -163,6 +182,8 @@ class ImageSync:
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
+        if entry.status in STAGING and view.get("status") in ("active", "deactivated"):
+            return _Assessment(entry)  # left between stage and import: ImageTransfer finishes it
         if entry.status in BUSY:
             raise DestinationBusy(f"destination image is {entry.status!r}")
         if entry.status not in WRITABLE:
@@ -172,6 +193,8 @@ class ImageSync:
             full = full if full is not None else await self.dst.get_image(self.id)
             if full is None:
                 return _Assessment(None)
+            if (bad := recognised(full)) is not None:
+                raise bad  # a bad copy an earlier run deactivated: never "levelled" (reactivated)
             drift = compute_drift(view, full)
         members = None
         if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
@@ -217,6 +240,9 @@ class ImageSync:
         found = await self._assess(view, fresh=number > 1)
         if found.entry is None:  # not at the destination (named ids, or deleted since the listing)
             self._hand_over = True
+            return
+        if found.entry.status in STAGING:
+            self._hand_over = self._staged = True
             return
         if found.drift.conflict:
             result.action = Action.CONFLICT

@@ -18,9 +18,10 @@ from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
 from .engine import run_pool, start_run
-from .errors import AsyncMigrateError, Behaviour
+from .errors import AsyncMigrateError, BadCopy, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
+from .integrity import recognised
 from .metadata import differences
 from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
@@ -48,6 +49,8 @@ async def compare_image(
     map, ``--certificate-map``/``--strip-signature``: :func:`destination_view`).
     With the run's destination ``index`` an image whose listing entry matches
     costs no request; the others (and shared images' members) are read.
+    A destination copy an earlier run quarantined (:mod:`asyncmigrate.integrity`)
+    raises :class:`~asyncmigrate.errors.BadCopy`: it is not a difference to level.
     """
     view = destination_view(image, config).image
     keep_owner = view.get("owner") is not None
@@ -59,6 +62,8 @@ async def compare_image(
         other = await dst.get_image(image["id"])
         if other is None:
             return ["missing at the destination"]
+        if (bad := recognised(other)) is not None:
+            raise bad
         if view.get("status") != other.get("status"):
             problems.append(f"status {view.get('status')} != {other.get('status')}")
         converted = Entry.of(other).converted_from(view)
@@ -101,6 +106,9 @@ async def verify_catalogs(
             result = ImageResult.of(image, "verify")
             try:
                 problems = await compare_image(src, dst, image, config, index)
+            except BadCopy as exc:
+                result.outcome, result.reason = Outcome.QUARANTINED, str(exc)
+                return result
             except AsyncMigrateError as exc:
                 if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
                     raise
