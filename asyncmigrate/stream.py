@@ -98,38 +98,78 @@ async def resuming_source(open_at: Opener, size: int | None, *, max_resumes: int
     raised and the whole image is retried.  A first answer that announces
     another length than the recorded ``size`` is refused before any byte is
     handed on (``size`` None: an old image without a recorded size).
+
+    Every ``206`` is read by its ``Content-Range``: it must start where reading
+    stands and, when the image's size is recorded, name that size as its total
+    (a cache holding another object under the URL is never spliced in).  A
+    ``206`` that ends before the image does — an intermediary answering in
+    slices, even a request for the whole image — is followed by a ``Range``
+    request for the rest, as a cut is.
     """
     offset = 0
     resumes = 0
     while True:
         try:
             async with open_at(offset) as download:
-                announced = download.content_length
-                if not offset and size is not None and download.status == 200 and announced not in (None, size):
-                    raise StreamCorrupted(f"the source announces {announced} bytes, its recorded size is {size}")
-                if offset and (download.status != 206 or not _range_starts_at(download.content_range, offset)):
-                    cannot = TransportError(f"source cannot resume at byte {offset} (HTTP {download.status})")
-                    resumes = max_resumes  # no point trying again
-                    raise cannot
+                last, total = _answered_up_to(download, offset, size)
                 async for chunk in download.chunks():
                     offset += len(chunk)
                     yield chunk
-            return
+            end = size if size is not None else total
+            if last is None or offset <= last or end is None or offset >= end:
+                return  # the whole answer was read (a short one is the verifier's to judge)
+            if resumes >= max_resumes:
+                raise TransportError(f"the source answered in parts: still at byte {offset} after {resumes} more")
+            resumes += 1  # a part ended where its Content-Range said: ask for the rest
+        except _CannotResume as exc:
+            raise TransportError(str(exc)) from None
         except TransportError:
             if offset == 0 or (size is not None and offset >= size) or resumes >= max_resumes:
                 raise
             resumes += 1
 
 
-def _range_starts_at(content_range: str | None, offset: int) -> bool:
-    # "bytes 100-199/200"
-    if not content_range:
-        return False
+class _CannotResume(Exception):
+    """The answer to a ``Range`` request cannot continue this image: start over (a TransportError)."""
+
+
+def _answered_up_to(download: Any, offset: int, size: int | None) -> tuple[int | None, int | None]:
+    """(last byte, total) of a ``206`` by its ``Content-Range``, (None, None) for a whole-image
+    answer; raise :class:`_CannotResume`, or :class:`StreamCorrupted` for a whole answer of the
+    wrong length."""
+    status, announced = download.status, download.content_length
+    if status != 206:
+        if offset:
+            raise _CannotResume(f"source cannot resume at byte {offset} (HTTP {status})")
+        if size is not None and status == 200 and announced not in (None, size):
+            raise StreamCorrupted(f"the source announces {announced} bytes, its recorded size is {size}")
+        return None, None
+    parsed = _content_range(download.content_range)
+    if parsed is None or parsed[0] != offset:
+        raise _CannotResume(
+            f"source cannot resume at byte {offset}: HTTP 206 with Content-Range {download.content_range!r}"
+        )
+    _first, last, total = parsed
+    if size is not None and total is not None and total != size:
+        raise _CannotResume(
+            f"source cannot resume at byte {offset}: its Content-Range ({download.content_range}) says "
+            f"total {total}, its recorded size is {size}"
+        )
+    return last, total
+
+
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``"bytes 100-199/200"`` → (100, 199, 200); total None for ``/*``; None if malformed."""
     try:
-        unit, spec = content_range.split(" ", 1)
-        return unit == "bytes" and int(spec.split("-", 1)[0]) == offset
+        unit, spec = (value or "").split(" ", 1)
+        span, total = spec.split("/", 1)
+        first, last = (int(n) for n in span.split("-", 1))
+        whole = None if total.strip() == "*" else int(total)
     except ValueError:
-        return False
+        return None
+    if unit != "bytes" or last < first or (whole is not None and last >= whole):
+        return None
+    return first, last, whole
 
 
 async def verified(

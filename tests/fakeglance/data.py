@@ -286,13 +286,21 @@ class _DataApi:
         content = rec.content()
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)
+        if "Range" in request.headers and fake.faults.stale_ranges(rec.id) is not None:
+            content = fake.faults.stale_ranges(rec.id)
+            assert content is not None
         size = len(content)
         first, last = 0, size - 1
         headers = {"Content-Type": "application/octet-stream"}
         status = 200
+        partial = None if "Range" in request.headers else fake.faults.take_partial(rec.id)
         if "Range" in request.headers and fake.honour_range:
             first, last = parse_range(request.headers["Range"], size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            status = 206
+        elif partial is not None:
+            last = min(partial, size) - 1
+            headers["Content-Range"] = f"bytes 0-{last}/{size}"
             status = 206
         if rec.checksum:
             headers["Content-MD5"] = rec.checksum

@@ -104,6 +104,8 @@ class Faults:
         self._flips: dict[str, list[_ByteFault]] = {}
         self._upload_flips: dict[str, list[_ByteFault]] = {}
         self._lost_answers: dict[str, list[_ByteFault]] = {}
+        self._partial: dict[str, list[_ByteFault]] = {}
+        self._stale_ranges: dict[str, bytes] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
         self._expire_token: _TokenExpiry | None = None
 
@@ -187,6 +189,19 @@ class Faults:
         204 (a load balancer timing out a slow answer): the data is in, the client never knows."""
         _arm(self._lost_answers, image_id, 0, times)
 
+    def answer_partially(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
+        """Answer a download that asks for the whole image (no ``Range``) with ``206`` and its first
+        ``n_bytes`` (``Content-Range: bytes 0-{n-1}/{size}``), as a cache serving in slices does."""
+        _arm(self._partial, image_id, n_bytes, times)
+
+    def serve_ranges_from(self, image_id: str, other: bytes | None) -> None:
+        """Serve every ``Range`` request of the image from ``other`` (its own ``Content-Range``
+        total), as a cache holding another object under the image's URL; None stops it."""
+        if other is None:
+            self._stale_ranges.pop(image_id, None)
+        else:
+            self._stale_ranges[image_id] = other
+
     def cut_upload_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
         """Close the connection after the server has read ``n_bytes`` of an upload."""
         _arm(self._cut_upload, image_id, n_bytes, times)
@@ -243,6 +258,14 @@ class Faults:
     def take_upload_flips(self, image_id: str) -> frozenset[int]:
         """Offsets of the upload starting now whose bytes arrive inverted."""
         return frozenset(f.n_bytes for f in self._upload_flips.get(image_id, []) if f.armed.take())
+
+    def take_partial(self, image_id: str) -> int | None:
+        """How many bytes the whole-image download starting now is cut to (answered 206), if any."""
+        return _take_bytes(self._partial.get(image_id, []))
+
+    def stale_ranges(self, image_id: str) -> bytes | None:
+        """The other object Range requests of the image are served from, if any."""
+        return self._stale_ranges.get(image_id)
 
     def take_lost_answer(self, image_id: str) -> bool:
         """Whether the upload committed now loses its answer."""
