@@ -37,6 +37,7 @@ from .journal import Journal, pair_key
 from .limits import Limits
 from .metadata import size_of
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .recheck import Recheck, each
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
@@ -52,6 +53,7 @@ __all__ = [
     "missing_result",
     "open_cloud",
     "read_index",
+    "rechecked",
     "run_pool",
     "start_run",
 ]
@@ -286,12 +288,12 @@ async def copy_images(
         run = await start_run(config, src, dst, emit)
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
 
-        async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
+        async def handle(image: dict[str, Any], index: DestinationIndex | None = run.index) -> ImageResult:
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, index, run.uploader)
             if config.dry_run:
                 return await transfer.plan()
             result = await transfer.run()
-            if journal is not None and at_destination(result, run.index):
+            if journal is not None and at_destination(result, index):
                 await journal.remember(pair, image)  # the record sync's removed images come from
             return result
 
@@ -300,13 +302,47 @@ async def copy_images(
             select(list_images(src, run.src_caps, config.image_ids), config.selection), "source listing", emit
         )
         results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        check = None
+        if not config.dry_run and not (stop is not None and stop.is_set()):
+            results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             await journal.flush_record()
+            if check is not None:
+                await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
         clouds=run.clouds(),
-        incomplete=listing.incomplete,
+        incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
     )
+
+
+async def rechecked(
+    run: PairRun,
+    src: GlanceClient,
+    dst: GlanceClient,
+    results: list[ImageResult],
+    handle: Callable[[dict[str, Any], DestinationIndex | None], Awaitable[ImageResult]],
+    *,
+    concurrency: int,
+    emit: Emit,
+) -> tuple[list[ImageResult], Recheck | None]:
+    """``results`` with what rests on the run's first read of the destination judged again
+    against a second listing (:mod:`asyncmigrate.recheck`); changed images go through
+    ``handle(image, None)`` again, from fresh reads.  No index (named images): nothing to check."""
+    if run.index is None:
+        return results, None
+    check = Recheck(dst, run.dst_caps, run.index, emit)
+    first = {r.id: r for r in results}
+
+    async def fresh(stub: dict[str, Any]) -> ImageResult:
+        image = await src.get_image(stub["id"])
+        return first[stub["id"]] if image is None else await handle(image, None)
+
+    async def again(ids: list[str]) -> list[ImageResult]:
+        # Not reported as progress again: these images were counted once already.
+        return await run_pool(each(ids), fresh, concurrency=concurrency, emit=ignore)
+
+    return await check.rejudge(results, again), check

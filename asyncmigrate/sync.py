@@ -38,7 +38,7 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, run_pool, start_run
+from .engine import at_destination, journaled, rechecked, run_pool, start_run
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
@@ -351,7 +351,7 @@ async def sync_images(
         # leaves removed images unjudged: listed.complete stays False.
         listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
-        async def handle(image: dict[str, Any]) -> ImageResult:
+        async def handle(image: dict[str, Any], index: DestinationIndex | None = index) -> ImageResult:
             one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
             if config.dry_run:
                 return await one.plan()
@@ -370,13 +370,18 @@ async def sync_images(
                 results = [r for r in results if r.id not in ids] + await run_pool(_each(found), removal.handle, **kw)
             if journal is not None:
                 await journal.forget(pair, removal.gone)
+        check = None
+        if not config.dry_run and not (stop is not None and stop.is_set()):
+            results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             await journal.flush_record()
+            if check is not None:
+                await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        incomplete=listing.incomplete,
+        incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
         clouds=run.clouds(),
     )
