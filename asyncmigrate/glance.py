@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -335,16 +335,18 @@ class GlanceClient:
 
     @contextlib.asynccontextmanager
     async def download(
-        self, image_id: str, offset: int = 0, *, lenient: bool = False
+        self, image_id: str, offset: int = 0, *, lenient: bool = False, prefer: str | None = None, ranged: bool = False
     ) -> AsyncIterator[Download | RawDownload]:
         """Open the image data, from ``offset`` when it is not 0 (``Range``).
 
         ``lenient``: read the response by hand (:mod:`asyncmigrate.rawget`), for
         images without a recorded size, which Glance serves with
-        ``Content-Length: None``.
+        ``Content-Length: None``.  ``prefer``: ``?prefer=STORE`` (glance 33 serves
+        that store's copy first).  ``ranged``: send ``Range`` even from byte 0 (the
+        image cache never serves a ranged request: it reaches the stores).
         """
-        url = self.url(f"/v2/images/{image_id}/file")
-        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        url = self.url(f"/v2/images/{image_id}/file" + (f"?prefer={quote(prefer)}" if prefer else ""))
+        extra = {"Range": f"bytes={offset}-"} if offset or ranged else {}
         if lenient:
             async with self._download_lenient(url, extra) as raw:
                 yield raw

@@ -260,7 +260,12 @@ def _move_flags(p: argparse.ArgumentParser) -> None:
         "carrier image and swap locations (needs show_multiple_locations)",
     )
     p.add_argument("--keep-source", action="store_true", help="copy into NEW but keep the data in OLD")
-    p.add_argument("--verify-download", action="store_true", help="after the move, read the image back and hash it")
+    p.add_argument(
+        "--verify-download",
+        action="store_true",
+        help="read NEW's copy back and hash it: before OLD's delete where Glance serves a chosen store "
+        "(?prefer=, glance 33), else after it (a bad copy is then deactivated); the report says which",
+    )
     p.add_argument(
         "--include-deactivated",
         action="store_true",

@@ -65,10 +65,12 @@ def print_summary(console: Console, run: RunResult) -> None:
         Outcome.FINISHED,
         Outcome.UPDATED,
         Outcome.SKIPPED,
+        Outcome.RETIRED,
         Outcome.REMOVED,
         Outcome.DELETED,
         Outcome.CONFLICT,
         Outcome.QUARANTINED,
+        Outcome.IN_USE,
         Outcome.FAILED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
@@ -85,6 +87,8 @@ def print_summary(console: Console, run: RunResult) -> None:
         f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
         markup=False,
     )
+    for note in run.notes:
+        console.print(redact(note), markup=False)
 
 
 def _estimate(seconds: float) -> str:

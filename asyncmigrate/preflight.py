@@ -33,6 +33,18 @@ Traps:
 ``no-hash`` / ``unverified``
     Nothing (or not even a size) recorded to verify the copy against: not
     blocking; the report's ``verification`` says what was checked.
+
+Traps of the image's *destination store* (:func:`store_traps`, for ``plan move``; not blocking):
+
+``not-raw-on-rbd``
+    A disk format other than raw bound for an ``rbd`` store: Nova and Cinder clone only raw
+    images whose location is ``rbd://`` in their own cluster (Nova ``rbd_utils.is_cloneable``,
+    Cinder ``_is_cloneable``); any other is downloaded and converted for every instance.
+``copy-image-into-swift``
+    copy-image into a Swift store of an image at or above its ``large_object_size``: glance_store
+    5.7.0 fails it (its Swift driver declares every segment full-size when it knows the size,
+    and copy-image always does: an upstream regression around LP #2136857); Glance does not
+    tell its glance_store version, so this is a warning.
 """
 
 from __future__ import annotations
@@ -40,9 +52,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .metadata import settable
+
+if TYPE_CHECKING:
+    from .capabilities import StoreInfo
 
 __all__ = [
     "CERTIFICATE_KEY",
@@ -53,6 +68,7 @@ __all__ = [
     "Trap",
     "custom_properties",
     "judge",
+    "store_traps",
 ]
 
 SIGNATURE_KEYS = (
@@ -227,3 +243,38 @@ def _volume_snapshots(image: Mapping[str, Any]) -> list[str] | None:
         return []
     ids = [str(m.get("snapshot_id")) for m in mappings if isinstance(m, dict) and m.get("snapshot_id")]
     return ids if ids or str(image.get("bdm_v2", "")).lower() == "true" else None
+
+
+def store_traps(image: Mapping[str, Any], store: StoreInfo | None, *, copy_image: bool) -> list[Trap]:
+    """The warnings of putting ``image`` into ``store`` (see the module docstring);
+    ``copy_image``: Glance copies it server-side (``move --method copy-image``)."""
+    from .upload import large_object_size, swift_segmented
+
+    traps: list[Trap] = []
+    if store is None:
+        return traps
+    disk_format = image.get("disk_format")
+    if store.type == "rbd" and disk_format not in (None, "raw"):
+        traps.append(
+            Trap(
+                "not-raw-on-rbd",
+                False,
+                f"{disk_format} image bound for the rbd store {store.id}: Nova and Cinder clone only raw images on "
+                "RBD, so every instance or volume made from it downloads and converts it; convert it to raw first "
+                "(a copy between clouds: --upload-method glance-direct into a destination that converts to raw)",
+            )
+        )
+    size = image.get("size")
+    if copy_image and swift_segmented(store, int(size) if size else None):
+        threshold = large_object_size(store)
+        at = f"its large_object_size ({threshold} bytes)" if threshold else "its large_object_size"
+        traps.append(
+            Trap(
+                "copy-image-into-swift",
+                False,
+                f"at or above {at}: copy-image into the Swift store {store.id} fails on glance_store 5.7.0 "
+                "(segments declared full-size, upstream regression around LP #2136857: 'Task failed due to "
+                "Internal Error'); where this cloud's glance_store has it, move it with --method location",
+            )
+        )
+    return traps

@@ -45,6 +45,8 @@ class Outcome:
 
     COPIED = "copied"
     MOVED = "moved"  # store move: now in the new store only
+    IN_USE = "in-use"  # store move: the old store's copy is in use (RBD clones): kept in both stores
+    RETIRED = "retired"  # store move: a carrier left in the old store by its image, deleted
     CREATED = "created"  # metadata only (no data at the source)
     FINISHED = "finished"  # only the finishing steps were needed
     SKIPPED = "skipped"  # nothing to do, or not copyable (reason says which)
@@ -65,7 +67,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, DIFFERS, MISSING, EXTRA})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, DIFFERS, MISSING, EXTRA, IN_USE})
 
 
 @dataclasses.dataclass
@@ -93,6 +95,11 @@ class ImageResult:
     converted: dict[str, Any] | None = None
     # sync: what changed (or would change), {attribute: [destination value, source value]}
     changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # store move: the carrier image holding the data (--method location), carriers retired with
+    # the image, and what --verify-download read (moveverify.DownloadCheck.to_json()).
+    carrier: str | None = None
+    retired_carriers: list[str] = dataclasses.field(default_factory=list)
+    download_check: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, image: Mapping[str, Any], action: str = "", *, with_left_out: bool = False) -> ImageResult:
@@ -124,6 +131,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
     def count(self, outcome: str) -> int:
         """How many images ended with ``outcome``."""
@@ -172,6 +180,7 @@ class RunResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
+            "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),
             "exit_code": int(self.exit_code),
         }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import data, images, members, stores
+from .backend import Backend
 from .faults import Faults
 from .listing import can_see
 from .model import (
@@ -136,6 +137,8 @@ class FakeGlance:
         self.limit_max: int | None = None
         """This deployment's ``api_limit_max`` (None: the profile's default, 1000): the largest
         page served, whatever ``limit`` asks for."""
+        self.download_from_store = True
+        """Glance 33's ``download_from_store`` policy (``?prefer=``) allows downloads; False: 403."""
         self.honour_range = True
         """Whether downloads honour ``Range`` (206 from the offset); False models a source
         behind a proxy or store that ignores it and answers 200 with the whole body."""
@@ -154,6 +157,8 @@ class FakeGlance:
         self.uploads_in_flight = 0  # PUT …/file being received now
         self.max_uploads_in_flight = 0  # the most seen at once
         self.faults = Faults()
+        self.backend = Backend(self)
+        """The objects behind the stores: shared, deleted, pinned by RBD clones, cached."""
         self.valid_tokens: set[str] | None = None
         """Tokens accepted in ``X-Auth-Token``; None turns authentication off."""
         self.server: FakeServer | None = None
@@ -225,6 +230,7 @@ class FakeGlance:
         rec.properties = {key: str(value) for key, value in attrs.items()}
         if data is not None:
             rec.store_bytes(data, where_list if self.stores else [""])
+            self.backend.written(rec, rec.data)
         self.images[image_id] = rec
         return self.get(image_id)
 
@@ -286,6 +292,7 @@ class FakeGlance:
             multi_store=self.multi_store,
             show_locations=self.show_multiple_locations,
             missing_attrs=self.profile.missing_attrs,
+            url_of=self.backend.url,
         )
 
     def identity(self, request: web.Request) -> Identity:

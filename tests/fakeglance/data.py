@@ -14,7 +14,8 @@ Staging (``PUT …/stage``, for glance-direct imports): see ``_DataApi.stage``.
 Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
 ``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
 a start past the end is 416, several ranges 400; an image holding no data is 204; a
-deactivated image is 403 except for admins. With ``FakeGlance.honour_range`` False the
+deactivated image is 403 except for admins. Which location serves the bytes, ``?prefer=`` and the
+image cache: see :mod:`tests.fakeglance.backend`. With ``FakeGlance.honour_range`` False the
 ``Range`` header is ignored: 200 and the whole body, so a cut download cannot be resumed.
 """
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .backend import webob_error
 from .faults import DownloadPlan
 from .model import QCOW2_MAGIC, Digest, ImageRecord, fail
 
@@ -233,6 +235,7 @@ class _DataApi:
             self._restore(rec)
             raise fail(415, "Image disk_format is qcow2 but the data is not a qcow2 image.")
         rec.store_bytes(data, [store], digest)
+        self.fake.backend.written(rec, [store])
         rec.status = "active"
         rec.updated_at = self.fake.now()
         return web.Response(status=204)
@@ -283,18 +286,21 @@ class _DataApi:
         rec = fake.lookup(request.match_info["image_id"], identity)
         if rec.status == "deactivated" and not identity.is_admin:
             raise fail(403, "The requested image has been deactivated. Image data download is forbidden.")
-        content = rec.content()
+        ranged = "Range" in request.headers
+        content = fake.backend.cached.get(rec.id) if not ranged else None
+        if content is None:
+            content = fake.backend.readable(rec, self._preferred(request))
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)
-        if "Range" in request.headers and fake.faults.stale_ranges(rec.id) is not None:
+        if ranged and fake.faults.stale_ranges(rec.id) is not None:
             content = fake.faults.stale_ranges(rec.id)
             assert content is not None
         size = len(content)
         first, last = 0, size - 1
         headers = {"Content-Type": "application/octet-stream"}
         status = 200
-        partial = None if "Range" in request.headers else fake.faults.take_partial(rec.id)
-        if "Range" in request.headers and fake.honour_range:
+        partial = None if ranged else fake.faults.take_partial(rec.id)
+        if ranged and fake.honour_range:
             first, last = parse_range(request.headers["Range"], size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
             status = 206
@@ -315,6 +321,23 @@ class _DataApi:
         except ConnectionError:
             fake.log_entry(request).fault = "client_disconnected"
         return response
+
+    def _preferred(self, request: web.Request) -> list[str]:
+        """The stores ``?prefer=`` names (glance 33, ``image_data.py`` ``download``): 400 for a store
+        not configured or a single-store glance; older releases ignore the parameter."""
+        stores = [s.strip() for s in request.query.get("prefer", "").split(",") if s.strip()]
+        if not stores or not self.fake.profile.download_prefer:
+            return []
+        if not self.fake.download_from_store:  # the policy, when a cloud restricts it
+            raise webob_error(request, 403, "You are not authorized to complete download_from_store action.")
+        if not self.fake.multi_store:
+            raise webob_error(
+                request, 400, "Store selection for download is not available when multiple backends are not enabled."
+            )
+        for store in stores:
+            if store not in self.fake.stores:
+                raise webob_error(request, 400, f"Store '{store}' is not configured.")
+        return stores
 
     def _sizeless(self, request: web.Request, status: int, headers: dict[str, str], body: bytes) -> web.Response:
         """Glance writes ``str(image.size)`` into ``Content-Length``: ``None`` for an image whose

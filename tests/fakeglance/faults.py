@@ -107,6 +107,7 @@ class Faults:
         self._partial: dict[str, list[_ByteFault]] = {}
         self._stale_ranges: dict[str, bytes] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
+        self._corrupt_copies: dict[str, tuple[_Armed, bool]] = {}
         self._expire_token: _TokenExpiry | None = None
 
     # -- arming, for tests --------------------------------------------------------------
@@ -220,6 +221,12 @@ class Faults:
         """Make copy-image imports into ``store`` fail (listed in ``os_glance_failed_import``)."""
         self._import_failures[store] = (message, _check_times(times))
 
+    def corrupt_copy(self, store: str, *, times: int | None = 1, lose: bool = False) -> None:
+        """Make copy-image store other bytes in ``store`` than it read (one byte flipped), as a
+        backend that damages what it is given would — or, with ``lose``, nothing at all while the
+        location is recorded (an object removed behind Glance's back); the record is unchanged."""
+        self._corrupt_copies[store] = (_check_times(times), lose)
+
     def clear(self) -> None:
         """Disarm every fault."""
         self._reset()
@@ -285,6 +292,13 @@ class Faults:
             return False
         self._expire_token = None
         return True
+
+    def take_corrupt_copy(self, store: str) -> str | None:
+        """How the copy into ``store`` finishing now is damaged: "flip", "lose", or None."""
+        entry = self._corrupt_copies.get(store)
+        if entry is None or not entry[0].take():
+            return None
+        return "lose" if entry[1] else "flip"
 
     def take_import_failure(self, store: str) -> str | None:
         """The failure message for a copy into ``store`` that is starting now, if any."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .backend import IN_USE, InUse, webob_error
 from .listing import list_images
 from .model import (
     CONTAINER_FORMATS,
@@ -237,6 +238,11 @@ class _ImagesApi:
         if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
             raise fail(400, "Request body must be a JSON array of operation objects.")
         missing = self.fake.profile.missing_attrs
+        if any(str(c.get("path", c.get("add", c.get("remove", "")))).startswith("/locations") for c in changes):
+            rec = self.fake.lookup(request.match_info["image_id"], identity)
+            self.fake.require_owner(rec, identity)
+            self.fake.backend.patch(rec, changes, admin=identity.is_admin)  # the legacy locations API (backend.py)
+            return web.json_response(self.fake.render(rec))
         parsed = [_parse_change(change, draft, missing) for change in changes]
         rec = self.fake.lookup(request.match_info["image_id"], identity)
         self.fake.require_owner(rec, identity)
@@ -259,7 +265,7 @@ class _ImagesApi:
         rec = self.fake.lookup(request.match_info["image_id"], identity)
         if not (identity.is_admin or "service" in identity.roles):
             raise fail(403, "You are not authorized to complete fetch_image_location action.")
-        return web.json_response(locations(rec))
+        return web.json_response(locations(rec, self.fake.backend.url))
 
     async def add_location(self, request: web.Request) -> web.Response:
         raise fail(501, "fakeglance does not implement adding a location.")
@@ -270,6 +276,12 @@ class _ImagesApi:
         self.fake.require_owner(rec, identity, "delete")
         if rec.protected:
             raise fail(403, f"Image {rec.id} is protected and cannot be deleted.")
+        try:
+            self.fake.backend.delete_image(rec)
+        except InUse:
+            raise webob_error(
+                request, 409, f"Image {rec.id} could not be deleted because it is in use: {IN_USE}"
+            ) from None
         del self.fake.images[rec.id]
         self.fake.deleted.add(rec.id)
         self.fake.members.pop(rec.id, None)

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import http
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -206,11 +206,14 @@ class MemberRecord:
         }
 
 
-def locations(rec: ImageRecord) -> list[dict[str, Any]]:
-    """The image's locations as glance shows them: ``url`` and ``metadata`` (store id, if any)."""
+def locations(rec: ImageRecord, url_of: Callable[[ImageRecord, str], str] | None = None) -> list[dict[str, Any]]:
+    """The image's locations as glance shows them: ``url`` (``url_of(rec, store)``, by default
+    ``location_urls`` or a ``file://`` one) and ``metadata`` (store id, if any)."""
     return [
         {
-            "url": rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
+            "url": url_of(rec, store)
+            if url_of is not None
+            else rec.location_urls.get(store, f"file:///var/lib/glance/{store or 'images'}/{rec.id}"),
             "metadata": {"store": store} if store else {},
         }
         for store in rec.data
@@ -218,7 +221,12 @@ def locations(rec: ImageRecord) -> list[dict[str, Any]]:
 
 
 def render_image(
-    rec: ImageRecord, *, multi_store: bool, show_locations: bool, missing_attrs: Collection[str] = ()
+    rec: ImageRecord,
+    *,
+    multi_store: bool,
+    show_locations: bool,
+    missing_attrs: Collection[str] = (),
+    url_of: Callable[[ImageRecord, str], str] | None = None,
 ) -> dict[str, Any]:
     """The image's JSON: custom properties at top level (but the ones glance hides), links,
     ``stores`` as a CSV string.
@@ -234,7 +242,7 @@ def render_image(
     view["created_at"] = isotime(rec.created_at)
     view["updated_at"] = isotime(rec.updated_at)
     if show_locations:
-        view["locations"] = locations(rec)
+        view["locations"] = locations(rec, url_of)
     view["tags"] = list(rec.tags)
     view["self"] = f"/v2/images/{rec.id}"
     view["file"] = f"/v2/images/{rec.id}/file"

@@ -126,6 +126,9 @@ class GlanceProfile:
     """Whether ``GET /v2/images/{id}/tasks`` exists (Wallaby on)."""
     locations_api: bool
     """Whether ``GET /v2/images/{id}/locations`` exists (2024.2 on); else 404."""
+    download_prefer: bool = False
+    """Whether ``GET …/file?prefer=STORE`` serves those stores first (glance 33, 2025.2:
+    ``image_data.py``, policy ``download_from_store``); before, the parameter is ignored."""
     api_limit_max: int = 1000
     """The largest page a listing returns (``api_limit_max``)."""
     member_statuses: tuple[str, ...] = MEMBER_STATUS_FILTERS
@@ -236,6 +239,7 @@ GLANCE_33 = dataclasses.replace(
     ),
     multi_store_by_default=True,
     locations_api=True,
+    download_prefer=True,
 )
 """Glance 33 multi-store (the fake's default): API 2.17, ``GET /v2/images/{id}/locations``."""
 

@@ -9,7 +9,9 @@ empty strings. Errors: copy to a store already holding the image 400, unknown st
 image not active 409, caller not admin 403.
 
 Store delete: ``DELETE /v2/stores/{store}/{id}`` 204; unknown store 409; image not active
-409; the only store holding the image 403; a store not holding it 404.
+409; the only store holding the image 403; a store not holding it 404; data in use (an RBD
+snapshot with clones, see :mod:`tests.fakeglance.backend`) 409, checked last, as glance_store
+only learns it when it tries.
 
 The version document and which of these routes exist follow the fake's profile
 (:mod:`tests.fakeglance.profiles`); a route the release lacks answers 404.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .backend import IN_USE, InUse, webob_error
 from .images import json_body
 from .model import (
     FAILED_IMPORT_KEY,
@@ -115,6 +118,9 @@ class _StoresApi:
             if store_type == "swift" and self.fake.swift_segment_size is not None:
                 # glance 33 shows the Swift driver's thresholds, in bytes
                 properties = {"container": "glance", "large_object_size": self.fake.swift_segment_size}
+            elif store_type == "rbd":  # discovery.py _get_rbd_properties
+                pool = self.fake.backend.pools.get(store_id, store_id)
+                properties = {"chunk_size": 8, "pool": pool, "thin_provisioning": False, "fsid": self.fake.backend.fsid}
             entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": properties}
             if description:
                 entry["description"] = description
@@ -250,14 +256,20 @@ class _StoresApi:
                 if rec is None:
                     task.update(status="failure", message=f"Image {image_id} was deleted")
                     return
-                content = rec.content()
+                content = fake.backend.readable(rec)  # read through the first location that opens
                 error = fake.faults.take_import_failure(store)
                 if error is None and content is not None and fake.swift_fails_known_size(store, len(content)):
                     error = "Task failed due to Internal Error"  # all glance 33 says (harness, measured)
                 pending.pop(0)
                 rec.properties[IMPORTING_KEY] = ",".join(pending)
                 if error is None and content is not None:
+                    damage = fake.faults.take_corrupt_copy(store) if content else None
+                    if damage == "flip":
+                        content = bytes([content[0] ^ 0xFF]) + content[1:]
                     rec.data[store] = content
+                    fake.backend.written(rec, [store])
+                    if damage == "lose":
+                        fake.backend.gone.add(fake.backend.url(rec, store))
                 else:
                     failed = [*_csv(rec.properties.get(FAILED_IMPORT_KEY)), store]
                     rec.properties[FAILED_IMPORT_KEY] = ",".join(failed)
@@ -317,6 +329,7 @@ class _StoresApi:
             task.update(status="failure", message=error)
         else:
             rec.store_bytes(data, targets)
+            fake.backend.written(rec, targets)
             rec.status = "active"
             rec.properties[FAILED_IMPORT_KEY] = ""
             task.update(status="success", result={"image_id": image_id})
@@ -350,6 +363,11 @@ class _StoresApi:
             )
         if store not in rec.data:
             raise fail(404, f"Image {image_id} is not stored in store {store}.")
-        del rec.data[store]
+        try:
+            fake.backend.drop_location(rec, store)  # an object already gone: still 204 (measured)
+        except InUse:
+            raise webob_error(
+                request, 409, f"The data for Image {image_id} could not be deleted because it is in use: {IN_USE}"
+            ) from None
         rec.updated_at = fake.now()
         return web.Response(status=204)

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +185,84 @@ def test_location_method_empties_a_store_of_zero_byte_images(pair: Pair) -> None
     assert [c["asyncmigrate_carrier_for"] for c in carriers] == [one["id"]]
     again = pair.cli(*move, *_ids(ids))
     assert again.returncode == 0 and set(again.outcomes().values()) == {"skipped"}
+
+
+def _copy_into(pair: Pair, image_id: str, old: str, new: str) -> Path:
+    """copy-image ``image_id`` into ``new`` keeping ``old`` (a real server's copy); the file of NEW's copy."""
+    run = pair.cli(
+        "move", "--cloud", "harness-src", "--from-store", old, "--to-store", new, "--keep-source", "--image", image_id
+    )
+    assert run.returncode == 0 and run.outcomes() == {image_id: "copied"}, run.stdout + run.stderr
+    path = Path(pair.env["instances"]["src"]["data_dir"]) / new / image_id
+    assert path.is_file(), path
+    return path
+
+
+def test_verify_download_reads_the_new_store_before_the_delete_and_catches_a_damaged_copy(pair: Pair) -> None:
+    """glance 33 honours ?prefer=: --verify-download reads slow's copy before fast's is deleted;
+    a copy damaged on disk is read twice, dropped and copied again, never kept; the report
+    says how each image was checked."""
+    good = pair.src.create(
+        seed.raw_image(2 * MiB, 61), store="fast", name="vd-good", disk_format="raw", container_format="bare"
+    )
+    data = seed.raw_image(3 * MiB, 62)
+    bad = pair.src.create(data, store="fast", name="vd-bad", disk_format="raw", container_format="bare")
+    copy = _copy_into(pair, bad["id"], "fast", "slow")
+    damaged = bytearray(copy.read_bytes())
+    damaged[MiB] ^= 0xFF
+    copy.write_bytes(bytes(damaged))
+    run = pair.cli(
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "fast",
+        "--to-store",
+        "slow",
+        "--verify-download",
+        "--image",
+        good["id"],
+        "--image",
+        bad["id"],
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    entries = {e["id"]: e for e in run.report["images"]}  # type: ignore[index]
+    assert {e["outcome"] for e in entries.values()} == {"moved"}
+    assert entries[bad["id"]]["attempts"] == 3  # read bad twice, dropped, copied again
+    for entry in entries.values():
+        check = entry["download_check"]
+        assert check["how"] == "prefer" and check["store"] == "slow" and check["algorithm"] == "sha512", entry
+        assert entry["verification"] == "sha512"
+    assert pair.src.sha512_of_data(bad["id"]) == (len(data), hashlib.sha512(data).hexdigest())
+    assert (pair.src.get(bad["id"]) or {})["stores"] == "slow"
+
+
+def test_a_missing_new_copy_is_served_from_the_old_one_and_caught_after_the_delete(pair: Pair) -> None:
+    """What ?prefer= cannot see, on the real server: with slow's file gone glance serves fast's
+    bytes to the check without a word; once fast is deleted the one-byte read of slow finds no
+    data, and the image is deactivated and reported."""
+    image = pair.src.create(
+        seed.raw_image(MiB, 63), store="fast", name="vd-lost", disk_format="raw", container_format="bare"
+    )
+    _copy_into(pair, image["id"], "fast", "slow").unlink()
+    ranged = urllib.request.Request(
+        f"{pair.src.url}/v2/images/{image['id']}/file?prefer=slow", headers={"Range": "bytes=0-"}
+    )
+    with seed.HTTP.open(ranged) as resp:  # served in full: from fast, without a word
+        assert resp.status == 206 and hashlib.sha512(resp.read()).hexdigest() == image["os_hash_value"]
+    run = pair.cli(
+        "move",
+        "--cloud",
+        "harness-src",
+        "--from-store",
+        "fast",
+        "--to-store",
+        "slow",
+        "--verify-download",
+        "--image",
+        image["id"],
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    (entry,) = run.report["images"]  # type: ignore[index]
+    assert entry["outcome"] == "failed" and "serves no data" in entry["reason"] and "DEACTIVATED" in entry["reason"]
+    assert (pair.src.get(image["id"]) or {})["status"] == "deactivated"

@@ -7,6 +7,7 @@ store, the ``convert`` glance, and ks-src/ks-dst behind their own Keystone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -95,6 +96,9 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
     )
     before = {i["id"]: _digest_of(pair.dst, i["id"]) for i in (small, big)}
     args = ("move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", "swift", "--name", f"mv-*-{tag}")
+    plan = pair.cli("plan", *args, "--output", "json", report=False)
+    traps = {i["id"]: i["traps"] for i in json.loads(plan.stdout)["images"]}
+    assert traps == {small["id"]: [], big["id"]: ["copy-image-into-swift"]}, plan.stdout + plan.stderr
     first = pair.cli(*args, "-v")
     assert first.returncode == 1 and first.report is not None
     entries = {e["id"]: e for e in first.report["images"]}
@@ -107,12 +111,67 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
     second = pair.cli(*args, "--method", "location", "-v")
     assert second.returncode == 0, second.stderr
     assert second.outcomes()[big["id"]] == "moved"
+    moved = next(e for e in second.report["images"] if e["id"] == big["id"])  # type: ignore[index]
+    assert moved["carrier"] and f"carrier {moved['carrier']}" in moved["reason"]
+    assert "os_glance_failed_import still names swift" in moved["reason"] and "it stays" in moved["reason"]
     for image in (small, big):
         moved = pair.dst.get(image["id"]) or {}
         assert moved["stores"] == "swift" and _digest_of(pair.dst, image["id"]) == before[image["id"]]
     everything = first.stdout + first.stderr + second.stdout + second.stderr + json.dumps(second.report)
     for secret in _secrets(pair.env):
         assert secret not in everything
+
+
+def test_a_location_moved_image_moves_on_and_its_carrier_leaves_with_it(pair: Pair, swift_store: SwiftStore) -> None:
+    """main → swift by location, then swift → main by copy-image: the carrier (which shares the
+    Swift object the second move deletes) is retired first, so no image is left without its
+    data; the reports name the carrier, and the download check says it read main before the
+    delete of swift."""
+    tag = os.urandom(3).hex()
+    data = seed.raw_image(2 * MiB + 7, 45)
+    image = pair.dst.create(data, name=f"on-{tag}", disk_format="raw", container_format="bare", store="main")
+    to_swift = ("move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", "swift", "--image", image["id"])
+    first = pair.cli(*to_swift, "--method", "location")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (carrier,) = [i["id"] for i in pair.dst.all_images() if i.get("asyncmigrate_carrier_for") == image["id"]]
+    assert len(swift_store.objects(carrier)) == 1
+    back = ("move", "--cloud", "harness-dst", "--from-store", "swift", "--to-store", "main", "--image", image["id"])
+    second = pair.cli(*back, "--verify-download")
+    assert second.returncode == 0, second.stdout + second.stderr
+    left = pair.dst.get(carrier)  # retired, or else still holding its data
+    assert left is None or pair.dst.sha512_of_data(carrier) == (len(data), hashlib.sha512(data).hexdigest())
+    (entry,) = first.report["images"]  # type: ignore[index]
+    assert entry["carrier"] == carrier and f"carrier {carrier}" in entry["reason"]
+    (entry,) = second.report["images"]  # type: ignore[index]
+    assert entry["outcome"] == "moved" and entry["retired_carriers"] == [carrier], entry
+    assert entry["download_check"]["how"] == "prefer" and entry["download_check"]["store"] == "main"
+    assert pair.dst.get(carrier) is None and swift_store.objects(carrier) == []
+    assert (pair.dst.get(image["id"]) or {})["stores"] == "main"
+    assert pair.dst.sha512_of_data(image["id"]) == (len(data), hashlib.sha512(data).hexdigest())
+
+
+def test_a_carrier_left_without_data_by_an_earlier_move_is_retired(pair: Pair, swift_store: SwiftStore) -> None:
+    """The state an earlier version left (the image moved off swift by a store delete, its carrier
+    active there with its Swift object gone) is found when swift is emptied: the carrier is
+    retired and named; the image is untouched."""
+    tag = os.urandom(3).hex()
+    data = seed.raw_image(MiB + 3, 46)
+    image = pair.dst.create(data, name=f"left-{tag}", disk_format="raw", container_format="bare", store="main")
+    base = ("move", "--cloud", "harness-dst", "--image", image["id"])
+    assert pair.cli(*base, "--from-store", "main", "--to-store", "swift", "--method", "location").returncode == 0
+    (carrier,) = [i["id"] for i in pair.dst.all_images() if i.get("asyncmigrate_carrier_for") == image["id"]]
+    assert pair.cli(*base, "--from-store", "swift", "--to-store", "main", "--keep-source").returncode == 0
+    assert pair.dst.request("DELETE", f"/v2/stores/swift/{image['id']}")[0] == 204  # as the earlier version did
+    assert swift_store.objects(carrier) == [] and (pair.dst.get(carrier) or {})["status"] == "active"
+    # (the carrier's name is "asyncmigrate carrier of left-…": the glob takes it and the image only)
+    run = pair.cli(
+        "move", "--cloud", "harness-dst", "--from-store", "swift", "--to-store", "archive", "--name", f"*left-{tag}"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    entries = {e["id"]: e for e in run.report["images"]}  # type: ignore[index]
+    assert entries[carrier]["outcome"] == "retired" and image["id"] in entries[carrier]["reason"]
+    assert pair.dst.get(carrier) is None
+    assert pair.dst.sha512_of_data(image["id"]) == (len(data), hashlib.sha512(data).hexdigest())
 
 
 # -- converting destination ---------------------------------------------------------------------
