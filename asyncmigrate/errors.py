@@ -27,7 +27,8 @@ for configuration and authentication) and chained with ``raise ... from exc``.
         ├── SourceCorrupt                  IMAGE            source bytes do not match its own hash
         ├── DestinationConflict            IMAGE            same id, other content or attributes
         ├── VerificationError              IMAGE            the record after an upload or a move is wrong
-        └── BadCopy                        IMAGE            destination committed other bytes: deactivated
+        ├── BadCopy                        IMAGE            destination committed other bytes: deactivated
+        └── BadCopyActive                  (as its cause)   … and deactivating it failed: still active
 
 ``RETRY`` errors are retried with backoff within an attempt cap and a deadline;
 when retries run out they are recorded against the image like ``IMAGE`` errors.
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncMigrateError",
     "AuthenticationError",
     "BadCopy",
+    "BadCopyActive",
     "Behaviour",
     "ClientStatusError",
     "ConflictStatus",
@@ -373,3 +375,15 @@ class VerificationError(ImageError):
 class BadCopy(ImageError):
     """The destination's copy holds bytes other than the source recorded, and was deactivated
     (quarantined) so nobody boots it: Glance can neither replace its data nor reuse its id."""
+
+
+class BadCopyActive(ImageError):
+    """A bad copy whose deactivation failed: it is still active, and the message says so.
+
+    Retried when the failure was (a 503): the next attempt proves the copy again and deactivates
+    it; else an operator must deactivate it by hand.
+    """
+
+    def __init__(self, message: str, behaviour: Behaviour) -> None:
+        super().__init__(message)
+        self.behaviour = behaviour

@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import AsyncMigrateError, BadCopy, Behaviour, ImageError
+from .errors import AsyncMigrateError, BadCopy, BadCopyActive, Behaviour
 from .stream import computable, expected_digest
 
 if TYPE_CHECKING:
@@ -139,14 +139,6 @@ def recognised(image: Mapping[str, Any] | None) -> BadCopy | None:
     if mark is None:
         return None
     return BadCopy(f"a bad copy quarantined by an earlier run ({mark}); {WAY_OUT}")
-
-
-class BadCopyActive(ImageError):
-    """A bad copy whose deactivation failed: it is still active (retried when the failure is)."""
-
-    def __init__(self, message: str, behaviour: Behaviour) -> None:
-        super().__init__(message)
-        self.behaviour = behaviour
 
 
 async def prove(

@@ -23,7 +23,7 @@ A listing that fails at the end leaves those results unconfirmed: the run ends i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .catalog import DestinationIndex, Entry, list_images
@@ -65,7 +65,7 @@ class Recheck:
         suspects = {r.id: r for r in results if r.id in self.first and resting_on_first_read(r)}
         if not suspects:
             return results
-        now = await self._relist()
+        now = await self._relist(suspects)
         if now is None:
             return results
         changed: dict[str, ImageResult] = {}
@@ -83,17 +83,19 @@ class Recheck:
             changed.update((r.id, r) for r in await again(redo))
         return [changed.get(r.id, r) for r in results]
 
-    async def _relist(self) -> DestinationIndex | None:
+    async def _relist(self, suspects: Mapping[str, ImageResult]) -> dict[str, Entry] | None:
+        """The suspects' entries in a second listing (only theirs are kept); None if it failed."""
         listing = Listing(list_images(self.dst, self.caps), "destination listing at the end of the run", self.emit)
         entries: dict[str, Entry] = {}
         async for image in listing:
-            entries[str(image["id"])] = Entry.of(image)
+            if image["id"] in suspects:
+                entries[str(image["id"])] = Entry.of(image)
         if listing.incomplete is not None:
             self.incomplete = (
                 f"{listing.incomplete}: images found at the destination when the run began are not confirmed"
             )
             return None
-        return DestinationIndex(entries)
+        return entries
 
 
 def _deleted_meanwhile(result: ImageResult) -> ImageResult:

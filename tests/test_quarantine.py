@@ -117,3 +117,23 @@ async def test_a_lost_answer_to_a_committed_upload_is_proved_not_taken_for_done(
     ]
     assert clouds.dst.data(image_id) == data
     assert [r.fault for r in clouds.dst.requests_matching("PUT", "/file$")] == ["lost_answer"]
+
+
+async def test_a_bad_copy_that_cannot_be_deactivated_is_reported_as_still_active(clouds: Clouds) -> None:
+    """Deactivation refused (403: not an admin): the image fails saying it is ACTIVE with the wrong
+    bytes and must be deactivated by hand; refused once with a 503, the next attempt proves the
+    copy again and quarantines it."""
+    image_id, _ = _image(clouds)
+    clouds.dst.faults.flip_upload_byte(image_id, 10)
+    clouds.dst.faults.fail_next("POST", r"/actions/deactivate$", 403, retry_after=None)
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    (result,) = run.images
+    assert result.outcome == "failed" and "ACTIVE with the wrong bytes" in result.reason
+    assert "deactivate it by hand" in result.reason and clouds.dst.get(image_id)["status"] == "active"
+
+    other, _ = _image(clouds)
+    clouds.dst.faults.flip_upload_byte(other, 10)
+    clouds.dst.faults.fail_next("POST", r"/actions/deactivate$", 503, retry_after=0)
+    run = await copy_images(fast_config(image_ids=(other,)), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.outcome, r.attempts) for r in run.images] == [("quarantined", 2)]
+    _assert_quarantined(clouds, other)
