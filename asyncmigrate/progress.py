@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "ImageDone",
     "ImageQueued",
+    "ImageRejudged",
     "InternalError",
     "JournalFailed",
     "JournalOpened",
@@ -135,6 +136,15 @@ class ImageDone:
     result: ImageResult
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageRejudged:
+    """An image's result judged again at the end of the run (the destination changed under it
+    while the run went on: :mod:`asyncmigrate.recheck`); ``was`` is the outcome it replaces."""
+
+    result: ImageResult
+    was: str
+
+
 Event = (
     CloudsDiscovered
     | JournalOpened
@@ -146,6 +156,7 @@ Event = (
     | BytesMoved
     | Retrying
     | ImageDone
+    | ImageRejudged
     | InternalError
 )
 Emit = Callable[[Event], None]
@@ -188,6 +199,10 @@ class Stats:
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
             self.results.append(event.result)
             self.in_flight.pop(event.result.id, None)
+        elif isinstance(event, ImageRejudged):  # counted once already: only its outcome changes
+            self.outcomes[event.was] = self.outcomes.get(event.was, 1) - 1
+            self.outcomes[event.result.outcome] = self.outcomes.get(event.result.outcome, 0) + 1
+            self.results = [event.result if r.id == event.result.id else r for r in self.results]
 
     @property
     def elapsed(self) -> float:

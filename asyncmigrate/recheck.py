@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .catalog import DestinationIndex, Entry, list_images
 from .containment import Listing
-from .progress import Emit
+from .progress import Emit, ImageRejudged
 from .report import Action, ImageResult, Outcome
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ class Recheck:
                 redo.append(image_id)
         if redo:
             changed.update((r.id, r) for r in await again(redo))
+        for image_id, result in changed.items():
+            self.emit(ImageRejudged(result, suspects[image_id].outcome))
         return [changed.get(r.id, r) for r in results]
 
     async def _relist(self, suspects: Mapping[str, ImageResult]) -> dict[str, Entry] | None:

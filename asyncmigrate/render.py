@@ -28,6 +28,7 @@ from .progress import (
     Event,
     ImageDone,
     ImageQueued,
+    ImageRejudged,
     InternalError,
     JournalFailed,
     JournalOpened,
@@ -87,8 +88,12 @@ def listing_note(event: ListingFailed) -> str:
     return f"{redact(event.reason)}; taking no new image, finishing those in flight"
 
 
+# The outcomes printed as they happen, with their reason (the way out, for a quarantined copy).
+NOTED = frozenset({"failed", "conflict", "quarantined"})
+
+
 def failure_note(result: ImageResult) -> str:
-    """The line printed when an image fails or conflicts."""
+    """The line printed when an image fails, conflicts or is quarantined."""
     return f"{result.outcome}: {result.id} {result.name or ''}: {redact(result.reason)}"
 
 
@@ -147,8 +152,10 @@ class RichRenderer:
             task = self.tasks.pop(event.result.id, None)
             if task is not None:
                 self.progress.remove_task(task)
-            if event.result.outcome in ("failed", "conflict"):
+            if event.result.outcome in NOTED:
                 self.progress.console.print(failure_note(event.result), markup=False)
+        elif isinstance(event, ImageRejudged) and event.result.outcome in NOTED:
+            self.progress.console.print(failure_note(event.result), markup=False)
         seen = self.stats.images_seen if self.stats.listing_done else f"{self.stats.images_seen}+"
         self.progress.update(self.overall, description=f"images {self.stats.done}/{seen}")
 
@@ -180,7 +187,7 @@ class LineRenderer:
             print(listing_note(event), file=self.stream, flush=True)
         if isinstance(event, Retrying) and self.verbose:
             print(retry_note(event), file=self.stream, flush=True)
-        if isinstance(event, ImageDone) and event.result.outcome in ("failed", "conflict"):
+        if isinstance(event, ImageDone | ImageRejudged) and event.result.outcome in NOTED:
             print(failure_note(event.result), file=self.stream, flush=True)
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -226,10 +233,10 @@ class JsonRenderer:
             self._line(event="internal-error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):
             self._line(event="retrying", image=event.image_id, attempt=event.attempt, reason=redact(event.reason))
-        elif isinstance(event, ImageDone):
+        elif isinstance(event, ImageDone | ImageRejudged):
             r = event.result
             self._line(
-                event="image",
+                event="image" if isinstance(event, ImageDone) else "image-rejudged",
                 id=r.id,
                 name=r.name,
                 action=r.action,

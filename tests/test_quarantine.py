@@ -6,7 +6,9 @@ was compared."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -137,3 +139,20 @@ async def test_a_bad_copy_that_cannot_be_deactivated_is_reported_as_still_active
     run = await copy_images(fast_config(image_ids=(other,)), clouds.src_cloud, clouds.dst_cloud)
     assert [(r.outcome, r.attempts) for r in run.images] == [("quarantined", 2)]
     _assert_quarantined(clouds, other)
+
+
+def test_the_console_names_quarantined_and_rejudged_images() -> None:
+    """A quarantined image, and a result judged again at the end of the run, are printed with their
+    reason as they happen; the re-judged image is counted once, under its new outcome."""
+    from asyncmigrate.progress import ImageDone, ImageRejudged, Stats
+    from asyncmigrate.render import LineRenderer
+    from asyncmigrate.report import ImageResult
+
+    out, stats = io.StringIO(), Stats()
+    render = LineRenderer(out, stats)
+    render(ImageDone(ImageResult(id="a", name="bad", action="copy", outcome="quarantined", reason="the way out")))
+    skipped = ImageResult(id="b", name="gone", action="none", outcome="skipped", reason="already at the destination")
+    render(ImageDone(skipped))
+    render(ImageRejudged(dataclasses.replace(skipped, outcome="failed", reason="deleted meanwhile"), "skipped"))
+    assert "quarantined: a bad: the way out" in out.getvalue() and "failed: b gone: deleted meanwhile" in out.getvalue()
+    assert stats.done == 2 and {k: v for k, v in stats.outcomes.items() if v} == {"quarantined": 1, "failed": 1}

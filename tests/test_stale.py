@@ -13,7 +13,7 @@ import anyio
 
 from asyncmigrate import RunResult, copy_images
 from asyncmigrate.journal import pair_key, read_record
-from asyncmigrate.progress import ImageDone
+from asyncmigrate.progress import ImageDone, ImageRejudged
 from asyncmigrate.sync import sync_images
 from tests.conftest import Clouds, fast_config
 from tests.test_sync import sync_config
@@ -67,6 +67,8 @@ async def test_copy_reports_an_image_deleted_at_the_destination_during_the_run(c
     outcome, reason = outcomes[there]
     assert outcome == "failed" and reason.startswith("deleted at the destination during this run")
     assert "already at the destination" in reason and "never reuses a deleted image's id" in reason
+    rejudged = [(e.result.id, e.was, e.result.outcome) for e in clouds.events if isinstance(e, ImageRejudged)]
+    assert rejudged == [(there, "skipped", "failed")]  # the console prints it; counted once
     record = await read_record(journal, pair_key(clouds.src_cloud.endpoint, clouds.dst_cloud.endpoint))
     assert there not in record and slow in record
     # The end's check costs one listing of the destination, and one GET confirming the image gone.
