@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientStatusError, FatalError, UsageError
+from .quota import Quota
 
 if TYPE_CHECKING:
     from .glance import GlanceClient
@@ -79,6 +80,7 @@ class Capabilities:
     stores: tuple[StoreInfo, ...] | None  # None: single-store (no enabled_backends)
     import_methods: frozenset[str] = frozenset()
     visibility_all: bool = True
+    quota: Quota | None = None  # the caller's usage and limits; None: not asked (a source)
 
     @property
     def version(self) -> str:
@@ -145,6 +147,7 @@ class Capabilities:
             "multi_store": self.multi_store,
             "stores": [{"id": s.id, "type": s.type, "default": s.default} for s in self.stores or ()],
             "import_methods": sorted(self.import_methods),
+            **({"quota": self.quota.describe()} if self.quota is not None else {}),
         }
 
 
@@ -180,8 +183,10 @@ def _parse_id(text: str) -> tuple[int, int] | None:
         return None
 
 
-async def discover(client: GlanceClient) -> Capabilities:
-    """Ask the cloud once what it can do; refuse a Glance too old to list completely."""
+async def discover(client: GlanceClient, *, quota: bool = False) -> Capabilities:
+    """Ask the cloud once what it can do; refuse a Glance too old to list completely.
+
+    ``quota``: also read the caller's usage and limits (a destination's)."""
     name = client.cloud.name
     document = await client.versions()
     version = parse_versions(document) if document else None
@@ -196,8 +201,14 @@ async def discover(client: GlanceClient) -> Capabilities:
     stores = await _stores(client)
     methods = frozenset(await client.import_methods())
     visibility_all = version >= (2, 9) or (version >= (2, 7) and await _lists_all(client))
+    usage = Quota.parse(await client.usage(), client.cloud.project) if quota else None
     return Capabilities(
-        cloud=name, api_version=version, stores=stores, import_methods=methods, visibility_all=visibility_all
+        cloud=name,
+        api_version=version,
+        stores=stores,
+        import_methods=methods,
+        visibility_all=visibility_all,
+        quota=usage,
     )
 
 

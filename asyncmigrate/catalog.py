@@ -4,6 +4,13 @@ Listing
     :func:`list_images` asks :class:`~asyncmigrate.capabilities.Capabilities`
     which queries return every image on that Glance version and follows their
     ``next`` links, in pages of 1,000 (Glance's default ``api_limit_max``).
+    The queries are not one snapshot: an image whose ``os_hidden`` (or, before
+    Stein, visibility) changes between them can be in none.  So the same
+    queries are asked once more for the images updated since the listing began
+    (``updated_at=gte:``, Pike and later): one page each when little changed.
+    A miss then takes three changes of one image within one listing, the last
+    between the two re-check queries; ``sync`` still reads an image by id before
+    it calls it removed.
 
 The destination index
     Deciding what to do with an image needs the destination's record of the
@@ -25,10 +32,11 @@ The destination index
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .metadata import comparable
@@ -37,7 +45,12 @@ if TYPE_CHECKING:
     from .capabilities import Capabilities
     from .glance import GlanceClient
 
-__all__ = ["Entry", "fingerprint", "list_images", "load_index"]
+__all__ = ["RECHECK_MARGIN", "Entry", "fingerprint", "list_images", "load_index"]
+
+# How far before the listing's start the re-check reaches back: the server clock we know
+# is the Date header of one answer (to the second, from whichever node answered, maybe a load
+# balancer's), and updated_at is written by the API node that took the change.
+RECHECK_MARGIN = dt.timedelta(minutes=2)
 
 # Compared on their own rather than through the fingerprint: the owner (a
 # project map or a null source owner changes what "equal" means), ``protected``
@@ -135,12 +148,14 @@ class Entry:
 
 
 async def list_images(
-    client: GlanceClient, caps: Capabilities, image_ids: tuple[str, ...] = ()
+    client: GlanceClient, caps: Capabilities, image_ids: tuple[str, ...] = (), *, recheck: bool = True
 ) -> AsyncIterator[dict[str, Any]]:
     """Every image once: the ones named, or all of them (pages of 1,000).
 
     A named image that does not exist is yielded as a stub with ``status``
-    ``"missing"`` so it is reported, not silently dropped.
+    ``"missing"`` so it is reported, not silently dropped.  Without ``recheck``
+    the passes are not asked again for the images updated meanwhile (for a
+    caller that confirms every image it misses by id).
     """
     if image_ids:
         for image_id in image_ids:
@@ -149,11 +164,26 @@ async def list_images(
         return
     # Passes can overlap (before Stein an admin's own community images are in
     # both the plain and the community pass; an image whose os_hidden flips
-    # during the listing is in both halves): each id is handed on once, so two
+    # during the listing can be in both halves): each id is handed on once, so two
     # workers never take the same image (about 100 bytes per id).
     seen: set[str] = set()
+    began = min(client.server_now(), dt.datetime.now(dt.UTC)) - RECHECK_MARGIN
     for params in caps.listing_queries():
         async for image in client.list_images(params):
+            if image["id"] not in seen:
+                seen.add(image["id"])
+                yield image
+    # The passes are separate queries, not one snapshot: an image un-hidden after the
+    # os_hidden=false pass went by it, and before the os_hidden=true pass reached it, is in
+    # neither (before Stein, the same for a visibility change between the plain and the
+    # community pass).  Every such change is a PATCH, which sets updated_at: the same queries
+    # once more for the images updated since the listing began find it — a fixed cost of one
+    # page per query, whatever the catalog's size.
+    if not recheck:
+        return
+    since = began.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for params in caps.listing_queries():
+        async for image in client.list_images({**params, "updated_at": f"gte:{since}"}):
             if image["id"] not in seen:
                 seen.add(image["id"])
                 yield image
@@ -176,9 +206,12 @@ class DestinationIndex:
         return self._entries.get(image_id)
 
 
-async def load_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
-    """Read the whole destination catalog into a :class:`DestinationIndex`."""
+async def load_index(
+    client: GlanceClient, caps: Capabilities, strip: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> DestinationIndex:
+    """Read the whole destination catalog into a :class:`DestinationIndex`; ``strip`` takes
+    out of each record what is not compared (the destination's own properties)."""
     entries: dict[str, Entry] = {}
     async for image in list_images(client, caps):
-        entries[sys.intern(str(image["id"]))] = Entry.of(image)
+        entries[sys.intern(str(image["id"]))] = Entry.of(strip(image) if strip is not None else image)
     return DestinationIndex(entries)

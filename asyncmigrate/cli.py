@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import parse_size
-from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse, redact
+from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse, redact, redact_url
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .clouds import Cloud
+    from .render import Log
 
 __all__ = ["build_parser", "main"]
 
@@ -109,7 +109,7 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
             raise UsageError("--journal and --no-journal contradict each other")
         return config
     default = default_journal_path(command, *key, shard=config.selection.shard)
-    return dataclasses.replace(config, journal=args.journal or default)
+    return dataclasses.replace(config, journal=getattr(args, "journal", None) or default)
 
 
 def _changes_nothing(args: argparse.Namespace) -> str | None:
@@ -119,7 +119,9 @@ def _changes_nothing(args: argparse.Namespace) -> str | None:
     return None
 
 
-async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: float, readonly: str | None) -> None:
+async def _watch_signals(
+    stop: anyio.Event, scope: anyio.CancelScope, grace: float, readonly: str | None, log: Log
+) -> None:
     """First Ctrl-C/SIGTERM: take no new image, give those in flight ``grace``
     seconds, then abort them; a second signal aborts at once.  A command that
     changes nothing (``readonly`` names it) has nothing to finish: it stops at once."""
@@ -127,7 +129,9 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: flo
 
     async def abort_after_grace() -> None:
         await anyio.sleep(grace)
-        print(f"asyncmigrate: grace of {grace:g} s over: aborting images in flight", file=sys.stderr)
+        log.write(
+            f"asyncmigrate: grace of {grace:g} s over: aborting images in flight", level="warning", event="aborting"
+        )
         scope.cancel()
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -135,18 +139,21 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope, grace: flo
             async for _ in signals:
                 if readonly is not None:
                     stop.set()
-                    print(f"asyncmigrate: {readonly} changes nothing: stopping now", file=sys.stderr)
+                    log.write(
+                        f"asyncmigrate: {readonly} changes nothing: stopping now", level="warning", event="stopping"
+                    )
                     scope.cancel()
                     return
                 if stop.is_set():
-                    print("asyncmigrate: second signal: aborting now", file=sys.stderr)
+                    log.write("asyncmigrate: second signal: aborting now", level="warning", event="aborting")
                     scope.cancel()
                     return
                 stop.set()
-                print(
+                log.write(
                     f"asyncmigrate: stopping: no new images; finishing those in flight (up to {grace:g} s, "
                     "Ctrl-C again to abort now)",
-                    file=sys.stderr,
+                    level="warning",
+                    event="stopping",
                 )
                 tg.start_soon(abort_after_grace)
 
@@ -162,16 +169,16 @@ def _where_it_stopped(stats: Stats, run: RunResult) -> str:
     )
 
 
-def _renderer(args: argparse.Namespace, console: Console, stats: Stats) -> Any:
+def _renderer(args: argparse.Namespace, console: Console, stats: Stats, log: Log) -> Any:
     from .render import JsonRenderer, LineRenderer, RichRenderer
 
     if args.log_format == "json":
-        return JsonRenderer(sys.stderr, stats, interval=float("inf") if args.quiet else 10.0)
+        return JsonRenderer(log, stats, interval=float("inf") if args.quiet else 10.0)
     if args.quiet:
-        return LineRenderer(sys.stderr, stats, interval=float("inf"), verbose=args.verbose)
-    if console.is_terminal:
-        return RichRenderer(console, stats, verbose=args.verbose)
-    return LineRenderer(sys.stderr, stats, verbose=args.verbose)
+        return LineRenderer(log, stats, interval=float("inf"), verbose=args.verbose)
+    if console.is_terminal and log.out is console.file:
+        return RichRenderer(console, stats, log, verbose=args.verbose)
+    return LineRenderer(log, stats, verbose=args.verbose)
 
 
 async def _project_map(args: argparse.Namespace, src: Cloud) -> ProjectMap | None:
@@ -180,9 +187,31 @@ async def _project_map(args: argparse.Namespace, src: Cloud) -> ProjectMap | Non
     return await load_project_map(args.project_map, unmapped_owner=args.unmapped_owner, resolve_name=src.project_id)
 
 
-async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Callable[..., Awaitable[RunResult]]]:
+def _warn_if_insecure(args: argparse.Namespace, cloud: Cloud, log: Log) -> None:
+    """The same warning as --insecure when the cloud's own configuration turns TLS checking off
+    (``verify: false`` or ``insecure: true`` in clouds.yaml, ``OS_INSECURE``)."""
+    if cloud.insecure and not args.insecure:
+        log.write(
+            f"warning: cloud {cloud.name!r} is configured with verify: false (or insecure): "
+            "TLS certificates are NOT verified",
+            level="warning",
+            event="insecure",
+        )
+
+
+def _itself(args: argparse.Namespace, endpoint: str | None) -> str:
+    """Why a command between a cloud and itself is refused."""
+    verb = " ".join(filter(None, [args.command, getattr(args, "job", None)]))
+    same = f"reach the same Glance ({redact_url(endpoint)})" if endpoint else "are the same cloud"
+    return (
+        f"{verb}: --src-cloud {args.src_cloud} and --dst-cloud {args.dst_cloud} {same}: a Glance holds each image id "
+        "once, so there is nothing to copy; to move images between stores of one cloud use 'asyncmigrate move'"
+    )
+
+
+async def _prepare(args: argparse.Namespace, log: Log) -> tuple[Any, Callable[..., Awaitable[RunResult]]]:
     """Validate flags, load the clouds and build the job to run (nothing is changed yet)."""
-    from .clouds import load_cloud
+    from .clouds import load_cloud, same_glance
     from .engine import copy_images
     from .storemove import move_images
     from .sync import sync_images
@@ -202,31 +231,38 @@ async def _prepare(args: argparse.Namespace, console: Console) -> tuple[Any, Cal
         except OSError as exc:
             raise UsageError(f"cannot write the report: {exc}") from exc
     if args.insecure:
-        print("warning: --insecure: TLS certificates are NOT verified", file=sys.stderr)
+        log.write("warning: --insecure: TLS certificates are NOT verified", level="warning", event="insecure")
     if kind == "move":
         cloud = await load_cloud(args.cloud, insecure=args.insecure)
+        _warn_if_insecure(args, cloud, log)
         if args.command == "move":
             config = _with_journal(config, args, "move", cloud.endpoint, config.from_store, config.to_store)
         return config, lambda emit, stop: move_images(config, cloud, emit=emit, stop=stop)
+    if args.src_cloud == args.dst_cloud:
+        raise UsageError(_itself(args, None))
     src = await load_cloud(args.src_cloud, insecure=args.insecure)
     dst = await load_cloud(args.dst_cloud, insecure=args.insecure)
+    for cloud in (src, dst):
+        _warn_if_insecure(args, cloud, log)
+    if await same_glance(src, dst):
+        raise UsageError(_itself(args, src.endpoint))
     config = dataclasses.replace(config, project_map=await _project_map(args, src))
+    # One journal per (source, destination) pair: copy and sync share the record of what was brought
+    # and of the properties the destination sets itself; plan and verify only read it.
+    config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if args.command == "verify":
         return config, lambda emit, stop: verify_catalogs(config, src, dst, strict=args.strict, emit=emit)
-    if args.command == "copy" or kind == "sync":  # plan sync reads the record (read only)
-        # One journal per (source, destination) pair: copy and sync share the record of what was brought.
-        config = _with_journal(config, args, "pair", src.endpoint, dst.endpoint)
     if kind == "sync":
         return config, lambda emit, stop: sync_images(config, src, dst, emit=emit, stop=stop)
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)
 
 
-async def _run(args: argparse.Namespace, console: Console) -> RunResult:
+async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResult:
     import anyio
 
-    config, job = await _prepare(args, console)
+    config, job = await _prepare(args, log)
     stats = Stats()
-    renderer = _renderer(args, console, stats)
+    renderer = _renderer(args, console, stats, log)
     errors = ErrorLog(_error_dir(config))
 
     def emit(event: Event) -> None:
@@ -239,69 +275,152 @@ async def _run(args: argparse.Namespace, console: Console) -> RunResult:
         try:
             async with anyio.create_task_group() as tg:
                 grace = getattr(args, "grace", 0.0)
-                tg.start_soon(_watch_signals, stop, tg.cancel_scope, grace, _changes_nothing(args))
+                tg.start_soon(_watch_signals, stop, tg.cancel_scope, grace, _changes_nothing(args), log)
                 run = await job(emit, stop)
                 tg.cancel_scope.cancel()  # the run is over: stop watching signals
         except BaseExceptionGroup as group:
             raise collapse(group) from group
     if run is None:  # aborted: build what is known from the progress events
         run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
-    _output(args, console, run)
+    _output(args, console, log, run)
     if run.interrupted and _changes_nothing(args):
-        _notice(
-            args,
-            "interrupted",
+        log.write(
             f"asyncmigrate: interrupted after {stats.done} images; nothing was changed; run the same command "
             "again for all of them",
+            level="warning",
+            event="interrupted",
         )
     elif run.interrupted:
-        _notice(args, "interrupted", _where_it_stopped(stats, run))
+        log.write(_where_it_stopped(stats, run), level="warning", event="interrupted")
     elif run.incomplete is not None:
-        _notice(
-            args,
-            "incomplete",
+        log.write(
             f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
             "run the same command again to finish",
+            level="error",
+            event="incomplete",
         )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
     note = errors.note()
     if note is not None:
-        _notice(args, "internal-errors", note, log=str(errors.path) if errors.path else None)
+        where = str(errors.path) if errors.path else None
+        log.write(note, level="error", event="internal-errors", log=where)
     return run
 
 
-def _notice(args: argparse.Namespace, event: str, text: str, **fields: Any) -> None:
-    """An end-of-run line on stderr: plain text, or one JSON object with --log-format json."""
-    if args.log_format == "json":
-        line = {"event": event, "message": text.removeprefix("asyncmigrate: "), **fields}
-        print(json.dumps(line), file=sys.stderr)
-    else:
-        print(text, file=sys.stderr)
+def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult) -> None:
+    """The end of the run: the summary, the plan or the differences (text on the console and in
+    --log-file; with --log-format json one object per line; plan --output json one document)."""
+    from rich.console import Console
 
+    from .output import plan_records, print_plan, print_summary, print_verify, verify_records
 
-def _output(args: argparse.Namespace, console: Console, run: RunResult) -> None:
-    from .output import print_plan, print_summary, print_verify
-
+    verb = args.job if args.command == "plan" else args.command
+    rate = None
     if args.command == "plan":
         rate = parse_size(args.rate)
         if getattr(args, "max_rate", None):  # the cap bounds the estimate too
             rate = min(rate, parse_size(args.max_rate))
-        print_plan(console, run, rate=rate, as_json=args.output == "json", verb=args.job)
-    elif args.command == "verify":
-        print_verify(console, run, as_json=args.log_format == "json")
-    elif run.dry_run:
-        print_plan(console, run, rate=None, as_json=args.log_format == "json", verb=args.command)
-    elif args.log_format == "json":
-        print(json.dumps({"event": "summary", **run.summary()}))
-    else:
-        print_summary(console, run)
+    document = args.command == "plan" and args.output == "json"
+    if log.json and not document:
+        if args.command == "verify":
+            records = verify_records(run)
+        elif run.dry_run:
+            records = plan_records(run, rate=rate, verb=verb)
+        else:
+            records = [("summary", "info", run.summary())]
+        for event, level, fields in records:
+            log.record(event, level=level, **fields)
+        return
+    consoles = [console]
+    if log.file is not None:  # the file gets the plain rendering: what a pipe gets
+        consoles.append(Console(file=log.file, highlight=False, soft_wrap=True, force_terminal=False))
+    for target in consoles:
+        if args.command == "verify":
+            print_verify(target, run)
+        elif run.dry_run:
+            print_plan(target, run, rate=rate, as_json=document, verb=verb)
+        else:
+            print_summary(target, run)
+
+
+def _log_flags(argv: list[str]) -> tuple[str, str | None]:
+    """--log-format and --log-file as written, for an error the parser itself reports."""
+    fmt, path = "text", None
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+        if name == "--log-format":
+            fmt = value
+        elif name == "--log-file":
+            path = value or None
+    return fmt, path
+
+
+def _open_log(fmt: str, path: str | Path | None, *, document: bool = False) -> Log:
+    """The run's log: stdout (stderr when stdout carries a document), stderr for fatal errors,
+    and ``path`` appended to (a usage error when it cannot be)."""
+    from .render import Log
+
+    try:
+        file = None if path is None else open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by main)
+    except OSError as exc:
+        raise UsageError(f"--log-file: cannot write {path}: {exc.strerror or exc}") from exc
+    return Log(fmt, out=sys.stderr if document else sys.stdout, err=sys.stderr, file=file)
+
+
+class _ToLog(logging.Handler):
+    """Python's logging (``-v``, third-party warnings) into the run's log, on stderr."""
+
+    def __init__(self, log: Log, level: int) -> None:
+        super().__init__(level)
+        self.log = log
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record) if not self.log.json else record.getMessage()
+        self.log.error(text, level=record.levelname.lower(), event="log", logger=record.name)
+
+
+def _logging(args: argparse.Namespace, log: Log) -> None:
+    level = logging.INFO if args.verbose else logging.WARNING
+    handler = _ToLog(log, level)
+    handler.addFilter(_Redacting())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    # keystoneauth warns (e.g. "Failed to discover available identity versions") right
+    # before raising what we report anyway, in one line.
+    logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    log: Log | None = None
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here
+        document = args.command == "plan" and args.output == "json"
+        log = _open_log(args.log_format, getattr(args, "log_file", None), document=document)
+        return _main(args, log)
+    except AsyncMigrateError as exc:
+        if log is None:  # the flags themselves were wrong: log the error as they asked, if they can be read
+            fmt, path = _log_flags(argv)
+            fmt = "json" if fmt == "json" else "text"
+            try:
+                log = _open_log(fmt, path)
+            except UsageError:
+                log = _open_log(fmt, None)
+        log.error(f"asyncmigrate: error: {redact(str(exc))}")
+        return int(ExitCode.USAGE if exc.behaviour is Behaviour.USAGE else ExitCode.FATAL)
+    finally:
+        if log is not None and log.file is not None:
+            log.file.close()
+
+
+def _main(args: argparse.Namespace, log: Log) -> int:
+    try:
         import anyio
         from rich.console import Console
 
@@ -310,15 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=False, highlight=False, soft_wrap=True)
         if args.command == "plan" and args.output == "json":
             args.quiet = True  # stdout carries the JSON document only
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_Redacting())
-        # keystoneauth warns (e.g. "Failed to discover available identity versions") right
-        # before raising what we report anyway, in one line.
-        logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
+        _logging(args, log)
         try:
             loop_name, backend_options = loop_options(args.event_loop)
         except ModuleNotFoundError:
@@ -326,20 +437,21 @@ def main(argv: list[str] | None = None) -> int:
                 "--event-loop uvloop: uvloop is not installed (pip install 'asyncmigrate[fast]')"
             ) from None
         logging.getLogger("asyncmigrate").info("event loop: %s", loop_name)
-        run = anyio.run(_run, args, console, backend="asyncio", backend_options=backend_options)
+        run = anyio.run(_run, args, console, log, backend="asyncio", backend_options=backend_options)
         return int(run.exit_code)
-    except AsyncMigrateError as exc:
-        print(f"asyncmigrate: error: {redact(str(exc))}", file=sys.stderr)
-        return int(ExitCode.USAGE if exc.behaviour is Behaviour.USAGE else ExitCode.FATAL)
+    except AsyncMigrateError:
+        raise
     except KeyboardInterrupt:
-        print("asyncmigrate: interrupted; run the same command again to finish", file=sys.stderr)
+        log.error(
+            "asyncmigrate: interrupted; run the same command again to finish", level="warning", event="interrupted"
+        )
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # a bug outside any one image: one line here, the traceback in a file
         from .journal import state_dir
 
-        log = ErrorLog(state_dir())
-        log.count = 1
-        log.write(f"the run: {type(exc).__name__}", redact("".join(traceback.format_exception(exc))))
-        print(f"asyncmigrate: internal error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
-        print(log.note(), file=sys.stderr)
+        errors = ErrorLog(state_dir())
+        errors.count = 1
+        errors.write(f"the run: {type(exc).__name__}", redact("".join(traceback.format_exception(exc))))
+        log.error(f"asyncmigrate: internal error: {type(exc).__name__}: {redact(str(exc))}", event="internal-error")
+        log.error(errors.note() or "", event="internal-errors")
         return int(ExitCode.FATAL)

@@ -15,19 +15,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import difflib
 import logging
+import os
+import socket
 import ssl
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 
 from .errors import AuthenticationError, EndpointError, UsageError
+from .proxies import Proxy, environment_proxy
 
-__all__ = ["Cloud", "load_cloud"]
+__all__ = ["Cloud", "load_cloud", "same_glance"]
 
 # Re-read the token from keystoneauth at most this often.  keystoneauth itself
 # renews a token that is about to expire, so this only bounds the thread hops.
@@ -51,9 +57,12 @@ class Cloud:
     ssl: ssl.SSLContext | bool
     insecure: bool
     _session: Any = dataclasses.field(repr=False)
+    project: str | None = None  # the token's project id (None: the authentication names none)
     _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     _fresh_until: float = dataclasses.field(default=0.0, repr=False)
     _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
+    proxy: Proxy | None = None
+    """The proxy the image endpoint is reached through (the environment's, as keystoneauth's)."""
 
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate a request (``X-Auth-Token``), renewed as needed:
@@ -177,6 +186,7 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
     import openstack.config
     import openstack.exceptions
 
+    config: Any = None
     try:
         with warnings.catch_warnings(), _capturing_config_warnings() as capture:
             # openstacksdk warns about its own deprecated metrics options even
@@ -186,6 +196,8 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
             region = config.get_one(cloud=name) if name else config.get_one()
             session = region.get_session()
     except openstack.exceptions.ConfigException as exc:
+        if name and "was not found" in str(exc):
+            raise UsageError(_not_found(name, config)) from exc
         why = "; ".join(capture.messages)
         raise UsageError(f"cloud {name or '(from OS_* variables)'}: {exc}" + (f" ({why})" if why else "")) from exc
     except ksa_exc.ClientException as exc:
@@ -214,13 +226,71 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
         ssl_ctx = _ssl_context(session.verify, session.cert, insecure)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cloud {label!r}: cannot load TLS files: {exc}") from exc
+    endpoint = str(endpoint).rstrip("/")
+    try:
+        project = session.get_project_id()  # the token is there already: the endpoint came from it
+    except ksa_exc.ClientException:
+        project = None
     return Cloud(
         name=label,
-        endpoint=str(endpoint).rstrip("/"),
+        endpoint=endpoint,
         ssl=ssl_ctx,
         insecure=ssl_ctx is False,
         _session=session,
+        proxy=environment_proxy(endpoint),
+        project=str(project) if project else None,
     )
+
+
+def _not_found(name: str, config: Any) -> str:
+    """Which file was read (or that none was, or that OS_CLIENT_CONFIG_FILE names a missing one),
+    the clouds it defines, and the closest name."""
+    named = os.environ.get("OS_CLIENT_CONFIG_FILE")
+    missing = (
+        f"OS_CLIENT_CONFIG_FILE names {named}, which does not exist; " if named and not Path(named).exists() else ""
+    )
+    path = getattr(config, "config_filename", None)
+    if path is None:
+        looked = [str(Path(f).parent) for f in getattr(config, "_config_files", []) if f != named]
+        folders = ", ".join(dict.fromkeys(looked)) or "the current directory, ~/.config/openstack, /etc/openstack"
+        return f"cloud {name!r} not found: {missing}no clouds.yaml exists (looked in {folders})"
+    clouds = sorted(str(c) for c in (getattr(config, "cloud_config", None) or {}).get("clouds", {}) or {})
+    close = difflib.get_close_matches(name, clouds, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    defines = ", ".join(clouds) if clouds else "no clouds"
+    return f"cloud {name!r} not found: {missing}{path} was read, which defines {defines}{hint}"
+
+
+def _endpoint(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of an image endpoint, as comparable as a URL allows."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path.rstrip("/")
+    path = path[: -len("/v2")] if path.endswith("/v2") else path
+    return (parts.hostname or "").lower(), port, path
+
+
+def _addresses(host: str, port: int) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return set()  # unresolvable: nothing to compare (and nothing will be reached)
+
+
+async def same_glance(a: Cloud, b: Cloud) -> bool:
+    """Are two clouds one Glance: the same name, or image endpoints with the same port and
+    path whose hosts are one name or share an address?  (Two URLs of one Glance this cannot
+    tell apart, say through another port, only make every image already there: nothing is written.)"""
+    if a.name == b.name:
+        return True
+    (host_a, port_a, path_a), (host_b, port_b, path_b) = _endpoint(a.endpoint), _endpoint(b.endpoint)
+    if (port_a, path_a) != (port_b, path_b):
+        return False
+    if host_a == host_b:
+        return True
+    found_a = await anyio.to_thread.run_sync(_addresses, host_a, port_a)
+    found_b = await anyio.to_thread.run_sync(_addresses, host_b, port_b)
+    return bool(found_a & found_b)
 
 
 async def load_cloud(name: str | None, *, insecure: bool = False) -> Cloud:

@@ -154,6 +154,9 @@ class CopyConfig:
     preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
     upload_method: Literal["put", "put-unsized", "glance-direct"] = "put"  # see upload.py
     import_timeout: float = 3600.0  # per glance-direct import
+    # Custom properties the destination sets itself (asyncmigrate/owned.py): never sent or compared.
+    destination_properties: tuple[str, ...] = ()
+    ignore_quota: bool = False  # start even when the destination's quota cannot hold the plan (quota.py)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:

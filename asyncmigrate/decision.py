@@ -17,6 +17,7 @@ from .catalog import Entry, fingerprint
 from .config import CopyConfig
 from .errors import DestinationBusy
 from .metadata import differences
+from .owned import DestinationProperties
 from .preflight import Judgement, judge
 from .report import Action
 
@@ -46,15 +47,21 @@ def same_data(src: Mapping[str, Any], dst: Mapping[str, Any]) -> bool:
     return Entry.of(dst).same_data(src)
 
 
-def destination_view(image: dict[str, Any], config: CopyConfig, property_quota: int | None = None) -> Judgement:
+def destination_view(
+    image: dict[str, Any],
+    config: CopyConfig,
+    property_quota: int | None = None,
+    owned: DestinationProperties | None = None,
+) -> Judgement:
     """The source image as the destination should hold it: the project map applied
-    (owner), then the pre-flight rewrites and traps (:func:`~asyncmigrate.preflight.judge`).
+    (owner), then the pre-flight rewrites and traps (:func:`~asyncmigrate.preflight.judge`);
+    without the properties the destination sets itself (``owned``: never sent nor compared).
 
     A view without ``owner`` means the owner is not kept (``--no-owner``, or a
     project map that leaves the image to the caller's project).
     """
     pmap = config.project_map
-    view = image
+    view = owned.strip(image) if owned is not None else image
     if not config.keep_owner:
         view = {k: v for k, v in image.items() if k != "owner"}
     elif pmap is not None:

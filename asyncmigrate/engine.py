@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +33,25 @@ from .config import CopyConfig
 from .containment import Listing, handle_contained
 from .errors import AsyncMigrateError, Behaviour, EndpointError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
-from .journal import Journal, pair_key
+from .journal import Journal, pair_key, read_destination_properties
 from .limits import Limits
 from .metadata import size_of
+from .owned import DestinationProperties
 from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .quota import Needs, QuotaExceeded, Verdict, judge
 from .recheck import Recheck, each
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
-from .transfer import ImageTransfer
+from .transfer import ImageTransfer, destination_view
 from .upload import Uploader, choose_uploader
 
 __all__ = [
     "PairRun",
+    "QuotaTally",
     "at_destination",
     "check_endpoint",
     "copy_images",
+    "fit_quota",
     "journaled",
     "list_images",
     "missing_result",
@@ -89,6 +93,24 @@ def at_destination(result: ImageResult, index: DestinationIndex | None) -> bool:
     return result.outcome in _ARRIVED or result.action in _FOUND
 
 
+async def destination_owned(config: CopyConfig, journal: Journal | None, destination: str) -> list[str]:
+    """The properties the pair's journal remembers the destination setting itself (read only
+    on a dry run)."""
+    if journal is not None:
+        return await journal.destination_properties(destination)
+    if config.journal is not None:
+        return await read_destination_properties(config.journal, destination)
+    return []
+
+
+async def keep_owned(journal: Journal | None, owned: DestinationProperties, destination: str) -> None:
+    """Write the properties just learned to the journal at once: a run killed later must not
+    lose them (the next one would take them for the source's to level)."""
+    keys = owned.unsaved()
+    if journal is not None and keys:
+        await journal.remember_destination_properties(destination, keys)
+
+
 async def check_endpoint(client: GlanceClient, role: str) -> None:
     """Fail fast (fatal) when an endpoint is unreachable or refuses us."""
     try:
@@ -99,22 +121,25 @@ async def check_endpoint(client: GlanceClient, role: str) -> None:
         raise EndpointError(f"{role} cloud {client.cloud.name!r} is not usable: {exc}") from exc
 
 
-async def open_cloud(client: GlanceClient, role: str) -> Capabilities:
-    """Check the endpoint answers us, then discover what its Glance can do (once per run)."""
+async def open_cloud(client: GlanceClient, role: str, *, quota: bool = False) -> Capabilities:
+    """Check the endpoint answers us, then discover what its Glance can do (once per run);
+    ``quota``: its usage and limits too (a destination's)."""
     await check_endpoint(client, role)
     try:
-        return await discover(client)
+        return await discover(client, quota=quota)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
         raise EndpointError(f"{role} cloud {client.cloud.name!r}: cannot discover its Glance: {exc}") from exc
 
 
-async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationIndex:
+async def read_index(
+    client: GlanceClient, caps: Capabilities, owned: DestinationProperties | None = None
+) -> DestinationIndex:
     """The destination's catalog (:func:`~asyncmigrate.catalog.load_index`), read before any
     image starts: a failure is fatal and nothing has been done."""
     try:
-        return await load_index(client, caps)
+        return await load_index(client, caps, owned.strip if owned is not None else None)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
@@ -124,13 +149,15 @@ async def read_index(client: GlanceClient, caps: Capabilities) -> DestinationInd
 @dataclasses.dataclass(frozen=True)
 class PairRun:
     """What a two-cloud command (copy, sync, verify) settles before its first image:
-    each cloud's capabilities, the run-wide caps, the upload way and the destination index."""
+    each cloud's capabilities, the run-wide caps, the upload way, the destination index and
+    the properties the destination sets itself."""
 
     src_caps: Capabilities
     dst_caps: Capabilities
     limits: Limits
     uploader: Uploader
     index: DestinationIndex | None  # None: named images, read one by one
+    owned: DestinationProperties = dataclasses.field(default_factory=DestinationProperties)
 
     def clouds(self) -> dict[str, Any]:
         """The report's ``clouds``: each side's capabilities (and the upload way)."""
@@ -138,18 +165,74 @@ class PairRun:
         return {"source": self.src_caps.describe(), "destination": destination}
 
 
-async def start_run(config: CopyConfig, src: GlanceClient, dst: GlanceClient, emit: Emit) -> PairRun:
+async def start_run(
+    config: CopyConfig, src: GlanceClient, dst: GlanceClient, emit: Emit, owned: Iterable[str] = ()
+) -> PairRun:
     """Discover both clouds, check the flags against them (a usage error before anything is
-    done), choose the upload way and read the destination's catalog."""
+    done), choose the upload way and read the destination's catalog; ``owned``: the keys the
+    journal remembers the destination setting itself (with ``--destination-property``'s)."""
     src_caps = await open_cloud(src, "source")
-    dst_caps = await open_cloud(dst, "destination")
+    dst_caps = await open_cloud(dst, "destination", quota=True)
     check_selection(config, src_caps, dst_caps)
     emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
     limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
     uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
+    properties = DestinationProperties([*config.destination_properties, *owned])
     # Named images are read one by one; a whole catalog is decided from one listing.
-    index = None if config.image_ids else await read_index(dst, dst_caps)
-    return PairRun(src_caps, dst_caps, limits, uploader, index)
+    index = None if config.image_ids else await read_index(dst, dst_caps, properties)
+    return PairRun(src_caps, dst_caps, limits, uploader, index, properties)
+
+
+class QuotaTally:
+    """A plan's images counted against the destination's quota (:class:`~asyncmigrate.quota.Needs`),
+    each from its planned result and its owner at the destination."""
+
+    def __init__(self, config: CopyConfig, run: PairRun) -> None:
+        self.config, self.run = config, run
+        quota = run.dst_caps.quota
+        self.needs = Needs(quota.project if quota is not None else None, stages=run.uploader.stages)
+
+    def add(self, image: dict[str, Any], result: ImageResult) -> None:
+        """Count one planned image."""
+        owner = destination_view(image, self.config).image.get("owner")
+        self.needs.add(result, owner, declares=self.run.uploader.declares_size(result.size))
+
+    def verdict(self) -> Verdict | None:
+        """The plan against the quota (None: the destination was not asked)."""
+        quota = self.run.dst_caps.quota
+        return None if quota is None else judge(quota, self.needs, ignored=self.config.ignore_quota)
+
+
+async def fit_quota(
+    config: CopyConfig, run: PairRun, images: AsyncIterator[dict[str, Any]], plan: Handler, verb: str
+) -> Verdict | None:
+    """Before a run that changes the destination: when its quota is enforced, plan every
+    selected image (reads only, nothing emitted) and refuse the run (:class:`QuotaExceeded`)
+    when it cannot fit; else bound the uploads at once by ``image_count_uploading``."""
+    quota = run.dst_caps.quota
+    if quota is None or not quota.enforced:
+        return None if quota is None else judge(quota, Needs(quota.project))
+    if config.ignore_quota:
+        # No plan read: bound uploads as if every one counted (safe), refuse nothing.
+        room = quota.get("image_count_uploading")
+        if room is not None and room.limit >= 0:
+            run.limits.bound_uploads(max(1, room.limit - room.usage))
+        return Verdict(quota, max_uploads=run.limits.max_uploads, ignored=True)
+    tally = QuotaTally(config, run)
+
+    async def one(image: dict[str, Any]) -> ImageResult:
+        result = await plan(image)
+        tally.add(image, result)
+        return result
+
+    listing = Listing(images, "source listing")  # ended early: what was counted is still a lower bound
+    await run_pool(listing, one, concurrency=config.concurrency, emit=ignore, keep=False)
+    verdict = judge(quota, tally.needs)
+    refusal = verdict.refusal(verb)
+    if refusal is not None:
+        raise QuotaExceeded(refusal)
+    run.limits.bound_uploads(verdict.max_uploads)
+    return verdict
 
 
 def check_selection(config: CopyConfig, src: Capabilities, dst: Capabilities) -> None:
@@ -168,9 +251,11 @@ async def run_pool(
     emit: Emit,
     stop: anyio.Event | None = None,
     journal: Journal | None = None,
+    keep: bool = True,
 ) -> list[ImageResult]:
     """Feed ``images`` through a bounded stream to ``concurrency`` workers
-    running ``handle``; return the results in the order images finished.
+    running ``handle``; return the results in the order images finished
+    (none when not ``keep``: a pass that only counts).
 
     When ``stop`` is set, no new image is started; images in flight finish
     (a caller that wants them aborted cancels the surrounding scope).  With a
@@ -183,7 +268,7 @@ async def run_pool(
         async with anyio.create_task_group() as tg:
             tg.start_soon(_produce, images, send, emit, stop)
             for _ in range(concurrency):
-                tg.start_soon(_work, handle, receive.clone(), results, emit, stop, journal)
+                tg.start_soon(_work, handle, receive.clone(), results if keep else None, emit, stop, journal)
             receive.close()
     except BaseExceptionGroup as group:
         raise collapse(group) from group
@@ -237,7 +322,7 @@ async def _produce(
 async def _work(
     handle: Handler,
     receive: ObjectReceiveStream[dict[str, Any]],
-    results: list[ImageResult],
+    results: list[ImageResult] | None,
     emit: Emit,
     stop: anyio.Event,
     journal: Journal | None,
@@ -257,7 +342,8 @@ async def _work(
             if journal is not None:
                 result.resumed = image["id"] in journal.crashed_in_flight
                 await journal.done(result)
-            results.append(result)
+            if results is not None:
+                results.append(result)
             emit(ImageDone(result))
 
 
@@ -285,22 +371,35 @@ async def copy_images(
         open_glance(dst_cloud, **kw) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
-        run = await start_run(config, src, dst, emit)
+        owned = await destination_owned(config, journal, dst_cloud.endpoint)
+        run = await start_run(config, src, dst, emit, owned)
         pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+        tally = QuotaTally(config, run)
+
+        def listed() -> AsyncIterator[dict[str, Any]]:
+            return select(list_images(src, run.src_caps, config.image_ids), config.selection)
+
+        async def plan(image: dict[str, Any]) -> ImageResult:
+            # Members use no quota: the pre-flight reads none.
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader)
+            return await transfer.plan(members=False)
+
+        verdict = None if config.dry_run else await fit_quota(config, run, listed(), plan, "copy")
 
         async def handle(image: dict[str, Any], index: DestinationIndex | None = run.index) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, index, run.uploader)
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
-                return await transfer.plan()
+                planned = await transfer.plan()
+                tally.add(image, planned)
+                return planned
             result = await transfer.run()
+            await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if journal is not None and at_destination(result, index):
                 await journal.remember(pair, image)  # the record sync's removed images come from
             return result
 
         # A listing that fails part-way ends the intake; the images in flight finish.
-        listing = Listing(
-            select(list_images(src, run.src_caps, config.image_ids), config.selection), "source listing", emit
-        )
+        listing = Listing(listed(), "source listing", emit)
         results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
         check = None
         if not config.dry_run and not (stop is not None and stop.is_set()):
@@ -309,6 +408,8 @@ async def copy_images(
             await journal.flush_record()
             if check is not None:
                 await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
+        if config.dry_run:
+            verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
@@ -316,6 +417,7 @@ async def copy_images(
         interrupted=stop is not None and stop.is_set(),
         clouds=run.clouds(),
         incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
+        quota=None if verdict is None else verdict.describe(),
     )
 
 
@@ -334,7 +436,7 @@ async def rechecked(
     ``handle(image, None)`` again, from fresh reads.  No index (named images): nothing to check."""
     if run.index is None:
         return results, None
-    check = Recheck(dst, run.dst_caps, run.index, emit)
+    check = Recheck(dst, run.dst_caps, run.index, emit, run.owned.strip)
     first = {r.id: r for r in results}
 
     async def fresh(stub: dict[str, Any]) -> ImageResult:

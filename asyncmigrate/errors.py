@@ -128,35 +128,56 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
 # URL userinfo: scheme://user:password@host → scheme://***@host.  Greedy up to the
 # last "@" of the token: S3 secret keys may contain "/" and "+".
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s\"'<>]*@")
-# name=value where the name says it is a credential (query strings, config lines,
-# store URIs' parameters): the value goes.
-_ASSIGNED = re.compile(
-    r"(?P<name>\b[\w.\-]*(?:password|passwd|secret|token|credentials?|access_key|_key|api_key)\b)"
-    r"(?P<sep>\s*=\s*)(?P<value>[^\s\"'&;,]+)",
+# Where a name starts: a word boundary, or right after an escaped newline or tab ("\nAuthorization"
+# in a JSON-escaped body has no boundary between the n and the A).
+_START = r"(?:(?<=\\[nrt])|\b)"
+# A credential's value: quoted (escapes honoured, so a password with spaces goes whole; also
+# the backslash-quoted forms of JSON inside a JSON string and of a repr()), or a bare word.
+_QUOTED = r"""\\"(?:(?!\\").)*\\"|\\'(?:(?!\\').)*\\'|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
+_VALUE = rf"""(?P<value>{_QUOTED}|[^\s"'&;,{{}}\[\]\\]+)"""
+# name=value, name: value, "name": "value", where the name says it holds a credential: any
+# *password, *secret, *token (access_token, X-Auth-Token, X-Amz-Security-Token), *_key,
+# credentials, and signatures (S3's Signature / X-Amz-Signature, Swift's temp_url_sig).
+_CREDENTIAL = re.compile(
+    r"(?P<name>\b[\w.\-]*(?:password|passwd|passphrase|secret|token|credentials?|access_key|access_key_id|_key|"
+    r"api_key|apikey|signature|sig)\b(?:\\?[\"'])?)(?P<sep>\s*[=:]\s*)" + _VALUE,
     re.IGNORECASE,
 )
-# Headers and JSON keys that only ever hold credentials: "X-Auth-Token: …", "password": "…".
-_LABELLED = re.compile(
-    r"(?P<name>\b(?:x-auth-token|x-subject-token|x-service-token|authorization|password|secret|"
-    r"secret_key|access_key|aws_secret_access_key|aws_access_key_id|application_credential_secret|token)"
-    r"[\"']?)(?P<sep>\s*:\s*[\"']?)(?P<value>[^\s\"',}]+)",
+# Authorization headers: the scheme and the credentials after it (Bearer, Basic, AWS4-HMAC-SHA256
+# Credential=…, Signature=…) go, up to the end of the line or of the quoted value.
+_AUTHORIZATION = re.compile(
+    rf"(?P<name>{_START}(?:proxy-)?authorization(?:\\?[\"'])?)(?P<sep>\s*[=:]\s*)"
+    rf"""(?P<value>{_QUOTED}|[^\r\n"'}}\\]+)""",
     re.IGNORECASE,
 )
+# A bearer token wherever it stands.
+_BEARER = re.compile(rf"(?P<scheme>{_START}Bearer\s+)[\w\-.~+/]+=*", re.IGNORECASE)
 # AWS access key ids anywhere (AKIA… long-term, ASIA… temporary).
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
 
 
+def _hidden(match: re.Match[str]) -> str:
+    """The name and separator kept, the value replaced (its quotes kept)."""
+    value = match["value"]
+    quote = next((q for q in ('\\"', "\\'", '"', "'") if value.startswith(q) and len(value) > len(q)), "")
+    trailing = value[len(value.rstrip()) :]  # an unquoted Authorization value ends at the line's end
+    return f"{match['name']}{match['sep']}{quote}***{quote}{trailing}"
+
+
 def redact(text: str) -> str:
-    """``text`` without credentials: URL userinfo, ``name=value`` and ``Name: value``
-    credentials, AWS access key ids.
+    """``text`` without credentials: URL userinfo, ``name=value``, ``Name: value`` and JSON
+    ``"name": "value"`` credentials (quoted values whole), ``Authorization`` header values,
+    bearer tokens, signatures of pre-signed URLs, AWS access key ids.
 
     Applied to everything a server sends back that we show (error bodies, task
     messages) at the boundary that reads it, and again to every reason the
-    report, the console or a log receives.  It over-redacts rather than under.
+    report, the console or a log receives.  It over-redacts rather than under;
+    image ids, store names and URLs' hosts and paths stay.
     """
     text = _USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
-    text = _ASSIGNED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
-    text = _LABELLED.sub(lambda m: f"{m['name']}{m['sep']}***", text)
+    text = _AUTHORIZATION.sub(_hidden, text)
+    text = _CREDENTIAL.sub(_hidden, text)
+    text = _BEARER.sub(lambda m: f"{m['scheme']}***", text)
     return _AWS_KEY_ID.sub("***", text)
 
 

@@ -10,9 +10,12 @@ stages between them without holding an image in memory.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -22,6 +25,7 @@ from .clouds import Cloud
 from .config import RetryPolicy, Timeouts
 from .errors import (
     AuthenticationError,
+    Forbidden,
     HTTPStatusError,
     NotFound,
     TransportError,
@@ -40,10 +44,17 @@ _REQUEST_ID = "x-openstack-request-id"
 _JSON_PATCH = "application/openstack-images-v2.1-json-patch"
 
 
+# What glance's 413s wrap the cause in (webob's HTTPRequestEntityTooLarge, measured on glance 33):
+# dropped, so the excerpt keeps the cause ("Project … is over a limit for [Resource …]").
+_BOILERPLATE = re.compile(
+    r"The request returned a \d+ [^.]*\.(?: This generally means [^.]*\.)?\s*The response body:\s*"
+)
+
+
 def _detail(text: str, token: str | None) -> str:
     """A short, tag-free excerpt of a body, without the request's token (a proxy's error
     page may echo the headers) and with credentials redacted (Glance echoes store URIs)."""
-    return error_excerpt(text.replace(token, "<token>") if token else text)
+    return error_excerpt(_BOILERPLATE.sub("", text.replace(token, "<token>") if token else text))
 
 
 @contextlib.contextmanager
@@ -91,6 +102,39 @@ def _json_object(resp: aiohttp.ClientResponse, method: str, body: bytes) -> dict
     if not isinstance(value, dict):
         raise _not_glance(resp, method, body, "not a JSON object")
     return value
+
+
+def _skew_of(date: str | None) -> float | None:
+    """Seconds the clock behind a ``Date`` header is ahead of ours (None without a valid one)."""
+    if not date:
+        return None
+    try:
+        then = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        return None
+    return then.timestamp() - time.time()
+
+
+def _not_a_listing(value: Any) -> str | None:
+    """Why a 2xx answer to ``GET /v2/images`` is not Glance's listing page, or None when it is.
+
+    A gateway's JSON error answered 200 (``{"error": …}``) must never read as the last page:
+    the images after it would be silently left out, and ``sync`` would take the listing for
+    complete.  Glance's page is ``{"images": [{"id": …}, …], "next": "/v2/images?…"}``
+    (``next`` only while there is more).
+    """
+    if not isinstance(value, dict):
+        return "an empty answer, not a listing page"
+    images = value.get("images")
+    if not isinstance(images, list):
+        return "not a listing page (no 'images' list)"
+    if not all(isinstance(i, dict) and isinstance(i.get("id"), str) and i["id"] for i in images):
+        return "not a listing page (an entry without an image id)"
+    if value.get("next") is not None and not isinstance(value["next"], str):
+        return "not a listing page ('next' is not a link)"
+    return None
 
 
 class Download:
@@ -141,6 +185,7 @@ class GlanceClient:
         # Catalog entries sometimes carry the version; every path we use has it.
         base = re.sub(r"/v2(\.\d+)?$", "", base)
         self.base = base
+        self._skew: float | None = None  # the server's clock minus ours, from its first Date header
 
     # -- plumbing -----------------------------------------------------------
 
@@ -158,6 +203,11 @@ class GlanceClient:
                 path = path[len(prefix) :]
         return self.base + path
 
+    def server_now(self) -> dt.datetime:
+        """The server's clock now, as its first answer's ``Date`` header told it (to the second;
+        our own clock until an answer had one)."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._skew or 0.0)
+
     async def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(await self.cloud.auth_headers())
         if extra:
@@ -172,8 +222,13 @@ class GlanceClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        shape: Callable[[Any], str | None] | None = None,
     ) -> tuple[int, Any]:
-        """One small request; a 401 re-authenticates and is tried once more."""
+        """One small request; a 401 re-authenticates and is tried once more.
+
+        ``shape`` says why a 2xx answer is not what Glance sends for this request (None:
+        it is); such an answer is an :class:`UnexpectedResponse`, retried like any other.
+        """
         url = self.url(path)
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
@@ -184,12 +239,16 @@ class GlanceClient:
                         await self.cloud.invalidate(auth)
                         continue
                     await _raise_for_status(resp, method)
-                    if resp.status == 204 or resp.content_length == 0:
-                        return resp.status, None
-                    body = await resp.read()
-                    if not body:
-                        return resp.status, None
-                    return resp.status, _json_object(resp, method, body)
+                    if self._skew is None:
+                        self._skew = _skew_of(resp.headers.get("Date"))
+                    body, value = b"", None
+                    if resp.status != 204 and resp.content_length != 0:
+                        body = await resp.read()
+                        value = _json_object(resp, method, body) if body else None
+                    why = shape(value) if shape is not None else None
+                    if why is not None:
+                        raise _not_glance(resp, method, body, why)
+                    return resp.status, value
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
@@ -203,8 +262,9 @@ class GlanceClient:
             raise AuthenticationError(f"cloud {self.cloud.name!r} refused a renewed token ({exc})") from exc
 
     async def probe(self) -> None:
-        """One cheap authenticated request, to fail fast on a bad endpoint or credentials."""
-        await self._call("GET", "/v2/images", params={"limit": "1"})
+        """One cheap authenticated request, to fail fast on a bad endpoint or credentials
+        (or something answering in Glance's place)."""
+        await self.list_page({"limit": "1"})
 
     # -- discovery (see capabilities.py) --------------------------------------------
 
@@ -233,11 +293,23 @@ class GlanceClient:
             return []
         return list((body or {}).get("stores", []))
 
+    async def usage(self) -> dict[str, Any] | None:
+        """``GET /v2/info/usage``'s ``usage``: the caller's project's quota usage and limits
+        (``{}`` when Glance does not use Keystone unified limits); None when the endpoint is
+        absent (Glance before Yoga) or refused."""
+        try:
+            body = await self._call("GET", "/v2/info/usage")
+        except (NotFound, Forbidden):
+            return None
+        usage = (body or {}).get("usage")
+        return usage if isinstance(usage, dict) else None
+
     # -- images -------------------------------------------------------------
 
     async def list_page(self, params: Mapping[str, str] | None, path: str = "/v2/images") -> dict[str, Any]:
-        """One page of a listing: ``{"images": [...], "next": ...}``."""
-        page: dict[str, Any] = await self._call("GET", path, params=params)
+        """One page of a listing: ``{"images": [...], "next": ...}``; any other answer is an
+        :class:`UnexpectedResponse` (retried, then the listing's failure)."""
+        page: dict[str, Any] = await self._call("GET", path, params=params, shape=_not_a_listing)
         return page
 
     async def list_images(self, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
@@ -246,7 +318,7 @@ class GlanceClient:
         query: Mapping[str, str] | None = params
         while path:
             page = await self.list_page(query, path)
-            for image in page.get("images", []):
+            for image in page["images"]:
                 yield image
             path = page.get("next")
             query = None  # the next link carries the query
@@ -381,6 +453,7 @@ class GlanceClient:
                 chunk_size=self._chunk_size,
                 connect_timeout=self._timeouts.connect,
                 idle=self._timeouts.idle_read,
+                proxy=self.cloud.proxy,
             ) as raw:
                 if raw.status != 401 or attempt == 2:
                     if raw.status >= 400:
@@ -453,7 +526,9 @@ async def open_glance(
     """A :class:`GlanceClient` with its own aiohttp session, closed on exit.
 
     ``read_bufsize = chunk_size`` bounds what aiohttp buffers per download
-    (it pauses the socket at twice that); there is no total timeout.
+    (it pauses the socket at twice that); there is no total timeout.  Every
+    request goes through the cloud's proxy (:mod:`asyncmigrate.proxies`), if
+    the environment names one for its endpoint; ``trust_env`` stays off.
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.idle_read)
     connector = aiohttp.TCPConnector(limit=concurrency * 2 + 4, ssl=cloud.ssl)
@@ -463,6 +538,7 @@ async def open_glance(
         read_bufsize=chunk_size,
         auto_decompress=False,
         raise_for_status=False,
+        proxy=cloud.proxy.url if cloud.proxy is not None else None,
     ) as http:
         yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts)
 

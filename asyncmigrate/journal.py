@@ -45,7 +45,15 @@ from .errors import UsageError
 from .progress import Emit, JournalFailed, ignore
 from .report import ImageResult
 
-__all__ = ["RECORD_KEYS", "Journal", "default_journal_path", "pair_key", "read_record", "state_dir"]
+__all__ = [
+    "RECORD_KEYS",
+    "Journal",
+    "default_journal_path",
+    "pair_key",
+    "read_destination_properties",
+    "read_record",
+    "state_dir",
+]
 
 T = TypeVar("T")
 
@@ -84,6 +92,16 @@ CREATE TABLE IF NOT EXISTS brought (
     PRIMARY KEY (pair, id)
 );
 """
+# The custom properties a destination was seen setting itself (asyncmigrate/owned.py), by
+# destination endpoint: later runs leave them alone.
+_OWNED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS destination_properties (
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL,
+    learned_at REAL NOT NULL,
+    PRIMARY KEY (destination, key)
+);
+"""
 RECORD_KEYS = ("id", "name", "owner", "visibility", "status", "tags", "size", "stores")
 _RECORD_BATCH = 500  # rows buffered before a write: one thread hop per batch, not per image
 
@@ -119,6 +137,32 @@ def _read_record_blocking(path: Path, pair: str) -> dict[str, dict[str, Any]]:
 def _select_record(db: sqlite3.Connection, pair: str) -> dict[str, dict[str, Any]]:
     rows = db.execute("SELECT id, source FROM brought WHERE pair = ?", (pair,))
     return {row[0]: dict(json.loads(row[1])) for row in rows}
+
+
+async def read_destination_properties(path: Path, destination: str) -> list[str]:
+    """The properties the journal at ``path`` remembers ``destination`` setting itself, read
+    only ([] when there is no such journal): for dry runs and ``verify``."""
+    return await anyio.to_thread.run_sync(_read_owned_blocking, path, destination)
+
+
+def _read_owned_blocking(path: Path, destination: str) -> list[str]:
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _select_owned(db, destination)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return []
+        raise UsageError(f"cannot read the journal {path}: {exc}") from exc
+
+
+def _select_owned(db: sqlite3.Connection, destination: str) -> list[str]:
+    rows = db.execute("SELECT key FROM destination_properties WHERE destination = ? ORDER BY key", (destination,))
+    return [str(row[0]) for row in rows]
 
 
 def state_dir() -> Path:
@@ -179,7 +223,7 @@ class Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA + _RECORD_SCHEMA)
+        db.executescript(_SCHEMA + _RECORD_SCHEMA + _OWNED_SCHEMA)
         crashed = {
             row[0]: row[1]
             for row in db.execute(
@@ -281,6 +325,19 @@ class Journal:
         """Drop images from ``pair``'s record (deleted at the destination too)."""
         if image_ids:
             await self._guarded(self._forget, pair, image_ids)
+
+    # -- the properties a destination sets itself (asyncmigrate/owned.py) ---
+
+    async def destination_properties(self, destination: str) -> list[str]:
+        """The keys ``destination`` was seen setting itself ([] when the journal failed)."""
+        return await self._guarded(_select_owned, self._db, destination) or []
+
+    async def remember_destination_properties(self, destination: str, keys: list[str]) -> None:
+        """Record keys ``destination`` sets itself."""
+        if keys:
+            rows = [(destination, key, time.time()) for key in keys]
+            sql = "INSERT OR IGNORE INTO destination_properties (destination, key, learned_at) VALUES (?, ?, ?)"
+            await self._guarded(self._batch, sql, rows)
 
     def _forget(self, pair: str, image_ids: list[str]) -> None:
         self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])

@@ -71,9 +71,17 @@ class Limits:
         # without stalling every chunk.
         self.throttle = Throttle(max_rate, burst=max(2 * chunk_size, max_rate // 4)) if max_rate else None
         self._uploads = anyio.CapacityLimiter(max_uploads) if max_uploads else None
+        self.max_uploads = max_uploads
         # The destination's image_property_quota once a 413 has told it (Glance
         # does not publish it): later images above it are blocked before creating.
         self.property_quota: int | None = None
+
+    def bound_uploads(self, most: int | None) -> None:
+        """Lower the upload cap to ``most`` (the destination's image_count_uploading room),
+        before any upload starts; None or a higher number changes nothing."""
+        if most is not None and (self.max_uploads is None or most < self.max_uploads):
+            self._uploads = anyio.CapacityLimiter(most)
+            self.max_uploads = most
 
     @contextlib.asynccontextmanager
     async def upload_slot(self) -> AsyncIterator[None]:

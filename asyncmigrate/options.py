@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import NoReturn
 
 from . import __version__
 from .config import CopyConfig, MoveConfig, RetryPolicy, SyncConfig, Timeouts, parse_size
 from .errors import UsageError
 from .identity import load_mapping
+from .parser import Parser as _Parser
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
 
@@ -55,12 +55,6 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One clear line, no usage dump.
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
 def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument(
         "--concurrency", type=int, default=concurrency, metavar="N", help=f"images at once (default {concurrency})"
@@ -95,7 +89,16 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display; summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries")
     p.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="progress and summary lines as text or JSON"
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log (stdout) as text, or as one JSON object per line, fatal errors (stderr) too",
+    )
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="FILE",
+        help="also append every line of stdout and stderr to FILE (progress as lines, no bars)",
     )
 
 
@@ -184,6 +187,11 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         help="per glance-direct import (default 3600)",
     )
     _caps(p, scope="")
+    p.add_argument(
+        "--ignore-quota",
+        action="store_true",
+        help="start even when the destination's published quota (GET /v2/info/usage) cannot hold the plan",
+    )
     _identity(p)
     _traps(p)
     _filters(p)
@@ -223,6 +231,14 @@ def _identity(p: argparse.ArgumentParser) -> None:
         choices=("fail", "caller"),
         default="fail",
         help="an owner missing from --project-map: report the image (default) or give it to the caller",
+    )
+    p.add_argument(
+        "--destination-property",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a custom property the destination sets itself (an import plugin's): never copied, compared or "
+        "removed (repeatable; keys the destination is seen adding are remembered in the journal)",
     )
 
 
@@ -425,6 +441,8 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         preflight=preflight_options(args),
         upload_method=getattr(args, "upload_method", "put"),
         import_timeout=getattr(args, "import_timeout", 3600.0),
+        destination_properties=tuple(getattr(args, "destination_property", ())),
+        ignore_quota=getattr(args, "ignore_quota", False),
     )
 
 

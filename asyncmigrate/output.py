@@ -21,7 +21,15 @@ from .errors import redact
 from .render import human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
 
-__all__ = ["clouds_line", "print_plan", "print_summary", "print_verify"]
+__all__ = [
+    "clouds_line",
+    "plan_records",
+    "print_plan",
+    "print_summary",
+    "print_verify",
+    "quota_lines",
+    "verify_records",
+]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
 
@@ -99,33 +107,89 @@ def _estimate(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def quota_lines(quota: dict[str, Any], verb: str) -> list[str]:
+    """What ``plan`` says about the destination's quota (:meth:`asyncmigrate.quota.Verdict.describe`)."""
+    checks = quota.get("checks") or []
+    if not checks:
+        return [f"quota: {note}" for note in quota.get("not_checked") or ["nothing published; nothing was checked"]]
+    who = f"project {quota['project']}" if quota.get("project") else "the caller's project (its id unknown)"
+    lines = [
+        f"quota of the destination, {who}: glance checks every create and upload against the caller's project "
+        "and counts only the images it owns"
+    ]
+    lines += [f"  {check['text']}" for check in checks]
+    if quota.get("max_uploads") is not None:
+        lines.append(f"  uploads at once: at most {quota['max_uploads']} (the room left in image_count_uploading)")
+    lines += [f"  not checked: {note}" for note in quota.get("not_checked") or []]
+    short = [check["text"] for check in checks if check.get("short")]
+    if short:
+        ignored = (
+            " (--ignore-quota: it would start anyway)" if quota.get("ignored") else " (--ignore-quota starts anyway)"
+        )
+        lines.append(f"{verb} would refuse to start: the quota cannot hold this plan{ignored}")
+    return lines
+
+
+def _plan_image(r: ImageResult) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "action": r.action,
+        "size": r.size,
+        "reason": redact(r.reason),
+        "traps": r.traps,
+        **({"changes": r.changes} if r.changes else {}),
+    }
+
+
+def _plan_totals(run: RunResult, rate: int | None) -> dict[str, Any]:
+    actions = Counter(r.action for r in run.images)
+    return {
+        "clouds": run.clouds,
+        **({"quota": run.quota} if run.quota is not None else {}),
+        "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
+        "estimate": {"rate_bytes_per_second": rate, "seconds": run.bytes / rate if rate else None},
+        "exit_code": int(run.exit_code),
+    }
+
+
+Record = tuple[str, str, dict[str, Any]]  # (event, level, fields): one JSON line of the log
+
+
+def plan_records(run: RunResult, *, rate: int | None, verb: str) -> list[Record]:
+    """A dry run as JSON lines (``--log-format json``): one per image, then the totals."""
+    rows: list[Record] = [
+        ("plan", "error" if r.action in Action.BAD else "info", _plan_image(r))
+        for r in sorted(run.images, key=_plan_key)
+    ]
+    return [*rows, ("summary", "info", {"command": verb, "dry_run": True, **_plan_totals(run, rate)})]
+
+
+def verify_records(run: RunResult) -> list[Record]:
+    """verify as JSON lines: one per image that does not match, then the counts."""
+    counts = Counter(r.outcome for r in run.images)
+    rows: list[Record] = [
+        ("difference", "error", {"id": r.id, "name": r.name, "outcome": r.outcome, "why": redact(r.reason)})
+        for r in sorted(run.images, key=lambda r: (r.outcome, r.id))
+        if r.outcome != Outcome.MATCH
+    ]
+    summary = {
+        "images": len(run.images),
+        "counts": dict(counts),
+        "match": not run.failed,
+        "exit_code": int(run.exit_code),
+    }
+    return [*rows, ("summary", "info", summary)]
+
+
 def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str) -> None:
-    """Each image's action (and why), the totals, and the time at ``rate`` bytes/s."""
+    """Each image's action (and why), the totals, and the time at ``rate`` bytes/s
+    (``as_json``: one document, for ``plan --output json``)."""
     actions = Counter(r.action for r in run.images)
     estimate = run.bytes / rate if rate else None
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "images": [
-                        {
-                            "id": r.id,
-                            "name": r.name,
-                            "action": r.action,
-                            "size": r.size,
-                            "reason": r.reason,
-                            "traps": r.traps,
-                            **({"changes": r.changes} if r.changes else {}),
-                        }
-                        for r in run.images
-                    ],
-                    "clouds": run.clouds,
-                    "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
-                    "estimate": {"rate_bytes_per_second": rate, "seconds": estimate},
-                },
-                indent=2,
-            )
-        )
+        document = {"images": [_plan_image(r) for r in run.images], **_plan_totals(run, rate)}
+        print(json.dumps(document, indent=2), file=console.file)
         return
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
@@ -143,28 +207,22 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
         for r in ordered:
             table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
         console.print(table)
+    for text in quota_lines(run.quota, verb) if run.quota is not None else []:
+        console.print(text, markup=False)
     parts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:
         line += f"; about {_estimate(estimate)} at {human_bytes(rate)}/s"
+    bad = sum(1 for r in run.images if r.action in Action.BAD)
+    if bad:
+        line += f"; {bad} would not arrive (fail, conflict or blocked: exit 1)"
     console.print(line, markup=False)
 
 
-def print_verify(console: Console, run: RunResult, *, as_json: bool) -> None:
+def print_verify(console: Console, run: RunResult) -> None:
     """Every image that does not match, with its differences, and the counts."""
     counts = Counter(r.outcome for r in run.images)
     bad = [r for r in run.images if r.outcome != Outcome.MATCH]
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "counts": dict(counts),
-                    "differences": [{"id": r.id, "name": r.name, "outcome": r.outcome, "why": r.reason} for r in bad],
-                },
-                indent=2,
-            )
-        )
-        return
     if not console.is_terminal:  # every image, one line each, for logs and scripts
         ordered = sorted(run.images, key=lambda r: (r.outcome == Outcome.MATCH, r.outcome, r.id))
         rows = [(r.outcome, r.id, r.name or "", redact(r.reason)) for r in ordered]

@@ -2,7 +2,8 @@
 
 Glance writes ``str(image.size)`` into the download's ``Content-Length``; for
 an image whose size was never recorded (old clouds hold such active images)
-that is the literal ``Content-Length: None`` (glance 27.1.1 and 33 alike).
+that is the literal ``Content-Length: None`` (glance 27.1.1 and 33 alike; glance 33
+under gunicorn never sends it: gunicorn fails on the header itself and answers 500).
 Every strict HTTP client refuses the response — aiohttp with 400 "Invalid
 character in Content-Length", curl by aborting — so those images could never
 be read.  This module reads one such response itself: it asks for
@@ -11,7 +12,8 @@ reads the body by chunked encoding or until the server closes, which is how
 HTTP/1.1 delimits a body without a valid length.
 
 Only :meth:`asyncmigrate.glance.GlanceClient.download` uses it, for images
-without a recorded size; every other request goes through aiohttp.  Transport
+without a recorded size; every other request goes through aiohttp.  It goes
+through the cloud's proxy as aiohttp does (:mod:`asyncmigrate.proxies`).  Transport
 errors are translated here; the status is judged by ``glance.py``, as for
 aiohttp's answers.
 Memory: the stream reader holds at most ``2 × chunk_size`` before it pauses
@@ -28,7 +30,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .errors import TransportError
+from .errors import TransportError, status_error
+from .proxies import Proxy
 
 __all__ = ["RawDownload", "raw_get"]
 
@@ -127,17 +130,22 @@ async def raw_get(
     chunk_size: int,
     connect_timeout: float,
     idle: float,
+    proxy: Proxy | None = None,
 ) -> AsyncIterator[RawDownload]:
     """``GET url`` with ``headers`` over a connection of its own, closed on exit — however
     the exit comes (a cancellation included).
 
-    Any status is handed back (``glance.py`` judges it, as it does aiohttp's answers);
-    transport failures while connecting or reading the head are :class:`TransportError`.
+    Through ``proxy`` when given, as aiohttp goes through it: an ``http://`` URL is asked of
+    the proxy in absolute form, an ``https://`` one through a ``CONNECT`` tunnel.  Any status
+    is handed back (``glance.py`` judges it, as it does aiohttp's answers); a proxy refusing
+    the tunnel is that status; transport failures while connecting or reading the head are
+    :class:`TransportError`.
     """
     parts = urlsplit(url)
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     host = parts.hostname or ""
+    authority = parts.netloc.rpartition("@")[2]
     context: ssl.SSLContext | None = None
     if tls:
         context = ssl_context if isinstance(ssl_context, ssl.SSLContext) else ssl.create_default_context()
@@ -145,27 +153,69 @@ async def raw_get(
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}", "Connection: close"]
+    if proxy is not None and not tls:
+        target = f"{parts.scheme}://{authority}{target}"  # absolute form: the proxy forwards it
+    lines = [f"GET {target} HTTP/1.1", f"Host: {authority}", "Connection: close"]
+    if proxy is not None and not tls and proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
     lines += ["Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
     writer: asyncio.StreamWriter | None = None
+    limit = max(chunk_size, _MAX_HEAD)
     try:
         try:
             with anyio.fail_after(connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=host if tls else None, limit=max(chunk_size, _MAX_HEAD)
-                )
+                if proxy is None:
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=context, server_hostname=host if tls else None, limit=limit
+                    )
+                else:
+                    reader, writer = await _via(proxy, authority, context if tls else None, host, limit)
             writer.write("\r\n".join(lines).encode("latin-1"))
             with anyio.fail_after(idle):
                 await writer.drain()
                 status, head = await _read_head(reader)
         except TimeoutError as exc:
             raise TransportError("timed out", method="GET", url=url) from exc
+        except _TunnelRefused as exc:
+            assert proxy is not None
+            raise status_error(exc.status, method="CONNECT", url=proxy.shown, detail=str(exc)) from exc
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise TransportError(type(exc).__name__, method="GET", url=url) from exc
         yield RawDownload(reader, status, head, url=url, chunk_size=chunk_size, idle=idle)
     finally:
         if writer is not None:
             writer.close()
+
+
+async def _via(
+    proxy: Proxy, authority: str, context: ssl.SSLContext | None, host: str, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the proxy; for a TLS target, tunnelled (``CONNECT``) and then TLS to it."""
+    proxy_tls = ssl.create_default_context() if proxy.scheme == "https" else None
+    reader, writer = await asyncio.open_connection(
+        proxy.host, proxy.port, ssl=proxy_tls, server_hostname=proxy.host if proxy_tls else None, limit=limit
+    )
+    if context is None:
+        return reader, writer
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    writer.write("\r\n".join([*lines, "", ""]).encode("latin-1"))
+    await writer.drain()
+    status, _head = await _read_head(reader)
+    if status != 200:
+        writer.close()
+        raise _TunnelRefused(status)
+    await writer.start_tls(context, server_hostname=host)
+    return reader, writer
+
+
+class _TunnelRefused(Exception):
+    """The proxy answered ``CONNECT`` with another status than 200."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the proxy refused the tunnel: HTTP {status}")
+        self.status = status
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:

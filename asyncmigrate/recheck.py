@@ -57,6 +57,8 @@ class Recheck:
     caps: Capabilities
     first: DestinationIndex
     emit: Emit
+    # What the first read took out of each record before it was compared (the destination's own properties).
+    strip: Callable[[dict[str, Any]], dict[str, Any]] = lambda image: image
     gone: list[str] = dataclasses.field(default_factory=list)  # deleted at the destination meanwhile
     incomplete: str | None = None  # why the end's listing could not confirm them
 
@@ -87,11 +89,14 @@ class Recheck:
 
     async def _relist(self, suspects: Mapping[str, ImageResult]) -> dict[str, Entry] | None:
         """The suspects' entries in a second listing (only theirs are kept); None if it failed."""
-        listing = Listing(list_images(self.dst, self.caps), "destination listing at the end of the run", self.emit)
+        # No second round for images updated meanwhile: one missed (un-hidden between the passes)
+        # is confirmed by id before it is called gone, and then handled again.
+        images = list_images(self.dst, self.caps, recheck=False)
+        listing = Listing(images, "destination listing at the end of the run", self.emit)
         entries: dict[str, Entry] = {}
         async for image in listing:
             if image["id"] in suspects:
-                entries[str(image["id"])] = Entry.of(image)
+                entries[str(image["id"])] = Entry.of(self.strip(image))
         if listing.incomplete is not None:
             self.incomplete = (
                 f"{listing.incomplete}: images found at the destination when the run began are not confirmed"

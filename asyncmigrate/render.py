@@ -1,14 +1,23 @@
-"""Drawing progress for people (the CLI's side of the progress events).
+"""Drawing progress for people, and the run's log (the CLI's side of the progress events).
+
+:class:`Log` is where every line the CLI prints goes: the log stream (stdout, so
+``copy … | tee migration.log`` keeps everything; stderr when stdout carries a
+document), fatal errors on stderr, and with ``--log-file`` all of it in a file too.
+In text mode a line is text; with ``--log-format json`` every line of every stream
+is one JSON object with ``time``, ``level`` and ``event``.
 
 On a terminal: rich progress bars, an overall line (images, bytes, rate, ETA)
 and one line per active transfer, refreshed by rich at a fixed rate in its own
-thread.  Elsewhere (a log file, CI): one plain line every ``interval`` seconds.
+thread; notable lines print above the bars.  Elsewhere (a log file, CI): one
+plain line every ``interval`` seconds.  Every image that fails, conflicts, is
+blocked, removed or deleted gets one line with its id, name and reason.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from rich.console import Console
@@ -16,11 +25,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from .errors import redact
 from .progress import (
@@ -38,19 +49,94 @@ from .progress import (
     Stats,
     TransferStarted,
 )
-from .report import ImageResult
+from .report import ImageResult, Outcome
 
 __all__ = [
+    "NOTABLE",
     "JsonRenderer",
     "LineRenderer",
+    "Log",
     "RichRenderer",
     "failure_note",
     "human_bytes",
     "journal_note",
     "listing_note",
+    "progress_note",
     "resume_note",
     "retry_note",
 ]
+
+# Outcomes that get a line of their own as they happen, and the level they are logged at.
+NOTABLE = {
+    Outcome.FAILED: "error",
+    Outcome.CONFLICT: "error",
+    Outcome.QUARANTINED: "error",  # its reason is the way out
+    Outcome.IN_USE: "error",
+    Outcome.BLOCKED: "warning",
+    Outcome.REMOVED: "warning",
+    Outcome.DELETED: "warning",
+    Outcome.RETIRED: "warning",
+}
+
+
+class Log:
+    """Every line the CLI prints (see the module docstring): ``write`` a line of the log,
+    ``record`` a structured event (JSON mode), ``error`` a fatal line on stderr.
+
+    ``echo``, while set, prints the log stream's text lines instead (rich sets it, so lines
+    appear above its bars).
+    """
+
+    def __init__(self, fmt: str, *, out: IO[str], err: IO[str], file: IO[str] | None = None) -> None:
+        self.json = fmt == "json"
+        self.out, self.err, self.file = out, err, file
+        self.echo: Callable[[str], None] | None = None
+
+    def _emit(self, line: str, stream: IO[str] | None) -> None:
+        if stream is self.out and self.echo is not None:
+            self.echo(line)
+        elif stream is not None:
+            print(line, file=stream, flush=True)
+        if self.file is not None:
+            print(line, file=self.file, flush=True)
+
+    def _object(self, level: str, event: str, fields: dict[str, Any]) -> str:
+        return json.dumps({"time": round(time.time(), 3), "level": level, "event": event, **fields})
+
+    def write(self, text: str, *, level: str = "info", event: str = "message", **fields: Any) -> None:
+        """One line of the log: ``text``, or (JSON) an object whose ``message`` is ``text``."""
+        if self.json:
+            message = text.removeprefix("asyncmigrate: ")
+            self._emit(self._object(level, event, {"message": message, **fields}), self.out)
+        else:
+            self._emit(text, self.out)
+
+    def record(self, event: str, *, level: str = "info", **fields: Any) -> None:
+        """A structured event, written only in JSON mode (text mode has its own line for it, or none)."""
+        if self.json:
+            self._emit(self._object(level, event, fields), self.out)
+
+    def error(self, text: str, *, level: str = "error", event: str = "error", **fields: Any) -> None:
+        """A line on stderr (a fatal error, a diagnostic), and in the file."""
+        if self.json:
+            message = text.removeprefix("asyncmigrate: ").removeprefix("error: ")
+            self._emit(self._object(level, event, {"message": message, **fields}), self.err)
+        else:
+            self._emit(text, self.err)
+
+    def to_file(self, text: str) -> None:
+        """A text line for the file only (what a terminal sees drawn, e.g. progress)."""
+        if self.file is not None:
+            print(text, file=self.file, flush=True)
+
+
+class _BinaryRate(ProgressColumn):
+    """The transfer rate in binary units (rich's own column prints decimal MB/s)."""
+
+    def render(self, task: Task) -> Text:
+        """``12.3 MiB/s``."""
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
 
 
 def human_bytes(n: float) -> str:
@@ -88,26 +174,52 @@ def listing_note(event: ListingFailed) -> str:
     return f"{redact(event.reason)}; taking no new image, finishing those in flight"
 
 
-# The outcomes printed as they happen, with their reason (the way out, for a quarantined copy).
-NOTED = frozenset({"failed", "conflict", "quarantined"})
-
-
 def failure_note(result: ImageResult) -> str:
-    """The line printed when an image fails, conflicts or is quarantined."""
+    """The line printed when an image fails, conflicts, is quarantined, blocked, removed or deleted."""
     return f"{result.outcome}: {result.id} {result.name or ''}: {redact(result.reason)}"
 
 
-class RichRenderer:
-    """Progress bars on a terminal; use as a context manager and as the emit callback."""
+def progress_note(stats: Stats) -> str:
+    """The periodic progress line."""
+    return (
+        f"progress: {stats.done}/{stats.images_seen} images, {human_bytes(stats.bytes_moved)} "
+        f"at {human_bytes(stats.rate)}/s, {stats.elapsed:.0f} s"
+    )
 
-    def __init__(self, console: Console, stats: Stats, *, verbose: bool = False) -> None:
+
+def _notes(log: Log, event: Event, *, verbose: bool) -> None:
+    """The text lines every renderer writes for an event (the log's, wherever bars are drawn)."""
+    if isinstance(event, JournalOpened) and event.crashed_in_flight:
+        log.write(resume_note(event), level="warning", event="resuming")
+    elif isinstance(event, JournalFailed):
+        log.write(journal_note(event), level="warning", event="journal-failed")
+    elif isinstance(event, ListingFailed):
+        log.write(listing_note(event), level="error", event="listing-failed")
+    elif isinstance(event, Retrying) and verbose:
+        log.write(retry_note(event), level="warning", event="retrying")
+    elif isinstance(event, ImageDone | ImageRejudged) and event.result.outcome in NOTABLE:
+        log.write(failure_note(event.result), level=NOTABLE[event.result.outcome], event="image")
+
+
+class RichRenderer:
+    """Progress bars on a terminal; use as a context manager and as the emit callback.
+
+    The log's lines print above the bars; ``--log-file`` gets them and, every
+    ``interval`` seconds, the progress as a line."""
+
+    def __init__(
+        self, console: Console, stats: Stats, log: Log, *, verbose: bool = False, interval: float = 10.0
+    ) -> None:
         self.stats = stats
+        self.log = log
         self.verbose = verbose
+        self.interval = interval
+        self._last = time.monotonic()
         self.progress = Progress(
             TextColumn("{task.description}", justify="left"),
             BarColumn(bar_width=30),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _BinaryRate(),
             TimeRemainingColumn(),
             console=console,
             refresh_per_second=4,
@@ -118,21 +230,18 @@ class RichRenderer:
 
     def __enter__(self) -> RichRenderer:
         self.progress.start()
+        self.log.echo = lambda line: self.progress.console.print(line, markup=False, highlight=False)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.log.echo = None
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         """Apply one event (called on the event loop; rich redraws in its thread)."""
         self.stats(event)
-        if isinstance(event, JournalOpened) and event.crashed_in_flight:
-            self.progress.console.print(resume_note(event), markup=False)
-        elif isinstance(event, JournalFailed):
-            self.progress.console.print(journal_note(event), markup=False)
-        elif isinstance(event, ListingFailed):
-            self.progress.console.print(listing_note(event), markup=False)
-        elif isinstance(event, (ImageQueued, ListingDone)):
+        _notes(self.log, event, verbose=self.verbose)
+        if isinstance(event, (ImageQueued, ListingDone)):
             total = self.stats.bytes_seen if self.stats.listing_done else None
             self.progress.update(self.overall, total=total)
         elif isinstance(event, TransferStarted):
@@ -143,8 +252,6 @@ class RichRenderer:
             if event.image_id in self.tasks:
                 self.progress.advance(self.tasks[event.image_id], event.n)
         elif isinstance(event, Retrying):
-            if self.verbose:
-                self.progress.console.print(retry_note(event), markup=False)
             self.progress.advance(self.overall, -event.rewound)
             if event.image_id in self.tasks:
                 self.progress.update(self.tasks[event.image_id], completed=0)
@@ -152,19 +259,19 @@ class RichRenderer:
             task = self.tasks.pop(event.result.id, None)
             if task is not None:
                 self.progress.remove_task(task)
-            if event.result.outcome in NOTED:
-                self.progress.console.print(failure_note(event.result), markup=False)
-        elif isinstance(event, ImageRejudged) and event.result.outcome in NOTED:
-            self.progress.console.print(failure_note(event.result), markup=False)
         seen = self.stats.images_seen if self.stats.listing_done else f"{self.stats.images_seen}+"
         self.progress.update(self.overall, description=f"images {self.stats.done}/{seen}")
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.log.to_file(progress_note(self.stats))
 
 
 class LineRenderer:
     """Plain progress lines every ``interval`` seconds, for non-terminals."""
 
-    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0, *, verbose: bool = False) -> None:
-        self.stream = stream
+    def __init__(self, log: Log, stats: Stats, interval: float = 10.0, *, verbose: bool = False) -> None:
+        self.log = log
         self.stats = stats
         self.interval = interval
         self.verbose = verbose
@@ -177,36 +284,21 @@ class LineRenderer:
         return None
 
     def __call__(self, event: Event) -> None:
-        """Apply one event; print a line when the interval has passed or an image failed."""
+        """Apply one event; write a line when the interval has passed or an image is notable."""
         self.stats(event)
-        if isinstance(event, JournalOpened) and event.crashed_in_flight:
-            print(resume_note(event), file=self.stream, flush=True)
-        if isinstance(event, JournalFailed):
-            print(journal_note(event), file=self.stream, flush=True)
-        if isinstance(event, ListingFailed):
-            print(listing_note(event), file=self.stream, flush=True)
-        if isinstance(event, Retrying) and self.verbose:
-            print(retry_note(event), file=self.stream, flush=True)
-        if isinstance(event, ImageDone | ImageRejudged) and event.result.outcome in NOTED:
-            print(failure_note(event.result), file=self.stream, flush=True)
+        _notes(self.log, event, verbose=self.verbose)
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            s = self.stats
-            print(
-                f"progress: {s.done}/{s.images_seen} images, {human_bytes(s.bytes_moved)} "
-                f"at {human_bytes(s.rate)}/s, {s.elapsed:.0f} s",
-                file=self.stream,
-                flush=True,
-            )
+            self.log.write(progress_note(self.stats), event="progress")
 
 
 class JsonRenderer:
-    """``--log-format json``: one JSON object per line on ``stream`` (for log shippers):
-    failures and resumptions as they happen, progress every ``interval`` seconds."""
+    """``--log-format json``: one JSON object per line (for log shippers): every image as it
+    ends, failures and resumptions as they happen, progress every ``interval`` seconds."""
 
-    def __init__(self, stream: IO[str], stats: Stats, interval: float = 10.0) -> None:
-        self.stream = stream
+    def __init__(self, log: Log, stats: Stats, interval: float = 10.0) -> None:
+        self.log = log
         self.stats = stats
         self.interval = interval
         self._last = time.monotonic()
@@ -217,26 +309,27 @@ class JsonRenderer:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-    def _line(self, **fields: Any) -> None:
-        print(json.dumps({"time": round(time.time(), 3), **fields}), file=self.stream, flush=True)
-
     def __call__(self, event: Event) -> None:
         """Apply one event; write a line when something an operator must see happened."""
         self.stats(event)
+        record = self.log.record
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
-            self._line(event="resuming", journal=event.path, crashed_in_flight=event.crashed_in_flight)
+            record("resuming", level="warning", journal=event.path, crashed_in_flight=event.crashed_in_flight)
         elif isinstance(event, JournalFailed):
-            self._line(event="journal-failed", journal=event.path, reason=redact(event.reason))
+            record("journal-failed", level="warning", journal=event.path, reason=redact(event.reason))
         elif isinstance(event, ListingFailed):
-            self._line(event="listing-failed", reason=redact(event.reason))
+            record("listing-failed", level="error", reason=redact(event.reason))
         elif isinstance(event, InternalError):
-            self._line(event="internal-error", image=event.image_id, summary=redact(event.summary))
+            record("internal-error", level="error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):
-            self._line(event="retrying", image=event.image_id, attempt=event.attempt, reason=redact(event.reason))
+            record(
+                "retrying", level="warning", image=event.image_id, attempt=event.attempt, reason=redact(event.reason)
+            )
         elif isinstance(event, ImageDone | ImageRejudged):
             r = event.result
-            self._line(
-                event="image" if isinstance(event, ImageDone) else "image-rejudged",
+            record(
+                "image" if isinstance(event, ImageDone) else "image-rejudged",
+                level=NOTABLE.get(r.outcome, "info"),
                 id=r.id,
                 name=r.name,
                 action=r.action,
@@ -249,8 +342,8 @@ class JsonRenderer:
         if now - self._last >= self.interval:
             self._last = now
             s = self.stats
-            self._line(
-                event="progress",
+            record(
+                "progress",
                 done=s.done,
                 seen=s.images_seen,
                 bytes=s.bytes_moved,

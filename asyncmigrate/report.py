@@ -39,6 +39,8 @@ class Action:
     REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
     DELETE = "delete"  # the same, deleted at the destination (--delete-removed)
 
+    BAD = frozenset({FAIL, CONFLICT, BLOCKED})  # a plan with one of these exits 1, as the run would
+
 
 class Outcome:
     """How an image ended."""
@@ -131,6 +133,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
     def count(self, outcome: str) -> int:
@@ -144,7 +147,9 @@ class RunResult:
 
     @property
     def failed(self) -> int:
-        """Images that did not arrive: failures and conflicts."""
+        """Images that did not arrive: failures and conflicts (a dry run: that would not)."""
+        if self.dry_run:
+            return sum(1 for r in self.images if r.action in Action.BAD)
         return sum(1 for r in self.images if r.outcome in Outcome.BAD)
 
     @property
@@ -182,6 +187,7 @@ class RunResult:
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
             "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),
+            **({"quota": self.quota} if self.quota is not None else {}),
             "exit_code": int(self.exit_code),
         }
 

@@ -31,12 +31,19 @@ _ORDERS = {"size", "-size", "name", "-name", "created", "-created"}
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/8"`` → ``(2, 8)``; K counts from 0 (Kubernetes' JOB_COMPLETION_INDEX)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*(-?\d+)\s*/\s*(-?\d+)\s*", text)
     if not match:
-        raise UsageError(f"--shard takes K/N, e.g. 0/4 (got {text!r})")
+        raise UsageError(f"--shard takes K/N, shard K of N counting from 0, e.g. 0/4 (got {text!r})")
     k, n = int(match[1]), int(match[2])
-    if n < 1 or not 0 <= k < n:
-        raise UsageError(f"--shard {text}: need 0 <= K < N")
+    if n < 1:
+        raise UsageError(f"--shard {text}: N, the number of shards, must be at least 1")
+    shards = f"the shards of {n} are 0/{n} to {n - 1}/{n}" if n > 2 else f"the shards of {n} are 0/{n} and 1/{n}"
+    if n == 1:
+        shards = "the only shard of 1 is 0/1"
+    if k < 0:
+        raise UsageError(f"--shard {text}: K counts from 0 and cannot be negative; {shards}")
+    if k >= n:
+        raise UsageError(f"--shard {text}: K must be below N (shards count from 0); {shards}")
     return k, n
 
 

@@ -38,13 +38,24 @@ from .clouds import Cloud
 from .config import SyncConfig
 from .containment import Listing, planning
 from .drift import Drift, compute_drift, describe, is_level, member_delta
-from .engine import at_destination, journaled, rechecked, run_pool, start_run
+from .engine import (
+    QuotaTally,
+    at_destination,
+    destination_owned,
+    fit_quota,
+    journaled,
+    keep_owned,
+    rechecked,
+    run_pool,
+    start_run,
+)
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .integrity import recognised
 from .journal import Journal, pair_key, read_record
 from .limits import Limits
+from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
@@ -87,16 +98,21 @@ class ImageSync:
         limits: Limits,
         index: DestinationIndex | None,
         uploader: Uploader | None = None,
+        owned: DestinationProperties | None = None,
     ) -> None:
         self.src, self.dst, self.image, self.config = src, dst, image, config
         self.emit, self.limits, self.index, self.uploader = emit, limits, index, uploader
+        # The destination's own properties: neither drift nor conflict (asyncmigrate/owned.py).
+        self.owned = owned if owned is not None else DestinationProperties()
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
         self._staged = False  # the destination was between stage and import: level it once imported
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
-        return ImageTransfer(self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader)
+        return ImageTransfer(
+            self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader, self.owned
+        )
 
     async def run(self) -> ImageResult:
         """Level the image (retrying transient errors); fatal errors propagate."""
@@ -125,17 +141,18 @@ class ImageSync:
             done.reason = "; ".join(filter(None, [done.reason, self.result.reason]))
         return done
 
-    async def plan(self) -> ImageResult:
-        """Dry run: what would be sent, from what to what; nothing is written."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: what would be sent, from what to what; nothing is written (without
+        ``members``, no member list is read: their drift is not planned)."""
         if self.index is not None and self.id not in self.index:
-            return await self._transfer(self.index).plan()
+            return await self._transfer(self.index).plan(members=members)
         result = self.result
         with planning(result):
             view = self._view()
             if view is not None:
-                found = await self._assess(view, fresh=False)
+                found = await self._assess(view, fresh=False, members=members)
                 if found.entry is None:
-                    return await self._transfer(None).plan()
+                    return await self._transfer(None).plan(members=members)
                 self._judge_plan(view, found)
         return result
 
@@ -160,7 +177,7 @@ class ImageSync:
 
     def _view(self) -> dict[str, Any] | None:
         """The destination view, or None when the image is not to be synced (result says why)."""
-        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
         self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
         if judgement.blocking is not None:
             self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
@@ -174,11 +191,11 @@ class ImageSync:
             return None
         return judgement.image
 
-    async def _assess(self, view: dict[str, Any], *, fresh: bool) -> _Assessment:
+    async def _assess(self, view: dict[str, Any], *, fresh: bool, members: bool = True) -> _Assessment:
         full: dict[str, Any] | None = None
         entry = None if self.index is None or fresh else self.index.get(self.id)
         if entry is None:
-            full = await self.dst.get_image(self.id)
+            full = await self._read()
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
@@ -190,18 +207,23 @@ class ImageSync:
             raise ImageError(f"destination image is {entry.status!r} and cannot be written")
         drift = Drift()
         if not is_level(view, entry):
-            full = full if full is not None else await self.dst.get_image(self.id)
+            full = full if full is not None else await self._read()
             if full is None:
                 return _Assessment(None)
             if (bad := recognised(full)) is not None:
                 raise bad  # a bad copy an earlier run deactivated: never "levelled" (reactivated)
             drift = compute_drift(view, full)
-        members = None
-        if view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
+        wanted = None
+        if members and view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
             # Glance lists members of shared images only (403 otherwise): a copy that
             # becomes shared by this sync's PATCH has none to read yet.
-            members = await self._member_state(listable=entry.visibility == "shared")
-        return _Assessment(entry, drift, members)
+            wanted = await self._member_state(listable=entry.visibility == "shared")
+        return _Assessment(entry, drift, wanted)
+
+    async def _read(self) -> dict[str, Any] | None:
+        """The destination image as compared: without the properties it sets itself."""
+        full = await self.dst.get_image(self.id)
+        return None if full is None else self.owned.strip(full)
 
     async def _member_state(self, *, listable: bool = True) -> tuple[dict[str, str], dict[str, str]] | None:
         """(destination members, wanted members) of a shared image, None when they agree."""
@@ -344,18 +366,32 @@ async def sync_images(
         open_glance(dst_cloud, **client_options(config)) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
-        run = await start_run(config, src, dst, emit)
+        run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
         index = run.index
+        tally = QuotaTally(config, run)
+
+        async def plan(image: dict[str, Any]) -> ImageResult:
+            # Members use no quota: the pre-flight reads none.
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
+            return await one.plan(members=False)
+
+        verdict = None
+        if not config.dry_run:
+            each = select(list_images(src, run.src_caps, config.image_ids), config.selection)
+            verdict = await fit_quota(config, run, each, plan, "sync")
         listed = _Listed(list_images(src, run.src_caps, config.image_ids))
         # A listing that fails part-way ends the intake (the images in flight finish), and
         # leaves removed images unjudged: listed.complete stays False.
         listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
         async def handle(image: dict[str, Any], index: DestinationIndex | None = index) -> ImageResult:
-            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader)
+            one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
-                return await one.plan()
+                planned = await one.plan()
+                tally.add(image, planned)
+                return planned
             result = await one.run()
+            await keep_owned(journal, run.owned, dst_cloud.endpoint)
             if journal is not None and at_destination(result, index):
                 await journal.remember(pair, image)
             return result
@@ -377,6 +413,8 @@ async def sync_images(
             await journal.flush_record()
             if check is not None:
                 await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
+        if config.dry_run:
+            verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
@@ -384,4 +422,5 @@ async def sync_images(
         interrupted=stop is not None and stop.is_set(),
         incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
         clouds=run.clouds(),
+        quota=None if verdict is None else verdict.describe(),
     )

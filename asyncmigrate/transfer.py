@@ -55,8 +55,10 @@ from .identity import map_members
 from .integrity import Hashed, prove, recognised, stream_check
 from .limits import Limits
 from .metadata import create_body
+from .owned import DestinationProperties
 from .preflight import CERTIFICATE_KEY, Judgement
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
+from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
 from .staged import STAGING, finish, pending
@@ -100,9 +102,13 @@ class ImageTransfer:
         limits: Limits | None = None,
         index: DestinationIndex | None = None,
         uploader: Uploader | None = None,
+        owned: DestinationProperties | None = None,
     ) -> None:
         self.src = src
         self.uploader = uploader or PlainPut()
+        # The properties the destination sets itself: left out of the view and of every
+        # destination record compared with it (asyncmigrate/owned.py).
+        self.owned = owned if owned is not None else DestinationProperties()
         self.limits = limits or Limits()
         self.dst = dst
         self.image = image
@@ -129,8 +135,10 @@ class ImageTransfer:
         await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         return self.result
 
-    async def plan(self) -> ImageResult:
-        """Dry run: decide against the destination's state, change nothing."""
+    async def plan(self, *, members: bool = True) -> ImageResult:
+        """Dry run: decide against the destination's state, change nothing.  Without
+        ``members`` no member list is read: an image whose data is there is planned
+        ``none`` even when its members differ (what a quota pre-flight needs)."""
         result = self.result
         with planning(result):
             judgement = self._judge()
@@ -146,7 +154,7 @@ class ImageTransfer:
                     action, reason = decide(judgement.image, full)
                 if action == Action.FINISH and dst is not None:
                     action, reason = finish_plan(
-                        judgement.image, dst, members_differ=await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=members and await self._members_differ(judgement.image)
                     )
                 result.action, result.reason = action, reason
         if result.action in (Action.COPY, Action.UPLOAD):
@@ -154,7 +162,7 @@ class ImageTransfer:
         return result
 
     def _judge(self) -> Judgement:
-        judgement = destination_view(self.image, self.config, self.limits.property_quota)
+        judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
         self.result.traps = judgement.kinds
         self.result.stripped = list(judgement.stripped)
         return judgement
@@ -163,11 +171,16 @@ class ImageTransfer:
         """The destination's image: from the index on a first attempt, else one GET."""
         if self.index is not None and not fresh:
             return self.index.get(self.id), None
-        full = await self.dst.get_image(self.id)
+        full = await self._read()
         return (None if full is None else Entry.of(full)), full
 
     async def _full(self, full: dict[str, Any] | None) -> dict[str, Any] | None:
-        return full if full is not None else await self.dst.get_image(self.id)
+        return full if full is not None else await self._read()
+
+    async def _read(self) -> dict[str, Any] | None:
+        """The destination image as compared: without the properties it sets itself."""
+        full = await self.dst.get_image(self.id)
+        return None if full is None else self.owned.strip(full)
 
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
@@ -274,7 +287,7 @@ class ImageTransfer:
                 f"protection): {exc.detail or exc}"
             ) from exc
         except ConflictStatus as exc:
-            existing = await self.dst.get_image(self.id)
+            existing = await self._read()
             if existing is None:
                 raise ImageError(
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
@@ -291,6 +304,9 @@ class ImageTransfer:
         try:
             await self._stream_verified(view, keep_owner, create=create)
         except ClientStatusError as exc:
+            quota = refused_by_quota(exc.detail or "", "upload") if exc.status == 413 else None
+            if quota is not None:
+                raise ImageError(f"{quota} (the image stays queued and a re-run uploads into it)") from exc
             if "Signature verification failed" not in (exc.detail or ""):
                 raise
             certificate = view.get(CERTIFICATE_KEY)
@@ -340,6 +356,10 @@ class ImageTransfer:
         dst = image if image is not None else await self.dst.get_image(self.id)
         if dst is None:
             raise ImageError("destination image vanished after upload")
+        added = self.owned.learn(create_body(view, keep_owner=True), dst)
+        if added:  # an import plugin's (inject_image_metadata): the destination's, left alone
+            self.result.reason = f"the destination set properties of its own: {', '.join(added)} (left alone)"
+        dst = self.owned.strip(dst)
         if dst.get("status") not in HAS_DATA:
             raise VerificationError(
                 f"destination recorded status={dst.get('status')} size={dst.get('size')} after the upload"
@@ -409,6 +429,9 @@ _QUOTA = re.compile(r"Maximum:\s*(\d+)")
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
     """A create refused with a 4xx: name the cause; a 413 teaches the property quota."""
+    quota = refused_by_quota(exc.detail or "", "create") if exc.status == 413 else None
+    if quota is not None:
+        return ImageError(quota)
     if exc.status == 413:
         match = _QUOTA.search(exc.detail or "")
         if match:

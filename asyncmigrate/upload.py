@@ -88,6 +88,10 @@ class Uploader(Protocol):
     """One way of putting verified bytes into a destination image."""
 
     method: str
+    stages: bool  # the data goes through the staging area (image_stage_total counts it)
+
+    def declares_size(self, size: int) -> bool:
+        """Whether an upload of ``size`` bytes tells glance its size (its quota checks count it only then)."""
 
     async def send(
         self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
@@ -102,6 +106,11 @@ class PlainPut:
     """``PUT …/file`` with the size declared: the fast path."""
 
     method = "put"
+    stages = False
+
+    def declares_size(self, size: int) -> bool:
+        """Always."""
+        return True
 
     async def send(
         self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
@@ -127,11 +136,15 @@ class UnsizedPut(PlainPut):
     def __init__(self, threshold: int | None = None) -> None:
         self.threshold = threshold
 
+    def declares_size(self, size: int) -> bool:
+        """Only below the segmenting threshold."""
+        return self.threshold is not None and size < self.threshold
+
     async def send(
         self, dst: GlanceClient, image_id: str, body: AsyncIterable[bytes], *, size: int | None, store: str | None
     ) -> None:
         """Upload, declaring the size only below the segmenting threshold; the pipeline still checks it."""
-        declared = size if size is not None and self.threshold is not None and size < self.threshold else None
+        declared = size if size is not None and self.declares_size(size) else None
         await dst.upload(image_id, body, size=declared, store=store)
 
 
@@ -139,6 +152,11 @@ class GlanceDirect:
     """Stage, then import with ``glance-direct``, then wait for the task (bounded, with backoff)."""
 
     method = "glance-direct"
+    stages = True
+
+    def declares_size(self, size: int) -> bool:
+        """Always: the stage declares it, and the import counts what was staged."""
+        return True
 
     def __init__(self, *, multi_store: bool, timeout: float, poll_initial: float = 0.5, poll_max: float = 15.0):
         self.multi_store = multi_store

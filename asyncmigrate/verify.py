@@ -17,12 +17,13 @@ from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
-from .engine import run_pool, start_run
+from .engine import destination_owned, run_pool, start_run
 from .errors import AsyncMigrateError, BadCopy, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .integrity import recognised
 from .metadata import differences
+from .owned import DestinationProperties
 from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
 from .selection import select
@@ -39,6 +40,7 @@ async def compare_image(
     image: dict[str, Any],
     config: CopyConfig,
     index: DestinationIndex | None = None,
+    owned: DestinationProperties | None = None,
 ) -> list[str]:
     """Every difference between the source image and the destination's (empty: they match).
 
@@ -48,11 +50,13 @@ async def compare_image(
     The source image is compared as the destination should hold it (project
     map, ``--certificate-map``/``--strip-signature``: :func:`destination_view`).
     With the run's destination ``index`` an image whose listing entry matches
-    costs no request; the others (and shared images' members) are read.
-    A destination copy an earlier run quarantined (:mod:`asyncmigrate.integrity`)
-    raises :class:`~asyncmigrate.errors.BadCopy`: it is not a difference to level.
+    costs no request; the others (and shared images' members) are read.  The properties the
+    destination sets itself (``owned``) are no difference.  A destination copy an earlier run
+    quarantined (:mod:`asyncmigrate.integrity`) raises :class:`~asyncmigrate.errors.BadCopy`:
+    it is not a difference to level.
     """
-    view = destination_view(image, config).image
+    owned = owned if owned is not None else DestinationProperties()
+    view = destination_view(image, config, owned=owned).image
     keep_owner = view.get("owner") is not None
     entry = None if index is None else index.get(image["id"])
     if index is not None and entry is None:
@@ -64,6 +68,7 @@ async def compare_image(
             return ["missing at the destination"]
         if (bad := recognised(other)) is not None:
             raise bad
+        other = owned.strip(other)
         if view.get("status") != other.get("status"):
             problems.append(f"status {view.get('status')} != {other.get('status')}")
         converted = Entry.of(other).converted_from(view)
@@ -97,7 +102,7 @@ async def verify_catalogs(
     started = time.monotonic()
     kw = client_options(config)
     async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
-        run = await start_run(config, src, dst, emit)
+        run = await start_run(config, src, dst, emit, await destination_owned(config, None, dst_cloud.endpoint))
         index = run.index
         seen: set[str] = set()
 
@@ -105,7 +110,7 @@ async def verify_catalogs(
             seen.add(image["id"])
             result = ImageResult.of(image, "verify")
             try:
-                problems = await compare_image(src, dst, image, config, index)
+                problems = await compare_image(src, dst, image, config, index, run.owned)
             except BadCopy as exc:
                 result.outcome, result.reason = Outcome.QUARANTINED, str(exc)
                 return result

@@ -42,6 +42,8 @@ ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 # Test-only passwords of loopback servers (like the S3 keys above): the service user that
 # glance's authtoken and glance_store's Swift driver log in with, in each Keystone.
 GLANCE_SERVICE_USER, GLANCE_SERVICE_PASSWORD = "glance", "glance-service-pw"
+# What glance "dst" injects into every image it imports (glance-direct, web-download).
+INJECTED = (("x_harness_region", "loopback-1"), ("x_harness_managed_by", "asyncmigrate-harness"))
 
 
 class HarnessError(RuntimeError):
@@ -60,6 +62,9 @@ class Instance:
     keystone: str = ""  # the Keystone ("src"/"dst") guarding it through authtoken; "" = fakeauth
     import_methods: tuple[str, ...] = ALL_IMPORT_METHODS
     convert_to: str = ""  # the image_conversion plugin's output_format; "" = no conversion
+    inject: tuple[tuple[str, str], ...] = ()  # the inject_image_metadata plugin's properties; () = off
+    # Keystone unified limits (use_keystone_limits + [oslo_limit]): quotas registered in its Keystone.
+    keystone_limits: bool = False
 
     @property
     def url(self) -> str:
@@ -202,6 +207,9 @@ class Settings:
                     "main",
                     keystone="dst",
                     import_methods=("copy-image",),
+                    # Quotas from Keystone unified limits, registered high (keystone.REGISTERED_LIMITS):
+                    # a test sets a low project limit for a project of its own.
+                    keystone_limits=True,
                 ),
             )
         swift_spec = None
@@ -224,7 +232,10 @@ class Settings:
             s3=s3,
             instances=(
                 Instance("src", port("SRC", 19292), "glance_src", src_stores, "fast"),
-                Instance("dst", port("DST", 19293), "glance_dst", dst_stores, "main"),
+                # dst injects properties on glance-direct/web-download imports, an admin's too
+                # (no test imports into dst that way but the one about injected properties;
+                # copy-image, which move uses, never runs plugins).
+                Instance("dst", port("DST", 19293), "glance_dst", dst_stores, "main", inject=INJECTED),
                 *extra,
             ),
             keystones=keystones,
@@ -318,17 +329,40 @@ token_cache_time = -1
 """
 
 
-def _conversion(inst: Instance) -> str:
-    """The image_conversion import plugin (needs qemu-img on the PATH)."""
-    if not inst.convert_to:
+def _oslo_limit(cfg: Settings, inst: Instance) -> str:
+    """oslo.limit's section: glance reads the image service's limits from its Keystone as the glance
+    service user, system-scoped (it needs ``reader`` on the system: ``keystone.populate`` grants it)."""
+    if not inst.keystone_limits:
         return ""
+    ks = cfg.keystone(inst.keystone)
     return f"""
-[image_import_opts]
-image_import_plugins = ['image_conversion']
-
-[image_conversion]
-output_format = {inst.convert_to}
+[oslo_limit]
+auth_url = {ks.auth_url}
+auth_type = password
+username = {GLANCE_SERVICE_USER}
+password = {GLANCE_SERVICE_PASSWORD}
+user_domain_id = default
+system_scope = all
+endpoint_service_type = image
+endpoint_region_name = RegionOne
+endpoint_interface = public
 """
+
+
+def _plugins(inst: Instance) -> str:
+    """The import plugins: image_conversion (needs qemu-img on the PATH), inject_image_metadata
+    (for every user: ``ignore_user_roles`` names a role the harness's admin lacks; glance's
+    default, admin, would leave an admin's imports alone)."""
+    plugins = (["image_conversion"] if inst.convert_to else []) + (["inject_image_metadata"] if inst.inject else [])
+    if not plugins:
+        return ""
+    text = f"\n[image_import_opts]\nimage_import_plugins = {plugins!r}\n"
+    if inst.convert_to:
+        text += f"\n[image_conversion]\noutput_format = {inst.convert_to}\n"
+    if inst.inject:
+        pairs = ",".join(f"{k}:{v}" for k, v in inst.inject)
+        text += f"\n[inject_metadata_properties]\ninject = {pairs}\nignore_user_roles = service\n"
+    return text
 
 
 def glance_conf(cfg: Settings, inst: Instance) -> str:
@@ -345,6 +379,7 @@ enabled_backends = {backends}
 enabled_import_methods = [{",".join(inst.import_methods)}]
 worker_self_reference_url = {inst.url}
 show_multiple_locations = true
+use_keystone_limits = {inst.keystone_limits}
 debug = false
 
 [database]
@@ -366,7 +401,7 @@ lock_path = {cfg.path(inst.name, "locks")}
 [paste_deploy]
 flavor = {flavor}
 config_file = {etc / "glance-api-paste.ini"}
-{_authtoken(cfg, inst)}{_conversion(inst)}"""
+{_authtoken(cfg, inst)}{_oslo_limit(cfg, inst)}{_plugins(inst)}"""
 
 
 def paste_ini(cfg: Settings, inst: Instance, packaged: str) -> str:
@@ -438,6 +473,8 @@ def env_info(cfg: Settings) -> dict[str, Any]:
                 "keystone": i.keystone or None,
                 "import_methods": list(i.import_methods),
                 "convert_to": i.convert_to or None,
+                "inject": dict(i.inject),
+                "keystone_limits": i.keystone_limits,
                 "data_dir": str(cfg.path(i.name, "data")),
                 "config_dir": str(cfg.path(i.name, "etc")),
                 "log": str(cfg.path("logs", f"{i.name}.log")),

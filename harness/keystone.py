@@ -15,7 +15,15 @@ through the REST API (:func:`populate`):
 application credential      ``harness`` of user admin on the admin project
 catalog                     ``identity``; ``image`` → the cloud's keystone-guarded glance
                             (``ks-src``/``ks-dst``); on dst ``object-store`` → Swift
+unified limits              where that glance enforces them (``ks-dst``): the four limits
+                            glance reads, registered for its image service at
+                            :data:`REGISTERED_LIMITS` (high: nothing else notices), and the
+                            glance user granted ``reader`` on the system scope (oslo.limit
+                            reads limits system-scoped)
 ==========================  =========================================================
+
+A test that wants a tight quota creates a project of its own and a project limit for it
+(``/v3/limits`` overrides the registered default for that project only).
 
 Project ids are Keystone's own (random) and differ between the clouds; names differ too.
 Everything a client needs is returned by :func:`populate` and lands in ``env.json`` and
@@ -52,6 +60,14 @@ REGION = "RegionOne"
 SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD = "swift", "swift-service-pw"
 APP_CRED_NAME = "harness"
 PASSWORD_HASH_ROUNDS = 4
+# All four must be registered: oslo.limit takes a missing one as a limit of 0 and glance then
+# refuses every upload (seen on glance 33 + oslo.limit 2.12).  Sizes in MiB, as glance counts them.
+REGISTERED_LIMITS = {
+    "image_size_total": 1024 * 1024,
+    "image_stage_total": 1024 * 1024,
+    "image_count_total": 100_000,
+    "image_count_uploading": 1000,
+}
 SERVICE_USERS = ((GLANCE_SERVICE_USER, GLANCE_SERVICE_PASSWORD), (SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD))
 
 
@@ -264,7 +280,8 @@ def populate(cfg: Settings, ks: KeystoneSpec) -> dict[str, Any]:
         api.grant(service, users[name], roles["service"])
     alice = api.create("user", name="alice", password=alice_password(ks), domain_id="default", default_project_id=team)
     api.grant(team, alice, roles["member"])
-    _catalog(cfg, ks, api)
+    image_service = _catalog(cfg, ks, api)
+    limits = _unified_limits(cfg, ks, api, image_service, users[GLANCE_SERVICE_USER], roles["reader"])
     cred = {"name": APP_CRED_NAME, "secret": app_cred_secret(ks), "description": "harness admin"}
     app_cred = api.call("POST", f"/users/{admin_user}/application_credentials", {"application_credential": cred})
     return {
@@ -288,19 +305,37 @@ def populate(cfg: Settings, ks: KeystoneSpec) -> dict[str, Any]:
         "service_users": users,
         "app_cred": {"id": app_cred["application_credential"]["id"], "secret": app_cred_secret(ks)},
         "clouds": cloud_names(ks),
+        "limits": limits,
     }
 
 
-def _catalog(cfg: Settings, ks: KeystoneSpec, api: _Api) -> None:
-    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift."""
+def _catalog(cfg: Settings, ks: KeystoneSpec, api: _Api) -> str:
+    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift.  Returns
+    the image service's id."""
     glance = next(i for i in cfg.instances if i.name == image_instance(ks))
     entries = [("glance", "image", glance.url)]
     if ks.name == "dst" and cfg.swift is not None:
         entries.append(("swift", "object-store", f"{cfg.swift.url}/v1/AUTH_$(project_id)s"))
+    ids = {}
     for name, kind, url in entries:
-        service = api.create("service", name=name, type=kind)
+        ids[kind] = service = api.create("service", name=name, type=kind)
         for interface in ("public", "internal", "admin"):
             api.create("endpoint", service_id=service, interface=interface, url=url, region_id=REGION)
+    return ids["image"]
+
+
+def _unified_limits(cfg: Settings, ks: KeystoneSpec, api: _Api, service: str, glance_user: str, reader: str) -> Any:
+    """Register glance's four limits when this cloud's glance enforces them; None when it does not."""
+    glance = next(i for i in cfg.instances if i.name == image_instance(ks))
+    if not glance.keystone_limits:
+        return None
+    api.call("PUT", f"/system/users/{glance_user}/roles/{reader}")
+    registered = [
+        {"service_id": service, "region_id": REGION, "resource_name": name, "default_limit": value}
+        for name, value in REGISTERED_LIMITS.items()
+    ]
+    api.call("POST", "/registered_limits", {"registered_limits": registered})
+    return {"service_id": service, "region_id": REGION, "registered": dict(REGISTERED_LIMITS)}
 
 
 # ----------------------------------------------------------------------------- clients

@@ -26,6 +26,17 @@ def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_never_proxied() -> None:
+    """Traffic to the servers under test stays on 127.0.0.1 even where the environment names a
+    proxy (a CI behind one): Glance's clients follow HTTP(S)_PROXY, so NO_PROXY exempts
+    loopback (tests of the proxy set their own environment)."""
+    import os
+
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
+
+
 def fast_config(**kw: Any) -> CopyConfig:
     """A CopyConfig whose retries never wait."""
     kw.setdefault("retry", FAST_RETRY)

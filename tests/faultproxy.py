@@ -11,6 +11,7 @@ is never held in memory); rules armed by the test act on matching requests inste
         proxy.flip("PUT", r"/file$", 123_456, request=True)        # one byte inverted on its way in
         proxy.slice_whole("GET", r"/file$", 300_000)                # 206 with the first part only
         proxy.delay("GET", r"^/v2/images/[^/]+$", 0.5)
+        proxy.before("GET", r"^/v2/images$", unhide, query={"os_hidden": "true"})  # a change meanwhile
         ... point a clouds.yaml at proxy.url and run the CLI ...
 
 Every rule matches a method (or ``"*"``) and a regex searched in the path; ``times`` shots (None:
@@ -24,7 +25,7 @@ import contextlib
 import dataclasses
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -42,7 +43,7 @@ class Rule:
 
     method: str
     pattern: re.Pattern[str]
-    kind: str  # "answer" | "cut" | "delay" | "flip" | "flip-request" | "slice"
+    kind: str  # "answer" | "cut" | "delay" | "before" | "flip" | "flip-request" | "slice"
     times: int | None
     skip: int
     status: int = 0
@@ -51,10 +52,14 @@ class Rule:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     n_bytes: int = 0
     seconds: float = 0.0
+    action: Callable[[], object] | None = None
+    query: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
-    def take(self, method: str, path: str) -> bool:
+    def take(self, method: str, path: str, query: Mapping[str, str] | None = None) -> bool:
         """Does this request trigger the rule (consuming a shot)?"""
         if self.method not in ("*", method) or not self.pattern.search(path):
+            return False
+        if not all(_query_has(query or {}, k, v) for k, v in self.query.items()):
             return False
         if self.skip:
             self.skip -= 1
@@ -75,6 +80,7 @@ class Seen:
     path: str
     status: int | None = None
     fault: str | None = None
+    query: str = ""
 
 
 class FaultProxy:
@@ -139,6 +145,21 @@ class FaultProxy:
         """Hold matching requests ``seconds`` before forwarding them."""
         self._arm(method, path_regex, "delay", times, nth, seconds=seconds)
 
+    def before(
+        self,
+        method: str,
+        path_regex: str,
+        action: Callable[[], object],
+        *,
+        query: dict[str, str | None] | None = None,
+        times: int | None = 1,
+        nth: int = 1,
+    ) -> None:
+        """Run ``action()`` (in a worker thread: someone else's change, e.g. a PATCH straight to
+        the server) before forwarding a matching request that carries every ``query`` item (a
+        value None: the key with any value, ``""``: the key absent)."""
+        self._arm(method, path_regex, "before", times, nth, action=action, query=dict(query or {}))
+
     def clear(self) -> None:
         """Disarm every rule."""
         with self._lock:
@@ -149,11 +170,11 @@ class FaultProxy:
         pattern = re.compile(path_regex)
         return [s for s in list(self.seen) if method in ("*", s.method) and pattern.search(s.path)]
 
-    def _take(self, kind: str, method: str, path: str) -> Rule | None:
+    def _take(self, kind: str, method: str, path: str, query: Mapping[str, str] | None = None) -> Rule | None:
         with self._lock:
             chosen = None
             for rule in self.rules:
-                if rule.kind == kind and rule.take(method, path) and chosen is None:
+                if rule.kind == kind and rule.take(method, path, query) and chosen is None:
                     chosen = rule
             return chosen
 
@@ -209,8 +230,11 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request, session: aiohttp.ClientSession) -> web.StreamResponse:
         method, path = request.method, request.path
-        seen = Seen(method, path)
+        seen = Seen(method, path, query=request.query_string)
         self.seen.append(seen)
+        before = self._take("before", method, path, request.query)
+        if before is not None and before.action is not None:
+            await asyncio.to_thread(before.action)
         delay = self._take("delay", method, path)
         if delay is not None:
             await asyncio.sleep(delay.seconds)
@@ -270,6 +294,14 @@ class FaultProxy:
                 sent += len(chunk)
             await response.write_eof()
             return response
+
+
+def _query_has(query: Mapping[str, str], key: str, value: str | None) -> bool:
+    if value is None:
+        return key in query
+    if value == "":
+        return key not in query
+    return query.get(key) == value
 
 
 async def _chunks(request: web.Request, flip_at: int | None, seen: Seen) -> AsyncIterator[bytes]:

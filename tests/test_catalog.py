@@ -83,7 +83,8 @@ def test_single_store_capabilities_refuse_store_flags() -> None:
 
 
 async def test_listing_uses_pages_of_1000(clouds: Clouds) -> None:
-    """With a server serving 1,000 a page, 60 images are one page per listing pass on both sides."""
+    """With a server serving 1,000 a page, 60 images are one page per listing pass on both sides,
+    and one page per pass of the re-check of images updated while the listing ran."""
     clouds.src.limit_max = 1000
     _seed(clouds, 60)
     run = await copy_images(fast_config(concurrency=4), clouds.src_cloud, clouds.dst_cloud)
@@ -92,7 +93,9 @@ async def test_listing_uses_pages_of_1000(clouds: Clouds) -> None:
         listings = [
             r for r in fake.requests if r.method == "GET" and r.path == "/v2/images" and "limit=1000" in r.query
         ]
-        assert len(listings) == 2, [r.query for r in listings]  # os_hidden=false, os_hidden=true
+        # os_hidden=false, os_hidden=true, then the same with updated_at=gte:<the listing's start>
+        assert len(listings) == 4, [r.query for r in listings]
+        assert ["updated_at=gte:" in r.query for r in listings] == [False, False, True, True]
         assert all("marker=" not in r.query for r in listings)
 
 

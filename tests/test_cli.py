@@ -109,6 +109,21 @@ async def test_insecure_warns(clouds: Clouds) -> None:
     assert "NOT verified" in out + err
 
 
+async def test_verify_false_in_clouds_yaml_warns_like_insecure(clouds: Clouds, tmp_path: Path) -> None:
+    """A cloud whose clouds.yaml entry says verify: false gets the same warning as --insecure,
+    naming that cloud only."""
+    text = clouds.clouds_yaml.read_text().replace("  dst:\n", "  dst:\n    verify: false\n")
+    path = tmp_path / "insecure.yaml"
+    path.write_text(text)
+    code, out, err = await _cli("copy", "--src-cloud", "src", "--dst-cloud", "dst", "-q", clouds_yaml=path)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "NOT verified" in line]
+    assert len(warnings) == 1 and "'dst'" in warnings[0] and "verify: false" in warnings[0], err
+    args = ("copy", "--src-cloud", "src", "--dst-cloud", "dst", "-q")
+    code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
+    assert code == 0 and "NOT verified" not in out + err
+
+
 async def test_every_event_loop_copies_bit_exact(clouds: Clouds) -> None:
     """--event-loop asyncio and uvloop (the default when installed) both copy, verified, bit-exact."""
     import importlib.util

@@ -153,7 +153,7 @@ async def test_internal_error_goes_to_a_log_file_never_the_console(clouds: Cloud
     )  # fmt: skip
     assert code == 1, err
     assert "Traceback" not in out + err
-    (line,) = [line for line in err.splitlines() if "tracebacks written to" in line]
+    (line,) = [line for line in out.splitlines() if "tracebacks written to" in line]
     log = Path(line.split("tracebacks written to ", 1)[1].split()[0])
     assert log.parent == journal.parent and "ValueError" in log.read_text() and odd in log.read_text()
     entries = {e["id"]: e for e in json.loads(report.read_text())["images"]}

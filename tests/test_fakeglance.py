@@ -795,3 +795,24 @@ async def test_helpers_reject_inconsistent_seeds() -> None:
         fake.add_image(b"x", id=image["id"])
     with pytest.raises(ValueError):
         fake.add_image(b"x", store="cold")
+
+
+async def test_listing_filters_on_updated_at_as_glance(http: aiohttp.ClientSession, url: str, fake: FakeGlance) -> None:
+    """updated_at=gte:/lt: with an ISO time filter the listing (a PATCH moves updated_at); a bare
+    time is eq; an unknown operator or a bad time is 400 — as glance (Pike to 33) answers."""
+    old = fake.add_image(DATA, name="old", updated_at="2020-01-01T00:00:00Z", created_at="2020-01-01T00:00:00Z")
+    fake.add_image(DATA, name="new")
+
+    async def names(query: str) -> Any:
+        async with http.get(f"{url}/v2/images?{query}") as resp:
+            return resp.status, sorted(i["name"] for i in (await resp.json())["images"]) if resp.status == 200 else None
+
+    assert await names("updated_at=gte:2021-01-01T00:00:00Z") == (200, ["new"])
+    assert await names("updated_at=lt:2021-01-01T00:00:00Z") == (200, ["old"])
+    assert await names("updated_at=2020-01-01T00:00:00Z") == (200, ["old"])
+    patch = [{"op": "replace", "path": "/name", "value": "old-renamed"}]
+    async with http.patch(f"{url}/v2/images/{old['id']}", json=patch, headers={"Content-Type": PATCH}) as resp:
+        assert resp.status == 200
+    assert await names("updated_at=gte:2021-01-01T00:00:00Z") == (200, ["new", "old-renamed"])
+    assert (await names("updated_at=after:2021-01-01T00:00:00Z"))[0] == 400
+    assert (await names("created_at=gte:yesterday"))[0] == 400

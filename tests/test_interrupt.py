@@ -55,8 +55,8 @@ async def _start(clouds: Clouds, tmp: Path, *extra: str) -> Process:
                 *extra,
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
+            stdout=err,  # the log: notices go where the summary goes
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -176,8 +176,8 @@ async def test_verify_stops_at_the_first_signal(clouds: Clouds, tmp_path: Path) 
         proc = await anyio.open_process(
             [sys.executable, "-m", "asyncmigrate", "verify", "--src-cloud", "src", "--dst-cloud", "dst"],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
+            stdout=err,
+            stderr=subprocess.STDOUT,
         )
     with anyio.fail_after(20):
         while len(clouds.dst.requests_matching("GET", r"^/v2/images/[^/]+$")) < 8:  # comparisons in flight

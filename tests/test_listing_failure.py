@@ -66,7 +66,7 @@ async def test_cli_exits_four_with_the_report_written(clouds: Clouds, tmp_path: 
     code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
     assert code == 4, err
     assert "Traceback" not in out + err
-    assert "incomplete: the source listing failed" in err and "run the same command again" in err
+    assert "incomplete: the source listing failed" in out and "run the same command again" in out
     summary = json.loads(report.read_text())["summary"]
     assert summary["exit_code"] == 4 and "503" in summary["incomplete"] and summary["outcomes"] == {"copied": PAGE}
     clouds.src.faults.clear()
@@ -80,9 +80,9 @@ async def test_verify_destination_listing_failure_is_incomplete(clouds: Clouds) 
     still compared and reported, and the run is incomplete rather than aborted."""
     images = _catalog(clouds, 3)
     await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
-    # Listing requests: the start-up probe, the destination index (two passes), then the
-    # listing for extras.
-    clouds.dst.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=4)
+    # Listing requests: the start-up probe, the destination index (two passes and their
+    # re-check of images updated meanwhile), then the listing for extras.
+    clouds.dst.faults.fail_next("GET", r"^/v2/images$", status=500, retry_after=None, times=None, nth=6)
     run = await verify_catalogs(fast_config(), clouds.src_cloud, clouds.dst_cloud)
     assert sorted(r.id for r in run.images) == sorted(images)
     assert {r.outcome for r in run.images} == {"match"}
@@ -99,12 +99,13 @@ async def test_json_logs_stay_one_object_per_line_when_incomplete(clouds: Clouds
         clouds_yaml=clouds.clouds_yaml,
     )  # fmt: skip
     assert code == 4, err
-    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [e["event"] for e in events if e["event"] in ("listing-failed", "incomplete")] == [
         "listing-failed",
         "incomplete",
     ]
-    assert json.loads(out)["incomplete"].startswith("the source listing failed")
+    summary = next(e for e in events if e["event"] == "summary")
+    assert summary["incomplete"].startswith("the source listing failed")
 
 
 async def test_destination_index_failure_stops_before_anything(clouds: Clouds) -> None:

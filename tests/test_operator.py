@@ -170,16 +170,17 @@ async def test_plan_json_and_estimate(clouds: Clouds) -> None:
 
 
 async def test_json_log_format_is_one_object_per_line(clouds: Clouds) -> None:
-    """--log-format json: every stderr line parses; stdout ends with a JSON summary."""
+    """--log-format json: every line of both streams parses, with a time and a level; the last is the summary."""
     _add(clouds, name="a")
     clouds.dst.add_image(b"z", id=_add(clouds, name="b"), name="not-b", disk_format="raw", container_format="bare")
     code, out, err = await _cli(
         clouds, "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--log-format", "json", "--no-journal"
     )
     assert code == 1
-    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    events = [json.loads(line) for line in (out + err).splitlines() if line.strip()]
+    assert all({"time", "level", "event"} <= set(e) for e in events)
     assert {e["outcome"] for e in events if e["event"] == "image"} == {"copied", "conflict"}
-    summary = json.loads(out)
+    summary = json.loads(out.splitlines()[-1])
     assert summary["event"] == "summary" and summary["failed"] == 1
 
 
@@ -193,7 +194,7 @@ async def test_plan_and_verify_print_one_full_line_per_image_into_a_pipe(clouds:
     clouds.dst.add_image(b"q" * 5000, id=other, name="conflicting-" + "x" * 60, disk_format="raw",
                          container_format="bare", **props)  # fmt: skip
     code, out, err = await _cli(clouds, "plan", "copy", "--src-cloud", "src", "--dst-cloud", "dst")
-    assert code == 0, err
+    assert code == 1, err  # a conflict row
     lines = {line.split("\t")[1]: line for line in out.splitlines() if line.count("\t") >= 3}
     assert long_name in lines[image] and lines[image].startswith("copy\t")
     reason = "destination differs in: " + ", ".join(sorted(props))

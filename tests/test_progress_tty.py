@@ -17,7 +17,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 async def test_progress_bars_are_drawn_on_a_terminal(clouds: Clouds) -> None:
-    """On a tty: an overall line (images, bytes, rate) and a line per active transfer, then the summary."""
+    """On a tty: an overall line (images, bytes, rate in MiB/s) and a line per active transfer, then the summary."""
     for i in range(2):
         image = clouds.src.add_image(
             os.urandom(600_000), name=f"ubuntu-{i}", disk_format="raw", container_format="bare"
@@ -75,4 +75,5 @@ async def test_progress_bars_are_drawn_on_a_terminal(clouds: Clouds) -> None:
     assert re.search(r"images \d/2", screen)
     assert "ubuntu-0" in screen and "ubuntu-1" in screen  # one line per active transfer
     assert re.search(r"\d+(\.\d)? ?[KM]iB/s", screen)  # a rate
+    assert not re.search(r"\d ?[kMG]B/s", screen)  # in binary units, as every size the tool prints
     assert "done: 2 images (2 copied, 0 failed)" in screen

@@ -145,11 +145,11 @@ def test_the_console_names_quarantined_and_rejudged_images() -> None:
     """A quarantined image, and a result judged again at the end of the run, are printed with their
     reason as they happen; the re-judged image is counted once, under its new outcome."""
     from asyncmigrate.progress import ImageDone, ImageRejudged, Stats
-    from asyncmigrate.render import LineRenderer
+    from asyncmigrate.render import LineRenderer, Log
     from asyncmigrate.report import ImageResult
 
     out, stats = io.StringIO(), Stats()
-    render = LineRenderer(out, stats)
+    render = LineRenderer(Log("text", out=out, err=io.StringIO()), stats)
     render(ImageDone(ImageResult(id="a", name="bad", action="copy", outcome="quarantined", reason="the way out")))
     skipped = ImageResult(id="b", name="gone", action="none", outcome="skipped", reason="already at the destination")
     render(ImageDone(skipped))

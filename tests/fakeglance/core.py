@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import email.utils
 import enum
 import hashlib
 import json
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import data, images, members, stores
+from . import data, images, members, quota, stores
 from .backend import Backend
 from .faults import Faults
 from .listing import can_see
@@ -58,6 +59,8 @@ class LoggedRequest:
     token: str | None = None
     """:func:`token_fingerprint` of the request's ``X-Auth-Token`` (None without one): which
     token a request carried, without the log holding the token itself."""
+    peer_port: int | None = None
+    """The client's port of the connection it came on (whether it came through a proxy)."""
 
 
 def token_fingerprint(token: str) -> str:
@@ -132,8 +135,16 @@ class FakeGlance:
         (500), as does a copy-image (it always knows the size); a chunked upload works."""
         self.convert_to: str | None = None
         """glance-direct imports run ``image_conversion`` into this disk format (None: no plugin)."""
+        self.inject_properties: dict[str, str] = {}
+        """The ``inject_image_metadata`` import plugin's ``inject`` (empty: the plugin is off):
+        merged into an image's properties by every glance-direct import whose user has none of
+        :attr:`inject_ignore_roles`."""
+        self.inject_ignore_roles: frozenset[str] = frozenset({"admin"})
+        """``[inject_metadata_properties] ignore_user_roles`` (glance's default: admin)."""
         self.property_quota = 128
         """Glance's ``image_property_quota`` (default 128; negative: unlimited)."""
+        self.unified_limits: quota.UnifiedLimits | None = None
+        """Keystone unified limits (``use_keystone_limits``; see :mod:`.quota`); None: off."""
         self.limit_max: int | None = None
         """This deployment's ``api_limit_max`` (None: the profile's default, 1000): the largest
         page served, whatever ``limit`` asks for."""
@@ -165,6 +176,8 @@ class FakeGlance:
         """The server currently running this fake, set by FakeServer."""
         self._background: set[asyncio.Task[None]] = set()
         self._last_now = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self.clock_offset = dt.timedelta()
+        """How far the server's clock (timestamps, the ``Date`` header) is from the real time."""
         self._token_count = 0
         self.app = self._build_app()
 
@@ -279,7 +292,7 @@ class FakeGlance:
 
     def now(self) -> dt.datetime:
         """The current time, strictly increasing so creation order is also sort order."""
-        moment = dt.datetime.now(dt.UTC)
+        moment = dt.datetime.now(dt.UTC) + self.clock_offset
         if moment <= self._last_now:
             moment = self._last_now + dt.timedelta(microseconds=1)
         self._last_now = moment
@@ -344,7 +357,7 @@ class FakeGlance:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._log_middleware, self._fault_middleware, self._auth_middleware])
-        for module in (stores, images, members, data):
+        for module in (stores, images, members, data, quota):
             for method, path, handler in module.routes(self):
                 app.router.add_route(method, self.prefix + path, handler)
         app.on_response_prepare.append(self._add_request_id)
@@ -363,6 +376,8 @@ class FakeGlance:
             f"req-{uuid.uuid4()}",
             token=None if token is None else token_fingerprint(token),
         )
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        entry.peer_port = peer[1] if peer else None
         self.requests.append(entry)
         request[LOG_ENTRY] = entry
         try:
@@ -375,6 +390,8 @@ class FakeGlance:
 
     @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        for action in self.faults.take_actions(request.method, self.relative_path(request), request.query):
+            action()
         delay = self.faults.take_delay(request.method, self.relative_path(request))
         if delay:
             await asyncio.sleep(delay)
@@ -408,6 +425,8 @@ class FakeGlance:
         entry = request.get(LOG_ENTRY)
         if entry is not None:
             response.headers["x-openstack-request-id"] = entry.request_id
+        if self.clock_offset:
+            response.headers["Date"] = email.utils.format_datetime(self.now(), usegmt=True)
 
     async def _cancel_background(self, _app: web.Application) -> None:
         for task in self._background:

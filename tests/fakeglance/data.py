@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import quota
 from .backend import webob_error
 from .faults import DownloadPlan
 from .model import QCOW2_MAGIC, Digest, ImageRecord, fail
@@ -144,6 +145,9 @@ class _DataApi:
             claimed_size = None if claimed is None else int(claimed)
         except ValueError:
             raise fail(400, "Invalid or missing image size in request headers.") from None
+        # The caller's project pays (image_data.py): the declared size, 0 when none is declared.
+        declared = quota.declared_mib(claimed_size or request.content_length)
+        quota.enforce(fake, identity.project_id, "image_size_total", declared)
         rec = fake.lookup(request.match_info["image_id"], identity)
         fake.require_owner(rec, identity, "upload data to")
         if rec.status != "queued":
@@ -151,6 +155,11 @@ class _DataApi:
 
         rec.status = "saving"
         rec.updated_at = fake.now()
+        try:  # checked once the image is saving: the caller's own image counts itself
+            quota.enforce(fake, identity.project_id, "image_count_uploading")
+        except web.HTTPException:
+            self._restore(rec)
+            raise
         fake.uploads_in_flight += 1
         fake.max_uploads_in_flight = max(fake.max_uploads_in_flight, fake.uploads_in_flight)
         try:
@@ -250,11 +259,17 @@ class _DataApi:
         fake.require_owner(rec, identity, "upload data to")
         if "glance-direct" not in fake.import_methods:
             raise fail(404, "The requested resource could not be found.")
+        quota.enforce(fake, identity.project_id, "image_stage_total", quota.declared_mib(request.content_length))
         if rec.staged is not None:
             raise fail(409, f"The image {rec.id} has data on staging")
         if rec.status != "queued":
             raise fail(409, f"Image status transition from {rec.status} to uploading is not allowed")
         rec.status = "uploading"
+        try:
+            quota.enforce(fake, identity.project_id, "image_count_uploading")
+        except web.HTTPException:
+            rec.status = "queued"
+            raise
         flips = fake.faults.take_upload_flips(rec.id)
         pieces: list[bytes] = []
         received = 0

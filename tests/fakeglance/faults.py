@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Mapping
 
 
 @dataclasses.dataclass
@@ -62,6 +63,17 @@ class _TokenExpiry:
     skip: int
 
 
+@dataclasses.dataclass
+class _Action:
+    """Someone else's change to the fake's state, made just before a matching request is handled."""
+
+    method: str
+    pattern: re.Pattern[str]
+    query: dict[str, str | None]
+    action: Callable[[], None]
+    armed: _Armed
+
+
 @dataclasses.dataclass(frozen=True)
 class DownloadPlan:
     """What to do to one download response, decided when it starts."""
@@ -97,6 +109,7 @@ class Faults:
     def _reset(self) -> None:
         self._http: list[HttpFailure] = []
         self._delays: list[_Delay] = []
+        self._actions: list[_Action] = []
         self._cut_download: dict[str, list[_ByteFault]] = {}
         self._hang_download: dict[str, list[_ByteFault]] = {}
         self._cut_upload: dict[str, list[_ByteFault]] = {}
@@ -150,6 +163,23 @@ class Faults:
                 skip=nth - 1,
                 content_type=content_type,
             )
+        )
+
+    def before_request(
+        self,
+        method: str,
+        path_regex: str,
+        action: Callable[[], None],
+        *,
+        query: dict[str, str | None] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Run ``action()`` — a change someone else makes meanwhile, e.g. an operator's PATCH —
+        just before a matching request (as for :meth:`fail_next`, and carrying every ``query``
+        item; a value None: the key with any value, ``""``: the key absent) is handled,
+        ``times`` times."""
+        self._actions.append(
+            _Action(method.upper(), re.compile(path_regex), dict(query or {}), action, _check_times(times))
         )
 
     def delay_next(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1) -> None:
@@ -246,6 +276,17 @@ class Faults:
                 chosen = failure
         return chosen
 
+    def take_actions(self, method: str, path: str, query: Mapping[str, str]) -> list[Callable[[], None]]:
+        """The changes to make before this request is handled, consuming one shot of each."""
+        return [
+            a.action
+            for a in self._actions
+            if a.method in ("*", method.upper())
+            and a.pattern.search(path)
+            and all(_query_has(query, k, v) for k, v in a.query.items())
+            and a.armed.take()
+        ]
+
     def take_delay(self, method: str, path: str) -> float:
         """Seconds to hold this request, consuming one shot of the first matching delay."""
         for delay in self._delays:
@@ -306,6 +347,14 @@ class Faults:
         if entry is not None and entry[1].take():
             return entry[0]
         return None
+
+
+def _query_has(query: Mapping[str, str], key: str, value: str | None) -> bool:
+    if value is None:
+        return key in query
+    if value == "":
+        return key not in query
+    return query.get(key) == value
 
 
 def _arm(faults: dict[str, list[_ByteFault]], image_id: str, n_bytes: int, times: int | None) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import quota
 from .backend import IN_USE, InUse, webob_error
 from .listing import list_images
 from .model import (
@@ -194,6 +195,8 @@ class _ImagesApi:
         if owner != identity.project_id and not identity.is_admin:
             raise fail(403, f"You are not permitted to create images owned by '{owner}'.")
         _check_publicize(body.get("visibility"), identity)
+        # glance/api/v2/images.py: the caller's project pays, whoever will own the image.
+        quota.enforce(self.fake, identity.project_id, "image_count_total", 1)
         if image_id is not None and (image_id in self.fake.images or image_id in self.fake.deleted):
             raise fail(409, f"Image with identifier {image_id} already exists!")
 

@@ -11,6 +11,8 @@ their :class:`~tests.fakeglance.profiles.GlanceProfile` says they differ:
 * ``os_hidden`` defaults to false, and ``os_hidden=true`` lists *only* hidden images — from
   Rocky on; before, ``os_hidden`` is no column, so like every other unknown key it filters on
   a custom property of that name (and ``os_hidden=false`` usually matches nothing);
+* ``created_at`` and ``updated_at`` filter with ``gt``/``gte``/``lt``/``lte``/``neq``/``eq:``
+  and an ISO 8601 time (Pike and later alike: ``_make_conditions_from_filters``);
 * ``killed`` images are never listed;
 * pages hold ``limit`` images (default 25, capped at ``api_limit_max``, 1000), sorted by the
   requested keys followed by ``created_at`` and ``id``; ``next`` appears whenever a page is
@@ -20,7 +22,9 @@ their :class:`~tests.fakeglance.profiles.GlanceProfile` says they differ:
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import operator
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -193,6 +197,7 @@ def _make_filter(
     for key in _EQ_OR_IN_KEYS:
         if key in query:
             exact[key] = _eq_or_in(query[key])
+    times = [(key, *_time_filter(key, query[key])) for key in ("created_at", "updated_at") if key in query]
     bounds: list[tuple[str, int]] = []
     for key in ("size_min", "size_max"):
         if key in query:
@@ -207,6 +212,8 @@ def _make_filter(
         "changes-since",
         "size_min",
         "size_max",
+        "created_at",
+        "updated_at",
         *_EQ_OR_IN_KEYS,
         *_PAGING_KEYS,
     }
@@ -235,6 +242,8 @@ def _make_filter(
             return False
         if any(str(getattr(rec, key)) not in allowed for key, allowed in exact.items()):
             return False
+        if not all(_COMPARE[op](getattr(rec, key), moment) for key, op, moment in times):
+            return False
         for kind, bound in bounds:
             size = rec.size or 0
             if (kind == "min" and size < bound) or (kind == "max" and size > bound):
@@ -244,6 +253,38 @@ def _make_filter(
         return all(_column_or_property(rec, key, columns) == value for key, value in others.items())
 
     return match
+
+
+_COMPARE: dict[str, Callable[[dt.datetime, dt.datetime], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "neq": operator.ne,
+    "eq": operator.eq,
+}
+
+
+def _time_filter(key: str, raw: str) -> tuple[str, dt.datetime]:
+    """``created_at``/``updated_at`` as glance reads them (``utils.split_filter_op``: a whole value
+    that is a time is ``eq``, else ``op:time``; ``oslo_utils.timeutils.parse_isotime``)."""
+    op, moment = "eq", raw
+    if ":" in raw and _isotime(raw) is None:
+        op, _sep, moment = raw.partition(":")
+    threshold = _isotime(moment)
+    if threshold is None:
+        raise fail(400, f'Bad "{key}" query filter format. Use ISO 8601 DateTime notation.')
+    if op not in _COMPARE:
+        raise fail(400, "Unable to filter on a unknown operator.")
+    return op, threshold
+
+
+def _isotime(raw: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _eq_or_in(raw: str) -> set[str]:

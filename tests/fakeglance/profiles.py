@@ -131,6 +131,8 @@ class GlanceProfile:
     ``image_data.py``, policy ``download_from_store``); before, the parameter is ignored."""
     api_limit_max: int = 1000
     """The largest page a listing returns (``api_limit_max``)."""
+    info_usage: bool = False
+    """Whether ``GET /v2/info/usage`` exists (Yoga on: Keystone unified limits)."""
     member_statuses: tuple[str, ...] = MEMBER_STATUS_FILTERS
     """Accepted ``member_status`` listing values."""
 
@@ -223,6 +225,7 @@ GLANCE_27 = dataclasses.replace(
     multi_store_by_default=False,
     info_stores_detail=True,
     image_tasks=True,
+    info_usage=True,
 )
 """Glance 27 (2023.2 "Bobcat") single-store, as old clouds run it: API 2.15, no locations API."""
 

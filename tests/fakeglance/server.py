@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -25,10 +26,13 @@ class FakeServer:
     refusals synchronously, for a restart timed from a callback (e.g. a retry hook).
     """
 
-    def __init__(self, fake: FakeGlance, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, fake: FakeGlance, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.fake = fake
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # serve HTTPS with this context
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
         self._listening: socket.socket | None = None
@@ -36,7 +40,8 @@ class FakeServer:
     @property
     def url(self) -> str:
         """The image endpoint, prefix included, e.g. ``http://127.0.0.1:PORT/image``."""
-        return f"http://{self.host}:{self.port}{self.fake.prefix}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}{self.fake.prefix}"
 
     @property
     def running(self) -> bool:
@@ -51,9 +56,10 @@ class FakeServer:
         if self._site is None:
             site: web.BaseSite
             if self._listening is not None:
-                site, self._listening = web.SockSite(self._runner, self._listening), None
+                site = web.SockSite(self._runner, self._listening, ssl_context=self.ssl_context)
+                self._listening = None
             else:
-                site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+                site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
             await site.start()
             self._site = site
             self.port = self._runner.addresses[0][1]

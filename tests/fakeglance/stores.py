@@ -191,7 +191,7 @@ class _StoresApi:
             rec.status = "importing"
             rec.properties[IMPORT_LOCK_KEY] = task["id"]
             rec.properties[IMPORTING_KEY] = ",".join(targets)
-            fake.spawn(self._direct(rec.id, task, targets))
+            fake.spawn(self._direct(rec.id, task, targets, identity))
             return web.Response(status=202)
         rec.properties[IMPORT_LOCK_KEY] = task["id"]
         rec.properties[IMPORTING_KEY] = ",".join(targets)
@@ -292,13 +292,16 @@ class _StoresApi:
                 rec.properties.pop(IMPORT_LOCK_KEY, None)
                 rec.properties[IMPORTING_KEY] = ""
 
-    async def _direct(self, image_id: str, task: dict[str, Any], targets: list[str]) -> None:
+    async def _direct(self, image_id: str, task: dict[str, Any], targets: list[str], identity: Identity) -> None:
         """A glance-direct import (glance/async_/flows/api_image_import.py): the configured
         ``image_conversion`` plugin first (plugins/image_conversion.py: inspect, refuse a
-        format mismatch, convert, set disk_format/container_format=bare/size), then the
-        stores; a failure reverts the image to ``queued`` with the stores in
-        ``os_glance_failed_import`` and the task's message (``housekeeping.py`` cleans staging
-        residue only of deleted images: a failed store write leaves the staged data in place)."""
+        format mismatch, convert, set disk_format/container_format=bare/size), then
+        ``inject_image_metadata`` (plugins/inject_image_metadata.py: ``inject`` merged into the
+        properties, keys of the reserved namespace dropped, unless the importing user has one of
+        ``ignore_user_roles``), then the stores; a failure reverts the image to ``queued`` with
+        the stores in ``os_glance_failed_import`` and the task's message (``housekeeping.py``
+        cleans staging residue only of deleted images: a failed store write leaves the staged
+        data in place).  Plugins never run for copy-image (``get_flow``)."""
         fake = self.fake
         await asyncio.sleep(fake.import_delay)
         rec = fake.images.get(image_id)
@@ -315,6 +318,8 @@ class _StoresApi:
             else:
                 data = b"\0" * virtual_size_of(data, rec.disk_format)
                 rec.disk_format, rec.container_format = fake.convert_to, "bare"
+        if error is None and fake.inject_properties and not identity.roles & fake.inject_ignore_roles:
+            rec.properties.update({k: v for k, v in fake.inject_properties.items() if not k.startswith("os_glance")})
         rec.properties.pop(IMPORT_LOCK_KEY, None)
         rec.properties.pop("os_glance_stage_host", None)
         rec.properties[IMPORTING_KEY] = ""

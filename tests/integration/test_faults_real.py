@@ -123,7 +123,7 @@ def test_listing_failing_part_way_finishes_in_flight_then_rerun_completes(proxie
     args = (*COPY, "--name", f"{tag}-*", "--concurrency", "4", "--retries", "2")
     run = proxied.cli(*args)
     assert run.returncode == 4, run.stdout + run.stderr
-    assert "incomplete: the source listing failed" in run.stderr and "run the same command again" in run.stderr
+    assert "incomplete: the source listing failed" in run.stdout and "run the same command again" in run.stdout
     assert run.report is not None and "500" in run.report["summary"]["incomplete"]
     copied = [i for i, outcome in run.outcomes().items() if outcome == "copied"]
     assert sorted(copied) == sorted(visible) and set(run.outcomes().values()) == {"copied"}
@@ -178,7 +178,7 @@ def test_store_uris_echoed_on_every_request_kind_never_leak(proxied: Proxied) ->
     run = proxied.cli(*COPY, "--name", f"{tag}-*", "--log-format", "json", "--retries", "2")
     assert run.returncode == 4
     text = _assert_clean(run)
-    assert any(json.loads(line)["event"] == "listing-failed" for line in run.stderr.splitlines())
+    assert any(json.loads(line)["event"] == "listing-failed" for line in run.stdout.splitlines())
     assert "s3://***@" in text
 
     proxied.src.clear()

@@ -57,7 +57,7 @@ def _comparable(image: dict[str, Any]) -> dict[str, Any]:
 def test_plan_names_both_api_versions_and_every_trap(pair: Pair, old_glance: OldGlance, legacy: dict[str, Any]) -> None:
     """plan shows glance 27's API 2.15 (single-store) and 33's, and flags each trap before anything is created."""
     run = _copy(pair, old_glance, legacy, "--output", "json", command="plan copy")
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr  # blocked rows: the copy would exit 1 too
     plan = json.loads(run.stdout)
     assert plan["clouds"]["source"]["api_version"] == "2.15" and not plan["clouds"]["source"]["multi_store"]
     assert plan["clouds"]["destination"]["api_version"] == "2.17"
