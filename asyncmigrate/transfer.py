@@ -261,6 +261,7 @@ class ImageTransfer:
             full = await finish(self.dst, self.id, how, self.uploader, timeout=timeout, store=self.config.dst_store)
         elif self._sent and full.get("status") in HAS_DATA:
             self._on_bytes(self._rewound)  # they arrived after all
+            self.result.reason = ""  # the last attempt's error: it was only the answer that failed
         else:
             return False
         await self._finish(view, Entry.of(await self._check(view, full)))
@@ -358,7 +359,8 @@ class ImageTransfer:
             raise ImageError("destination image vanished after upload")
         added = self.owned.learn(create_body(view, keep_owner=True), dst)
         if added:  # an import plugin's (inject_image_metadata): the destination's, left alone
-            self.result.reason = f"the destination set properties of its own: {', '.join(added)} (left alone)"
+            said = f"the destination set properties of its own: {', '.join(added)} (left alone)"
+            self.result.reason = "; ".join(filter(None, [self.result.reason, said]))
         dst = self.owned.strip(dst)
         if dst.get("status") not in HAS_DATA:
             raise VerificationError(

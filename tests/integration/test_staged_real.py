@@ -38,6 +38,12 @@ def _staged_by_hand(pair: Pair, name: str) -> tuple[str, bytes]:
     return str(image["id"]), data
 
 
+def _journal(pair: Pair, name: str) -> tuple[str, str]:
+    """A journal of the test's own: keys the destination's import plugin sets on these imports
+    (the harness injects properties) are learned there, not in the pair's default journal."""
+    return "--journal", str(pair.tmp / f"{name}-{uuid.uuid4().hex[:6]}.sqlite")
+
+
 def _arrived(pair: Pair, image_id: str, data: bytes) -> None:
     dst = pair.dst.get(image_id)
     assert dst is not None and dst["status"] == "active", dst and dst["status"]
@@ -52,16 +58,17 @@ def test_copy_and_sync_finish_images_staged_but_never_imported(pair: Pair) -> No
     seen = pair.dst.get(for_copy)
     assert seen is not None and (seen["status"], seen["size"]) == ("uploading", MiB)
     assert not [k for k in seen if k.startswith("os_glance_stage")]  # recorded by glance, never shown
-    run = pair.cli("copy", *DIRECT, "--image", for_copy)
+    run = pair.cli("copy", *DIRECT, "--image", for_copy, *_journal(pair, "staged"))
     assert run.returncode == 0, run.stdout + run.stderr
     (entry,) = run.report["images"]  # type: ignore[index]
-    assert (entry["outcome"], entry["reason"], entry["verification"]) == ("copied", "staged data imported", "sha512")
+    assert (entry["outcome"], entry["verification"]) == ("copied", "sha512")
+    assert entry["reason"].startswith("staged data imported")  # and what the destination's import plugin set
     _arrived(pair, for_copy, copy_data)
 
     for_sync, sync_data = _staged_by_hand(pair, f"{tag}-sync")
     pair.src.ok("PATCH", f"/v2/images/{for_sync}", [{"op": "replace", "path": "/name", "value": f"{tag}-renamed"}],
                 headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})  # fmt: skip
-    run = pair.cli("sync", *DIRECT, "--image", for_sync)
+    run = pair.cli("sync", *DIRECT, "--image", for_sync, *_journal(pair, "staged"))
     assert run.returncode == 0, run.stdout + run.stderr
     (entry,) = run.report["images"]  # type: ignore[index]
     assert entry["outcome"] == "copied" and entry["changes"] == {"name": [f"{tag}-sync", f"{tag}-renamed"]}
@@ -86,7 +93,7 @@ def test_a_stage_cut_mid_way_leaves_the_image_queued_and_copy_uploads_it(pair: P
     while (pair.dst.get(image["id"]) or {}).get("status") != "queued" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pair.dst.get(image["id"])["status"] == "queued"  # type: ignore[index]
-    run = pair.cli("copy", *DIRECT, "--image", image["id"])
+    run = pair.cli("copy", *DIRECT, "--image", image["id"], *_journal(pair, "cut"))
     assert run.returncode == 0, run.stdout + run.stderr
     assert [(i["action"], i["outcome"]) for i in run.report["images"]] == [("upload", "copied")]  # type: ignore[index]
     _arrived(pair, image["id"], data)
