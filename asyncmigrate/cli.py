@@ -13,6 +13,7 @@ Tracebacks never reach the console: an internal error's goes to a log file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -29,7 +30,9 @@ from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
-from .report import RunResult, check_writable, write_report
+from .report import RunResult, check_writable, format_shard, write_report
+from .selection import parse_shard
+from .window import parse_duration
 
 # Start-up: what only a running command needs (anyio, aiohttp through the engine,
 # rich, keystoneauth1/openstacksdk through clouds, sqlite3 through the journal) is
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .clouds import Cloud
+    from .metrics import MetricsServer
     from .render import Log
 
 __all__ = ["build_parser", "main"]
@@ -257,7 +261,26 @@ async def _prepare(args: argparse.Namespace, log: Log) -> tuple[Any, Callable[..
     return config, lambda emit, stop: copy_images(config, src, dst, emit=emit, stop=stop)
 
 
+async def _metrics(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> MetricsServer | None:
+    """``--metrics-addr``: bind it now (a port in use is a usage error before anything is done)."""
+    if getattr(args, "metrics_addr", None) is None:
+        return None
+    from .metrics import Metrics, serve
+
+    shard = None if args.shard is None else format_shard(parse_shard(args.shard))
+    return await stack.enter_async_context(serve(args.metrics_addr, Metrics(args.command, shard)))
+
+
 async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResult:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await _metrics(args, stack)
+        run = await _run_job(args, console, log, server)
+        if server is not None:
+            await server.linger(args.metrics_linger)  # until the final values are scraped
+        return run
+
+
+async def _run_job(args: argparse.Namespace, console: Console, log: Log, server: MetricsServer | None) -> RunResult:
     import anyio
 
     config, job = await _prepare(args, log)
@@ -268,6 +291,8 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
     def emit(event: Event) -> None:
         errors(event)
         renderer(event)
+        if server is not None:
+            server.metrics(event)
 
     stop = anyio.Event()
     run: RunResult | None = None
@@ -282,6 +307,7 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
             raise collapse(group) from group
     if run is None:  # aborted: build what is known from the progress events
         run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+    run.shard = config.selection.shard  # the report says which shard it is (report merge reads it)
     _output(args, console, log, run)
     if run.interrupted and _changes_nothing(args):
         log.write(
@@ -294,8 +320,7 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
         log.write(_where_it_stopped(stats, run), level="warning", event="interrupted")
     elif run.incomplete is not None:
         log.write(
-            f"asyncmigrate: incomplete: {redact(run.incomplete)}; the images in flight were finished; "
-            "run the same command again to finish",
+            f"asyncmigrate: incomplete: {redact(run.incomplete)}; run the same command again to finish",
             level="error",
             event="incomplete",
         )
@@ -321,12 +346,13 @@ def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult
         rate = parse_size(args.rate)
         if getattr(args, "max_rate", None):  # the cap bounds the estimate too
             rate = min(rate, parse_size(args.max_rate))
+    window = parse_duration(args.max_duration) if getattr(args, "max_duration", None) else None
     document = args.command == "plan" and args.output == "json"
     if log.json and not document:
         if args.command == "verify":
             records = verify_records(run)
         elif run.dry_run:
-            records = plan_records(run, rate=rate, verb=verb)
+            records = plan_records(run, rate=rate, verb=verb, window=window)
         else:
             records = [("summary", "info", run.summary())]
         for event, level, fields in records:
@@ -339,7 +365,7 @@ def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult
         if args.command == "verify":
             print_verify(target, run)
         elif run.dry_run:
-            print_plan(target, run, rate=rate, as_json=document, verb=verb)
+            print_plan(target, run, rate=rate, as_json=document, verb=verb, window=window)
         else:
             print_summary(target, run)
 
@@ -395,6 +421,19 @@ def _logging(args: argparse.Namespace, log: Log) -> None:
     logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
 
 
+def _report_merge(args: argparse.Namespace, log: Log) -> int:
+    """``report merge``: the shards' reports as one summary; 0 only for a whole, clean job."""
+    from rich.console import Console
+
+    from .merge import merge_reports
+    from .output import print_merge
+    from .report import Report
+
+    merged = merge_reports([Report.read(path) for path in args.reports])
+    print_merge(Console(file=log.out, highlight=False, soft_wrap=True), merged, as_json=args.output == "json")
+    return int(merged.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -402,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here
         document = args.command == "plan" and args.output == "json"
-        log = _open_log(args.log_format, getattr(args, "log_file", None), document=document)
+        log = _open_log(getattr(args, "log_format", "text"), getattr(args, "log_file", None), document=document)
+        if args.command == "report":
+            return _report_merge(args, log)
         return _main(args, log)
     except AsyncMigrateError as exc:
         if log is None:  # the flags themselves were wrong: log the error as they asked, if they can be read

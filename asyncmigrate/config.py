@@ -42,6 +42,7 @@ from .errors import UsageError
 from .identity import ProjectMap
 from .preflight import PreflightOptions
 from .selection import Selection
+from .window import Window
 
 __all__ = ["CopyConfig", "MoveConfig", "RetryPolicy", "SyncConfig", "Timeouts", "parse_size"]
 
@@ -157,6 +158,7 @@ class CopyConfig:
     # Custom properties the destination sets itself (asyncmigrate/owned.py): never sent or compared.
     destination_properties: tuple[str, ...] = ()
     ignore_quota: bool = False  # start even when the destination's quota cannot hold the plan (quota.py)
+    window: Window | None = None  # --max-duration: no new image after it (see window.py)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -232,6 +234,7 @@ class MoveConfig:
     selection: Selection = dataclasses.field(default_factory=Selection)
     max_rate: int | None = None  # bytes/s, --method location only (copy-image moves no bytes here)
     max_uploads: int | None = None  # carrier uploads at once, --method location only
+    window: Window | None = None  # --max-duration: no new image after it (see window.py)
 
     def __post_init__(self) -> None:
         if not self.from_store.strip() or not self.to_store.strip():

@@ -15,13 +15,15 @@ aborting the work in flight.
   and the run ends *incomplete* (:attr:`Listing.incomplete`, carried by
   :attr:`~asyncmigrate.report.RunResult.incomplete`, exit code 4).  A re-run
   completes the job.  Fatal errors (authentication) still stop the run.
+  A maintenance window closes the same door (:meth:`Listing.close`): then even
+  the images already listed are not started, and what is left is counted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import AsyncMigrateError, BadCopy, Behaviour, DestinationBusy, DestinationConflict, collapse, redact
@@ -72,7 +74,8 @@ async def handle_contained(
 
 
 class Listing:
-    """A listing that ends early, instead of raising, when its cloud stops answering.
+    """A listing that ends early, instead of raising, when its cloud stops answering — or
+    when it is closed (:meth:`close`: a maintenance window, :mod:`asyncmigrate.window`).
 
     Iterate it once; afterwards :attr:`incomplete` says why it ended early (None:
     it was complete).  ``what`` names it in that reason ("source listing").
@@ -82,14 +85,51 @@ class Listing:
         self._images = images
         self.what = what
         self._emit = emit
-        self.incomplete: str | None = None
+        self._failed: str | None = None
+        self.closed: str | None = None  # why the intake was closed early (None: open)
+        self.aborting = False  # the images in flight are being aborted (the window's grace is over)
+        self.left = 0  # images not started once closed (see settle)
+        self.left_bytes = 0
+        self._handed = self._handed_bytes = 0  # images handed out (to the pool)
+        self._unlisted = self._unlisted_bytes = 0  # listed after the close, only counted
+        self._read_to_end = False  # the listing was read to its end
+
+    def close(self, why: str) -> None:
+        """Stop the intake now: no image is handed out after this; the rest of the
+        listing is only read, to count what is left (see :attr:`incomplete`)."""
+        if self.closed is None:
+            self.closed = why
+
+    def settle(self, done: Sequence[ImageResult]) -> None:
+        """The pool is over and ``done`` are its results: every image handed out and not
+        done (waiting when the door closed, or aborted) is left, as is the rest of the listing."""
+        self.left = max(0, self._handed - len(done)) + self._unlisted
+        self.left_bytes = max(0, self._handed_bytes - sum(r.size for r in done)) + self._unlisted_bytes
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why the listing ended early (None: complete, or closed with nothing left)."""
+        if self.closed is None or (self._read_to_end and not self.left):
+            return self._failed
+        at_least = "" if self._read_to_end else "at least "
+        left = f"{self.closed}: {at_least}{self.left} image(s) ({_mib(self.left_bytes)}) not started"
+        if self.aborting:
+            left += "; those in flight at the end of the grace were aborted (left queued, never deleted)"
+        else:
+            left += "; those in flight were finished"
+        return left if self._failed is None else f"{self._failed}; {left}"
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         listed = 0
         try:
             async for image in self._images:
+                if self.closed is not None:  # read on, only to count what is left
+                    self._unlisted, self._unlisted_bytes = self._unlisted + 1, self._unlisted_bytes + size_of(image)
+                    continue
                 listed += 1
+                self._handed, self._handed_bytes = self._handed + 1, self._handed_bytes + size_of(image)
                 yield image
+            self._read_to_end = True
         except AsyncMigrateError as exc:
             if exc.behaviour in _STOPS_THE_RUN:
                 raise
@@ -98,8 +138,14 @@ class Listing:
             self._ended(listed, internal_error(exc, None, self._emit))
 
     def _ended(self, listed: int, why: str) -> None:
-        self.incomplete = f"the {self.what} failed after {listed} images: {why}"
-        self._emit(ListingFailed(self.incomplete))
+        if self.closed is not None:
+            return  # failed while counting what is left: the count is a lower bound
+        self._failed = f"the {self.what} failed after {listed} images: {why}"
+        self._emit(ListingFailed(self._failed))
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer, destination_view
 from .upload import Uploader, choose_uploader
+from .window import Window, close_when_due
 
 __all__ = [
     "PairRun",
@@ -252,6 +253,8 @@ async def run_pool(
     stop: anyio.Event | None = None,
     journal: Journal | None = None,
     keep: bool = True,
+    window: Window | None = None,
+    since: float | None = None,
 ) -> list[ImageResult]:
     """Feed ``images`` through a bounded stream to ``concurrency`` workers
     running ``handle``; return the results in the order images finished
@@ -259,19 +262,35 @@ async def run_pool(
 
     When ``stop`` is set, no new image is started; images in flight finish
     (a caller that wants them aborted cancels the surrounding scope).  With a
-    ``journal``, each image is recorded when taken and when done.
+    ``journal``, each image is recorded when taken and when done.  With a
+    ``window`` (``images`` must then be a :class:`Listing`), the listing is closed
+    ``window.seconds`` after ``since`` (a ``time.monotonic()``, default now) and the
+    images still in flight after its grace are aborted (:mod:`asyncmigrate.window`).
     """
     stop = stop or anyio.Event()
+    intake = images if isinstance(images, Listing) else None
+    if window is not None and intake is None:
+        raise TypeError("a window closes a Listing")
     results: list[ImageResult] = []
     send, receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=concurrency)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_produce, images, send, emit, stop)
-            for _ in range(concurrency):
-                tg.start_soon(_work, handle, receive.clone(), results if keep else None, emit, stop, journal)
-            receive.close()
+        async with anyio.create_task_group() as outer:
+            with anyio.CancelScope() as pool:  # cancelled by the window when its grace is over
+                if window is not None and intake is not None:
+                    since = time.monotonic() if since is None else since
+                    outer.start_soon(close_when_due, window, since, intake, pool, emit)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_produce, images, send, emit, stop, intake)
+                    for _ in range(concurrency):
+                        tg.start_soon(
+                            _work, handle, receive.clone(), results if keep else None, emit, stop, journal, intake
+                        )
+                    receive.close()
+            outer.cancel_scope.cancel()  # the pool is over: its window need not close
     except BaseExceptionGroup as group:
         raise collapse(group) from group
+    if intake is not None:
+        intake.settle(results)  # what a closed window left
     return results
 
 
@@ -303,6 +322,7 @@ async def _produce(
     send: ObjectSendStream[dict[str, Any]],
     emit: Emit,
     stop: anyio.Event,
+    intake: Listing | None,
 ) -> None:
     count = total = 0
     async with send:
@@ -316,7 +336,8 @@ async def _produce(
                 emit(ImageQueued(image["id"], image.get("name"), size))
         except anyio.BrokenResourceError:
             return  # every worker stopped (stop requested): nothing takes images any more
-    emit(ListingDone(count, total))
+    if intake is None or intake.closed is None:
+        emit(ListingDone(count, total))
 
 
 async def _work(
@@ -326,11 +347,14 @@ async def _work(
     emit: Emit,
     stop: anyio.Event,
     journal: Journal | None,
+    intake: Listing | None,
 ) -> None:
     async with receive:
         async for image in receive:
             if stop.is_set():
                 return
+            if intake is not None and intake.closed is not None:
+                continue  # listed before the door closed: not started (Listing.settle counts it)
             if journal is not None:
                 await journal.started(image)
             if image.get("status") == "missing":
@@ -367,8 +391,8 @@ async def copy_images(
     kw = client_options(config)
     journal_path = None if config.dry_run else config.journal
     async with (
-        open_glance(src_cloud, **kw) as src,
-        open_glance(dst_cloud, **kw) as dst,
+        open_glance(src_cloud, **kw, role="source", emit=emit) as src,
+        open_glance(dst_cloud, **kw, role="destination", emit=emit) as dst,
         journaled(journal_path, "copy", emit, stop) as journal,
     ):
         owned = await destination_owned(config, journal, dst_cloud.endpoint)
@@ -400,9 +424,19 @@ async def copy_images(
 
         # A listing that fails part-way ends the intake; the images in flight finish.
         listing = Listing(listed(), "source listing", emit)
-        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        results = await run_pool(
+            listing,
+            handle,
+            concurrency=config.concurrency,
+            emit=emit,
+            stop=stop,
+            journal=journal,
+            window=config.window,
+            since=started,
+        )
         check = None
-        if not config.dry_run and not (stop is not None and stop.is_set()):
+        if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
+            # (A closed window checks nothing more: that would be new work after its end.)
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             await journal.flush_record()

@@ -73,6 +73,7 @@ __all__ = [
     "VerificationError",
     "collapse",
     "error_excerpt",
+    "failure_kind",
     "parse_retry_after",
     "redact",
     "redact_url",
@@ -408,3 +409,36 @@ class BadCopyActive(ImageError):
     def __init__(self, message: str, behaviour: Behaviour) -> None:
         super().__init__(message)
         self.behaviour = behaviour
+
+
+FAILURE_KINDS = (
+    "transport",
+    "unexpected_response",
+    "unauthorized",
+    "http_429",
+    "http_5xx",
+    "http_4xx",
+    "stream_corrupted",
+    "destination_busy",
+    "other",
+)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Why an attempt failed, as one of :data:`FAILURE_KINDS` — a bounded label (a metric's
+    label must never be free text: every distinct value is a new time series)."""
+    if isinstance(exc, TransportError):
+        return "transport"
+    if isinstance(exc, UnexpectedResponse):
+        return "unexpected_response"
+    if isinstance(exc, Unauthorized):
+        return "unauthorized"
+    if isinstance(exc, HTTPStatusError):
+        if exc.status == 429:
+            return "http_429"
+        return "http_5xx" if exc.status >= 500 else "http_4xx"
+    if isinstance(exc, StreamCorrupted):
+        return "stream_corrupted"
+    if isinstance(exc, DestinationBusy):
+        return "destination_busy"
+    return "other"

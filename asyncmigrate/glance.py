@@ -35,6 +35,7 @@ from .errors import (
     parse_retry_after,
     status_error,
 )
+from .progress import Emit, HttpRequest, ignore
 from .rawget import RawDownload, raw_get
 from .retry import inside_unit, retried
 
@@ -165,7 +166,12 @@ class Download:
 
 
 class GlanceClient:
-    """Glance v2 on one endpoint, authenticated through a :class:`Cloud`."""
+    """Glance v2 on one endpoint, authenticated through a :class:`Cloud`.
+
+    Every request, once answered (or failed without an answer), is one
+    :class:`~asyncmigrate.progress.HttpRequest` event on ``emit``, labelled with
+    the client's ``role`` ("source" or "destination").
+    """
 
     def __init__(
         self,
@@ -175,8 +181,12 @@ class GlanceClient:
         chunk_size: int,
         retry: RetryPolicy,
         timeouts: Timeouts | None = None,
+        role: str = "source",
+        emit: Emit = ignore,
     ) -> None:
         self.cloud = cloud
+        self.role = role
+        self._emit = emit
         self._http = http
         self._chunk_size = chunk_size
         self._retry = retry
@@ -208,6 +218,24 @@ class GlanceClient:
         our own clock until an answer had one)."""
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._skew or 0.0)
 
+    @contextlib.contextmanager
+    def _request(self, method: str) -> Iterator[Callable[[int], None]]:
+        """Count one request: call the yielded function with its status when it is answered;
+        one that raises before an answer counts with code ``"error"``."""
+        answered = False
+
+        def status(code: int) -> None:
+            nonlocal answered
+            answered = True
+            self._emit(HttpRequest(self.role, method, str(code)))
+
+        try:
+            yield status
+        except Exception:
+            if not answered:
+                self._emit(HttpRequest(self.role, method, "error"))
+            raise
+
     async def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(await self.cloud.auth_headers())
         if extra:
@@ -233,8 +261,9 @@ class GlanceClient:
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
             hdrs = {**auth, **(headers or {})}
-            with _translating(method, url):
+            with self._request(method) as answered, _translating(method, url):
                 async with self._http.request(method, url, json=json, headers=hdrs, params=params) as resp:
+                    answered(resp.status)
                     if resp.status == 401 and attempt == 1:
                         await self.cloud.invalidate(auth)
                         continue
@@ -425,8 +454,9 @@ class GlanceClient:
             return
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
-            with _translating("GET", url):
+            with self._request("GET") as answered, _translating("GET", url):
                 resp = await self._http.get(url, headers={**auth, **extra})
+                answered(resp.status)
             try:
                 if resp.status == 401 and attempt == 1:
                     await self.cloud.invalidate(auth)
@@ -446,30 +476,32 @@ class GlanceClient:
     async def _download_lenient(self, url: str, extra: Mapping[str, str]) -> AsyncIterator[RawDownload]:
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
-            async with raw_get(
-                url,
-                {**auth, **extra},
-                ssl_context=self.cloud.ssl,
-                chunk_size=self._chunk_size,
-                connect_timeout=self._timeouts.connect,
-                idle=self._timeouts.idle_read,
-                proxy=self.cloud.proxy,
-            ) as raw:
-                if raw.status != 401 or attempt == 2:
-                    if raw.status >= 400:
-                        raise status_error(
-                            raw.status,
-                            method="GET",
-                            url=url,
-                            request_id=raw.headers.get(_REQUEST_ID),
-                            detail=_detail(await raw.excerpt(), auth.get("X-Auth-Token")),
-                            retry_after=parse_retry_after(raw.headers.get("retry-after")),
-                        )
-                    if raw.headers.get("content-type", "").startswith("text/html"):  # a proxy's page
-                        page = _detail(await raw.excerpt(), auth.get("X-Auth-Token"))
-                        raise UnexpectedResponse(f"HTTP {raw.status} text/html, not image data: {page}", url=url)
-                    yield raw
-                    return
+            with self._request("GET") as answered:
+                async with raw_get(
+                    url,
+                    {**auth, **extra},
+                    ssl_context=self.cloud.ssl,
+                    chunk_size=self._chunk_size,
+                    connect_timeout=self._timeouts.connect,
+                    idle=self._timeouts.idle_read,
+                    proxy=self.cloud.proxy,
+                ) as raw:
+                    answered(raw.status)
+                    if raw.status != 401 or attempt == 2:
+                        if raw.status >= 400:
+                            raise status_error(
+                                raw.status,
+                                method="GET",
+                                url=url,
+                                request_id=raw.headers.get(_REQUEST_ID),
+                                detail=_detail(await raw.excerpt(), auth.get("X-Auth-Token")),
+                                retry_after=parse_retry_after(raw.headers.get("retry-after")),
+                            )
+                        if raw.headers.get("content-type", "").startswith("text/html"):  # a proxy's page
+                            page = _detail(await raw.excerpt(), auth.get("X-Auth-Token"))
+                            raise UnexpectedResponse(f"HTTP {raw.status} text/html, not image data: {page}", url=url)
+                        yield raw
+                        return
             await self.cloud.invalidate(auth)  # 401: renew the token once
 
     async def upload(
@@ -493,8 +525,9 @@ class GlanceClient:
         headers = await self._headers({"Content-Type": "application/octet-stream", **sized})
         if store:
             headers["X-Image-Meta-Store"] = store
-        with _translating("PUT", url):
+        with self._request("PUT") as answered, _translating("PUT", url):
             async with self._http.put(url, data=body, headers=headers) as resp:
+                answered(resp.status)
                 if resp.status == 401:
                     await self.cloud.invalidate(headers)
                 await _raise_for_status(resp, "PUT")
@@ -522,8 +555,11 @@ async def open_glance(
     concurrency: int,
     timeouts: Timeouts,
     retry: RetryPolicy,
+    role: str = "source",
+    emit: Emit = ignore,
 ) -> AsyncIterator[GlanceClient]:
-    """A :class:`GlanceClient` with its own aiohttp session, closed on exit.
+    """A :class:`GlanceClient` with its own aiohttp session, closed on exit; its requests
+    are counted as ``role``'s on ``emit`` (:class:`~asyncmigrate.progress.HttpRequest`).
 
     ``read_bufsize = chunk_size`` bounds what aiohttp buffers per download
     (it pauses the socket at twice that); there is no total timeout.  Every
@@ -540,7 +576,7 @@ async def open_glance(
         raise_for_status=False,
         proxy=cloud.proxy.url if cloud.proxy is not None else None,
     ) as http:
-        yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts)
+        yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts, role=role, emit=emit)
 
 
 def is_http_status(exc: BaseException, *statuses: int) -> bool:

@@ -17,8 +17,9 @@ from .identity import load_mapping
 from .parser import Parser as _Parser
 from .preflight import PreflightOptions
 from .selection import Selection, parse_shard
+from .window import Window, parse_duration
 
-__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config"]
+__all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
 COPY_EXAMPLES = """\
 examples:
@@ -52,6 +53,11 @@ VERIFY_EXAMPLES = """\
 examples:
   asyncmigrate verify --src-cloud old --dst-cloud new
   asyncmigrate verify --src-cloud old --dst-cloud new --project-map projects.yaml --strict
+"""
+REPORT_EXAMPLES = """\
+examples:
+  asyncmigrate report merge /state/report-*.json
+  asyncmigrate report merge report-0.json report-1.json report-2.json report-3.json --output json
 """
 
 
@@ -102,6 +108,24 @@ def _runtime(p: argparse.ArgumentParser, *, concurrency: int) -> None:
     )
 
 
+def _metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Prometheus metrics (docs: Kubernetes and metrics)")
+    g.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve GET /metrics in the Prometheus text format while the run goes on, e.g. 127.0.0.1:9100 "
+        "(:9100: every interface) (default: off)",
+    )
+    g.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the run, keep serving until one scrape has read the final values, at most this long "
+        "(default 0: exit at once)",
+    )
+
+
 def _writing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
     p.add_argument(
@@ -118,6 +142,16 @@ def _writing(p: argparse.ArgumentParser) -> None:
         help="SQLite journal of progress across runs (default: ~/.local/state/asyncmigrate/<job>.sqlite)",
     )
     p.add_argument("--no-journal", action="store_true", help="keep no journal")
+    _max_duration(p)
+
+
+def _max_duration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-duration",
+        metavar="DURATION",
+        help="a maintenance window, e.g. 90m or 8h: after it no new image is started, those in flight finish "
+        "(up to --grace), and the run exits 4 saying how many are left; run the same command again to go on",
+    )
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -301,6 +335,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
         help="assumed throughput per second (default 100MiB; --max-rate caps it)",
     )
     p.add_argument("--output", choices=("table", "json"), default="table", help="table (default) or JSON")
+    _max_duration(p)  # plan: does the selection fit the window at --rate?
 
 
 def _sub(sub: argparse._SubParsersAction[_Parser], name: str, help_: str, description: str, epilog: str) -> _Parser:
@@ -314,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="asyncmigrate",
         description="Move OpenStack Glance images between clouds or stores, keeping every UUID and attribute.",
-        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES,
+        epilog=COPY_EXAMPLES + SYNC_EXAMPLES + MOVE_EXAMPLES + PLAN_EXAMPLES + VERIFY_EXAMPLES + REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"asyncmigrate {__version__}")
@@ -330,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _copy_flags(copy)
     _writing(copy)
+    _metrics_flags(copy)
     _runtime(copy, concurrency=4)
 
     sync = _sub(
@@ -345,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_flags(sync)
     _sync_flags(sync, plan=False)
     _writing(sync)
+    _metrics_flags(sync)
     _runtime(sync, concurrency=4)
 
     move = _sub(
@@ -357,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _move_flags(move)
     _writing(move)
+    _metrics_flags(move)
     _runtime(move, concurrency=2)
 
     plan = _sub(
@@ -394,8 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     _identity(verify)
     _traps(verify)
     _filters(verify)
+    _metrics_flags(verify)
     _runtime(verify, concurrency=8)
+    _report_command(sub)
     return parser
+
+
+def _report_command(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = _sub(sub, "report", "work with the reports --report writes", "Read reports back.", REPORT_EXAMPLES)
+    report_sub = report.add_subparsers(dest="job", required=True, parser_class=_Parser)
+    merge = _sub(
+        report_sub,
+        "merge",
+        "one summary over the reports of a sharded job",
+        "Read the reports of a job's shards (--shard K/N) and print one summary: totals, outcomes, failures, "
+        "shards missing or not completed, images claimed by two shards. Exit 0 only when every shard of N is "
+        "there and completed and nothing failed, else 1.",
+        REPORT_EXAMPLES,
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's --report file")
+    merge.add_argument("--output", choices=("table", "json"), default="table", help="text (default) or JSON")
 
 
 def selection(args: argparse.Namespace) -> Selection:
@@ -443,7 +499,20 @@ def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfi
         import_timeout=getattr(args, "import_timeout", 3600.0),
         destination_properties=tuple(getattr(args, "destination_property", ())),
         ignore_quota=getattr(args, "ignore_quota", False),
+        window=window(args, dry_run=dry_run),
     )
+
+
+def window(args: argparse.Namespace, *, dry_run: bool = False) -> Window | None:
+    """The maintenance window ``--max-duration`` (and ``--grace``) give a run that changes
+    things; a dry run has none (``plan`` only compares its estimate with it)."""
+    text = getattr(args, "max_duration", None)
+    if text is None:
+        return None
+    seconds = parse_duration(text)  # checked even where unused: a typo fails now
+    if dry_run or getattr(args, "dry_run", False):
+        return None
+    return Window(seconds, grace=getattr(args, "grace", 30.0))
 
 
 def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
@@ -492,4 +561,5 @@ def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfi
         selection=selection(args),
         max_rate=_max_rate(args),
         max_uploads=getattr(args, "max_uploads", None),
+        window=window(args, dry_run=dry_run),
     )

@@ -12,18 +12,22 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from math import ceil
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from .errors import redact
-from .render import human_bytes
+from .merge import Merged
+from .render import failure_note, human_bytes
 from .report import Action, ImageResult, Outcome, RunResult
+from .window import format_duration
 
 __all__ = [
     "clouds_line",
     "plan_records",
+    "print_merge",
     "print_plan",
     "print_summary",
     "print_verify",
@@ -66,6 +70,14 @@ def _plan_key(r: ImageResult) -> tuple[bool, str, int, str]:
 def print_summary(console: Console, run: RunResult) -> None:
     """One line: counts by outcome, bytes, time, rate, peak memory."""
     s = run.summary()
+    if run.clouds:
+        console.print(clouds_line(run.clouds), markup=False)
+    console.print(_done_line(run, s), markup=False)
+    for note in run.notes:
+        console.print(redact(note), markup=False)
+
+
+def _done_line(run: RunResult, s: dict[str, Any]) -> str:
     order = (
         Outcome.COPIED,
         Outcome.MOVED,
@@ -84,18 +96,41 @@ def print_summary(console: Console, run: RunResult) -> None:
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
     if run.count(Outcome.BLOCKED):
         parts += f", {run.count(Outcome.BLOCKED)} blocked"
+    for other in sorted({r.outcome for r in run.images} - {*order, Outcome.BLOCKED}):  # verify's, a dry run's
+        parts += f", {run.count(other)} {other}"
     if s["size_only"]:
         parts += f"; {s['size_only']} verified by size only (no recorded hash)"
     if s["unverified"]:
         parts += f"; {s['unverified']} NOT verified (neither size nor hash recorded)"
-    if run.clouds:
-        console.print(clouds_line(run.clouds), markup=False)
-    console.print(
+    return (
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
-        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}",
-        markup=False,
+        f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}"
     )
-    for note in run.notes:
+
+
+def print_merge(console: Console, merged: Merged, *, as_json: bool) -> None:
+    """The shards' reports as one: which shards, what is missing or not completed, the
+    images claimed twice, every failure (id, name, reason, shard), and the totals."""
+    s = merged.summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    present = " ".join(merged.shard_name(k) for k in sorted(merged.reports))
+    head = f"report merge: {merged.command}, {len(merged.reports)} of {merged.of} shards ({present})"
+    console.print(head, markup=False)
+    for k in merged.missing:
+        console.print(f"missing: shard {merged.shard_name(k)} (no report)", markup=False)
+    for k, why in merged.not_completed.items():
+        console.print(f"not completed: shard {merged.shard_name(k)}: {why}", markup=False)
+    for image_id, shards in s["claimed_twice"].items():
+        console.print(f"claimed by two shards: {image_id} ({', '.join(shards)})", markup=False)
+    for k, r in merged.failures():
+        console.print(f"{failure_note(r)} (shard {merged.shard_name(k)})", markup=False)
+    if merged.run.clouds:
+        console.print(clouds_line(merged.run.clouds), markup=False)
+    verdict = "the job is complete" if s["exit_code"] == 0 else "the job is NOT complete"
+    console.print(f"{_done_line(merged.run, s)}; {verdict}", markup=False)
+    for note in merged.run.notes:
         console.print(redact(note), markup=False)
 
 
@@ -142,13 +177,27 @@ def _plan_image(r: ImageResult) -> dict[str, Any]:
     }
 
 
-def _plan_totals(run: RunResult, rate: int | None) -> dict[str, Any]:
+def _estimate_of(run: RunResult, rate: int | None, window: float | None) -> dict[str, Any]:
+    """The time at ``rate`` and whether it fits a maintenance ``window`` (``--max-duration``)."""
+    seconds = run.bytes / rate if rate else None
+    fits = None if seconds is None or window is None else seconds <= window
+    windows = None if window is None or seconds is None else max(1, ceil(seconds / window))
+    return {
+        "rate_bytes_per_second": rate,
+        "seconds": seconds,
+        "max_duration_seconds": window,
+        "fits": fits,
+        "windows": windows,
+    }
+
+
+def _plan_totals(run: RunResult, rate: int | None, window: float | None = None) -> dict[str, Any]:
     actions = Counter(r.action for r in run.images)
     return {
         "clouds": run.clouds,
         **({"quota": run.quota} if run.quota is not None else {}),
         "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
-        "estimate": {"rate_bytes_per_second": rate, "seconds": run.bytes / rate if rate else None},
+        "estimate": _estimate_of(run, rate, window),
         "exit_code": int(run.exit_code),
     }
 
@@ -156,13 +205,13 @@ def _plan_totals(run: RunResult, rate: int | None) -> dict[str, Any]:
 Record = tuple[str, str, dict[str, Any]]  # (event, level, fields): one JSON line of the log
 
 
-def plan_records(run: RunResult, *, rate: int | None, verb: str) -> list[Record]:
+def plan_records(run: RunResult, *, rate: int | None, verb: str, window: float | None = None) -> list[Record]:
     """A dry run as JSON lines (``--log-format json``): one per image, then the totals."""
     rows: list[Record] = [
         ("plan", "error" if r.action in Action.BAD else "info", _plan_image(r))
         for r in sorted(run.images, key=_plan_key)
     ]
-    return [*rows, ("summary", "info", {"command": verb, "dry_run": True, **_plan_totals(run, rate)})]
+    return [*rows, ("summary", "info", {"command": verb, "dry_run": True, **_plan_totals(run, rate, window)})]
 
 
 def verify_records(run: RunResult) -> list[Record]:
@@ -182,13 +231,17 @@ def verify_records(run: RunResult) -> list[Record]:
     return [*rows, ("summary", "info", summary)]
 
 
-def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str) -> None:
-    """Each image's action (and why), the totals, and the time at ``rate`` bytes/s
-    (``as_json``: one document, for ``plan --output json``)."""
+def print_plan(
+    console: Console, run: RunResult, *, rate: int | None, as_json: bool, verb: str, window: float | None = None
+) -> None:
+    """Each image's action (and why), the totals, the time at ``rate`` bytes/s, and whether that
+    fits a maintenance ``window`` (seconds, ``--max-duration``); ``as_json``: one document, for
+    ``plan --output json``."""
     actions = Counter(r.action for r in run.images)
     estimate = run.bytes / rate if rate else None
+    fits = None if estimate is None or window is None else estimate <= window
     if as_json:
-        document = {"images": [_plan_image(r) for r in run.images], **_plan_totals(run, rate)}
+        document = {"images": [_plan_image(r) for r in run.images], **_plan_totals(run, rate, window)}
         print(json.dumps(document, indent=2), file=console.file)
         return
     if run.clouds:
@@ -213,6 +266,9 @@ def print_plan(console: Console, run: RunResult, *, rate: int | None, as_json: b
     line = f"dry run: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} to {verb}; nothing changed"
     if estimate is not None and rate:
         line += f"; about {_estimate(estimate)} at {human_bytes(rate)}/s"
+        if window is not None:
+            within = f"the --max-duration of {format_duration(window)}"
+            line += f": fits in {within}" if fits else f": does NOT fit in {within} ({ceil(estimate / window)} windows)"
     bad = sum(1 for r in run.images if r.action in Action.BAD)
     if bad:
         line += f"; {bad} would not arrive (fail, conflict or blocked: exit 1)"

@@ -19,6 +19,7 @@ __all__ = [
     "CloudsDiscovered",
     "Emit",
     "Event",
+    "HttpRequest",
     "ImageDone",
     "ImageQueued",
     "ImageRejudged",
@@ -30,6 +31,8 @@ __all__ = [
     "Retrying",
     "Stats",
     "TransferStarted",
+    "WindowClosed",
+    "WindowGraceOver",
     "ignore",
 ]
 
@@ -103,6 +106,23 @@ class ListingFailed:
 
 
 @dataclasses.dataclass(frozen=True)
+class WindowClosed:
+    """The run's maintenance window (``--max-duration``) passed: no new image is
+    started; those in flight have ``grace`` seconds to finish."""
+
+    reason: str
+    grace: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowGraceOver:
+    """The grace after the window is over: the images still in flight are aborted."""
+
+    reason: str
+    grace: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TransferStarted:
     """A worker began moving an image's bytes."""
 
@@ -121,12 +141,30 @@ class BytesMoved:
 
 @dataclasses.dataclass(frozen=True)
 class Retrying:
-    """An attempt failed transiently; ``rewound`` bytes will be sent again."""
+    """An attempt failed transiently; ``rewound`` bytes will be sent again.
+
+    ``reason`` is the failure's text; ``kind`` its class, one of a small fixed set
+    (:func:`asyncmigrate.errors.failure_kind`), for counting.
+    """
 
     image_id: str
     attempt: int
     rewound: int
     reason: str
+    kind: str = "other"
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request to a cloud got its answer (``code``: the status) or none (``"error"``).
+
+    Emitted once per request by the one HTTP boundary (``glance.py``), never per chunk.
+    ``cloud`` is the role the client plays: ``"source"`` or ``"destination"``.
+    """
+
+    cloud: str
+    method: str
+    code: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +190,15 @@ Event = (
     | ImageQueued
     | ListingDone
     | ListingFailed
+    | WindowClosed
+    | WindowGraceOver
     | TransferStarted
     | BytesMoved
     | Retrying
     | ImageDone
     | ImageRejudged
     | InternalError
+    | HttpRequest
 )
 Emit = Callable[[Event], None]
 

@@ -48,6 +48,8 @@ from .progress import (
     Retrying,
     Stats,
     TransferStarted,
+    WindowClosed,
+    WindowGraceOver,
 )
 from .report import ImageResult, Outcome
 
@@ -64,6 +66,7 @@ __all__ = [
     "progress_note",
     "resume_note",
     "retry_note",
+    "window_note",
 ]
 
 # Outcomes that get a line of their own as they happen, and the level they are logged at.
@@ -174,6 +177,13 @@ def listing_note(event: ListingFailed) -> str:
     return f"{redact(event.reason)}; taking no new image, finishing those in flight"
 
 
+def window_note(event: WindowClosed | WindowGraceOver) -> str:
+    """The line printed when the maintenance window closes, and when its grace is over."""
+    if isinstance(event, WindowClosed):
+        return f"{event.reason}: starting no new image; finishing those in flight (up to {event.grace:g} s)"
+    return f"{event.reason} and its grace of {event.grace:g} s: aborting the images still in flight"
+
+
 def failure_note(result: ImageResult) -> str:
     """The line printed when an image fails, conflicts, is quarantined, blocked, removed or deleted."""
     return f"{result.outcome}: {result.id} {result.name or ''}: {redact(result.reason)}"
@@ -195,6 +205,8 @@ def _notes(log: Log, event: Event, *, verbose: bool) -> None:
         log.write(journal_note(event), level="warning", event="journal-failed")
     elif isinstance(event, ListingFailed):
         log.write(listing_note(event), level="error", event="listing-failed")
+    elif isinstance(event, (WindowClosed, WindowGraceOver)):
+        log.write(window_note(event), level="warning", event="window")
     elif isinstance(event, Retrying) and verbose:
         log.write(retry_note(event), level="warning", event="retrying")
     elif isinstance(event, ImageDone | ImageRejudged) and event.result.outcome in NOTABLE:
@@ -319,6 +331,10 @@ class JsonRenderer:
             record("journal-failed", level="warning", journal=event.path, reason=redact(event.reason))
         elif isinstance(event, ListingFailed):
             record("listing-failed", level="error", reason=redact(event.reason))
+        elif isinstance(event, WindowClosed):
+            record("window-closed", level="warning", reason=event.reason, grace=event.grace)
+        elif isinstance(event, WindowGraceOver):
+            record("window-grace-over", level="warning", reason=event.reason, grace=event.grace)
         elif isinstance(event, InternalError):
             record("internal-error", level="error", image=event.image_id, summary=redact(event.summary))
         elif isinstance(event, Retrying):

@@ -2,6 +2,8 @@
 
 The core returns a :class:`RunResult`; the CLI prints its summary and, with
 ``--report``, writes :func:`write_report`'s JSON (one entry per image).
+:meth:`Report.read` reads such a file back into the same types (``report merge``
+works on them, never on the JSON).
 """
 
 from __future__ import annotations
@@ -14,11 +16,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ExitCode, redact
+from .errors import ExitCode, UsageError, redact
 from .metadata import left_out as _left_out
 from .metadata import size_of
 
-__all__ = ["Action", "ImageResult", "Outcome", "RunResult", "check_writable", "peak_rss_bytes", "write_report"]
+__all__ = [
+    "Action",
+    "ImageResult",
+    "Outcome",
+    "Report",
+    "RunResult",
+    "check_writable",
+    "format_shard",
+    "peak_rss_bytes",
+    "write_report",
+]
 
 
 class Action:
@@ -122,6 +134,12 @@ class ImageResult:
         data["reason"] = redact(self.reason)  # reasons quote servers: never a credential in the file
         return data
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImageResult:
+        """The result :meth:`to_json` wrote (keys this version does not know are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 @dataclasses.dataclass
 class RunResult:
@@ -134,6 +152,7 @@ class RunResult:
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
     quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
+    shard: tuple[int, int] | None = None  # (K, N): the run was shard K of N (--shard)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
 
     def count(self, outcome: str) -> int:
@@ -185,11 +204,57 @@ class RunResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
+            "shard": None if self.shard is None else format_shard(self.shard),
             "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),
             **({"quota": self.quota} if self.quota is not None else {}),
             "exit_code": int(self.exit_code),
         }
+
+
+def format_shard(shard: tuple[int, int]) -> str:
+    """``(2, 4)`` → ``"2/4"``, as ``--shard`` takes it."""
+    return f"{shard[0]}/{shard[1]}"
+
+
+@dataclasses.dataclass
+class Report:
+    """A report file read back: the command that wrote it, its run, and the peak
+    memory it recorded (``report merge`` reads the shards' reports into these)."""
+
+    path: Path
+    command: str
+    run: RunResult
+    peak_rss_bytes: int = 0
+
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        """Read a report :func:`write_report` wrote; a file that is not one is a UsageError."""
+        try:
+            document = json.loads(path.read_text())
+            summary = document["summary"]
+            shard = summary.get("shard")
+            run = RunResult(
+                images=[ImageResult.from_json(entry) for entry in document["images"]],
+                seconds=float(summary["seconds"]),
+                dry_run=bool(summary["dry_run"]),
+                interrupted=bool(summary["interrupted"]),
+                clouds=dict(summary.get("clouds") or {}),
+                incomplete=summary.get("incomplete"),
+                shard=None if shard is None else _parse_shard(str(shard)),
+                notes=[str(n) for n in summary.get("notes") or []],
+                quota=summary.get("quota"),
+            )
+            return cls(path, str(document["command"]), run, int(summary.get("peak_rss_bytes") or 0))
+        except OSError as exc:
+            raise UsageError(f"cannot read the report {path}: {exc.strerror or exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{path} is not an asyncmigrate report ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    k, _slash, n = text.partition("/")
+    return int(k), int(n)
 
 
 def peak_rss_bytes() -> int:

@@ -43,7 +43,15 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .config import RetryPolicy
-from .errors import AsyncMigrateError, BadCopy, Behaviour, DestinationConflict, HTTPStatusError, redact
+from .errors import (
+    AsyncMigrateError,
+    BadCopy,
+    Behaviour,
+    DestinationConflict,
+    HTTPStatusError,
+    failure_kind,
+    redact,
+)
 from .report import ImageResult, Outcome
 
 __all__ = ["Budget", "backoff", "inside_unit", "is_retryable", "retried", "run_unit"]
@@ -65,11 +73,13 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class Budget:
-    """The time one unit may spend failing and waiting (see the module docstring)."""
+    """The time one unit may spend failing and waiting (see the module docstring), and
+    the kind of its last failure (:func:`~asyncmigrate.errors.failure_kind`)."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.limit = policy.deadline
         self.spent = 0.0
+        self.last_failure = "other"
         self._clock = policy.clock
         self._since: float | None = None  # start of the current attempt, or its last progress
 
@@ -86,8 +96,10 @@ class Budget:
         """The attempt is getting somewhere: the time until now is not failing."""
         self._since = self._clock()
 
-    def attempt_failed(self) -> None:
-        """Charge the failed attempt's time since its last progress."""
+    def attempt_failed(self, exc: BaseException | None = None) -> None:
+        """Charge the failed attempt's time since its last progress (and note why it failed)."""
+        if exc is not None:
+            self.last_failure = failure_kind(exc)
         if self._since is not None:
             self.spent += max(0.0, self._clock() - self._since)
             self._since = None
@@ -129,7 +141,7 @@ async def retried(
         try:
             return await attempt(number)
         except AsyncMigrateError as exc:
-            budget.attempt_failed()
+            budget.attempt_failed(exc)
             if on_failure is not None:
                 on_failure(exc)
             if not is_retryable(exc) or number >= policy.attempts or budget.remaining <= 0:

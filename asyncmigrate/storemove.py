@@ -136,7 +136,7 @@ class StoreMove:
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
         if number > 1:
-            self.emit(Retrying(self.id, number, 0, self.result.reason))
+            self.emit(Retrying(self.id, number, 0, self.result.reason, self.budget.last_failure))
         self.image = await self._fresh()
         action, reason = plan_move(self.image, self.config)
         self.result.action, self.result.reason = action, reason
@@ -319,6 +319,8 @@ async def move_images(
             concurrency=config.concurrency,
             timeouts=config.timeouts,
             retry=config.retry,
+            role="destination",  # the one cloud: the one this command changes
+            emit=emit,
         ) as client,
         journaled(None if config.dry_run else config.journal, "move", emit, stop) as journal,
     ):
@@ -366,7 +368,16 @@ async def move_images(
                     yield image
 
         listing = Listing(wanted(), "listing", emit)  # a failure part-way ends the intake only
-        results = await run_pool(listing, handle, concurrency=config.concurrency, emit=emit, stop=stop, journal=journal)
+        results = await run_pool(
+            listing,
+            handle,
+            concurrency=config.concurrency,
+            emit=emit,
+            stop=stop,
+            journal=journal,
+            window=config.window,
+            since=started,
+        )
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,

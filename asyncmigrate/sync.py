@@ -59,7 +59,7 @@ from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
-from .retry import run_unit
+from .retry import Budget, run_unit
 from .selection import select
 from .staged import STAGING
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
@@ -108,6 +108,7 @@ class ImageSync:
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
         self._staged = False  # the destination was between stage and import: level it once imported
+        self.budget = Budget(config.retry)  # its own, so a retry's event can say why (Budget.last_failure)
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
         return ImageTransfer(
@@ -118,7 +119,7 @@ class ImageSync:
         """Level the image (retrying transient errors); fatal errors propagate."""
         if self.index is not None and self.id not in self.index:
             return await self._transfer(self.index).run()  # missing: exactly as copy
-        await run_unit(self.config.retry, self._attempt, self.result)
+        await run_unit(self.config.retry, self._attempt, self.result, budget=self.budget)
         if not self._hand_over:
             return self.result
         done = await self._transfer(None).run()
@@ -250,7 +251,7 @@ class ImageSync:
         result.attempts = number
         self._hand_over = False
         if number > 1:
-            self.emit(Retrying(self.id, number, 0, result.reason))
+            self.emit(Retrying(self.id, number, 0, result.reason, self.budget.last_failure))
             result.reason, result.changes = "", {}
             fresh = await self.src.get_image(self.id)
             if fresh is None:
@@ -362,8 +363,8 @@ async def sync_images(
     pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
     journal_path = None if config.dry_run else config.journal
     async with (
-        open_glance(src_cloud, **client_options(config)) as src,
-        open_glance(dst_cloud, **client_options(config)) as dst,
+        open_glance(src_cloud, **client_options(config), role="source", emit=emit) as src,
+        open_glance(dst_cloud, **client_options(config), role="destination", emit=emit) as dst,
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
@@ -397,17 +398,21 @@ async def sync_images(
             return result
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
+        kw |= {"window": config.window, "since": started}
         results = await run_pool(listing, handle, **kw)
-        if listed.complete and not (stop is not None and stop.is_set()):
+        removals = None
+        # A closed window judges no removed image: that would be new work (window.py).
+        if listed.complete and not (stop is not None and stop.is_set()) and listing.closed is None:
             removal = Removal(src, dst, config, index, await _record(config, journal, pair))
             found = removal.candidates(listed.ids, listed.named_missing)
             if found:
                 ids = {c["id"] for c in found}
-                results = [r for r in results if r.id not in ids] + await run_pool(_each(found), removal.handle, **kw)
+                removals = Listing(_each(found), "removed images", emit)
+                results = [r for r in results if r.id not in ids] + await run_pool(removals, removal.handle, **kw)
             if journal is not None:
                 await journal.forget(pair, removal.gone)
         check = None
-        if not config.dry_run and not (stop is not None and stop.is_set()):
+        if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             await journal.flush_record()
@@ -420,7 +425,18 @@ async def sync_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=stop is not None and stop.is_set(),
-        incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
+        incomplete="; ".join(filter(None, [_incomplete(listing, removals), check.incomplete if check else None]))
+        or None,
         clouds=run.clouds(),
         quota=None if verdict is None else verdict.describe(),
     )
+
+
+def _incomplete(listing: Listing, removals: Listing | None) -> str | None:
+    """Why the sync is not complete: its listing, its window (closed before the removed
+    images were judged), or its window closed while removing."""
+    if listing.incomplete is not None:
+        return listing.incomplete
+    if listing.closed is not None:
+        return f"{listing.closed}: the images the source no longer has were not judged"
+    return None if removals is None else removals.incomplete

@@ -185,7 +185,7 @@ class ImageTransfer:
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
         if number > 1:
-            self.emit(Retrying(self.id, number, self._moved, self.result.reason))
+            self.emit(Retrying(self.id, number, self._moved, self.result.reason, self.budget.last_failure))
             self._rewound, self._moved = self._moved, 0
             fresh = await self.src.get_image(self.id)
             if fresh is None:

@@ -101,7 +101,10 @@ async def verify_catalogs(
     """Compare the catalogs; each image's outcome is match, differs, missing or extra."""
     started = time.monotonic()
     kw = client_options(config)
-    async with open_glance(src_cloud, **kw) as src, open_glance(dst_cloud, **kw) as dst:
+    async with (
+        open_glance(src_cloud, **kw, role="source", emit=emit) as src,
+        open_glance(dst_cloud, **kw, role="destination", emit=emit) as dst,
+    ):
         run = await start_run(config, src, dst, emit, await destination_owned(config, None, dst_cloud.endpoint))
         index = run.index
         seen: set[str] = set()

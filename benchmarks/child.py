@@ -16,7 +16,9 @@ Kinds (``spec["kind"]``):
     (``spec["clouds"]`` and ``spec["only_ids"]`` for the real Glance pair;
     ``spec["names"]``: only images whose name matches one of these globs, as
     ``--name``; ``spec["expect"]``: the outcome every image must have, default
-    ``copied`` — ``skipped`` for a re-run with nothing to do).
+    ``copied`` — ``skipped`` for a re-run with nothing to do; ``spec["metrics_addr"]``:
+    also serve ``/metrics`` there from a :class:`asyncmigrate.metrics.Metrics`
+    subscriber, as ``--metrics-addr`` does).
 ``minimal``
     the least any copy of small images must send, in aiohttp at
     ``spec["concurrency"]`` images at once: list the source in pages of 1,000
@@ -44,6 +46,7 @@ this process only (see :data:`PATCHES`) — the package is never edited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -148,6 +151,14 @@ PATCHES: dict[str, Callable[[str], None]] = {
 # -- kinds --------------------------------------------------------------------
 
 
+def _both(first: Any, second: Any) -> Any:
+    def emit(event: Any) -> None:
+        first(event)
+        second(event)
+
+    return emit
+
+
 async def _asyncmigrate(spec: dict[str, Any]) -> dict[str, Any]:
     from asyncmigrate import CopyConfig, copy_images, load_cloud
     from asyncmigrate.progress import Stats, ignore
@@ -167,10 +178,16 @@ async def _asyncmigrate(spec: dict[str, Any]) -> dict[str, Any]:
         selection=Selection(names=tuple(spec.get("names", ()))),
     )
     emit: Any = ignore if "no-events" in spec.get("patches", []) else Stats()
-    rss = _status("VmRSS")
-    cpu0, t0 = _cpu(), time.perf_counter()
-    run = await copy_images(config, src, dst, emit=emit)
-    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    async with contextlib.AsyncExitStack() as stack:
+        if spec.get("metrics_addr"):  # --metrics-addr as the CLI serves it: one more subscriber
+            from asyncmigrate.metrics import Metrics, serve
+
+            server = await stack.enter_async_context(serve(spec["metrics_addr"], Metrics("copy")))
+            emit = _both(emit, server.metrics)
+        rss = _status("VmRSS")
+        cpu0, t0 = _cpu(), time.perf_counter()
+        run = await copy_images(config, src, dst, emit=emit)
+        seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
     expect = spec.get("expect", "copied")
     bad = [(r.id, r.outcome, r.reason) for r in run.images if r.outcome != expect]
     out: dict[str, Any] = {

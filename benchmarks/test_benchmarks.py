@@ -249,3 +249,13 @@ def test_startup_is_measured_per_command() -> None:
     assert "`asyncmigrate --version`" in report.startup_table(st)
     (row,) = report.startup_targets(st)
     assert row["value"] == max(st[label]["wall_median"] for label in startup.COMMANDS)
+
+
+def test_metrics_benchmark_scrapes_the_on_variant_only(pair: FakePair) -> None:
+    """One 'on' run of the metrics benchmark is scraped while it copies; the 'off' run serves nothing."""
+    from benchmarks import metrics
+
+    on = metrics.run_once(pair, 3, 4 * MiB, metrics=True)
+    off = metrics.run_once(pair, 3, 4 * MiB, metrics=False)
+    assert on["images"] == off["images"] == 3 and on["bytes"] == off["bytes"] == 3 * 4 * MiB
+    assert "scrapes" in on and "scrapes" not in off

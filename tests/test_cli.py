@@ -117,7 +117,8 @@ async def test_verify_false_in_clouds_yaml_warns_like_insecure(clouds: Clouds, t
     path.write_text(text)
     code, out, err = await _cli("copy", "--src-cloud", "src", "--dst-cloud", "dst", "-q", clouds_yaml=path)
     assert code == 0, err
-    warnings = [line for line in err.splitlines() if "NOT verified" in line]
+    # Warnings go where the log goes (stdout, as every notice: `| tee` keeps them).
+    warnings = [line for line in out.splitlines() if "NOT verified" in line]
     assert len(warnings) == 1 and "'dst'" in warnings[0] and "verify: false" in warnings[0], err
     args = ("copy", "--src-cloud", "src", "--dst-cloud", "dst", "-q")
     code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)

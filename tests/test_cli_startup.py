@@ -16,7 +16,7 @@ import pytest
 
 import asyncmigrate
 
-HEAVY = ("aiohttp", "anyio", "rich", "keystoneauth1", "openstack", "stamina", "sqlite3")
+HEAVY = ("aiohttp", "anyio", "rich", "keystoneauth1", "openstack", "stamina", "sqlite3", "prometheus_client")
 
 # Run main(argv) in a fresh interpreter; print what it wrote, its exit code and the heavy modules loaded.
 _PROBE = """

@@ -77,9 +77,9 @@ async def test_a_page_that_stays_wrong_ends_the_run_incomplete(clouds: Clouds, t
     _answer(clouds.src, GATEWAY, nth=3, times=None)
     report = tmp_path / "r.json"
     args = ("copy", "--src-cloud", "src", "--dst-cloud", "dst", "--retries", "2", "--report", str(report))
-    code, _out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
+    code, out, err = await _cli(*args, clouds_yaml=clouds.clouds_yaml)
     assert code == 4, err
-    assert "incomplete: the source listing failed after 25 images" in err and "not a listing page" in err
+    assert "incomplete: the source listing failed after 25 images" in out and "not a listing page" in out
     summary = json.loads(report.read_text())["summary"]
     assert summary["exit_code"] == 4 and summary["outcomes"] == {"copied": PAGE}
     clouds.src.faults.clear()

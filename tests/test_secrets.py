@@ -396,7 +396,7 @@ async def test_every_shape_in_the_error_log(clouds: Clouds, tmp_path: Path) -> N
         clouds_yaml=clouds.clouds_yaml,
     )  # fmt: skip
     assert code == 1, err
-    (line,) = [line for line in err.splitlines() if "tracebacks written to" in line]
+    (line,) = [line for line in out.splitlines() if "tracebacks written to" in line]
     log = Path(line.split("tracebacks written to ", 1)[1].split()[0]).read_text()
     assert log.count("ValueError") >= 2 and "swift-7" in log
     _assert_no_shape_secret(out + err + report.read_text() + log)

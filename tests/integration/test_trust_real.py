@@ -55,7 +55,8 @@ def test_a_gateway_json_page_is_retried_then_a_listing_failure(proxied: Proxied)
     proxied.src.answer("GET", r"^/v2/images$", 200, nth=3, times=None, **page)
     run = proxied.cli(*COPY, "--name", f"{tag}-*", "--retries", "2")
     assert run.returncode == 4, run.stdout + run.stderr
-    assert "not a listing page" in run.stderr and "the source listing failed after" in run.stderr
+    log = run.stdout  # the notice goes where the log goes
+    assert "not a listing page" in log and "the source listing failed after" in log
     proxied.src.clear()
     proxied.dst.seen.clear()
     proxied.dst.answer("GET", r"^/v2/images$", 200, nth=2, times=None, **page)  # the probe, then the catalog
