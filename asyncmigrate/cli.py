@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
 from .progress import Event, InternalError, Stats
-from .report import RunResult, check_writable, format_shard, write_report
+from .report import ImageResult, Outcome, RunResult, check_writable, format_shard, write_report
 from .selection import parse_shard
 from .window import parse_duration
 
@@ -109,7 +109,7 @@ def _with_journal(config: Any, args: argparse.Namespace, command: str, *key: str
     from .journal import default_journal_path
 
     if getattr(args, "no_journal", False):
-        if args.journal is not None:
+        if getattr(args, "journal", None) is not None:
             raise UsageError("--journal and --no-journal contradict each other")
         return config
     default = default_journal_path(command, *key, shard=config.selection.shard)
@@ -123,47 +123,59 @@ def _changes_nothing(args: argparse.Namespace) -> str | None:
     return None
 
 
-async def _watch_signals(
-    stop: anyio.Event, scope: anyio.CancelScope, grace: float, readonly: str | None, log: Log
-) -> None:
-    """First Ctrl-C/SIGTERM: take no new image, give those in flight ``grace``
-    seconds, then abort them; a second signal aborts at once.  A command that
-    changes nothing (``readonly`` names it) has nothing to finish: it stops at once."""
-    import anyio
+class _Signals:
+    """What Ctrl-C/SIGTERM do, from the first image to the exit code.
 
-    async def abort_after_grace() -> None:
-        await anyio.sleep(grace)
-        log.write(
-            f"asyncmigrate: grace of {grace:g} s over: aborting images in flight", level="warning", event="aborting"
-        )
-        scope.cancel()
+    While the job runs: the first signal takes no new image and gives those in
+    flight ``grace`` seconds, then aborts them (cancels ``job``); a second one
+    aborts at once.  A command that changes nothing (``readonly`` names it) has
+    nothing to finish: it stops at once.  Once the job is over (``over``) a
+    signal changes nothing: the summary, the report and the exit code are
+    those of the run that happened (the receiver stays open until then, so
+    neither SIGINT's KeyboardInterrupt nor SIGTERM's default kill can cut the
+    report short; see :func:`_run`).
+    """
 
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    def __init__(self, stop: anyio.Event, job: anyio.CancelScope, grace: float, readonly: str | None, log: Log) -> None:
+        self.stop, self.job, self.grace, self.readonly, self.log = stop, job, grace, readonly, log
+        self.over = False
+
+    def _say(self, text: str, event: str) -> None:
+        self.log.write(text, level="warning", event=event)
+
+    async def watch(self, signals: AsyncIterator[int]) -> None:
+        """Handle every signal ``signals`` receives (run it in the task group around the job)."""
+        import anyio
+
+        async def abort_after_grace() -> None:
+            await anyio.sleep(self.grace)
+            if not self.over:
+                self._say(f"asyncmigrate: grace of {self.grace:g} s over: aborting images in flight", "aborting")
+                self.job.cancel()
+
         async with anyio.create_task_group() as tg:
             async for _ in signals:
-                if readonly is not None:
-                    stop.set()
-                    log.write(
-                        f"asyncmigrate: {readonly} changes nothing: stopping now", level="warning", event="stopping"
+                if self.over or self.job.cancel_called:
+                    self._say("asyncmigrate: signal ignored: the run is over, finishing its report", "signal-ignored")
+                elif self.readonly is not None:
+                    self.stop.set()
+                    self._say(f"asyncmigrate: {self.readonly} changes nothing: stopping now", "stopping")
+                    self.job.cancel()
+                elif self.stop.is_set():
+                    self._say("asyncmigrate: second signal: aborting now", "aborting")
+                    self.job.cancel()
+                else:
+                    self.stop.set()
+                    self._say(
+                        f"asyncmigrate: stopping: no new images; finishing those in flight (up to {self.grace:g} s, "
+                        "Ctrl-C again to abort now)",
+                        "stopping",
                     )
-                    scope.cancel()
-                    return
-                if stop.is_set():
-                    log.write("asyncmigrate: second signal: aborting now", level="warning", event="aborting")
-                    scope.cancel()
-                    return
-                stop.set()
-                log.write(
-                    f"asyncmigrate: stopping: no new images; finishing those in flight (up to {grace:g} s, "
-                    "Ctrl-C again to abort now)",
-                    level="warning",
-                    event="stopping",
-                )
-                tg.start_soon(abort_after_grace)
+                    tg.start_soon(abort_after_grace)
 
 
 def _where_it_stopped(stats: Stats, run: RunResult) -> str:
-    aborted = len(stats.in_flight)
+    aborted = len(stats.taken)
     not_started = max(0, stats.images_seen - stats.done - aborted)
     listing = "" if stats.listing_done else " (the listing was not finished)"
     return (
@@ -277,7 +289,15 @@ async def _run(args: argparse.Namespace, console: Console, log: Log) -> RunResul
         run = await _run_job(args, console, log, server)
         if server is not None:
             await server.linger(args.metrics_linger)  # until the final values are scraped
+            _ignore_signals()  # its own receiver put back the default handlers
         return run
+
+
+def _ignore_signals() -> None:
+    """From here to the process's exit a signal must change nothing: the exit code is decided
+    (leaving a signal receiver puts back the default handlers: SIGINT raises, SIGTERM kills)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 async def _run_job(args: argparse.Namespace, console: Console, log: Log, server: MetricsServer | None) -> RunResult:
@@ -296,17 +316,65 @@ async def _run_job(args: argparse.Namespace, console: Console, log: Log, server:
 
     stop = anyio.Event()
     run: RunResult | None = None
-    with renderer:
+    scope = anyio.CancelScope()
+    signals = _Signals(stop, scope, getattr(args, "grace", 0.0), _changes_nothing(args), log)
+    # Signals are handled from the first image until the exit code is decided: the receiver
+    # stays open through the summary and the report (its handlers never raise, never kill).
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         try:
             async with anyio.create_task_group() as tg:
-                grace = getattr(args, "grace", 0.0)
-                tg.start_soon(_watch_signals, stop, tg.cancel_scope, grace, _changes_nothing(args), log)
-                run = await job(emit, stop)
-                tg.cancel_scope.cancel()  # the run is over: stop watching signals
+                tg.start_soon(signals.watch, received)
+                with renderer, scope:
+                    run = await job(emit, stop)
+                signals.over = True
+                run = _end(args, console, log, config, stats, run, errors)
+                tg.cancel_scope.cancel()  # the report is written: stop watching signals
         except BaseExceptionGroup as group:
             raise collapse(group) from group
+    _ignore_signals()
+    assert run is not None  # _end always builds one
+    return run
+
+
+def _aborted(stats: Stats, by: str = "by the signal") -> list[ImageResult]:
+    """The images an aborted run was handling, with what was sent (the job was cancelled:
+    only the progress events tell); ``by`` says what aborted them."""
+    from .render import human_bytes
+
+    results = []
+    for image_id, (name, size, sent) in stats.taken.items():
+        if image_id in stats.in_flight:
+            action = "copy"
+            what = (
+                f"aborted {by} after {human_bytes(sent)} of {human_bytes(size)} were sent: the upload was "
+                "dropped, Glance returns the image to queued at the destination (never deleted)"
+            )
+        else:
+            action = ""
+            what = f"aborted {by} before its data was sent (a destination image it created stays queued)"
+        reason = f"{what}; run the same command again to finish it"
+        results.append(ImageResult(image_id, name, action, Outcome.ABORTED, bytes=sent, size=size, reason=reason))
+    return results
+
+
+def _end(
+    args: argparse.Namespace,
+    console: Console,
+    log: Log,
+    config: Any,
+    stats: Stats,
+    run: RunResult | None,
+    errors: ErrorLog,
+) -> RunResult:
+    """The summary, the end-of-run lines and the report (signals change nothing any more)."""
     if run is None:  # aborted: build what is known from the progress events
-        run = RunResult(images=list(stats.results), seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+        # A command that writes reports what it was doing to each image in flight; one that
+        # only reads did nothing to them.
+        images = [*stats.results, *([] if _changes_nothing(args) else _aborted(stats))]
+        run = RunResult(images=images, seconds=stats.elapsed, dry_run=config.dry_run, interrupted=True)
+    elif stats.taken and not _changes_nothing(args):
+        # The run ended, yet images it took never ended: a maintenance window's grace aborted them.
+        run.images.extend(_aborted(stats, "at the end of the --max-duration grace"))
     run.shard = config.selection.shard  # the report says which shard it is (report merge reads it)
     _output(args, console, log, run)
     if run.interrupted and _changes_nothing(args):
@@ -323,6 +391,10 @@ async def _run_job(args: argparse.Namespace, console: Console, log: Log, server:
             f"asyncmigrate: incomplete: {redact(run.incomplete)}; run the same command again to finish",
             level="error",
             event="incomplete",
+        )
+    if run.refused is not None:
+        log.write(
+            f"asyncmigrate: refusing to delete: {run.refused}; nothing was deleted", level="error", event="refused"
         )
     if args.report is not None:
         write_report(args.report, run, command=" ".join(filter(None, [args.command, getattr(args, "job", None)])))
@@ -435,8 +507,24 @@ def _report_merge(args: argparse.Namespace, log: Log) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run the CLI; returns the exit code.
+
+    Called with ``argv`` (in-process, by a test or a wrapper), it gives back the signal
+    handlers it found; as the process's entry point (``argv`` None) a run leaves SIGINT
+    and SIGTERM ignored until the process exits: the exit code is decided.
+    """
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    entry = argv is None
+    try:
+        return _entry(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        if not entry:
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+
+def _entry(argv: list[str]) -> int:
     log: Log | None = None
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here

@@ -58,7 +58,10 @@ class Cloud:
     insecure: bool
     _session: Any = dataclasses.field(repr=False)
     project: str | None = None  # the token's project id (None: the authentication names none)
+    region: str | None = None
     _headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    _projects: dict[str, bool | None] = dataclasses.field(default_factory=dict, repr=False)
+    _projects_lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
     _fresh_until: float = dataclasses.field(default=0.0, repr=False)
     _lock: anyio.Lock = dataclasses.field(default_factory=anyio.Lock, repr=False)
     proxy: Proxy | None = None
@@ -120,6 +123,63 @@ class Cloud:
             raise UsageError(f"project name {name!r} matches {len(projects)} projects in cloud {self.name!r}")
         return str(projects[0]["id"])
 
+    async def identity(self) -> str | None:
+        """What this cloud's Keystone says it is: the id of the image service in the token's
+        catalog, and the region (random per Keystone deployment, the same through any proxy
+        or tunnel); None without Keystone or without an image service in the catalog."""
+        return await anyio.to_thread.run_sync(self._identity_blocking)
+
+    def _identity_blocking(self) -> str | None:
+        from keystoneauth1.identity.base import BaseIdentityPlugin
+
+        if not isinstance(self._session.auth, BaseIdentityPlugin):
+            return None
+        with _keystone_errors(self.name):
+            access = self._session.auth.get_access(self._session)
+        catalog = access.service_catalog.catalog if access.has_service_catalog() else []
+        for service in catalog or []:
+            if service.get("type") == "image" and service.get("id"):
+                region = self.region or next(
+                    (e.get("region_id") or e.get("region") for e in service.get("endpoints", [])
+                     if str(e.get("url", "")).rstrip("/") == self.endpoint),
+                    None,
+                )  # fmt: skip
+                return f"image service {service['id']} in region {region or '(any)'}"
+        return None
+
+    async def project_exists(self, project_id: str) -> bool | None:
+        """Does this cloud's Keystone have the project (``GET /v3/projects/{id}``, once per id
+        and run)?  None: it cannot be asked — no Keystone, or not allowed to read projects."""
+        if project_id not in self._projects:
+            async with self._projects_lock:  # one question per project, however many workers ask
+                if project_id not in self._projects:
+                    self._projects[project_id] = await anyio.to_thread.run_sync(self._project_blocking, project_id)
+        return self._projects[project_id]
+
+    def can_ask_projects(self) -> bool:
+        """Is there a Keystone to ask about projects at all (not ``auth_type: none``)?"""
+        from keystoneauth1.identity.base import BaseIdentityPlugin
+
+        return isinstance(self._session.auth, BaseIdentityPlugin)
+
+    def _project_blocking(self, project_id: str) -> bool | None:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        if not self.can_ask_projects():
+            return None
+        try:
+            with _keystone_errors(self.name):
+                resp = self._session.get(
+                    f"/projects/{project_id}",
+                    endpoint_filter={"service_type": "identity", "interface": "public", "version": (3, 0)},
+                    raise_exc=False,
+                )
+        except ksa_exc.EndpointNotFound:
+            return None  # no identity endpoint in the catalog: nobody to ask
+        if resp.status_code == 200:
+            return True
+        return False if resp.status_code == 404 else None  # 403: this caller may not read projects
+
     def _fetch_headers(self) -> tuple[dict[str, str], float | None]:
         """keystoneauth's headers, and the seconds their token has left (None: unknown)."""
         from keystoneauth1 import exceptions as ksa_exc
@@ -134,6 +194,23 @@ class Cloud:
         except ksa_exc.ClientException as exc:
             raise AuthenticationError(f"cloud {self.name!r}: authentication failed: {type(exc).__name__}") from exc
         return {str(k): str(v) for k, v in headers.items()}, lifetime
+
+
+@contextlib.contextmanager
+def _keystone_errors(name: str) -> Iterator[None]:
+    """keystoneauth's errors while talking to Keystone, as ours."""
+    from keystoneauth1 import exceptions as ksa_exc
+
+    try:
+        yield
+    except ksa_exc.Unauthorized as exc:
+        raise AuthenticationError(f"cloud {name!r}: credentials refused by Keystone") from exc
+    except ksa_exc.ConnectFailure as exc:
+        raise EndpointError(f"cloud {name!r}: cannot reach Keystone") from exc
+    except ksa_exc.EndpointNotFound:
+        raise
+    except ksa_exc.ClientException as exc:
+        raise AuthenticationError(f"cloud {name!r}: authentication failed: {type(exc).__name__}") from exc
 
 
 def _seconds_left(auth_ref: Any) -> float | None:
@@ -239,6 +316,7 @@ def _load_blocking(name: str | None, insecure: bool) -> Cloud:
         _session=session,
         proxy=environment_proxy(endpoint),
         project=str(project) if project else None,
+        region=region.get_region_name("image"),
     )
 
 

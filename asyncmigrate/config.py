@@ -22,7 +22,7 @@ whatever the image sizes.  Image records queued between the lister and the
 workers add ``concurrency`` small dicts (the stream is bounded to that size).
 
 What grows with the catalogs, not with the images' sizes: the destination
-index (about 450 bytes per destination image, read once per run unless
+index (about 600 bytes per destination image, read once per run unless
 ``--image`` names the images: :mod:`asyncmigrate.catalog`), the ids the
 listing has handed on (about 100 bytes per source image), one result per
 image for the report, and for ``sync`` the per-pair record.
@@ -158,6 +158,12 @@ class CopyConfig:
     # Custom properties the destination sets itself (asyncmigrate/owned.py): never sent or compared.
     destination_properties: tuple[str, ...] = ()
     ignore_quota: bool = False  # start even when the destination's quota cannot hold the plan (quota.py)
+    # Members with no mapping in project_map: left out (True) or the image refused (identity.py).
+    drop_unmapped_members: bool = False
+    # The pair's record (record.py): use it although the source's identity or holdings say it
+    # is another cloud's (confirm_source); accept another identity mapping (change_mapping).
+    confirm_source: bool = False
+    change_mapping: bool = False
     window: Window | None = None  # --max-duration: no new image after it (see window.py)
 
     def __post_init__(self) -> None:

@@ -94,6 +94,11 @@ class Listing:
         self._unlisted = self._unlisted_bytes = 0  # listed after the close, only counted
         self._read_to_end = False  # the listing was read to its end
 
+    def drained(self, handled: int) -> bool:
+        """Was the listing read to its end, never closed, and every image it handed out
+        ``handled``?  (A run stopped after that point was cut short of nothing.)"""
+        return self._read_to_end and self.closed is None and handled >= self._handed
+
     def close(self, why: str) -> None:
         """Stop the intake now: no image is handed out after this; the rest of the
         listing is only read, to count what is left (see :attr:`incomplete`)."""

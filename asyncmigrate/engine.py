@@ -33,13 +33,15 @@ from .config import CopyConfig
 from .containment import Listing, handle_contained
 from .errors import AsyncMigrateError, Behaviour, EndpointError, collapse, redact
 from .glance import GlanceClient, client_options, open_glance
-from .journal import Journal, pair_key, read_destination_properties
+from .identity import mapping_of
+from .journal import Journal, read_destination_properties
 from .limits import Limits
 from .metadata import size_of
 from .owned import DestinationProperties
-from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, JournalOpened, ListingDone, ignore
+from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, ImageTaken, JournalOpened, ListingDone, ignore
 from .quota import Needs, QuotaExceeded, Verdict, judge
 from .recheck import Recheck, each
+from .record import PairRecord, SourceIdentity, open_record
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer, destination_view
@@ -57,6 +59,7 @@ __all__ = [
     "list_images",
     "missing_result",
     "open_cloud",
+    "pair_record",
     "read_index",
     "rechecked",
     "run_pool",
@@ -159,10 +162,15 @@ class PairRun:
     uploader: Uploader
     index: DestinationIndex | None  # None: named images, read one by one
     owned: DestinationProperties = dataclasses.field(default_factory=DestinationProperties)
+    projects_checked: bool = False  # the destination's Keystone can say which projects exist
 
     def clouds(self) -> dict[str, Any]:
-        """The report's ``clouds``: each side's capabilities (and the upload way)."""
-        destination = self.dst_caps.describe() | {"upload_method": self.uploader.method}
+        """The report's ``clouds``: each side's capabilities (the upload way, and whether owners and
+        members are checked against the destination's projects)."""
+        destination = self.dst_caps.describe() | {
+            "upload_method": self.uploader.method,
+            "projects_checked": self.projects_checked,
+        }
         return {"source": self.src_caps.describe(), "destination": destination}
 
 
@@ -181,7 +189,38 @@ async def start_run(
     properties = DestinationProperties([*config.destination_properties, *owned])
     # Named images are read one by one; a whole catalog is decided from one listing.
     index = None if config.image_ids else await read_index(dst, dst_caps, properties)
-    return PairRun(src_caps, dst_caps, limits, uploader, index, properties)
+    return PairRun(
+        src_caps, dst_caps, limits, uploader, index, properties, projects_checked=dst.cloud.can_ask_projects()
+    )
+
+
+async def pair_record(
+    config: CopyConfig, journal: Journal | None, src: GlanceClient, dst_cloud: Cloud
+) -> PairRecord | None:
+    """The pair's record for this run (:func:`~asyncmigrate.record.open_record`): bound and
+    written by a live run with a journal, only read by a dry run; None without a journal.
+
+    Checked before any image is handled: a source that is not the record's, or another
+    identity mapping than its copies used, is a usage error (nothing done).
+    """
+    if journal is None and not (config.dry_run and config.journal is not None):
+        return None
+    identity = SourceIdentity(src.cloud.endpoint, await src.cloud.identity())
+    mapping = mapping_of(
+        keep_owner=config.keep_owner,
+        project_map=config.project_map,
+        drop_unmapped_members=config.drop_unmapped_members,
+    )
+    return await open_record(
+        journal,
+        config.journal,
+        src,
+        identity,
+        dst_cloud.endpoint,
+        mapping,
+        confirm_source=config.confirm_source,
+        change_mapping=config.change_mapping,
+    )
 
 
 class QuotaTally:
@@ -298,10 +337,13 @@ async def run_pool(
 async def journaled(
     path: Path | None, command: str, emit: Emit, stop: anyio.Event | None
 ) -> AsyncIterator[Journal | None]:
-    """Open the run's journal (if any); close the run in it on a normal end.
+    """Open the run's journal (if any); close the run in it when it ends.
 
-    On cancellation or a fatal error the run is left open, as a crash leaves
-    it, so the next run reports the images that were in flight.
+    A run cancelled (aborted after a signal: the grace was over, or a second
+    signal) is closed as interrupted, its images in flight marked ``aborted``:
+    the next run must not take a clean interrupt for a kill.  On a fatal error
+    the run is left open, as a crash leaves it, so the next run reports the
+    images that were in flight.
     """
     if path is None:
         yield None
@@ -310,11 +352,16 @@ async def journaled(
     emit(JournalOpened(str(path), len(journal.crashed_in_flight)))
     try:
         yield journal
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await journal.finish(interrupted=True)
+        raise
     except BaseException:
         with anyio.CancelScope(shield=True):
             await journal.abandon()
         raise
-    await journal.finish(interrupted=stop is not None and stop.is_set())
+    stopped = stop is not None and stop.is_set()
+    await journal.finish(interrupted=stopped if journal.cut_short is None else journal.cut_short)
 
 
 async def _produce(
@@ -355,6 +402,7 @@ async def _work(
                 return
             if intake is not None and intake.closed is not None:
                 continue  # listed before the door closed: not started (Listing.settle counts it)
+            emit(ImageTaken(image["id"], image.get("name"), size_of(image)))
             if journal is not None:
                 await journal.started(image)
             if image.get("status") == "missing":
@@ -397,7 +445,7 @@ async def copy_images(
     ):
         owned = await destination_owned(config, journal, dst_cloud.endpoint)
         run = await start_run(config, src, dst, emit, owned)
-        pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+        record = await pair_record(config, journal, src, dst_cloud)
         tally = QuotaTally(config, run)
 
         def listed() -> AsyncIterator[dict[str, Any]]:
@@ -418,8 +466,9 @@ async def copy_images(
                 return planned
             result = await transfer.run()
             await keep_owned(journal, run.owned, dst_cloud.endpoint)
-            if journal is not None and at_destination(result, index):
-                await journal.remember(pair, image)  # the record sync's removed images come from
+            if record is not None and at_destination(result, index):
+                # The record sync's removed images come from, with the destination copy it saw.
+                await record.remember(image, transfer.seen or (index.get(image["id"]) if index else None))
             return result
 
         # A listing that fails part-way ends the intake; the images in flight finish.
@@ -434,21 +483,24 @@ async def copy_images(
             window=config.window,
             since=started,
         )
+        # A signal that came after the last image was taken and finished cut nothing short.
+        interrupted = stop is not None and stop.is_set() and not listing.drained(len(results))
         check = None
         if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
-            # (A closed window checks nothing more: that would be new work after its end.)
+            # (A stop or a closed window checks nothing more: that would be new work after it.)
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
+            journal.cut_short = interrupted
             await journal.flush_record()
-            if check is not None:
-                await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
+        if check is not None and record is not None:
+            await record.forget(check.gone)  # deleted at the destination meanwhile: not brought
         if config.dry_run:
             verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        interrupted=stop is not None and stop.is_set(),
+        interrupted=interrupted,
         clouds=run.clouds(),
         incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
         quota=None if verdict is None else verdict.describe(),

@@ -4,8 +4,17 @@
 name resolved through the source cloud's Keystone — to a destination project
 id.  The map rewrites ``owner`` and image members.  An image whose owner has
 no mapping is reported, or, with ``--unmapped-owner caller``, created without
-an owner so it belongs to the caller's project.  Members without a mapping
-are left out and named in the image's reason.
+an owner so it belongs to the caller's project.  A member without a mapping
+cannot be shared with at the destination: the image is refused (``copy``,
+``sync``) and counted as a difference (``verify``) unless
+``--drop-unmapped-members`` says to leave such members out — and then they
+are still named.
+
+The pair's record keeps the mapping its copies used (:func:`mapping_of`: the
+map's content, ``--no-owner``, ``--unmapped-owner``,
+``--drop-unmapped-members``): a run with another mapping, or none, would
+re-own or re-share every image it touches, so it is refused at once, naming
+the difference (:func:`mapping_difference`), unless ``--change-mapping``.
 """
 
 from __future__ import annotations
@@ -13,13 +22,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ImageError, UsageError
 
-__all__ = ["ProjectMap", "UnmappedOwner", "load_mapping", "load_project_map", "map_members"]
+if TYPE_CHECKING:
+    from .clouds import Cloud
+
+__all__ = [
+    "ProjectMap",
+    "UnmappedOwner",
+    "left_out_note",
+    "load_mapping",
+    "load_project_map",
+    "map_members",
+    "mapping_difference",
+    "mapping_of",
+    "unknown_projects",
+    "unmapped_members_refused",
+]
 
 _PROJECT_ID = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F-]{36}$")
 
@@ -104,3 +127,74 @@ async def load_project_map(
         mapping[source.replace("-", "")] = value
         mapping[source] = value
     return ProjectMap(mapping=mapping, unmapped_owner=unmapped_owner)
+
+
+def mapping_of(*, keep_owner: bool, project_map: ProjectMap | None, drop_unmapped_members: bool) -> dict[str, Any]:
+    """The identity mapping a run uses, as the pair's record keeps it (JSON-able)."""
+    table = None
+    if project_map is not None:  # names were resolved: ids only, each once (without dashes)
+        table = {k.replace("-", ""): v for k, v in sorted(project_map.mapping.items())}
+    return {
+        "keep_owner": keep_owner,
+        "project_map": table,
+        "unmapped_owner": None if project_map is None else project_map.unmapped_owner,
+        "drop_unmapped_members": drop_unmapped_members,
+    }
+
+
+def mapping_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str | None:
+    """How the mapping ``wanted`` differs from the ``stored`` one the pair's copies used,
+    in one phrase naming the flag (None: the same)."""
+    if bool(stored.get("keep_owner", True)) != bool(wanted.get("keep_owner", True)):
+        was = "kept the source owners" if stored.get("keep_owner", True) else "were made with --no-owner"
+        now = "has --no-owner" if not wanted.get("keep_owner", True) else "keeps the source owners"
+        return f"the pair's copies {was}; this run {now}"
+    before, after = stored.get("project_map"), wanted.get("project_map")
+    if before is not None and after is None:
+        return f"the pair's copies were made with --project-map ({len(before)} projects); this run has none"
+    if before is None and after is not None:
+        return f"the pair's copies were made without --project-map; this run has one ({len(after)} projects)"
+    if before is not None and after is not None and before != after:
+        changes = [
+            f"{k} → {after[k]!r} (was {before[k]!r})" if k in before and k in after
+            else f"{k} no longer mapped (was {before[k]!r})" if k in before
+            else f"{k} → {after[k]!r} (new)"
+            for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k)
+        ]  # fmt: skip
+        more = f", and {len(changes) - 3} more" if len(changes) > 3 else ""
+        return "--project-map differs from the one the pair's copies used: " + ", ".join(changes[:3]) + more
+    for key, flag in (("unmapped_owner", "--unmapped-owner"), ("drop_unmapped_members", "--drop-unmapped-members")):
+        if stored.get(key) != wanted.get(key):
+            return f"{flag} is {wanted.get(key)!r} in this run, {stored.get(key)!r} for the pair's copies"
+    return None
+
+
+def left_out_note(left_out: list[str]) -> str:
+    """The words naming the members left out by ``--drop-unmapped-members`` ("" when none)."""
+    return f"members left out (no mapping; --drop-unmapped-members): {', '.join(left_out)}" if left_out else ""
+
+
+def unmapped_members_refused(left_out: list[str], *, drop: bool) -> str | None:
+    """Why a shared image cannot be shared as the source shares it (None: it can, or the
+    operator chose ``--drop-unmapped-members``)."""
+    if not left_out or drop:
+        return None
+    return (
+        f"members without a mapping in --project-map: {', '.join(left_out)}; map them, or "
+        "--drop-unmapped-members to share the image without them"
+    )
+
+
+async def unknown_projects(cloud: Cloud, project_ids: Iterable[str | None]) -> str | None:
+    """Why these projects cannot own or share an image at the destination: those its Keystone
+    says it does not have (None: all known, or it cannot be asked — :meth:`Cloud.project_exists`)."""
+    if not cloud.can_ask_projects():
+        return None
+    unknown = [p for p in dict.fromkeys(filter(None, project_ids)) if await cloud.project_exists(p) is False]
+    if not unknown:
+        return None
+    return (
+        f"not a project at the destination (its Keystone has none with that id): {', '.join(unknown)}; "
+        "fix --project-map"
+    )

@@ -10,12 +10,23 @@ What it is for:
   the images that were in flight are named and reported as ``resumed``;
 * operators can watch or audit a long job from outside (``sqlite3 FILE``);
 * the *record* of what this tool brought from one source to one destination
-  (table ``brought``, keyed by the pair): ``sync`` reports or deletes the
-  images of that record the source no longer has, and nothing else.  It is
-  rebuilt on every run from the images found at both ends (Glance ids are
-  random UUIDs: an id in both catalogs was copied), so a lost file only
-  forgets the images deleted at the source since the last run — those are
-  then never deleted, the safe direction.
+  (:mod:`asyncmigrate.record`: bound to the source cloud itself, not to its
+  address): ``sync`` reports or deletes the images of that record the source
+  no longer has, and nothing else.  It is rebuilt on every run from the images
+  found at both ends (Glance ids are random UUIDs: an id in both catalogs was
+  copied), so a lost file only forgets the images deleted at the source since
+  the last run — those are then never deleted, the safe direction.
+
+One live run at a time: a run that writes takes an exclusive lock on
+``<journal>.lock`` (``flock``) for as long as it runs, and writes its pid, host,
+command and start time into it.  A second live run on the same journal (a
+cron'd ``sync`` during a long ``copy``: they share the pair's journal by
+design) is refused at once with one line naming the first; without the lock it
+would take the other run's images in flight for a killed run's.  The lock is
+the kernel's: it goes when its process goes, however it ends (``kill -9``, a
+crash, power loss), so a dead holder never blocks — the file left behind is
+only a note, never read as a lock.  Runs that only read (``plan``, ``--dry-run``)
+take no lock.
 
 What it is not: the truth.  Every image is re-decided from the destination's
 real state on every run (the destination wins), so a journal that lost its
@@ -29,9 +40,11 @@ damaged underneath) never stops the run: the journal says so once (a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -43,17 +56,10 @@ import anyio.to_thread
 
 from .errors import UsageError
 from .progress import Emit, JournalFailed, ignore
+from .record import migrate, write_rows
 from .report import ImageResult
 
-__all__ = [
-    "RECORD_KEYS",
-    "Journal",
-    "default_journal_path",
-    "pair_key",
-    "read_destination_properties",
-    "read_record",
-    "state_dir",
-]
+__all__ = ["Journal", "default_journal_path", "read_destination_properties", "state_dir"]
 
 T = TypeVar("T")
 
@@ -69,7 +75,7 @@ CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     name TEXT,
     run_id INTEGER NOT NULL,
-    state TEXT NOT NULL,          -- started | done
+    state TEXT NOT NULL,          -- started | done | aborted (in flight when an interrupted run ended)
     outcome TEXT,
     action TEXT,
     bytes INTEGER NOT NULL DEFAULT 0,
@@ -79,19 +85,6 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
-# The record of images brought from a source to a destination ("pair" is
-# pair_key()).  ``source`` holds the attributes of the source image, as last
-# seen, that the selection flags look at: a removed image is judged by them.
-_RECORD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS brought (
-    pair TEXT NOT NULL,
-    id TEXT NOT NULL,
-    name TEXT,
-    source TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (pair, id)
-);
-"""
 # The custom properties a destination was seen setting itself (asyncmigrate/owned.py), by
 # destination endpoint: later runs leave them alone.
 _OWNED_SCHEMA = """
@@ -102,41 +95,7 @@ CREATE TABLE IF NOT EXISTS destination_properties (
     PRIMARY KEY (destination, key)
 );
 """
-RECORD_KEYS = ("id", "name", "owner", "visibility", "status", "tags", "size", "stores")
-_RECORD_BATCH = 500  # rows buffered before a write: one thread hop per batch, not per image
-
-
-def pair_key(source_endpoint: str, destination_endpoint: str) -> str:
-    """The record's key for one (source, destination) pair of image endpoints."""
-    return hashlib.sha256(f"{source_endpoint}\n{destination_endpoint}".encode()).hexdigest()[:16]
-
-
-async def read_record(path: Path, pair: str) -> dict[str, dict[str, Any]]:
-    """The record of ``pair`` in the journal at ``path``, read only ({} when there is none).
-
-    For dry runs: opens nothing for writing and creates no file.
-    """
-    return await anyio.to_thread.run_sync(_read_record_blocking, path, pair)
-
-
-def _read_record_blocking(path: Path, pair: str) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            return _select_record(db, pair)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return {}
-        raise UsageError(f"cannot read the journal {path}: {exc}") from exc
-
-
-def _select_record(db: sqlite3.Connection, pair: str) -> dict[str, dict[str, Any]]:
-    rows = db.execute("SELECT id, source FROM brought WHERE pair = ?", (pair,))
-    return {row[0]: dict(json.loads(row[1])) for row in rows}
+_RECORD_BATCH = 500  # record rows buffered before a write: one thread hop per batch, not per image
 
 
 async def read_destination_properties(path: Path, destination: str) -> list[str]:
@@ -192,16 +151,20 @@ class Journal:
         run_id: int,
         crashed: dict[str, str],
         emit: Emit = ignore,
+        lock: int | None = None,
     ) -> None:
         self.path = path
         self._db = connection
+        self._lock_fd = lock
         self.run_id = run_id
         # Images a previous run left in flight, with that run's start time.
         self.crashed_in_flight = crashed
         self._limiter = anyio.CapacityLimiter(1)
-        self._remembered: list[tuple[str, str, str | None, str, float]] = []
+        self._remembered: list[tuple[str, str, str | None, str, float, str | None]] = []
         self._emit = emit
         self.failed: str | None = None  # why writing stopped, once it did
+        # Set by the run when it knows: did a stop cut it short (a signal after the last image did not)?
+        self.cut_short: bool | None = None
 
     @classmethod
     async def open(cls, path: Path, command: str, emit: Emit = ignore) -> Journal:
@@ -220,10 +183,20 @@ class Journal:
     @classmethod
     def _open_blocking(cls, path: Path, command: str) -> Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _take_lock(path, command)
+        try:
+            return cls._open_locked(path, command, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _open_locked(cls, path: Path, command: str, lock: int) -> Journal:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA + _RECORD_SCHEMA + _OWNED_SCHEMA)
+        db.executescript(_SCHEMA + _OWNED_SCHEMA)
+        migrate(db)
         crashed = {
             row[0]: row[1]
             for row in db.execute(
@@ -232,7 +205,7 @@ class Journal:
             )
         }
         cur = db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, time.time()))
-        return cls(path, db, int(cur.lastrowid or 0), crashed)
+        return cls(path, db, int(cur.lastrowid or 0), crashed, lock=lock)
 
     async def _guarded(self, work: Callable[..., T], *args: Any) -> T | None:
         """Run ``work(*args)`` on the journal's thread; once anything fails, the journal is
@@ -255,6 +228,9 @@ class Journal:
         # Nothing left to lose if this fails: the run's outcome does not depend on it.
         with contextlib.suppress(OSError, sqlite3.Error):
             await anyio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+        if self._lock_fd is not None:  # the lock goes last: the run is closed in the file by now
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def started(self, image: dict[str, Any]) -> None:
         """Record that a worker took the image."""
@@ -273,58 +249,54 @@ class Journal:
         )
 
     async def finish(self, *, interrupted: bool) -> None:
-        """Close the run (a run never closed was killed) and the file."""
-        await self._write(
-            "UPDATE runs SET finished_at=?, interrupted=? WHERE id=?", (time.time(), int(interrupted), self.run_id)
-        )
+        """Close the run (a run never closed was killed) and the file.
+
+        Images of this run still ``started`` were aborted in flight (an interrupted run):
+        they are marked ``aborted``, so the next run does not take them for a killed run's.
+        """
+        await self.flush_record()
+        await self._guarded(self._close_run, interrupted)
         await self._close()
 
-    async def abandon(self) -> None:
-        """Close the file without closing the run (as a crash would, but cleanly)."""
-        await self._close()
-
-    # -- the record of images brought from a source (``sync`` reads it) ------
-
-    async def remember(self, pair: str, image: dict[str, Any]) -> None:
-        """Record that the source image ``image`` is at the destination too (buffered)."""
-        source = json.dumps({k: image.get(k) for k in RECORD_KEYS}, separators=(",", ":"))
-        self._remembered.append((pair, image["id"], image.get("name"), source, time.time()))
-        if len(self._remembered) >= _RECORD_BATCH:
-            await self.flush_record()
-
-    async def flush_record(self) -> None:
-        """Write the buffered :meth:`remember` rows."""
-        rows, self._remembered = self._remembered, []
-        if rows:
-            await self._guarded(self._write_record, rows)
-
-    def _write_record(self, rows: list[tuple[str, str, str | None, str, float]]) -> None:
-        self._batch(
-            "INSERT INTO brought (pair, id, name, source, seen_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(pair, id) DO UPDATE SET name=excluded.name, source=excluded.source, seen_at=excluded.seen_at",
-            rows,
+    def _close_run(self, interrupted: bool) -> None:
+        now = time.time()
+        self._statements(
+            ("UPDATE images SET state='aborted', updated_at=? WHERE run_id=? AND state='started'", (now, self.run_id)),
+            ("UPDATE runs SET finished_at=?, interrupted=? WHERE id=?", (now, int(interrupted), self.run_id)),
         )
 
-    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        # The connection is in autocommit mode: one explicit transaction per batch.
+    def _statements(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Run ``statements`` in one transaction (the connection is in autocommit mode)."""
         self._db.execute("BEGIN")
         try:
-            self._db.executemany(sql, rows)
+            for sql, params in statements:
+                self._db.execute(sql, params)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
-    async def record(self, pair: str) -> dict[str, dict[str, Any]]:
-        """Every image of ``pair``'s record: {id: the source attributes last seen}."""
-        await self.flush_record()
-        # A journal that failed has no record to offer: nothing is then judged removed.
-        return await self._guarded(_select_record, self._db, pair) or {}
+    async def abandon(self) -> None:
+        """Close the file without closing the run (as a crash would, but cleanly)."""
+        await self._close()
 
-    async def forget(self, pair: str, image_ids: list[str]) -> None:
-        """Drop images from ``pair``'s record (deleted at the destination too)."""
-        if image_ids:
-            await self._guarded(self._forget, pair, image_ids)
+    # -- the pair's record (asyncmigrate.record) writes through here ----------
+
+    async def guarded(self, work: Callable[..., T], *args: Any) -> T | None:
+        """``work(connection, *args)`` on the journal's thread (None once the journal failed)."""
+        return await self._guarded(work, self._db, *args)
+
+    async def buffer_row(self, row: tuple[str, str, str | None, str, float, str | None]) -> None:
+        """Buffer one record row (:func:`asyncmigrate.record.write_rows` writes a batch)."""
+        self._remembered.append(row)
+        if len(self._remembered) >= _RECORD_BATCH:
+            await self.flush_record()
+
+    async def flush_record(self) -> None:
+        """Write the buffered record rows."""
+        rows, self._remembered = self._remembered, []
+        if rows:
+            await self._guarded(write_rows, self._db, rows)
 
     # -- the properties a destination sets itself (asyncmigrate/owned.py) ---
 
@@ -339,5 +311,55 @@ class Journal:
             sql = "INSERT OR IGNORE INTO destination_properties (destination, key, learned_at) VALUES (?, ?, ?)"
             await self._guarded(self._batch, sql, rows)
 
-    def _forget(self, pair: str, image_ids: list[str]) -> None:
-        self._batch("DELETE FROM brought WHERE pair = ? AND id = ?", [(pair, i) for i in image_ids])
+    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        # The connection is in autocommit mode: one explicit transaction per batch.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def _take_lock(path: Path, command: str) -> int:
+    """Lock ``<path>.lock`` for this process (see the module docstring); its descriptor.
+
+    A journal another live run holds is a :class:`~asyncmigrate.errors.UsageError`
+    naming that run (nothing has started).
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot open the journal's lock {lock_path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise UsageError(
+            f"the journal {path} is in use by another live run ({holder}); two runs on one journal would each "
+            "take the other's images in flight for a killed run's: wait for it to finish, or give this run its "
+            "own --journal"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise UsageError(
+            f"cannot lock the journal {path} ({exc.strerror or exc}): put it on a file system that supports "
+            "locks (--journal FILE)"
+        ) from exc
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started_at": time.time()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(note) + "\n").encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """The note the lock's holder wrote, as words ("pid 123 on host h, copy since 12:00:01")."""
+    try:
+        note = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(note["started_at"])))
+        return f"pid {int(note['pid'])} on host {note['host']}, {note['command']} since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it has not said which yet"  # it locked the file and is writing its note

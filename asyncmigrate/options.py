@@ -1,4 +1,5 @@
-"""Command-line flags → validated configs (the CLI's parser, kept apart from running).
+"""The command line's flags (the CLI's parser, kept apart from running); the configs they
+describe are built by :mod:`asyncmigrate.runconfig` (re-exported here).
 
 Commands: ``copy``, ``sync``, ``move``, ``plan copy|sync|move`` (the same
 flags, a dry run with a table and a time estimate) and ``verify``.
@@ -7,17 +8,11 @@ flags, a dry run with a table and a time estimate) and ``verify``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from . import __version__
-from .config import CopyConfig, MoveConfig, RetryPolicy, SyncConfig, Timeouts, parse_size
-from .errors import UsageError
-from .identity import load_mapping
 from .parser import Parser as _Parser
-from .preflight import PreflightOptions
-from .selection import Selection, parse_shard
-from .window import Window, parse_duration
+from .runconfig import copy_config, move_config, preflight_options, selection, sync_config, window
 
 __all__ = ["build_parser", "copy_config", "move_config", "preflight_options", "selection", "sync_config", "window"]
 
@@ -257,7 +252,7 @@ def _traps(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _identity(p: argparse.ArgumentParser) -> None:
+def _identity(p: argparse.ArgumentParser, *, record: bool = True) -> None:
     p.add_argument("--no-owner", action="store_true", help="do not copy the owner (images belong to the caller)")
     p.add_argument("--project-map", type=Path, metavar="FILE", help="YAML/JSON: source project id or name -> dest id")
     p.add_argument(
@@ -274,6 +269,25 @@ def _identity(p: argparse.ArgumentParser) -> None:
         help="a custom property the destination sets itself (an import plugin's): never copied, compared or "
         "removed (repeatable; keys the destination is seen adding are remembered in the journal)",
     )
+    p.add_argument(
+        "--drop-unmapped-members",
+        action="store_true",
+        help="share images without their members that --project-map does not map (named in the report); "
+        "default: such an image is refused, and verify counts it as a difference",
+    )
+    if record:
+        g = p.add_argument_group("the pair's record (see the guide, 'What protects an image from deletion')")
+        g.add_argument(
+            "--change-mapping",
+            action="store_true",
+            help="map identities otherwise than the pair's copies did (else such a run is refused)",
+        )
+        g.add_argument(
+            "--confirm-source",
+            action="store_true",
+            help="the source is the cloud the pair's record was made from, and what it no longer holds is really "
+            "gone (else a source that holds little of its record is refused)",
+        )
 
 
 def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
@@ -289,12 +303,16 @@ def _sync_flags(p: argparse.ArgumentParser, *, plan: bool) -> None:
         help="with --delete-removed: unprotect a protected one and delete it (default: report it, exit 1)",
     )
     if plan:
-        p.add_argument(
-            "--journal",
-            type=Path,
-            metavar="FILE",
-            help="the journal whose record names what was brought (default: the pair's, as sync uses)",
-        )
+        _plan_journal(p)
+
+
+def _plan_journal(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="the journal whose record names what was brought (default: the pair's, as copy and sync use)",
+    )
 
 
 def _move_flags(p: argparse.ArgumentParser) -> None:
@@ -407,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_sub = plan.add_subparsers(dest="job", required=True, parser_class=_Parser)
     plan_copy = _sub(plan_sub, "copy", "plan a copy", "Plan a copy (same flags as copy).", PLAN_EXAMPLES)
     _copy_flags(plan_copy)
+    _plan_journal(plan_copy)
     _plan_flags(plan_copy)
     _runtime(plan_copy, concurrency=8)
     plan_sync = _sub(plan_sub, "sync", "plan a sync", "Plan a sync (same flags as sync).", PLAN_EXAMPLES)
@@ -429,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--src-cloud", required=True, metavar="NAME", help="source cloud (clouds.yaml name)")
     verify.add_argument("--dst-cloud", required=True, metavar="NAME", help="destination cloud (clouds.yaml name)")
     verify.add_argument("--strict", action="store_true", help="images only at the destination are differences too")
-    _identity(verify)
+    _identity(verify, record=False)
     _traps(verify)
     _filters(verify)
     _metrics_flags(verify)
@@ -452,114 +471,3 @@ def _report_command(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="a shard's --report file")
     merge.add_argument("--output", choices=("table", "json"), default="table", help="text (default) or JSON")
-
-
-def selection(args: argparse.Namespace) -> Selection:
-    """The filters, shard and order the flags describe."""
-    return Selection(
-        exclude=frozenset(args.exclude),
-        projects=frozenset(args.project),
-        visibility=frozenset(args.visibility),
-        statuses=frozenset(args.status),
-        names=tuple(args.name),
-        tags=frozenset(args.tag),
-        min_size=parse_size(args.min_size) if args.min_size else None,
-        max_size=parse_size(args.max_size) if args.max_size else None,
-        stores=frozenset(args.store),
-        shard=parse_shard(args.shard) if args.shard else None,
-        order_by=args.order_by,
-    )
-
-
-def _retry(args: argparse.Namespace) -> RetryPolicy:
-    return RetryPolicy(attempts=args.retries, deadline=args.retry_deadline)
-
-
-def _timeouts(args: argparse.Namespace) -> Timeouts:
-    return Timeouts(connect=args.connect_timeout, idle_read=args.read_timeout)
-
-
-def copy_config(args: argparse.Namespace, *, dry_run: bool = False) -> CopyConfig:
-    """The CopyConfig the flags describe (``copy``, ``plan copy``, ``verify``)."""
-    return CopyConfig(
-        concurrency=args.concurrency,
-        chunk_size=parse_size(args.chunk_size),
-        dst_store=getattr(args, "dst_store", None),
-        image_ids=tuple(args.image),
-        dry_run=dry_run or getattr(args, "dry_run", False),
-        verify=getattr(args, "verify", "full") if args.command != "verify" else "full",
-        keep_owner=not args.no_owner,
-        retry=_retry(args),
-        timeouts=_timeouts(args),
-        selection=selection(args),
-        max_rate=_max_rate(args),
-        max_uploads=getattr(args, "max_uploads", None),
-        preflight=preflight_options(args),
-        upload_method=getattr(args, "upload_method", "put"),
-        import_timeout=getattr(args, "import_timeout", 3600.0),
-        destination_properties=tuple(getattr(args, "destination_property", ())),
-        ignore_quota=getattr(args, "ignore_quota", False),
-        window=window(args, dry_run=dry_run),
-    )
-
-
-def window(args: argparse.Namespace, *, dry_run: bool = False) -> Window | None:
-    """The maintenance window ``--max-duration`` (and ``--grace``) give a run that changes
-    things; a dry run has none (``plan`` only compares its estimate with it)."""
-    text = getattr(args, "max_duration", None)
-    if text is None:
-        return None
-    seconds = parse_duration(text)  # checked even where unused: a typo fails now
-    if dry_run or getattr(args, "dry_run", False):
-        return None
-    return Window(seconds, grace=getattr(args, "grace", 30.0))
-
-
-def sync_config(args: argparse.Namespace, *, dry_run: bool = False) -> SyncConfig:
-    """The SyncConfig the flags describe (``sync``, ``plan sync``)."""
-    if args.delete_removed and getattr(args, "no_journal", False):
-        raise UsageError(
-            "--delete-removed needs the journal: its record names the images this tool brought (drop --no-journal)"
-        )
-    base = copy_config(args, dry_run=dry_run)
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    return SyncConfig(**fields, delete_removed=args.delete_removed, force_protected=args.force_protected)
-
-
-def preflight_options(args: argparse.Namespace) -> PreflightOptions:
-    """The trap instructions the flags give (``--certificate-map`` is read here: bad input fails now)."""
-    path = getattr(args, "certificate_map", None)
-    return PreflightOptions(
-        certificate_map=load_mapping(path, "--certificate-map") if path is not None else {},
-        strip_signature=getattr(args, "strip_signature", False),
-        include_encrypted=getattr(args, "include_encrypted", False),
-        include_volume_snapshots=getattr(args, "include_volume_snapshots", False),
-    )
-
-
-def _max_rate(args: argparse.Namespace) -> int | None:
-    rate = getattr(args, "max_rate", None)
-    return parse_size(rate) if rate else None
-
-
-def move_config(args: argparse.Namespace, *, dry_run: bool = False) -> MoveConfig:
-    """The MoveConfig the flags describe (``move``, ``plan move``)."""
-    return MoveConfig(
-        from_store=args.from_store,
-        to_store=args.to_store,
-        image_ids=tuple(args.image),
-        concurrency=args.concurrency,
-        method=args.method,
-        keep_source=args.keep_source,
-        verify_download=args.verify_download,
-        include_deactivated=args.include_deactivated,
-        dry_run=dry_run or getattr(args, "dry_run", False),
-        import_timeout=args.import_timeout,
-        chunk_size=parse_size(args.chunk_size),
-        retry=_retry(args),
-        timeouts=_timeouts(args),
-        selection=selection(args),
-        max_rate=_max_rate(args),
-        max_uploads=getattr(args, "max_uploads", None),
-        window=window(args, dry_run=dry_run),
-    )

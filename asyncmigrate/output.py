@@ -31,11 +31,14 @@ __all__ = [
     "print_plan",
     "print_summary",
     "print_verify",
+    "projects_note",
     "quota_lines",
     "verify_records",
 ]
 
 _COPYING = {Action.COPY, Action.UPLOAD, "move"}
+# Actions after which the image is at the destination: the owner and members it gets count.
+_AT_DESTINATION = {Action.COPY, Action.UPLOAD, Action.CREATE, Action.FINISH, Action.NONE, Action.UPDATE}
 
 
 def clouds_line(clouds: dict[str, Any]) -> str:
@@ -92,6 +95,7 @@ def _done_line(run: RunResult, s: dict[str, Any]) -> str:
         Outcome.QUARANTINED,
         Outcome.IN_USE,
         Outcome.FAILED,
+        Outcome.ABORTED,
     )
     parts = ", ".join(f"{run.count(o)} {o}" for o in order if run.count(o) or o == Outcome.FAILED)
     if run.count(Outcome.BLOCKED):
@@ -174,6 +178,7 @@ def _plan_image(r: ImageResult) -> dict[str, Any]:
         "reason": redact(r.reason),
         "traps": r.traps,
         **({"changes": r.changes} if r.changes else {}),
+        **_identity_fields(r),
     }
 
 
@@ -218,9 +223,13 @@ def verify_records(run: RunResult) -> list[Record]:
     """verify as JSON lines: one per image that does not match, then the counts."""
     counts = Counter(r.outcome for r in run.images)
     rows: list[Record] = [
-        ("difference", "error", {"id": r.id, "name": r.name, "outcome": r.outcome, "why": redact(r.reason)})
+        (
+            "difference" if r.outcome != Outcome.MATCH else "match",
+            "error" if r.outcome != Outcome.MATCH else "info",
+            {"id": r.id, "name": r.name, "outcome": r.outcome, "why": redact(r.reason)},
+        )
         for r in sorted(run.images, key=lambda r: (r.outcome, r.id))
-        if r.outcome != Outcome.MATCH
+        if r.outcome != Outcome.MATCH or r.reason  # a match still names the members it leaves out
     ]
     summary = {
         "images": len(run.images),
@@ -246,10 +255,15 @@ def print_plan(
         return
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
+    unchecked = projects_note(run.clouds)
+    if unchecked:
+        console.print(unchecked, markup=False)
     ordered = sorted(run.images, key=_plan_key)
     if not console.is_terminal:
-        rows = [(r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason)) for r in ordered]
-        _print_lines(console, ("action", "id", "size", "name", "why"), rows)
+        rows = [
+            (r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason), *_identity_cells(r)) for r in ordered
+        ]
+        _print_lines(console, ("action", "id", "size", "name", "why", "owner", "members"), rows)
     else:
         table = Table(title=f"plan: {verb}", show_lines=False)
         table.add_column("action")
@@ -257,8 +271,11 @@ def print_plan(
         table.add_column("name")
         table.add_column("size", justify="right")
         table.add_column("why")
+        table.add_column("owner / members at the destination")
         for r in ordered:
-            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason))
+            owner, members = _identity_cells(r)
+            who = owner + (f" / {members}" if members else "")
+            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason), who)
         console.print(table)
     for text in quota_lines(run.quota, verb) if run.quota is not None else []:
         console.print(text, markup=False)
@@ -275,10 +292,39 @@ def print_plan(
     console.print(line, markup=False)
 
 
+def projects_note(clouds: dict[str, Any]) -> str | None:
+    """The line that says the destination's projects could not be checked (no Keystone)."""
+    destination = clouds.get("destination") or {}
+    if destination.get("projects_checked") is False:
+        return (
+            f"projects not checked: the destination {destination.get('cloud')!r} has no Keystone to ask; owners "
+            "and members are written as mapped, whether or not such projects exist there"
+        )
+    return None
+
+
+def _identity_fields(r: ImageResult) -> dict[str, Any]:
+    """The owner and members an image gets at the destination (plan JSON)."""
+    if r.action not in _AT_DESTINATION:
+        return {}
+    return {"owner": r.owner, "members": r.members, "members_left_out": r.members_left_out}
+
+
+def _identity_cells(r: ImageResult) -> tuple[str, str]:
+    """(owner, members) as words: ``caller's project`` for an image given to the caller."""
+    if r.action not in _AT_DESTINATION:
+        return "", ""
+    members = ", ".join(f"{m} ({st})" for m, st in sorted((r.members or {}).items()))
+    if r.members_left_out:
+        members = "; ".join(filter(None, [members, "left out: " + ", ".join(r.members_left_out)]))
+    return r.owner or "caller's project", members
+
+
 def print_verify(console: Console, run: RunResult) -> None:
     """Every image that does not match, with its differences, and the counts."""
     counts = Counter(r.outcome for r in run.images)
-    bad = [r for r in run.images if r.outcome != Outcome.MATCH]
+    # Differences, and matches with something to say (members left out by --drop-unmapped-members).
+    bad = [r for r in run.images if r.outcome != Outcome.MATCH or r.reason]
     if not console.is_terminal:  # every image, one line each, for logs and scripts
         ordered = sorted(run.images, key=lambda r: (r.outcome == Outcome.MATCH, r.outcome, r.id))
         rows = [(r.outcome, r.id, r.name or "", redact(r.reason)) for r in ordered]

@@ -23,6 +23,7 @@ __all__ = [
     "ImageDone",
     "ImageQueued",
     "ImageRejudged",
+    "ImageTaken",
     "InternalError",
     "JournalFailed",
     "JournalOpened",
@@ -83,6 +84,15 @@ class InternalError:
 @dataclasses.dataclass(frozen=True)
 class ImageQueued:
     """The lister found an image and handed it to the workers."""
+
+    image_id: str
+    name: str | None
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTaken:
+    """A worker took the image: from now on this run may change it at the destination."""
 
     image_id: str
     name: str | None
@@ -188,6 +198,7 @@ Event = (
     | JournalOpened
     | JournalFailed
     | ImageQueued
+    | ImageTaken
     | ListingDone
     | ListingFailed
     | WindowClosed
@@ -219,31 +230,44 @@ class Stats:
     done: int = 0
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
     results: list[ImageResult] = dataclasses.field(default_factory=list)
-    in_flight: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    in_flight: dict[str, str | None] = dataclasses.field(default_factory=dict)  # streaming: id -> name
+    # Taken by a worker and not done: id -> (name, size, bytes handed to the destination so far).
+    # What an aborted run reports of the images it was handling (see cli.py).
+    taken: dict[str, tuple[str | None, int, int]] = dataclasses.field(default_factory=dict)
 
     def __call__(self, event: Event) -> None:
         """Update the totals with one event."""
         if isinstance(event, ImageQueued):
             self.images_seen += 1
             self.bytes_seen += event.size
+        elif isinstance(event, ImageTaken):
+            self.taken[event.image_id] = (event.name, event.size, 0)
         elif isinstance(event, ListingDone):
             self.listing_done = True
         elif isinstance(event, TransferStarted):
             self.in_flight[event.image_id] = event.name
         elif isinstance(event, BytesMoved):
             self.bytes_moved += event.n
+            self._moved(event.image_id, event.n)
         elif isinstance(event, Retrying):
             self.bytes_moved -= event.rewound
+            self._moved(event.image_id, -event.rewound)
         elif isinstance(event, ImageDone):
             self.done += 1
             key = event.result.outcome
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
             self.results.append(event.result)
             self.in_flight.pop(event.result.id, None)
+            self.taken.pop(event.result.id, None)
         elif isinstance(event, ImageRejudged):  # counted once already: only its outcome changes
             self.outcomes[event.was] = self.outcomes.get(event.was, 1) - 1
             self.outcomes[event.result.outcome] = self.outcomes.get(event.result.outcome, 0) + 1
             self.results = [event.result if r.id == event.result.id else r for r in self.results]
+
+    def _moved(self, image_id: str, n: int) -> None:
+        if image_id in self.taken:
+            name, size, moved = self.taken[image_id]
+            self.taken[image_id] = (name, size, moved + n)
 
     @property
     def elapsed(self) -> float:

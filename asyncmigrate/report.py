@@ -71,6 +71,7 @@ class Outcome:
     # The destination's copy holds bytes other than the source recorded: deactivated at once (now, or
     # by an earlier run), so nobody boots it; Glance cannot mend it under its id (reason: the way out).
     QUARANTINED = "quarantined"
+    ABORTED = "aborted"  # in flight when an interrupted run aborted it (bytes: what was sent)
     # sync
     UPDATED = "updated"  # drift applied: attributes, members, status
     REMOVED = "removed"  # gone from the source, kept at the destination (reported; exit code unaffected)
@@ -81,7 +82,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, DIFFERS, MISSING, EXTRA, IN_USE})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, ABORTED, DIFFERS, MISSING, EXTRA, IN_USE})
 
 
 @dataclasses.dataclass
@@ -114,6 +115,12 @@ class ImageResult:
     carrier: str | None = None
     retired_carriers: list[str] = dataclasses.field(default_factory=list)
     download_check: dict[str, Any] | None = None
+    # Who the image belongs to at the destination (through --project-map): its owner (None: the
+    # caller's project), and for a shared image its members ({project: status}) and the source
+    # members left out for want of a mapping.
+    owner: str | None = None
+    members: dict[str, str] | None = None
+    members_left_out: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, image: Mapping[str, Any], action: str = "", *, with_left_out: bool = False) -> ImageResult:
@@ -151,6 +158,7 @@ class RunResult:
     interrupted: bool = False
     clouds: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> Capabilities.describe()
     incomplete: str | None = None  # why a listing ended early (the run must be run again)
+    refused: str | None = None  # why sync deleted none of the removed images it was asked to delete (exit 1)
     quota: dict[str, Any] | None = None  # the destination's quota against the plan (quota.Verdict.describe)
     shard: tuple[int, int] | None = None  # (K, N): the run was shard K of N (--shard)
     notes: list[str] = dataclasses.field(default_factory=list)  # what the summary must add (e.g. a store's state)
@@ -173,12 +181,13 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all done, 1 some images failed, 4 a listing failed part-way, 130 interrupted."""
+        """0 all done, 1 some images failed (or their deletion was refused), 4 a listing failed
+        part-way, 130 interrupted."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.incomplete is not None:
             return ExitCode.INCOMPLETE
-        return ExitCode.IMAGES_FAILED if self.failed else ExitCode.OK
+        return ExitCode.IMAGES_FAILED if self.failed or self.refused else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
         """Totals for the summary line and the report header."""
@@ -204,6 +213,7 @@ class RunResult:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "incomplete": None if self.incomplete is None else redact(self.incomplete),
+            "refused": self.refused,
             "shard": None if self.shard is None else format_shard(self.shard),
             "notes": [redact(n) for n in self.notes],
             "peak_rss_bytes": peak_rss_bytes(),

@@ -382,7 +382,7 @@ async def move_images(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        interrupted=stop is not None and stop.is_set(),
+        interrupted=stop is not None and stop.is_set() and not listing.drained(len(results)),
         clouds={"cloud": caps.describe()},
         incomplete=listing.incomplete,
         notes=left_in_old(results, source, config),

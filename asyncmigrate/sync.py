@@ -45,15 +45,15 @@ from .engine import (
     fit_quota,
     journaled,
     keep_owned,
+    pair_record,
     rechecked,
     run_pool,
     start_run,
 )
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
-from .identity import map_members
+from .identity import left_out_note, map_members, unknown_projects, unmapped_members_refused
 from .integrity import recognised
-from .journal import Journal, pair_key, read_record
 from .limits import Limits
 from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
@@ -77,6 +77,10 @@ class _Assessment:
     entry: Entry | None  # the destination's image; None: not there
     drift: Drift = dataclasses.field(default_factory=Drift)
     members: tuple[dict[str, str], dict[str, str]] | None = None  # (destination, wanted) when they differ
+
+
+def _with_note(reason: str, note: str) -> str:
+    return "; ".join(filter(None, [reason, note]))
 
 
 def _uploads(view: dict[str, Any], entry: Entry) -> bool:
@@ -108,12 +112,24 @@ class ImageSync:
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
         self._staged = False  # the destination was between stage and import: level it once imported
+        self._transfers: list[ImageTransfer] = []
+        self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
         self.budget = Budget(config.retry)  # its own, so a retry's event can say why (Budget.last_failure)
 
     def _transfer(self, index: DestinationIndex | None) -> ImageTransfer:
-        return ImageTransfer(
+        transfer = ImageTransfer(
             self.src, self.dst, self.image, self.config, self.emit, self.limits, index, self.uploader, self.owned
         )
+        self._transfers.append(transfer)
+        return transfer
+
+    @property
+    def last_seen(self) -> Entry | None:
+        """The destination's image as this sync (or the copy it handed over to) last saw it."""
+        for transfer in reversed(self._transfers):
+            if transfer.seen is not None:
+                return transfer.seen
+        return self.seen
 
     async def run(self) -> ImageResult:
         """Level the image (retrying transient errors); fatal errors propagate."""
@@ -154,7 +170,12 @@ class ImageSync:
                 found = await self._assess(view, fresh=False, members=members)
                 if found.entry is None:
                     return await self._transfer(None).plan(members=members)
-                self._judge_plan(view, found)
+                # Owners and members are checked by the plan an operator reads, not the quota's pre-flight.
+                why = None if found.drift.conflict or not members else await self._refused(view, found)
+                if why is not None:
+                    result.action, result.reason = Action.BLOCKED, why
+                else:
+                    self._judge_plan(view, found)
         return result
 
     def _judge_plan(self, view: dict[str, Any], found: _Assessment) -> None:
@@ -170,9 +191,9 @@ class ImageSync:
             result.action, result.bytes = Action.UPLOAD, result.size
             result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
         elif result.changes:
-            result.action, result.reason = Action.UPDATE, describe(self._changes())
+            result.action, result.reason = Action.UPDATE, _with_note(describe(self._changes()), self._left_out_note())
         else:
-            result.action, result.reason = Action.NONE, "already level"
+            result.action, result.reason = Action.NONE, _with_note("already level", self._left_out_note())
 
     # -- one attempt ------------------------------------------------------------
 
@@ -200,6 +221,7 @@ class ImageSync:
             if full is None:
                 return _Assessment(None)
             entry = Entry.of(full)
+        self.seen = entry
         if entry.status in STAGING and view.get("status") in ("active", "deactivated"):
             return _Assessment(entry)  # left between stage and import: ImageTransfer finishes it
         if entry.status in BUSY:
@@ -230,12 +252,25 @@ class ImageSync:
         """(destination members, wanted members) of a shared image, None when they agree."""
         listed = await self.src.member_statuses(self.id)
         wanted, unmapped = map_members(self.config.project_map, listed)
-        if unmapped:
-            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
+        self.result.members, self.result.members_left_out = wanted, unmapped
         have: dict[str, str] = {}
         if listable:
             have = await self.dst.member_statuses(self.id)
         return None if member_delta(wanted, have).empty else (have, wanted)
+
+    async def _refused(self, view: dict[str, Any], found: _Assessment) -> str | None:
+        """Note the owner and members the image gets; why its drift cannot be applied (members
+        without a mapping, projects the destination's Keystone lacks), None if it can."""
+        self.result.owner = view.get("owner")
+        refused = unmapped_members_refused(self.result.members_left_out, drop=self.config.drop_unmapped_members)
+        if refused is not None:
+            return refused
+        owner = [op.get("value") for op in found.drift.ops if op.get("path") == "/owner"]
+        added = list(member_delta(found.members[1], found.members[0]).add) if found.members else []
+        return await unknown_projects(self.dst.cloud, [*owner, *added])
+
+    def _left_out_note(self) -> str:
+        return left_out_note(self.result.members_left_out)
 
     def _note(self, found: _Assessment) -> None:
         changes: dict[str, Any] = {k: [a, b] for k, (a, b) in found.drift.changes.items()}
@@ -270,6 +305,11 @@ class ImageSync:
         if found.drift.conflict:
             result.action = Action.CONFLICT
             raise DestinationConflict(found.drift.conflict)
+        why = await self._refused(view, found)
+        if why is not None:  # caught before anything is written
+            result.action, result.outcome, result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            result.traps = [*result.traps, "identity"]
+            return
         self._note(found)
         drift = found.drift
         if _uploads(view, found.entry):
@@ -295,10 +335,10 @@ class ImageSync:
             await self.dst.reactivate(self.id)
         if result.changes:
             result.action, result.outcome = Action.UPDATE, Outcome.UPDATED
-            result.reason = "; ".join(filter(None, [describe(self._changes()), result.reason]))
+            result.reason = _with_note(describe(self._changes()), self._left_out_note())
         else:
             result.action, result.outcome = Action.NONE, Outcome.SKIPPED
-            result.reason = result.reason or "already level"
+            result.reason = _with_note("already level", self._left_out_note())
 
     async def _level_members(self, have: dict[str, str], wanted: dict[str, str]) -> None:
         delta = member_delta(wanted, have)
@@ -337,14 +377,6 @@ async def _each(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         yield item
 
 
-async def _record(config: SyncConfig, journal: Journal | None, pair: str) -> dict[str, dict[str, Any]]:
-    if journal is not None:
-        return await journal.record(pair)
-    if config.dry_run and config.journal is not None:
-        return await read_record(config.journal, pair)
-    return {}
-
-
 async def sync_images(
     config: SyncConfig,
     src_cloud: Cloud,
@@ -360,7 +392,7 @@ async def sync_images(
     and removed images are then not judged (the listing was not complete).
     """
     started = time.monotonic()
-    pair = pair_key(src_cloud.endpoint, dst_cloud.endpoint)
+    refused: str | None = None
     journal_path = None if config.dry_run else config.journal
     async with (
         open_glance(src_cloud, **client_options(config), role="source", emit=emit) as src,
@@ -368,6 +400,7 @@ async def sync_images(
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
+        record = await pair_record(config, journal, src, dst_cloud)
         index = run.index
         tally = QuotaTally(config, run)
 
@@ -393,40 +426,53 @@ async def sync_images(
                 return planned
             result = await one.run()
             await keep_owned(journal, run.owned, dst_cloud.endpoint)
-            if journal is not None and at_destination(result, index):
-                await journal.remember(pair, image)
+            if record is not None and at_destination(result, index):
+                await record.remember(image, one.last_seen or (index.get(image["id"]) if index else None))
             return result
 
         kw: dict[str, Any] = {"concurrency": config.concurrency, "emit": emit, "stop": stop, "journal": journal}
         kw |= {"window": config.window, "since": started}
         results = await run_pool(listing, handle, **kw)
+        stopped = stop is not None and stop.is_set()
+        cut = not listing.drained(len(results))  # a stop cut the images short
         removals = None
         # A closed window judges no removed image: that would be new work (window.py).
-        if listed.complete and not (stop is not None and stop.is_set()) and listing.closed is None:
-            removal = Removal(src, dst, config, index, await _record(config, journal, pair))
+        if listed.complete and not stopped and listing.closed is None and record is not None:
+            rows = await record.rows()
+            removal = Removal(src, dst, config, index, rows, prior_live=record.prior_live, confirmed=record.confirmed)
             found = removal.candidates(listed.ids, listed.named_missing)
             if found:
                 ids = {c["id"] for c in found}
                 removals = Listing(_each(found), "removed images", emit)
-                results = [r for r in results if r.id not in ids] + await run_pool(removals, removal.handle, **kw)
-            if journal is not None:
-                await journal.forget(pair, removal.gone)
+                judged = await run_pool(removals, removal.handle, **kw)
+                cut |= not removals.drained(len(judged))
+                results = [r for r in results if r.id not in ids] + judged
+            refused = removal.refused
+            await record.forget(removal.gone)
+            await record.mark_gone(sorted(removal.lost - set(removal.gone)))
+        elif listed.complete and record is not None:
+            cut = True  # stopped before the removed images were judged
+        # A signal that came after the last image (and the removed ones) changed nothing.
+        interrupted = stop is not None and stop.is_set() and cut
         check = None
-        if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
+        if not config.dry_run and not stopped and listing.closed is None:
+            # (A stop or a closed window checks nothing more: that would be new work after it.)
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
+            journal.cut_short = interrupted
             await journal.flush_record()
-            if check is not None:
-                await journal.forget(pair, check.gone)  # deleted at the destination meanwhile: not brought
+        if check is not None and record is not None:
+            await record.forget(check.gone)  # deleted at the destination meanwhile: not brought
         if config.dry_run:
             verdict = tally.verdict()
     return RunResult(
         images=results,
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
-        interrupted=stop is not None and stop.is_set(),
+        interrupted=interrupted,
         incomplete="; ".join(filter(None, [_incomplete(listing, removals), check.incomplete if check else None]))
         or None,
+        refused=refused,
         clouds=run.clouds(),
         quota=None if verdict is None else verdict.describe(),
     )

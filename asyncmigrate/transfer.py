@@ -51,7 +51,7 @@ from .errors import (
     VerificationError,
 )
 from .glance import GlanceClient
-from .identity import map_members
+from .identity import left_out_note
 from .integrity import Hashed, prove, recognised, stream_check
 from .limits import Limits
 from .metadata import create_body
@@ -61,6 +61,7 @@ from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
+from .sharing import Sharing
 from .staged import STAGING, finish, pending
 from .upload import PlainPut, Uploader, stream_data
 
@@ -125,6 +126,8 @@ class ImageTransfer:
         self._sent = False
         self._hashed = Hashed()  # what the stream was hashed with, for the proof after the commit
         self._rewound = 0  # bytes the last retry took back (counted again if they were committed)
+        self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
+        self.sharing = Sharing(src, dst, self.id, config)  # owner and members at the destination
         # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
         self.budget = Budget(config.retry)
 
@@ -152,11 +155,16 @@ class ImageTransfer:
                     if (bad := recognised(full)) is not None:
                         raise bad
                     action, reason = decide(judgement.image, full)
-                if action == Action.FINISH and dst is not None:
+                # Owners and members are checked by the plan an operator reads, not the quota's pre-flight.
+                keeps = members and action in _KEEPS
+                why = await self.sharing.refused(judgement.image, action, result) if keeps else None
+                if why is not None and action in _WRITES:
+                    action, reason = Action.BLOCKED, why
+                elif action == Action.FINISH and dst is not None:
                     action, reason = finish_plan(
-                        judgement.image, dst, members_differ=members and await self._members_differ(judgement.image)
+                        judgement.image, dst, members_differ=members and await self.sharing.differ(judgement.image)
                     )
-                result.action, result.reason = action, reason
+                result.action, result.reason = action, _with_note(reason, left_out_note(result.members_left_out))
         if result.action in (Action.COPY, Action.UPLOAD):
             result.bytes = result.size
         return result
@@ -170,9 +178,11 @@ class ImageTransfer:
     async def _lookup(self, *, fresh: bool) -> tuple[Entry | None, dict[str, Any] | None]:
         """The destination's image: from the index on a first attempt, else one GET."""
         if self.index is not None and not fresh:
-            return self.index.get(self.id), None
+            self.seen = self.index.get(self.id)
+            return self.seen, None
         full = await self._read()
-        return (None if full is None else Entry.of(full)), full
+        self.seen = None if full is None else Entry.of(full)
+        return self.seen, full
 
     async def _full(self, full: dict[str, Any] | None) -> dict[str, Any] | None:
         return full if full is not None else await self._read()
@@ -184,6 +194,7 @@ class ImageTransfer:
 
     async def _attempt(self, number: int) -> None:
         self.result.attempts = number
+        self.sharing.reset()
         if number > 1:
             self.emit(Retrying(self.id, number, self._moved, self.result.reason, self.budget.last_failure))
             self._rewound, self._moved = self._moved, 0
@@ -203,7 +214,7 @@ class ImageTransfer:
                 return
             except _Redecide as again:
                 full = again.image
-                entry = Entry.of(full)
+                entry = self.seen = Entry.of(full)
         raise ImageError("the destination image kept changing while it was being written")
 
     async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
@@ -227,6 +238,11 @@ class ImageTransfer:
             raise DestinationConflict(reason)
         if action == Action.FAIL:
             raise ImageError(reason)
+        why = await self.sharing.refused(view, action, self.result)
+        if why is not None and action in _WRITES:  # caught before anything is written
+            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            self.result.traps = [*self.result.traps, "identity"]
+            return
         if action == Action.CREATE:
             await self._create(view, keep_owner, may_upload=False)
             entry = None
@@ -247,23 +263,28 @@ class ImageTransfer:
         else:
             self.result.outcome = Outcome.SKIPPED
             self.result.action = Action.NONE
-            self.result.reason = "already at the destination"
+            self.result.reason = _with_note("already at the destination", left_out_note(self.result.members_left_out))
 
     async def _resumed(self, view: dict[str, Any], full: dict[str, Any]) -> bool:
         """Go on from where the destination was left: data an earlier attempt of this run sent
         (committed, its answer or the proof lost) is proved; data staged but never imported is
         imported, a running import waited for (:mod:`asyncmigrate.staged`).  False: nothing to resume."""
         how = pending(full, self.image)
+        if how is None and not (self._sent and full.get("status") in HAS_DATA):
+            return False
+        why = await self.sharing.refused(view, Action.UPLOAD, self.result)  # as before any write
+        if why is not None:
+            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            self.result.traps = [*self.result.traps, "identity"]
+            return True
         if how is not None:
             self.result.action = Action.UPLOAD
             self.result.reason = "staged data imported" if how == "import" else "waited for the import that held it"
             timeout = self.config.import_timeout
             full = await finish(self.dst, self.id, how, self.uploader, timeout=timeout, store=self.config.dst_store)
-        elif self._sent and full.get("status") in HAS_DATA:
+        else:  # our own data, committed in an earlier attempt
             self._on_bytes(self._rewound)  # they arrived after all
             self.result.reason = ""  # the last attempt's error: it was only the answer that failed
-        else:
-            return False
         await self._finish(view, Entry.of(await self._check(view, full)))
         self.result.outcome = Outcome.COPIED
         return True
@@ -279,7 +300,7 @@ class ImageTransfer:
         """
         body = create_body(view, keep_owner=keep_owner)
         try:
-            await self.dst.create_image(body)
+            self.seen = Entry.of(await self.dst.create_image(body))
         except ClientStatusError as exc:
             raise _refused(exc, self.limits) from exc
         except Forbidden as exc:
@@ -294,6 +315,7 @@ class ImageTransfer:
                     f"the destination refuses id {self.id}: it belonged to a deleted image, "
                     "and Glance never reuses a deleted image's id"
                 ) from exc
+            self.seen = Entry.of(existing)
             action, _ = decide(view, existing)
             if may_upload and action == Action.UPLOAD:
                 return
@@ -362,6 +384,7 @@ class ImageTransfer:
             said = f"the destination set properties of its own: {', '.join(added)} (left alone)"
             self.result.reason = "; ".join(filter(None, [self.result.reason, said]))
         dst = self.owned.strip(dst)
+        self.seen = Entry.of(dst)
         if dst.get("status") not in HAS_DATA:
             raise VerificationError(
                 f"destination recorded status={dst.get('status')} size={dst.get('size')} after the upload"
@@ -386,7 +409,7 @@ class ImageTransfer:
         """
         changed = False
         if view.get("visibility") == "shared":
-            changed |= await self._sync_members()
+            changed |= await self.sharing.level(self.result, created=self._created)
         if view.get("protected") and not (dst is not None and dst.protected):
             await self.dst.patch_image(self.id, [{"op": "replace", "path": "/protected", "value": True}])
             changed = True
@@ -395,38 +418,14 @@ class ImageTransfer:
             changed = True
         return changed
 
-    async def _members_differ(self, view: dict[str, Any]) -> bool:
-        if view.get("visibility") != "shared":
-            return False
-        members = await self.src.member_statuses(self.id)
-        wanted, _ = map_members(self.config.project_map, members)
-        if not wanted:  # copy adds members, never removes them: nothing to do, no destination request
-            return False
-        have = await self.dst.member_statuses(self.id)
-        return any(have.get(m) != st for m, st in wanted.items())
-
-    async def _sync_members(self) -> bool:
-        src_members = await self.src.member_statuses(self.id)
-        src_members, unmapped = map_members(self.config.project_map, src_members)
-        if unmapped:
-            self.result.reason = f"members without a mapping, not shared: {', '.join(unmapped)}"
-        if not src_members:
-            return False
-        # An image this attempt created has no members yet: nothing to read.
-        dst_members: dict[str, str] = {} if self._created else await self.dst.member_statuses(self.id)
-        changed = False
-        for member, status in sorted(src_members.items()):
-            if member not in dst_members:
-                await self.dst.add_member(self.id, member)
-                dst_members[member] = "pending"
-                changed = True
-            if dst_members[member] != status:
-                await self.dst.set_member_status(self.id, member, status)
-                changed = True
-        return changed
-
 
 _QUOTA = re.compile(r"Maximum:\s*(\d+)")
+_WRITES = frozenset({Action.COPY, Action.CREATE, Action.UPLOAD, Action.FINISH})  # actions that write
+_KEEPS = _WRITES | {Action.NONE}  # the image is (or will be) at the destination: its owner and members count
+
+
+def _with_note(reason: str, note: str) -> str:
+    return "; ".join(filter(None, [reason, note]))
 
 
 def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:

@@ -41,8 +41,13 @@ async def compare_image(
     config: CopyConfig,
     index: DestinationIndex | None = None,
     owned: DestinationProperties | None = None,
+    result: ImageResult | None = None,
 ) -> list[str]:
     """Every difference between the source image and the destination's (empty: they match).
+
+    A source member the project map does not map is a difference: the destination cannot
+    share the image with it.  With ``config.drop_unmapped_members`` it is not, and it is
+    still named (in ``result``, when given: with the owner and members the image should have).
 
     An image the destination converted on import (another disk format, the
     source's virtual size) matches when everything else does.
@@ -58,6 +63,8 @@ async def compare_image(
     owned = owned if owned is not None else DestinationProperties()
     view = destination_view(image, config, owned=owned).image
     keep_owner = view.get("owner") is not None
+    result = result if result is not None else ImageResult.of(image)
+    result.owner = view.get("owner")
     entry = None if index is None else index.get(image["id"])
     if index is not None and entry is None:
         return ["missing at the destination"]
@@ -83,7 +90,10 @@ async def compare_image(
             )
     if view.get("visibility") == "shared":  # members are not in any listing
         listed = await src.member_statuses(image["id"])
-        members, _ = map_members(config.project_map, listed)
+        members, left_out = map_members(config.project_map, listed)
+        result.members, result.members_left_out = members, left_out
+        if left_out and not config.drop_unmapped_members:
+            problems.append(f"members left out (no mapping in --project-map): {', '.join(left_out)}")
         theirs = await dst.member_statuses(image["id"])
         if members != theirs:
             problems.append(f"members {sorted(members.items())} != {sorted(theirs.items())}")
@@ -113,7 +123,7 @@ async def verify_catalogs(
             seen.add(image["id"])
             result = ImageResult.of(image, "verify")
             try:
-                problems = await compare_image(src, dst, image, config, index, run.owned)
+                problems = await compare_image(src, dst, image, config, index, run.owned, result)
             except BadCopy as exc:
                 result.outcome, result.reason = Outcome.QUARANTINED, str(exc)
                 return result
@@ -123,6 +133,8 @@ async def verify_catalogs(
                 problems = [f"could not compare: {exc}"]
             missing = problems == ["missing at the destination"]
             result.outcome = MATCH if not problems else MISSING if missing else DIFFERS
+            if not problems and result.members_left_out:  # the operator chose to leave them out: still named
+                problems = [f"members left out by --drop-unmapped-members: {', '.join(result.members_left_out)}"]
             result.reason = "; ".join(problems)
             return result
 

@@ -76,6 +76,10 @@ class FakeKeystone:
         self.valid: set[str] = set()
         """Issued tokens not yet expired: the set every guarded Glance accepts."""
         self.requests: list[KeystoneRequest] = []
+        self.projects: dict[str, str] = {ADMIN_PROJECT: PROJECT_NAME}
+        """Project id → name: what ``GET /v3/projects/{id}`` knows (admins may read any)."""
+        self.image_service_id = "image-service"
+        """The image service's id in the catalog (a real Keystone's is random per deployment)."""
         self.app = self._build_app()
 
     def add_image_endpoint(self, glance: FakeGlance, url: str, region: str = "RegionOne") -> None:
@@ -96,6 +100,7 @@ class FakeKeystone:
         app.router.add_get("/v3", self._version)
         app.router.add_get("/v3/", self._version)
         app.router.add_post("/v3/auth/tokens", self._issue)
+        app.router.add_get("/v3/projects/{project_id}", self._project)
         return app
 
     @web.middleware
@@ -126,6 +131,17 @@ class FakeKeystone:
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": self._version_doc(request)})
 
+    async def _project(self, request: web.Request) -> web.Response:
+        # Keystone's GET /v3/projects/{id}: a valid token (every user here is an admin), then 200 or 404.
+        if request.headers.get("X-Auth-Token") not in self.valid:
+            raise _unauthorized()
+        project_id = request.match_info["project_id"]
+        if project_id not in self.projects:
+            body = {"error": {"code": 404, "title": "Not Found", "message": f"Could not find project: {project_id}."}}
+            raise web.HTTPNotFound(text=json.dumps(body), content_type="application/json")
+        project = {"id": project_id, "name": self.projects[project_id], "domain_id": DOMAIN["id"], "enabled": True}
+        return web.json_response({"project": project})
+
     async def _issue(self, request: web.Request) -> web.Response:
         try:
             auth = (await request.json())["auth"]
@@ -143,7 +159,7 @@ class FakeKeystone:
         token = secrets.token_hex(24)
         self.issued.append(token)
         self.valid.add(token)
-        body = {"token": self._token_body(methods, user)}
+        body = {"token": self._token_body(methods, user, f"{request.scheme}://{request.host}/v3")}
         return web.json_response(body, status=201, headers={"X-Subject-Token": token})
 
     def _password_user(self, password: Any) -> str:
@@ -170,7 +186,7 @@ class FakeKeystone:
         if not (by_name or project.get("id") == ADMIN_PROJECT):
             raise _unauthorized()
 
-    def _token_body(self, methods: list[str], user: str) -> dict[str, Any]:
+    def _token_body(self, methods: list[str], user: str, identity_url: str) -> dict[str, Any]:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {
             "methods": methods,
@@ -185,7 +201,7 @@ class FakeKeystone:
                 {
                     "type": "image",
                     "name": "glance",
-                    "id": "image-service",
+                    "id": self.image_service_id,
                     "endpoints": [
                         {
                             "id": str(uuid.uuid4()),
@@ -196,7 +212,22 @@ class FakeKeystone:
                         }
                         for region, url in self.endpoints
                     ],
-                }
+                },
+                {
+                    "type": "identity",
+                    "name": "keystone",
+                    "id": "identity-service",
+                    "endpoints": [
+                        {
+                            "id": f"identity-{region}",
+                            "interface": "public",
+                            "region": region,
+                            "region_id": region,
+                            "url": identity_url,
+                        }
+                        for region in sorted({r for r, _ in self.endpoints} or {"RegionOne"})
+                    ],
+                },
             ],
         }
 

@@ -11,6 +11,7 @@ is never held in memory); rules armed by the test act on matching requests inste
         proxy.flip("PUT", r"/file$", 123_456, request=True)        # one byte inverted on its way in
         proxy.slice_whole("GET", r"/file$", 300_000)                # 206 with the first part only
         proxy.delay("GET", r"^/v2/images/[^/]+$", 0.5)
+        gate = proxy.hold("GET", r"/file$")                          # held until gate.set()
         proxy.before("GET", r"^/v2/images$", unhide, query={"os_hidden": "true"})  # a change meanwhile
         ... point a clouds.yaml at proxy.url and run the CLI ...
 
@@ -43,7 +44,7 @@ class Rule:
 
     method: str
     pattern: re.Pattern[str]
-    kind: str  # "answer" | "cut" | "delay" | "before" | "flip" | "flip-request" | "slice"
+    kind: str  # "answer" | "cut" | "delay" | "before" | "hold" | "flip" | "flip-request" | "slice"
     times: int | None
     skip: int
     status: int = 0
@@ -52,6 +53,7 @@ class Rule:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     n_bytes: int = 0
     seconds: float = 0.0
+    gate: threading.Event | None = None
     action: Callable[[], object] | None = None
     query: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
@@ -144,6 +146,12 @@ class FaultProxy:
     def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1, nth: int = 1) -> None:
         """Hold matching requests ``seconds`` before forwarding them."""
         self._arm(method, path_regex, "delay", times, nth, seconds=seconds)
+
+    def hold(self, method: str, path_regex: str, *, times: int | None = 1, nth: int = 1) -> threading.Event:
+        """Hold matching requests until the returned event is set (a window as long as the test wants)."""
+        gate = threading.Event()
+        self._arm(method, path_regex, "hold", times, nth, gate=gate)
+        return gate
 
     def before(
         self,
@@ -238,6 +246,9 @@ class FaultProxy:
         delay = self._take("delay", method, path)
         if delay is not None:
             await asyncio.sleep(delay.seconds)
+        held = self._take("hold", method, path)
+        if held is not None and held.gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, held.gate.wait)
         canned = self._take("answer", method, path)
         if canned is not None:
             seen.status, seen.fault = canned.status, "answer"

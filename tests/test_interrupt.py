@@ -188,3 +188,33 @@ async def test_verify_stops_at_the_first_signal(clouds: Clouds, tmp_path: Path) 
     assert code == 130, err_text
     assert "verify changes nothing: stopping now" in err_text
     assert "in flight" not in err_text and "queued" not in err_text
+
+
+async def test_an_aborted_run_reports_what_it_did(clouds: Clouds, tmp_path: Path) -> None:
+    """Ctrl-C twice mid-upload: the report lists the image in flight as aborted with the bytes it
+    sent and the summary counts them; the destination image is left queued; the journal records a
+    clean interrupt, so the next run does not say a previous run was killed, and finishes."""
+    images = _seed(clouds, n=2, slow=100_000)  # ~4 s per image: the abort comes long before
+    proc = await _start(clouds, tmp_path, "--concurrency", "1")
+    with anyio.fail_after(20):
+        while not any(r.receiving >= 150_000 for r in clouds.dst.images.values()):
+            await anyio.sleep(0.02)
+    (aborted,) = [i for i, r in clouds.dst.images.items() if r.status == "saving"]
+    proc.send_signal(signal.SIGINT)
+    await anyio.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    code, err = await _finish(proc, tmp_path)
+    assert code == 130, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    (entry,) = [e for e in report["images"] if e["id"] == aborted]
+    assert entry["outcome"] == "aborted" and entry["bytes"] >= 150_000, entry
+    assert "queued" in entry["reason"]
+    assert report["summary"]["bytes"] >= 150_000 and report["summary"]["interrupted"] is True
+    await anyio.sleep(0.2)  # the fake notices the dropped connection
+    assert clouds.dst.get(aborted)["status"] == "queued"
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    assert db.execute("SELECT interrupted FROM runs WHERE finished_at IS NOT NULL").fetchall() == [(1,)]
+    assert db.execute("SELECT state FROM images WHERE id = ?", (aborted,)).fetchall() == [("aborted",)]
+    db.close()
+    err = await _rerun_and_check(clouds, tmp_path, images)
+    assert "previous run was killed" not in err

@@ -103,7 +103,8 @@ async def test_uploads_overlap_without_the_cap(clouds: Clouds) -> None:
         for i in range(4)
     ]
     for image_id in ids:
-        clouds.src.faults.slow_download(image_id, 512 * 1024)
+        # ~0.5 s each: long enough that four workers overlap however loaded the machine is
+        clouds.src.faults.slow_download(image_id, 128 * 1024)
     run = await copy_images(fast_config(concurrency=4), clouds.src_cloud, clouds.dst_cloud)
     assert run.count("copied") == 4
     assert clouds.dst.max_uploads_in_flight > 1

@@ -23,6 +23,7 @@ async def test_every_image_needing_a_look_has_a_line_where_the_summary_is(clouds
     """Text mode: each image failed, conflicted, blocked, removed or deleted gets one line with id, name and
     reason on stdout beside the summary; --log-file holds every line of both streams, fatal errors too."""
     removed, deleted = _add(clouds, "old-one"), _add(clouds, "old-two")
+    _add(clouds, "stays-1"), _add(clouds, "stays-2")  # the source still holds most of what it gave (record.py)
     assert (await _cli("copy", *PAIR, "-q", clouds_yaml=clouds.clouds_yaml))[0] == 0
     del clouds.src.images[removed], clouds.src.images[deleted]
     conflict, blocked = _add(clouds, "clash"), _add(clouds, "signed", **SIGNED)

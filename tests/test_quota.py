@@ -81,9 +81,10 @@ async def test_images_owned_by_other_projects_only_have_to_fit_one_by_one(
     src, dst = FakeGlance(prefix="/image"), FakeGlance()
     dst.unified_limits = _limits(size=5)
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
-    async with guarded_clouds(tmp_path / "clouds.yaml", src=src, dst=dst):
+    async with guarded_clouds(tmp_path / "clouds.yaml", src=src, dst=dst) as kc:
+        kc.keystone.projects[OTHER] = "other"  # a project the destination's Keystone has: owners are checked
         src_cloud, dst_cloud = await load_cloud("src"), await load_cloud("dst")
-        own = _seed(src, 3, 2, owner=ADMIN_PROJECT)  # the token's project (the fake Keystone's only one)
+        own = _seed(src, 3, 2, owner=ADMIN_PROJECT)  # the token's project
         _seed(src, 3, 2, owner=OTHER)
         with pytest.raises(QuotaExceeded, match=rf"project {ADMIN_PROJECT}'s image_size_total.*needs 6 MiB"):
             await copy_images(fast_config(), src_cloud, dst_cloud)

@@ -57,6 +57,9 @@ async def kc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[G
     for var in [v for v in os.environ if v.startswith("OS_")]:
         monkeypatch.delenv(var)
     async with guarded_clouds(tmp_path / "clouds.yaml") as clouds:
+        # The owners and members of the images are projects the destination's Keystone knows.
+        clouds.keystone.projects.update({f"member-{m}": f"member {m}" for m in range(3)})
+        clouds.keystone.projects.update({f"project-{p}": f"project {p}" for p in range(1, 21)})
         monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds.clouds_yaml))
         yield clouds
 

@@ -260,23 +260,25 @@ async def test_removed_images_are_reported_and_kept_by_default(clouds: Clouds, t
 async def test_delete_removed_deletes_exactly_the_removed_images(clouds: Clouds, tmp_path: Path) -> None:
     """--delete-removed deletes the removed images, reports a protected one as a conflict unless
     --force-protected, and never touches the destination's own images."""
-    keep, gone, guarded = _add(clouds, name="keep"), _add(clouds, name="gone"), _add(clouds, name="g", protected=True)
-    await _copied(clouds, tmp_path, [keep, gone, guarded])
+    keep = [_add(clouds, name=f"keep-{i}") for i in range(3)]  # the source still holds most of the record
+    gone, guarded = _add(clouds, name="gone"), _add(clouds, name="g", protected=True)
+    await _copied(clouds, tmp_path, [*keep, gone, guarded])
     own = str(clouds.dst.add_image(b"mine" * 10, name="dst-own", disk_format="raw", container_format="bare")["id"])
     for image_id in (gone, guarded):
         del clouds.src.images[image_id]
         clouds.src.deleted.add(image_id)
+    kept = dict.fromkeys(keep, "skipped")
     run = await sync_images(sync_config(tmp_path, delete_removed=True), clouds.src_cloud, clouds.dst_cloud)
-    assert _outcomes(run) == {keep: "skipped", gone: "deleted", guarded: "conflict"}
+    assert _outcomes(run) == {**kept, gone: "deleted", guarded: "conflict"}
     assert int(run.exit_code) == 1
-    assert sorted(clouds.dst.images) == sorted([keep, guarded, own])
+    assert sorted(clouds.dst.images) == sorted([*keep, guarded, own])
     forced = await sync_images(
         sync_config(tmp_path, delete_removed=True, force_protected=True), clouds.src_cloud, clouds.dst_cloud
     )
-    assert _outcomes(forced) == {keep: "skipped", guarded: "deleted"}
-    assert sorted(clouds.dst.images) == sorted([keep, own])
+    assert _outcomes(forced) == {**kept, guarded: "deleted"}
+    assert sorted(clouds.dst.images) == sorted([*keep, own])
     quiet = await sync_images(sync_config(tmp_path, delete_removed=True), clouds.src_cloud, clouds.dst_cloud)
-    assert _outcomes(quiet) == {keep: "skipped"} and int(quiet.exit_code) == 0
+    assert _outcomes(quiet) == kept and int(quiet.exit_code) == 0
 
 
 async def test_removal_respects_the_selection_and_the_shard(clouds: Clouds, tmp_path: Path) -> None:
@@ -285,14 +287,15 @@ async def test_removal_respects_the_selection_and_the_shard(clouds: Clouds, tmp_
     await _copied(clouds, tmp_path, ids)
     for image_id in ids:
         del clouds.src.images[image_id]
+    # The source lost all it had: only the operator's word lets such a record delete anything.
     web = await sync_images(
-        sync_config(tmp_path, delete_removed=True, selection=Selection(names=("db-*",))),
+        sync_config(tmp_path, delete_removed=True, confirm_source=True, selection=Selection(names=("db-*",))),
         clouds.src_cloud,
         clouds.dst_cloud,
     )
     assert _outcomes(web) == {ids[-1]: "deleted"}
     shard = await sync_images(
-        sync_config(tmp_path, delete_removed=True, selection=Selection(shard=(0, 2))),
+        sync_config(tmp_path, delete_removed=True, confirm_source=True, selection=Selection(shard=(0, 2))),
         clouds.src_cloud,
         clouds.dst_cloud,
     )
@@ -317,7 +320,7 @@ async def test_a_lost_journal_is_rebuilt_from_both_catalogs(clouds: Clouds, tmp_
 
 async def test_named_image_gone_from_the_source_is_removed(clouds: Clouds, tmp_path: Path) -> None:
     """With --image, a named id the source no longer has but the record names is removed, not failed."""
-    image = _add(clouds, name="named")
+    image, *_others = _add(clouds, name="named"), _add(clouds, name="other-1"), _add(clouds, name="other-2")
     await _copied(clouds, tmp_path, [image])
     del clouds.src.images[image]
     run = await sync_images(sync_config(tmp_path, image_ids=(image,)), clouds.src_cloud, clouds.dst_cloud)

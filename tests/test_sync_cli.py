@@ -58,12 +58,12 @@ async def test_plan_sync_prints_each_delta_as_json(clouds: Clouds) -> None:
 
 async def test_sync_table_and_exit_codes(clouds: Clouds) -> None:
     """A removed image is reported with exit 0; a protected one under --delete-removed is a conflict, exit 1."""
-    gone = _add(clouds, "gone")
+    gone, _, _ = _add(clouds, "gone"), _add(clouds, "stays-1"), _add(clouds, "stays-2")
     clouds.src.images[gone].protected = True
     assert (await _cli(clouds, "copy", *PAIR, "-q"))[0] == 0
     del clouds.src.images[gone]
-    code, out, _ = await _cli(clouds, "sync", *PAIR, "-q")
-    assert code == 0 and "1 removed" in out
+    code, out, err = await _cli(clouds, "sync", *PAIR, "-q")
+    assert code == 0 and "1 removed" in out, err
     code, out, _ = await _cli(clouds, "sync", *PAIR, "-q", "--delete-removed")
     assert code == 1 and "1 conflict" in out
     code, out, _ = await _cli(clouds, "sync", *PAIR, "--dry-run", "--delete-removed", "--force-protected")

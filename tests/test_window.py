@@ -95,6 +95,8 @@ async def test_grace_over_aborts_in_flight_never_deletes(clouds: Clouds) -> None
 async def test_sync_cut_by_its_window_judges_no_removal(clouds: Clouds, tmp_path: Path) -> None:
     """A sync whose window closed reports no removed image (its listing was cut); the next sync does."""
     gone = clouds.src.add_image(b"g" * 1000, name="gone", disk_format="raw", container_format="bare")["id"]
+    for keep in ("kept-1", "kept-2"):  # the source still holds most of what it gave (record.py)
+        clouds.src.add_image(b"k" * 1000, name=keep, disk_format="raw", container_format="bare")
     assert (
         await copy_images(fast_config(journal=tmp_path / "pair.sqlite"), clouds.src_cloud, clouds.dst_cloud)
     ).failed == 0
@@ -154,3 +156,25 @@ async def test_cli_max_duration_exits_four_and_plan_estimates_the_window(clouds:
     code, out, _ = await _cli(*plan, "--max-duration", "2s", "--output", "json", clouds_yaml=clouds.clouds_yaml)
     estimate = json.loads(out)["estimate"]
     assert estimate["fits"] is False and estimate["max_duration_seconds"] == 2 and estimate["windows"] >= 2
+
+
+async def test_cli_report_lists_the_images_the_grace_aborted(clouds: Clouds, tmp_path: Path) -> None:
+    """The report of a run whose window's grace aborted images in flight lists each of them as
+    aborted, with what aborted it and the bytes it had sent, and the run exits 4."""
+    images = _catalog(clouds, 2)
+    for image_id in images:
+        clouds.src.faults.slow_download(image_id, 20_000)  # 5 s each: in flight when the grace ends
+    report = tmp_path / "r.json"
+    code, out, err = await _cli(
+        "copy", "--src-cloud", "src", "--dst-cloud", "dst", "--no-journal", "--concurrency", "2",
+        "--chunk-size", "16KiB", "--max-duration", "0.5s", "--grace", "0", "--report", str(report),
+        clouds_yaml=clouds.clouds_yaml,
+    )  # fmt: skip
+    assert code == 4, out + err
+    document = json.loads(report.read_text())
+    entries = {entry["id"]: entry for entry in document["images"]}
+    assert set(entries) == set(images)
+    for entry in entries.values():
+        assert entry["outcome"] == "aborted" and "--max-duration grace" in entry["reason"], entry
+    assert document["summary"]["bytes"] == sum(entry["bytes"] for entry in entries.values())
+    assert {r.status for r in clouds.dst.images.values()} <= {"queued"}

@@ -193,6 +193,7 @@ class _DataApi:
                 piece = _flipped(piece, digest.size, flips)
                 digest.update(piece)
                 pieces.append(piece)
+                rec.receiving = digest.size
             done = True
         except ConnectionError:
             entry.fault = "client_disconnected"

@@ -158,6 +158,8 @@ class ImageRecord:
     tags: list[str] = dataclasses.field(default_factory=list)
     properties: dict[str, str] = dataclasses.field(default_factory=dict)
     data: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    receiving: int = 0
+    """Bytes of the upload in progress received so far (tests watch an upload's progress)."""
     staged: bytes | None = None
     """Data in the staging store (``PUT …/stage``) awaiting a glance-direct import."""
     location_urls: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -69,7 +69,9 @@ def test_project_map_copy(pair: Pair, tmp_path_factory: pytest.TempPathFactory) 
     pair.src.ok("PUT", f"/v2/images/{image_id}/members/{SRC_FRIEND}", {"status": "accepted"})
     mapping = tmp_path_factory.mktemp("map") / "projects.json"
     mapping.write_text(json.dumps({SRC_TEAM: DST_TEAM, SRC_FRIEND: DST_FRIEND}))
-    run = pair.cli("copy", *COPY, "--image", image_id, "--project-map", str(mapping))
+    # The pair's record remembers the mapping its copies used: this map gets a journal of its own.
+    journal = str(mapping.with_suffix(".sqlite"))
+    run = pair.cli("copy", *COPY, "--image", image_id, "--project-map", str(mapping), "--journal", journal)
     assert run.returncode == 0, run.stdout + run.stderr
     dst = pair.dst.get(image_id)
     assert dst is not None and dst["owner"] == DST_TEAM

@@ -251,7 +251,9 @@ def test_copy_between_keystone_clouds_maps_projects_by_name(pair: Pair, keystone
         "--project-map",
         str(mapping),
     )
-    run = pair.cli("copy", *args)
+    # The pair's record remembers the mapping its copies used: this map gets a journal of its own.
+    journal = ("--journal", str(pair.tmp / f"mapped-{tag}.sqlite"))
+    run = pair.cli("copy", *args, *journal)
     assert run.returncode == 0, run.stderr
     owners = {src.identity["team"]["project_id"]: dst.identity["team"]["project_id"],
               src.identity["admin"]["project_id"]: dst.identity["admin"]["project_id"]}  # fmt: skip
@@ -261,7 +263,7 @@ def test_copy_between_keystone_clouds_maps_projects_by_name(pair: Pair, keystone
         assert arrived["owner"] == owners[owner]
         assert dst_glance.sha512_of_data(image_id) == src_glance.sha512_of_data(image_id)
     assert pair.cli("verify", *args).returncode == 0
-    assert set(pair.cli("copy", *args).outcomes().values()) == {"skipped"}
+    assert set(pair.cli("copy", *args, *journal).outcomes().values()) == {"skipped"}
 
 
 async def test_a_token_revoked_mid_run_is_renewed(
@@ -303,6 +305,10 @@ async def test_a_transfer_outlives_its_token(
     rate = 64 * 1024  # the smallest --max-rate
     data = seed.raw_image(rate * (lifetime + 12), 52)
     image = src.glance().create(data, name=f"long-{os.urandom(3).hex()}", disk_format="raw", container_format="bare")
+    # A second image, copied after the long one: its requests are the ones after the transfer (the long
+    # image's own members are read before its copy starts).
+    after = src.glance().create(b"a" * 1024, name=f"after-{os.urandom(3).hex()}", disk_format="raw",
+                                container_format="bare")  # fmt: skip
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", pair.env["clouds_yaml"])
     old, new = await load_cloud(src.cloud), await load_cloud("harness-dst")
     at_start: list[str] = []
@@ -312,10 +318,12 @@ async def test_a_transfer_outlives_its_token(
             at_start.append(old._headers["X-Auth-Token"])
 
     # Small chunks keep the throttle's burst (two chunks) small: the transfer lasts the lifetime and more.
-    config = CopyConfig(image_ids=(image["id"],), keep_owner=False, max_rate=rate, chunk_size=64 * 1024)
+    config = CopyConfig(
+        image_ids=(image["id"], after["id"]), concurrency=1, keep_owner=False, max_rate=rate, chunk_size=64 * 1024
+    )
     with anyio.fail_after(lifetime * 4 + 60):
         run = await copy_images(config, old, new, emit=note_token)
-    (result,) = run.images
+    (result,) = [r for r in run.images if r.id == image["id"]]
     assert (result.outcome, result.attempts) == ("copied", 1), result.reason
     assert result.seconds > lifetime
     assert at_start and old._headers["X-Auth-Token"] != at_start[0]

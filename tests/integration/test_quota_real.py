@@ -81,7 +81,12 @@ def test_a_plan_past_the_real_unified_limits_is_refused_and_other_owners_are_not
     admin = dst.glance()
     assert [admin.get(i) for i in images[:2]] == [None, None]
 
-    kept = pair.cli("copy", *args, *first, clouds_yaml=str(clouds_yaml))  # owners kept: the fakeauth project
+    # Kept for another project the destination has (an owner its Keystone lacks is blocked), with a
+    # journal of its own (the pair remembers the identity mapping its copies used).
+    other = pair.tmp / f"owners-{tag}.json"
+    other.write_text(f'{{"{pair.env["admin_project_id"]}": "{dst.identity["team"]["project_id"]}"}}')
+    own = ("--project-map", str(other), "--journal", str(pair.tmp / f"owners-{tag}.sqlite"))
+    kept = pair.cli("copy", *args, *own, *first, clouds_yaml=str(clouds_yaml))
     assert kept.returncode == 0 and set(kept.outcomes().values()) == {"copied"}, kept.stderr
     assert _usage(dst, cloud.removeprefix("harness-ks-dst-"))["image_size_total"]["usage"] == 0
 
