@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -38,14 +38,25 @@ from .journal import Journal, read_destination_properties
 from .limits import Limits
 from .metadata import size_of
 from .owned import DestinationProperties
-from .progress import CloudsDiscovered, Emit, ImageDone, ImageQueued, ImageTaken, JournalOpened, ListingDone, ignore
+from .preflight import PreflightOptions, clone_note
+from .progress import (
+    CloudsDiscovered,
+    Emit,
+    ImageDone,
+    ImageQueued,
+    ImageTaken,
+    JournalOpened,
+    ListingDone,
+    RunWarning,
+    ignore,
+)
 from .quota import Needs, QuotaExceeded, Verdict, judge
 from .recheck import Recheck, each
 from .record import PairRecord, SourceIdentity, open_record
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer, destination_view
-from .upload import Uploader, choose_uploader
+from .upload import Uploader, choose_uploader, unsized_cost
 from .window import Window, close_when_due
 
 __all__ = [
@@ -67,6 +78,7 @@ __all__ = [
 ]
 
 Handler = Callable[[dict[str, Any]], Awaitable[ImageResult]]
+C = TypeVar("C", bound=CopyConfig)
 
 
 def missing_result(image: dict[str, Any]) -> ImageResult:
@@ -153,8 +165,9 @@ async def read_index(
 @dataclasses.dataclass(frozen=True)
 class PairRun:
     """What a two-cloud command (copy, sync, verify) settles before its first image:
-    each cloud's capabilities, the run-wide caps, the upload way, the destination index and
-    the properties the destination sets itself."""
+    each cloud's capabilities, the run-wide caps, the upload way, the destination index, the
+    properties the destination sets itself, the pre-flight options the images are judged with
+    and what the run says once (``notes``)."""
 
     src_caps: Capabilities
     dst_caps: Capabilities
@@ -163,6 +176,14 @@ class PairRun:
     index: DestinationIndex | None  # None: named images, read one by one
     owned: DestinationProperties = dataclasses.field(default_factory=DestinationProperties)
     projects_checked: bool = False  # the destination's Keystone can say which projects exist
+    # The caller's pre-flight options, told where the data goes (the target store's id and
+    # type, the upload way): preflight's not-raw-on-rbd judges by them.
+    preflight: PreflightOptions = dataclasses.field(default_factory=PreflightOptions)
+    notes: tuple[str, ...] = ()
+
+    def judged(self, config: C) -> C:
+        """``config`` with this run's pre-flight options (what its images are judged with)."""
+        return dataclasses.replace(config, preflight=self.preflight)
 
     def clouds(self) -> dict[str, Any]:
         """The report's ``clouds``: each side's capabilities (the upload way, and whether owners and
@@ -186,11 +207,34 @@ async def start_run(
     emit(CloudsDiscovered(src_caps.describe(), dst_caps.describe()))
     limits = Limits(max_rate=config.max_rate, max_uploads=config.max_uploads, chunk_size=config.chunk_size)
     uploader = choose_uploader(config.upload_method, dst_caps, config.dst_store, import_timeout=config.import_timeout)
+    target = dst_caps.store(config.dst_store)
+    preflight = dataclasses.replace(
+        config.preflight,
+        store=target.id if target is not None else None,
+        store_type=target.type if target is not None else None,
+        upload_method=uploader.method,
+    )
+    notes = []
+    cost = unsized_cost(uploader.method, target)
+    if cost is not None:
+        emit(RunWarning(cost))  # said now: the operator may stop a run they did not mean to be slow
+        notes.append(f"warning: {cost}")
+    fresh = clone_note(target.type, target.id) if target is not None else None
+    if fresh is not None:
+        notes.append(fresh)
     properties = DestinationProperties([*config.destination_properties, *owned])
     # Named images are read one by one; a whole catalog is decided from one listing.
     index = None if config.image_ids else await read_index(dst, dst_caps, properties)
     return PairRun(
-        src_caps, dst_caps, limits, uploader, index, properties, projects_checked=dst.cloud.can_ask_projects()
+        src_caps,
+        dst_caps,
+        limits,
+        uploader,
+        index,
+        properties,
+        projects_checked=dst.cloud.can_ask_projects(),
+        preflight=preflight,
+        notes=tuple(notes),
     )
 
 
@@ -445,6 +489,7 @@ async def copy_images(
     ):
         owned = await destination_owned(config, journal, dst_cloud.endpoint)
         run = await start_run(config, src, dst, emit, owned)
+        config = run.judged(config)  # the flags plus where the data goes (pre-flight judges by it)
         record = await pair_record(config, journal, src, dst_cloud)
         tally = QuotaTally(config, run)
 
@@ -504,6 +549,7 @@ async def copy_images(
         clouds=run.clouds(),
         incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
         quota=None if verdict is None else verdict.describe(),
+        notes=list(run.notes),
     )
 
 

@@ -76,8 +76,7 @@ def print_summary(console: Console, run: RunResult) -> None:
     if run.clouds:
         console.print(clouds_line(run.clouds), markup=False)
     console.print(_done_line(run, s), markup=False)
-    for note in run.notes:
-        console.print(redact(note), markup=False)
+    _print_notes(console, run)
 
 
 def _done_line(run: RunResult, s: dict[str, Any]) -> str:
@@ -110,6 +109,17 @@ def _done_line(run: RunResult, s: dict[str, Any]) -> str:
         f"done: {len(run.images)} images ({parts}); {human_bytes(run.bytes)} in {s['seconds']:.1f} s "
         f"({human_bytes(s['bytes_per_second'])}/s); peak memory {human_bytes(s['peak_rss_bytes'])}"
     )
+
+
+def _print_notes(console: Console, run: RunResult) -> None:
+    """What the summary must add (a store's state, a copy's note, a warning): one line each, after the totals."""
+    for note in run.notes:
+        console.print(redact(note), markup=False)
+
+
+def _why(r: ImageResult) -> str:
+    """A plan line's reason, followed by what its non-blocking traps warn of."""
+    return "; ".join(filter(None, [r.reason, *r.warnings]))
 
 
 def print_merge(console: Console, merged: Merged, *, as_json: bool) -> None:
@@ -177,6 +187,7 @@ def _plan_image(r: ImageResult) -> dict[str, Any]:
         "size": r.size,
         "reason": redact(r.reason),
         "traps": r.traps,
+        "warnings": [redact(w) for w in r.warnings],
         **({"changes": r.changes} if r.changes else {}),
         **_identity_fields(r),
     }
@@ -200,6 +211,7 @@ def _plan_totals(run: RunResult, rate: int | None, window: float | None = None) 
     actions = Counter(r.action for r in run.images)
     return {
         "clouds": run.clouds,
+        "notes": [redact(n) for n in run.notes],
         **({"quota": run.quota} if run.quota is not None else {}),
         "totals": {"images": len(run.images), "actions": dict(actions), "bytes": run.bytes},
         "estimate": _estimate_of(run, rate, window),
@@ -261,7 +273,7 @@ def print_plan(
     ordered = sorted(run.images, key=_plan_key)
     if not console.is_terminal:
         rows = [
-            (r.action, r.id, human_bytes(r.size), r.name or "", redact(r.reason), *_identity_cells(r)) for r in ordered
+            (r.action, r.id, human_bytes(r.size), r.name or "", redact(_why(r)), *_identity_cells(r)) for r in ordered
         ]
         _print_lines(console, ("action", "id", "size", "name", "why", "owner", "members"), rows)
     else:
@@ -275,7 +287,7 @@ def print_plan(
         for r in ordered:
             owner, members = _identity_cells(r)
             who = owner + (f" / {members}" if members else "")
-            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(r.reason), who)
+            table.add_row(r.action, r.id, r.name or "", human_bytes(r.size), redact(_why(r)), who)
         console.print(table)
     for text in quota_lines(run.quota, verb) if run.quota is not None else []:
         console.print(text, markup=False)
@@ -290,6 +302,7 @@ def print_plan(
     if bad:
         line += f"; {bad} would not arrive (fail, conflict or blocked: exit 1)"
     console.print(line, markup=False)
+    _print_notes(console, run)
 
 
 def projects_note(clouds: dict[str, Any]) -> str | None:

@@ -45,6 +45,15 @@ Traps of the image's *destination store* (:func:`store_traps`, for ``plan move``
     5.7.0 fails it (its Swift driver declares every segment full-size when it knows the size,
     and copy-image always does: an upstream regression around LP #2136857); Glance does not
     tell its glance_store version, so this is a warning.
+``not-raw-on-rbd`` (a copy's or sync's, by :func:`judge`)
+    An image with data whose ``disk_format`` is not raw, bound for an RBD store
+    (the store's type, from ``/v2/info/stores/detail``): Nova and Cinder clone
+    only raw images whose location is ``rbd://FSID/POOL/IMAGE/snap`` in their own
+    cluster (Nova ``rbd_utils.is_cloneable``, Cinder ``_is_cloneable``); any other
+    format is downloaded and converted for every instance and volume.  A warning
+    (:func:`not_raw_on_rbd`, which :func:`store_traps` asks too): it copies as is.
+
+Non-blocking traps are warnings: their reasons are the image's ``warnings``.
 """
 
 from __future__ import annotations
@@ -62,12 +71,15 @@ if TYPE_CHECKING:
 __all__ = [
     "CERTIFICATE_KEY",
     "DEFAULT_PROPERTY_QUOTA",
+    "NOT_RAW_ON_RBD",
     "SIGNATURE_KEYS",
     "Judgement",
     "PreflightOptions",
     "Trap",
+    "clone_note",
     "custom_properties",
     "judge",
+    "not_raw_on_rbd",
     "store_traps",
 ]
 
@@ -80,6 +92,7 @@ SIGNATURE_KEYS = (
 CERTIFICATE_KEY = "img_signature_certificate_uuid"
 ENCRYPTION_KEY = "cinder_encryption_key_id"
 DEFAULT_PROPERTY_QUOTA = 128  # glance's image_property_quota default
+NOT_RAW_ON_RBD = "not-raw-on-rbd"
 
 # Image attributes Glance keeps in the image row; everything else settable is
 # an "extra property" and counts against image_property_quota.
@@ -107,6 +120,10 @@ class PreflightOptions:
     include_encrypted: bool = False
     include_volume_snapshots: bool = False
     property_quota: int | None = None  # the destination's, once known (learned from a 413)
+    # Where the data goes, as the destination's capabilities tell it (set when a run starts):
+    store: str | None = None  # the target store's id (None: single-store, or not known)
+    store_type: str | None = None  # its driver ("rbd", "swift", ...); None when not shown to us
+    upload_method: str = "put"  # how the bytes enter it (upload.py's method names, or "copy-image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +144,11 @@ class Judgement:
     def kinds(self) -> list[str]:
         """The kinds of every trap, for the report."""
         return [t.kind for t in self.traps]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What each non-blocking trap says (the image is copied; the operator should know)."""
+        return [t.reason for t in self.traps if not t.blocking]
 
 
 def custom_properties(image: Mapping[str, Any]) -> list[str]:
@@ -227,7 +249,58 @@ def judge(image: Mapping[str, Any], options: PreflightOptions) -> Judgement:
             traps.append(Trap("unverified", False, "neither size nor hash recorded: the copy cannot be verified"))
         else:
             traps.append(Trap("no-hash", False, "no recorded hash: verified by size only"))
+    rbd = not_raw_on_rbd(view, options.store_type, options.store, method=options.upload_method)
+    if rbd is not None:
+        traps.append(rbd)
     return Judgement(image=view, traps=tuple(traps), stripped=stripped, rewritten=rewritten)
+
+
+def not_raw_on_rbd(
+    image: Mapping[str, Any], store_type: str | None, store: str | None = None, *, method: str = "put"
+) -> Trap | None:
+    """The ``not-raw-on-rbd`` warning for ``image`` bound for a store of type ``store_type``, or None.
+
+    Only images with data count (a queued record puts nothing into RBD).  ``method`` is how the
+    bytes get there: ``put``/``put-unsized`` (copied as they are), ``glance-direct`` (raw only
+    if the destination converts imports), ``copy-image`` or ``location`` (a store move: Glance
+    copies the bytes as they are).  Pure: the store's type comes from the caller's capabilities.
+    """
+    disk_format = image.get("disk_format")
+    if store_type != "rbd" or not disk_format or disk_format == "raw":
+        return None
+    if image.get("status") not in ("active", "deactivated"):
+        return None
+    where = f"RBD store {store!r}" if store else "an RBD store"
+    why = (
+        f"disk_format {disk_format} bound for {where}: Nova and Cinder clone only raw images on RBD (their "
+        "location rbd://FSID/POOL/IMAGE/snap in their own cluster); this one will be downloaded and converted "
+        "for every instance and volume made from it"
+    )
+    if method == "glance-direct":
+        way_out = "sent with glance-direct: it arrives raw only if the destination converts imports to raw"
+    elif method in ("copy-image", "location"):
+        way_out = (
+            "a store move copies the bytes as they are: convert it to raw first (between clouds: copy it with "
+            "--upload-method glance-direct into a destination that converts imports to raw)"
+        )
+    else:
+        way_out = (
+            "copy it with --upload-method glance-direct into a destination that converts imports to raw "
+            "(image_conversion, output_format raw)"
+        )
+    return Trap(NOT_RAW_ON_RBD, False, f"{why}; {way_out}")
+
+
+def clone_note(store_type: str | None, store: str | None = None) -> str | None:
+    """What a copy into an RBD store must say once: the destination's clones start fresh (None elsewhere)."""
+    if store_type != "rbd":
+        return None
+    where = f"RBD store {store!r}" if store else "the RBD store"
+    return (
+        f"each image copied into {where} is a new RBD image with its own snapshot: no clone chain of the "
+        "source's cluster moves with it (the instances' and volumes' clones of the source stay there); "
+        "clones at the destination start fresh from these images"
+    )
 
 
 def _volume_snapshots(image: Mapping[str, Any]) -> list[str] | None:
@@ -253,17 +326,9 @@ def store_traps(image: Mapping[str, Any], store: StoreInfo | None, *, copy_image
     traps: list[Trap] = []
     if store is None:
         return traps
-    disk_format = image.get("disk_format")
-    if store.type == "rbd" and disk_format not in (None, "raw"):
-        traps.append(
-            Trap(
-                "not-raw-on-rbd",
-                False,
-                f"{disk_format} image bound for the rbd store {store.id}: Nova and Cinder clone only raw images on "
-                "RBD, so every instance or volume made from it downloads and converts it; convert it to raw first "
-                "(a copy between clouds: --upload-method glance-direct into a destination that converts to raw)",
-            )
-        )
+    rbd = not_raw_on_rbd(image, store.type, store.id, method="copy-image" if copy_image else "location")
+    if rbd is not None:  # the same judgement a copy's and a sync's pre-flight makes
+        traps.append(rbd)
     size = image.get("size")
     if copy_image and swift_segmented(store, int(size) if size else None):
         threshold = large_object_size(store)

@@ -30,6 +30,7 @@ __all__ = [
     "ListingDone",
     "ListingFailed",
     "Retrying",
+    "RunWarning",
     "Stats",
     "TransferStarted",
     "WindowClosed",
@@ -54,6 +55,14 @@ class CloudsDiscovered:
 
     source: dict[str, Any]
     destination: dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWarning:
+    """Something the whole run costs that the operator asked for (e.g. ``put-unsized`` into an
+    rbd or s3 store): said once, when the run starts; the run goes on."""
+
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +204,7 @@ class ImageRejudged:
 
 Event = (
     CloudsDiscovered
+    | RunWarning
     | JournalOpened
     | JournalFailed
     | ImageQueued

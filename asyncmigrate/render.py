@@ -46,6 +46,7 @@ from .progress import (
     ListingDone,
     ListingFailed,
     Retrying,
+    RunWarning,
     Stats,
     TransferStarted,
     WindowClosed,
@@ -201,6 +202,8 @@ def _notes(log: Log, event: Event, *, verbose: bool) -> None:
     """The text lines every renderer writes for an event (the log's, wherever bars are drawn)."""
     if isinstance(event, JournalOpened) and event.crashed_in_flight:
         log.write(resume_note(event), level="warning", event="resuming")
+    elif isinstance(event, RunWarning):
+        log.write(f"warning: {event.message}", level="warning", event="warning")
     elif isinstance(event, JournalFailed):
         log.write(journal_note(event), level="warning", event="journal-failed")
     elif isinstance(event, ListingFailed):
@@ -327,6 +330,8 @@ class JsonRenderer:
         record = self.log.record
         if isinstance(event, JournalOpened) and event.crashed_in_flight:
             record("resuming", level="warning", journal=event.path, crashed_in_flight=event.crashed_in_flight)
+        elif isinstance(event, RunWarning):
+            record("warning", level="warning", message=event.message)
         elif isinstance(event, JournalFailed):
             record("journal-failed", level="warning", journal=event.path, reason=redact(event.reason))
         elif isinstance(event, ListingFailed):

@@ -105,6 +105,7 @@ class ImageResult:
     # are whatever the source sends until it closes).
     verification: str | None = None
     traps: list[str] = dataclasses.field(default_factory=list)  # pre-flight kinds (preflight.py)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # what the non-blocking traps say
     stripped: list[str] = dataclasses.field(default_factory=list)  # keys dropped (--strip-signature)
     # The destination converted the data on import: {"from": "qcow2", "to": "raw", "size": N}.
     converted: dict[str, Any] | None = None

@@ -201,6 +201,7 @@ class ImageSync:
         """The destination view, or None when the image is not to be synced (result says why)."""
         judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
         self.result.traps, self.result.stripped = judgement.kinds, list(judgement.stripped)
+        self.result.warnings = judgement.warnings
         if judgement.blocking is not None:
             self.result.action, self.result.reason = Action.BLOCKED, judgement.blocking.reason
             self.result.outcome = Outcome.BLOCKED
@@ -400,6 +401,7 @@ async def sync_images(
         journaled(journal_path, "sync", emit, stop) as journal,
     ):
         run = await start_run(config, src, dst, emit, await destination_owned(config, journal, dst_cloud.endpoint))
+        config = run.judged(config)  # the flags plus where the data goes (pre-flight judges by it)
         record = await pair_record(config, journal, src, dst_cloud)
         index = run.index
         tally = QuotaTally(config, run)
@@ -475,6 +477,7 @@ async def sync_images(
         refused=refused,
         clouds=run.clouds(),
         quota=None if verdict is None else verdict.describe(),
+        notes=list(run.notes),
     )
 
 

@@ -171,7 +171,7 @@ class ImageTransfer:
 
     def _judge(self) -> Judgement:
         judgement = destination_view(self.image, self.config, self.limits.property_quota, self.owned)
-        self.result.traps = judgement.kinds
+        self.result.traps, self.result.warnings = judgement.kinds, judgement.warnings
         self.result.stripped = list(judgement.stripped)
         return judgement
 

@@ -72,6 +72,7 @@ __all__ = [
     "stream_data",
     "swift_segmented",
     "task_message",
+    "unsized_cost",
 ]
 
 IMPORT_LOCK = "os_glance_import_task"  # set by glance while an import task holds the image
@@ -255,6 +256,34 @@ def choose_uploader(method: str, caps: Capabilities, store: str | None, *, impor
     if target is not None and target.type == "swift":
         return UnsizedPut(large_object_size(target))
     return PlainPut()
+
+
+def unsized_cost(method: str, store: StoreInfo | None) -> str | None:
+    """What ``--upload-method put-unsized`` costs in ``store``, judged by its type (None: nothing).
+
+    glance_store 5.7.0: an rbd store creates an upload of unknown size empty and grows it while
+    writing ("resize-before-write", doubling up to 8 GiB, then trimmed); an s3 store reads an
+    upload of unknown size whole into glance-api's memory (``bytes +=`` per 5 MiB: quadratic) and
+    sends it in one PUT (multipart only for a declared size of at least
+    ``s3_store_large_object_size``).  Measured (benchmarks/ceph.py, 1 GiB into S3 on RGW, two
+    runs): 133–274 s and 2.3 GB of glance-api's memory unsized, 23–34 s and 267–319 MB sized.
+    """
+    if method != "put-unsized" or store is None:
+        return None
+    if store.type == "rbd":
+        return (
+            f"--upload-method put-unsized into store {store.id!r} (rbd): without a declared size glance_store "
+            "creates each RBD image empty and resizes it while writing (resize-before-write, which it logs as "
+            "slower than normal); the default put declares the size"
+        )
+    if store.type == "s3":
+        return (
+            f"--upload-method put-unsized into store {store.id!r} (s3): without a declared size glance_store "
+            "reads each image WHOLE into glance-api's memory (about twice its size while it grows, by repeated "
+            "concatenation: slow) before one PUT, no multipart; an image near that node's free memory cannot be "
+            "uploaded; the default put declares the size (multipart from s3_store_large_object_size on)"
+        )
+    return None
 
 
 def large_object_size(store: StoreInfo | None) -> int | None:

@@ -6,8 +6,8 @@ Needs the harness with S3 (``python3 harness/realglance.py start --s3``).  Seeds
 the images into the ``fast`` file store, runs ``asyncmigrate move --from-store
 fast --to-store cold`` and reports the wall time, and what the server-side
 copy cost: peak bytes in glance's staging directory (copy-image stages a full
-copy of each image on the API node's disk), glance's CPU seconds, and moto's
-peak RSS.  Writes benchmarks/results/move_s3.json.
+copy of each image on the API node's disk), glance's CPU seconds, and the peak
+RSS of the S3 server (Ceph's RGW).  Writes benchmarks/results/move_s3.json.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ def main() -> int:
     args = parser.parse_args()
 
     env = seed.load_env()
-    if not env.get("moto"):
+    if not env.get("s3"):
         print("the harness runs without S3: python3 harness/realglance.py start --s3", file=sys.stderr)
         return 2
     harness = Path(env["harness_dir"])
     glance_pid = int((harness / "run" / "src.pid").read_text())
-    moto_pid = int((harness / "run" / "moto.pid").read_text())
+    rgw_pid = int(Path(env["ceph"]["pids"]["rgw"]).read_text())
     staging = Path(env["instances"]["src"]["data_dir"]) / "staging"
     src = seed.Glance(env["instances"]["src"]["url"])
 
@@ -113,10 +113,10 @@ def main() -> int:
     stop.set()
     sampler.join()
     cpu = _tree_cpu(glance_pid) - cpu_before
-    moto_rss = 0
-    for line in Path(f"/proc/{moto_pid}/status").read_text().splitlines():
+    rgw_rss = 0
+    for line in Path(f"/proc/{rgw_pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            moto_rss = int(line.split()[1]) * 1024
+            rgw_rss = int(line.split()[1]) * 1024
     ok = all(src.get(i)["stores"] == "cold" for i in ids)  # type: ignore[index]
     total = args.images * size
     figures = {
@@ -130,7 +130,8 @@ def main() -> int:
         "seed_upload_seconds": round(seeded, 2),
         "staging_peak_bytes": peak["staging"],
         "glance_cpu_seconds": round(cpu, 2),
-        "moto_peak_rss_bytes": moto_rss,
+        "s3_server": "ceph radosgw",
+        "s3_server_peak_rss_bytes": rgw_rss,
         "cli_summary": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip(),
     }
     print(json.dumps(figures, indent=2))

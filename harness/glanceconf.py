@@ -5,8 +5,9 @@ does those).  Stdlib only, like the rest of ``harness/``.
 
 Layout under ``$HARNESS_DIR`` (default ``<repo>/.harness``)::
 
-    venv-glance/ venv-moto/         installed by ``realglance.py install``
+    venv-glance/                    installed by ``realglance.py install`` (+ Debian's rados/rbd bindings)
     venv-cloud/                     keystone + swift (``keystone.py``, ``swift.py``)
+    ceph/ ceph-templates/           the one-node Ceph and the cluster it is copied from (``ceph.py``)
     venv-glance27/                  the old glance 27.1.1 (``oldglance.py``)
     keystone-<cloud>/ swift/        their configs and data (see those modules)
     old/ blobs/                     the old glance's config and data; its http store's blobs
@@ -34,10 +35,19 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"  # the only address this harness ever binds or targets
 # python-swiftclient: glance_store's swift driver (its [swift] extra).
 GLANCE_PACKAGES = ("glance==33.0.0", "gunicorn", "psycopg2-binary", "boto3", "python-swiftclient")
-MOTO_PACKAGES = ("moto[server]",)
 ADMIN_PROJECT_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a01"  # same as fakeauth.DEFAULT_PROJECT_ID
 ADMIN_USER_ID = "a0a0a0a0a0a04a0a8a0a0a0a0a0a0a02"
-S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET = "harness", "harness-secret", "glance-cold"
+# RGW's S3 user (``ceph.py``); each s3 store has its own bucket (glance_store refuses a key that exists).
+S3_ACCESS_KEY, S3_SECRET_KEY = "harness", "harness-secret"
+S3_BUCKETS = {("src", "cold"): "glance-cold", ("dst", "s3"): "glance-dst"}
+RGW_SWIFT_STORE = "rgw"  # the dst store whose swift driver talks to RGW's Swift API (not to Swift)
+# Its own container: glance 33 files an added location under the FIRST store whose URL prefix
+# (scheme://user:key@auth-address/container/) it starts with, whatever metadata.store says; with
+# the same Keystone, user and container as "swift", an rgw location would be checked in Swift.
+RGW_SWIFT_CONTAINER = "glance-rgw"
+REGION = "RegionOne"  # every Keystone's region (keystone.py)
+# The dst Keystone lists RGW's Swift API as object-store of this region (real Swift is REGION's).
+RGW_REGION = "RegionTwo"
 ALL_IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
 # Test-only passwords of loopback servers (like the S3 keys above): the service user that
 # glance's authtoken and glance_store's Swift driver log in with, in each Keystone.
@@ -141,6 +151,33 @@ class OldSpec:
 
 
 @dataclass(frozen=True)
+class CephSpec:
+    """The one-node Ceph (``ceph.py``): a mon, a bluestore OSD, RGW; what the glance stores use of it.
+
+    ``rbd``: the RBD pools serve glance stores (``--ceph``); ``rgw_swift``: RGW's Swift API takes
+    the dst Keystone's tokens (``--rgw-swift``).  RGW always runs: it is the harness's S3.
+    """
+
+    mon_port: int  # messenger v2; v1 listens on the next port
+    osd_port_min: int  # the OSD binds 8 ports (public, cluster, two heartbeats; v2 and v1) in this range
+    osd_port_max: int
+    rgw_port: int
+    rbd: bool
+    rgw_swift: bool
+    fsid: str = "6b1c1a5e-ce9f-4c1a-9e57-a5e0c0de0001"  # fixed: the template's monmap holds it
+
+    @property
+    def mon_ports(self) -> tuple[int, int]:
+        """(v2, v1) ports of the mon."""
+        return self.mon_port, self.mon_port + 1
+
+    @property
+    def rgw_url(self) -> str:
+        """RGW's S3 endpoint (Swift: ``/swift/v1``)."""
+        return f"http://{HOST}:{self.rgw_port}"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that decides what ``start`` brings up; its hash is the config fingerprint."""
 
@@ -148,16 +185,23 @@ class Settings:
     pg_port: int
     pg_bin: Path
     pg_user: str  # the cluster's superuser: "postgres" when we run as root, else our own name
-    moto_port: int
     s3: bool
     instances: tuple[Instance, ...]
     keystones: tuple[KeystoneSpec, ...] = ()  # empty unless started with --keystone
     swift: SwiftSpec | None = None  # set with --swift (which implies --keystone)
     old: OldSpec | None = None  # set with --old
+    ceph: CephSpec | None = None  # set with --s3 (RGW is the S3), --ceph (RBD stores) or --rgw-swift
 
     @classmethod
     def from_env(
-        cls, s3: bool, keystone: bool = False, swift: bool = False, convert: bool = False, old: bool = False
+        cls,
+        s3: bool,
+        keystone: bool = False,
+        swift: bool = False,
+        convert: bool = False,
+        old: bool = False,
+        ceph: bool = False,
+        rgw_swift: bool = False,
     ) -> Settings:
         """Read ports and paths from ``ASYNCMIGRATE_*`` variables, with the documented defaults."""
         env = os.environ.get
@@ -169,10 +213,16 @@ class Settings:
         def port(name: str, default: int) -> int:
             return int(env(f"ASYNCMIGRATE_{name}_PORT", str(default + offset)))
 
-        keystone = keystone or swift  # Swift authenticates against the dst Keystone
+        keystone = keystone or swift or rgw_swift  # Swift and RGW's Swift API take the dst Keystone's tokens
         src_stores = (("fast", "file"), ("slow", "file")) + ((("cold", "s3"),) if s3 else ())
+        src_stores += (("ceph", "rbd"),) if ceph else ()
         dst_stores = (("main", "file"), ("archive", "file")) + ((("swift", "swift"),) if swift else ())
+        # Two RBD pools: the old and the new Ceph-backed store of a cloud; and S3 on RGW.
+        dst_stores += (("ceph", "rbd"), ("ceph2", "rbd"), ("s3", "s3")) if ceph else ()
+        dst_stores += ((RGW_SWIFT_STORE, "swift"),) if rgw_swift else ()
         extra: tuple[Instance, ...] = ()
+        if ceph:  # a Ceph-backed cloud as most run one: its default store is RBD, imports become raw
+            extra += (Instance("rbd", port("RBD", 19305), "glance_rbd", (("ceph", "rbd"),), "ceph", convert_to="raw"),)
         if convert:  # Red Hat OpenStack on OpenShift style: converts every import to raw, no copy-image
             methods = ("glance-direct", "web-download")
             extra += (
@@ -219,8 +269,18 @@ class Settings:
                 account_port=port("SWIFT_ACCOUNT", 19311),
                 container_port=port("SWIFT_CONTAINER", 19312),
                 object_port=port("SWIFT_OBJECT", 19313),
-                large_object_size_mb=int(env("ASYNCMIGRATE_SWIFT_LARGE_OBJECT_MB", "16")),
-                chunk_size_mb=int(env("ASYNCMIGRATE_SWIFT_CHUNK_MB", "8")),
+                large_object_size_mb=swift_segment_sizes()[0],
+                chunk_size_mb=swift_segment_sizes()[1],
+            )
+        ceph_spec = None
+        if s3 or ceph or rgw_swift:
+            ceph_spec = CephSpec(
+                mon_port=port("CEPH_MON", 19330),
+                osd_port_min=port("CEPH_OSD_MIN", 19340),
+                osd_port_max=port("CEPH_OSD_MAX", 19349),
+                rgw_port=port("RGW", 19332),
+                rbd=ceph,
+                rgw_swift=rgw_swift,
             )
         return cls(
             harness_dir=Path(env("ASYNCMIGRATE_HARNESS_DIR") or HERE.parent / ".harness").resolve(),
@@ -228,7 +288,6 @@ class Settings:
             pg_port=port("PG", 19390),
             pg_bin=Path(env("ASYNCMIGRATE_PG_BIN", "/usr/lib/postgresql/15/bin")),
             pg_user="postgres" if os.geteuid() == 0 else getpass.getuser(),
-            moto_port=port("MOTO", 19295),
             s3=s3,
             instances=(
                 Instance("src", port("SRC", 19292), "glance_src", src_stores, "fast"),
@@ -241,6 +300,7 @@ class Settings:
             keystones=keystones,
             swift=swift_spec,
             old=OldSpec(port("OLD", 19320), port("BLOB", 19321)) if old else None,
+            ceph=ceph_spec,
         )
 
     def path(self, *parts: str) -> Path:
@@ -261,7 +321,7 @@ class Settings:
 
     def fingerprint(self) -> str:
         """Hash of the settings, packages and the harness's own code, so any edit forces a restart."""
-        blob = json.dumps([asdict(self), GLANCE_PACKAGES, MOTO_PACKAGES], default=str, sort_keys=True).encode()
+        blob = json.dumps([asdict(self), GLANCE_PACKAGES], default=str, sort_keys=True).encode()
         # Every server module and the old glance's pins; seed.py and legacy.py only talk to the servers.
         for path in sorted(HERE.glob("*.py")) + sorted(HERE.glob("constraints/*.txt")):
             if path.name not in ("seed.py", "legacy.py"):
@@ -269,43 +329,74 @@ class Settings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def rbd_pool(inst: Instance, store: str) -> str:
+    """The Ceph pool behind an rbd store (``ceph.POOLS`` makes them)."""
+    return f"{inst.name}-{store}"
+
+
+def ceph_conf_path(cfg: Settings) -> Path:
+    """The cluster's ``ceph.conf``: daemons, CLIs and glance_store's rbd driver all read it."""
+    return cfg.path("ceph", "ceph.conf")
+
+
 def _store_section(cfg: Settings, inst: Instance, store: str, driver: str) -> str:
     if driver == "file":
         body = f"filesystem_store_datadir = {cfg.path(inst.name, 'data', store)}/"
     elif driver == "swift":
-        body = _swift_store(cfg)
-    else:  # s3 on moto; the bucket is pre-created (create-on-put sends a LocationConstraint moto rejects)
+        body = _swift_store(cfg, rgw=store == RGW_SWIFT_STORE)
+    elif driver == "rbd":
+        # glance_store writes RBD image POOL/<image id> in 8 MiB objects and creates and protects
+        # its snapshot "snap" (what Nova and Cinder clone); auth is none, the user only names the client.
         body = f"""\
-s3_store_host = http://{HOST}:{cfg.moto_port}
+rbd_store_pool = {rbd_pool(inst, store)}
+rbd_store_user = glance
+rbd_store_ceph_conf = {ceph_conf_path(cfg)}
+rbd_store_chunk_size = 8"""
+    else:  # s3 on RGW; the bucket is made with the cluster (ceph.py), not on put
+        assert cfg.ceph is not None
+        body = f"""\
+s3_store_host = {cfg.ceph.rgw_url}
 s3_store_access_key = {S3_ACCESS_KEY}
 s3_store_secret_key = {S3_SECRET_KEY}
-s3_store_bucket = {S3_BUCKET}
+s3_store_bucket = {S3_BUCKETS[(inst.name, store)]}
 s3_store_bucket_url_format = path
 s3_store_region_name = us-east-1
 s3_store_create_bucket_on_put = false"""
     return f"[{store}]\nstore_description = {inst.name} {store} ({driver})\n{body}\n"
 
 
-def _swift_store(cfg: Settings) -> str:
+def _swift_store(cfg: Settings, rgw: bool = False) -> str:
     """glance_store's swift driver with INLINE credentials (no swift_store_config_file).
 
     Inline credentials make locations read ``swift+http://service%3Aglance:<key>@host/v3/glance/<id>``,
     which glance accepts in a location PATCH; a config-file reference makes them
     ``swift+config://…``, a scheme glance refuses to ADD ("Invalid location").  Keystone v3 is the
     only auth glance_store 5.7 speaks to Swift: it logs in as ``project:user`` and takes the
-    ``object-store`` endpoint from its token's catalog.
+    ``object-store`` endpoint from its token's catalog — for the ``rgw`` store, region
+    ``RGW_REGION``'s: RGW's Swift API, which validates the same Keystone's tokens.  (Not
+    ``swift_store_endpoint``: with it uploads and downloads work, but the size check of a location
+    added by PATCH authenticates through swiftclient, which wants the endpoint in the catalog — it
+    fails, the size reads 0 and glance answers "400 Invalid location".)
     """
-    assert cfg.swift is not None
+    large, chunk = swift_segment_sizes()  # what --swift's SwiftSpec also holds
+    # Each store names its region: with --swift and --rgw-swift the catalog lists two object-stores.
+    endpoint = f"\nswift_store_region = {RGW_REGION if rgw else REGION}"
     return f"""\
 swift_store_auth_address = {cfg.keystone("dst").auth_url}
 swift_store_auth_version = 3
 swift_store_user = service:{GLANCE_SERVICE_USER}
 swift_store_key = {GLANCE_SERVICE_PASSWORD}
-swift_store_container = glance
+swift_store_container = {RGW_SWIFT_CONTAINER if rgw else "glance"}
 swift_store_create_container_on_put = true
 swift_store_endpoint_type = publicURL
-swift_store_large_object_size = {cfg.swift.large_object_size_mb}
-swift_store_large_object_chunk_size = {cfg.swift.chunk_size_mb}"""
+swift_store_large_object_size = {large}
+swift_store_large_object_chunk_size = {chunk}{endpoint}"""
+
+
+def swift_segment_sizes() -> tuple[int, int]:
+    """(large object size, segment size) of glance's swift stores, in glance_store "MB"."""
+    env = os.environ.get
+    return int(env("ASYNCMIGRATE_SWIFT_LARGE_OBJECT_MB", "16")), int(env("ASYNCMIGRATE_SWIFT_CHUNK_MB", "8"))
 
 
 def _authtoken(cfg: Settings, inst: Instance) -> str:
@@ -447,9 +538,7 @@ def clouds_yaml(cfg: Settings) -> str:
 
 
 def env_info(cfg: Settings) -> dict[str, Any]:
-    """The content of ``env.json``."""
-    moto = {"url": f"http://{HOST}:{cfg.moto_port}", "bucket": S3_BUCKET}
-    moto.update(access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY)
+    """The content of ``env.json`` (``ceph.env_info`` adds the cluster's entry)."""
     return {
         "fingerprint": cfg.fingerprint(),
         "harness_dir": str(cfg.harness_dir),
@@ -481,7 +570,6 @@ def env_info(cfg: Settings) -> dict[str, Any]:
             }
             for i in cfg.instances
         },
-        "moto": moto if cfg.s3 else None,
     }
 
 
@@ -499,6 +587,4 @@ def env_sh(cfg: Settings) -> str:
         lines += [f"export HARNESS_{up}_URL={i.url}", f"export HARNESS_{up}_PORT={i.port}"]
         lines += [f"export HARNESS_{up}_DATA_DIR={cfg.path(i.name, 'data')}"]
         lines += [f"export HARNESS_{up}_STORES={','.join(i.store_ids)}"]
-    if cfg.s3:
-        lines += [f"export HARNESS_MOTO_URL=http://{HOST}:{cfg.moto_port}", f"export HARNESS_S3_BUCKET={S3_BUCKET}"]
     return "\n".join(lines) + "\n"

@@ -42,11 +42,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import ceph
 import postgres
 from glanceconf import (
     GLANCE_SERVICE_PASSWORD,
     GLANCE_SERVICE_USER,
     HOST,
+    REGION,
+    RGW_REGION,
     HarnessError,
     KeystoneSpec,
     Settings,
@@ -56,7 +59,6 @@ from procs import Check, child_env, http_json, spawn, tail
 # keystone and swift share one venv (measured: they install together, `pip check` clean).
 CLOUD_VENV = "venv-cloud"
 CLOUD_PACKAGES = ("keystone==30.0.0", "swift==2.38.3", "keystonemiddleware", "gunicorn", "psycopg2-binary")
-REGION = "RegionOne"
 SWIFT_SERVICE_USER, SWIFT_SERVICE_PASSWORD = "swift", "swift-service-pw"
 APP_CRED_NAME = "harness"
 PASSWORD_HASH_ROUNDS = 4
@@ -310,17 +312,22 @@ def populate(cfg: Settings, ks: KeystoneSpec) -> dict[str, Any]:
 
 
 def _catalog(cfg: Settings, ks: KeystoneSpec, api: _Api) -> str:
-    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift.  Returns
-    the image service's id."""
+    """``image`` → the cloud's keystone-guarded glance; on dst ``object-store`` → Swift, and
+    (``--rgw-swift``) ``object-store`` of region ``RGW_REGION`` → RGW's Swift API.  Returns the
+    image service's id."""
     glance = next(i for i in cfg.instances if i.name == image_instance(ks))
-    entries = [("glance", "image", glance.url)]
+    entries = [("glance", "image", glance.url, REGION)]
     if ks.name == "dst" and cfg.swift is not None:
-        entries.append(("swift", "object-store", f"{cfg.swift.url}/v1/AUTH_$(project_id)s"))
+        entries.append(("swift", "object-store", f"{cfg.swift.url}/v1/AUTH_$(project_id)s", REGION))
+    if ks.name == "dst" and cfg.ceph is not None and cfg.ceph.rgw_swift:
+        api.create("region", id=RGW_REGION, description="RGW's Swift API")
+        entries.append(("rgw", "object-store", ceph.swift_url(cfg), RGW_REGION))
     ids = {}
-    for name, kind, url in entries:
-        ids[kind] = service = api.create("service", name=name, type=kind)
+    for name, kind, url, region in entries:
+        service = api.create("service", name=name, type=kind)
+        ids.setdefault(kind, service)
         for interface in ("public", "internal", "admin"):
-            api.create("endpoint", service_id=service, interface=interface, url=url, region_id=REGION)
+            api.create("endpoint", service_id=service, interface=interface, url=url, region_id=region)
     return ids["image"]
 
 

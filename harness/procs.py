@@ -187,7 +187,7 @@ def spawn(cmd: list[str], log: Path, pidfile: Path, env: dict[str, str]) -> subp
 
 
 def kill_pidfile(pidfile: Path, needle: str, timeout: float = 10.0) -> bool:
-    """SIGINT (quick shutdown for gunicorn, moto and swift), then SIGKILL its process group; True if it ran."""
+    """SIGINT (quick shutdown for gunicorn, swift and ceph), then SIGKILL its process group; True if it ran."""
     return bool(kill_pidfiles({pidfile: needle}, timeout))
 
 

@@ -3,8 +3,8 @@
 
 Stdlib only (any python3 >= 3.9); it never imports the project.
 
-    realglance.py install                 # every venv (glance, moto, keystone+swift, glance 27), in parallel
-    realglance.py start [--s3] [--keystone] [--swift] [--convert] [--old] [--all] [--fresh]
+    realglance.py install                 # every venv (glance, keystone+swift, glance 27) in parallel; apt packages
+    realglance.py start [--s3] [--ceph] [--rgw-swift] [--keystone] [--swift] [--convert] [--old] [--all] [--fresh]
     realglance.py status                  # exit 0 iff every glance instance answers
     realglance.py stop
 
@@ -13,7 +13,12 @@ Stdlib only (any python3 >= 3.9); it never imports the project.
 * PostgreSQL (``postgres.py``), every database dropped and copied afresh from its template;
 * glance-api "src" (stores fast, slow [+ cold on S3]) and "dst" (stores main, archive), each
   one gunicorn serving ``glance.wsgi.api:application`` (glance 33 has no standalone server);
-* with ``--s3``, moto_server as the S3 endpoint of the ``cold`` store;
+* with ``--s3``, a one-node Ceph (``ceph.py``) whose RGW is the S3 endpoint of the ``cold`` store;
+* with ``--ceph``, the same Ceph's RBD pools as stores: ``ceph`` in src, ``ceph`` and ``ceph2`` (and
+  ``s3`` on RGW) in dst, and glance-api "rbd", whose default store is RBD and which converts imports
+  to raw (as Ceph-backed clouds do);
+* with ``--rgw-swift`` (implies ``--keystone``), store ``rgw`` in dst: glance_store's swift driver
+  against RGW's Swift API, which validates the dst Keystone's tokens;
 * with ``--keystone``, two real Keystones (``keystone.py``) and two glance-api behind
   keystonemiddleware's ``authtoken``, "ks-src" and "ks-dst";
 * with ``--swift`` (implies ``--keystone``), real Swift (``swift.py``) behind the dst Keystone,
@@ -46,6 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ceph
 import keystone
 import oldglance
 import postgres
@@ -54,13 +60,10 @@ from glanceconf import (
     GLANCE_PACKAGES,
     HERE,
     HOST,
-    MOTO_PACKAGES,
-    S3_ACCESS_KEY,
-    S3_BUCKET,
-    S3_SECRET_KEY,
     HarnessError,
     Instance,
     Settings,
+    ceph_conf_path,
     clouds_yaml,
     env_info,
     env_sh,
@@ -91,7 +94,7 @@ def install(cfg: Settings, everything: bool = False) -> None:
     cfg.harness_dir.mkdir(parents=True, exist_ok=True)
     # The default harness dir lives inside the repo: keep everything generated out of git.
     cfg.path(".gitignore").write_text("*\n")
-    venvs = {cfg.path("venv-glance"): VenvSpec(GLANCE_PACKAGES), cfg.path("venv-moto"): VenvSpec(MOTO_PACKAGES)}
+    venvs = {cfg.path("venv-glance"): VenvSpec(GLANCE_PACKAGES)}
     if everything or cfg.keystones:
         venvs[cfg.path(keystone.CLOUD_VENV)] = VenvSpec(keystone.CLOUD_PACKAGES)
     if everything or cfg.old is not None:
@@ -102,25 +105,33 @@ def install(cfg: Settings, everything: bool = False) -> None:
     if everything or any(i.convert_to for i in cfg.instances):
         # glance's image_conversion runs qemu-img (Debian's qemu-utils).
         did = ensure_debian("qemu-img", shutil.which("qemu-img") is not None, "qemu-utils") or did
+    if everything or cfg.ceph is not None:
+        did = ensure_debian("Ceph", ceph.installed(), *ceph.PACKAGES) or did
+        # glance_store's rbd driver imports rados/rbd (RGW's S3 and Swift need neither); a venv shared
+        # from another checkout is linked by its owner's install, and checked when RBD stores run.
+        venv = cfg.path("venv-glance")
+        if (cfg.ceph is not None and cfg.ceph.rbd) or (everything and not venv.is_symlink()):
+            did = ceph.link_bindings(venv) or did
     say(f"install {'done' if did else 'already up to date'} in {time.monotonic() - t0:.1f} s")
 
 
-def ensure_debian(what: str, present: bool, package: str) -> bool:
-    """Install a Debian package with apt-get when ``what`` is missing; True if it was installed."""
+def ensure_debian(what: str, present: bool, *packages: str) -> bool:
+    """Install Debian packages with apt-get when ``what`` is missing; True if they were installed."""
     if present:
         return False
+    names = " ".join(packages)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise HarnessError(f"{what} is missing: install {package} (Debian: apt-get install {package})")
+        raise HarnessError(f"{what} is missing: install {names} (Debian: apt-get install {names})")
     t0 = time.monotonic()
-    say(f"{what} missing: apt-get install {package}")
-    apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    say(f"{what} missing: apt-get install {names}")
+    apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = child_env({"DEBIAN_FRONTEND": "noninteractive"})
     try:
         run(apt, env=env)
     except HarnessError:  # no or stale package lists (a fresh container): refresh once, then retry
         run(["apt-get", "update", "-q"], env=env)
         run(apt, env=env)
-    say(f"{package} installed in {time.monotonic() - t0:.1f} s")
+    say(f"{names} installed in {time.monotonic() - t0:.1f} s")
     return True
 
 
@@ -162,21 +173,6 @@ def template_makers(cfg: Settings) -> dict[str, postgres.TemplateMaker]:
 # ----------------------------------------------------------------------------- servers
 
 
-def moto_start(cfg: Settings) -> None:
-    """Start moto_server and pre-create the bucket (glance_store's create-on-put fails on moto)."""
-    log, url = cfg.path("logs", "moto.log"), f"http://{HOST}:{cfg.moto_port}"
-    log.unlink(missing_ok=True)
-    cmd = [str(cfg.path("venv-moto", "bin", "moto_server")), "-H", HOST, "-p", str(cfg.moto_port)]
-    proc = spawn(cmd, log, cfg.path("run", "moto.pid"), child_env())
-    wait_ready({"moto": (f"{url}/moto-api/", log, proc)})
-    script = (
-        "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',"
-        " aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3]).create_bucket(Bucket=sys.argv[4])"
-    )
-    python = str(cfg.path("venv-glance", "bin", "python"))
-    run([python, "-c", script, url, S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET], env=child_env())
-
-
 def prepare_instance(cfg: Settings, inst: Instance) -> None:
     """Wipe and recreate the instance's data dirs and write its two config files."""
     root = cfg.path(inst.name)
@@ -207,11 +203,13 @@ def glance_start(cfg: Settings, inst: Instance) -> subprocess.Popen[bytes]:
 
 # What a pidfile in run/ belongs to, by name prefix: the needle its command line must contain
 # (first match wins; the glance 33 instances and the Keystones are gunicorns).
-NEEDLES = (("moto", "moto_server"), ("swift-", "swift-"), *oldglance.NEEDLES.items(), ("", "gunicorn"))
+# ("moto", ...): a moto_server left by a harness from before RGW was its S3.
+NEEDLES = (("swift-", "swift-"), *ceph.NEEDLES.items(), *oldglance.NEEDLES.items(), ("moto", "moto_server"))
+NEEDLES += (("", "gunicorn"),)
 
 
 def running_state(cfg: Settings) -> dict[str, bool]:
-    """What of the harness answers right now, by component (only those ``cfg`` runs, plus moto)."""
+    """What of the harness answers right now, by component (only those ``cfg`` runs)."""
     state = {"postgres": postgres.pg_ready(cfg)}
     for ks in cfg.keystones:
         alive = pid_alive(keystone.pidfile(cfg, ks), "gunicorn")
@@ -225,7 +223,8 @@ def running_state(cfg: Settings) -> dict[str, bool]:
         state[inst.name] = bool(alive) and http_status(f"{inst.url}/versions") == 200
     if cfg.old is not None:
         state |= oldglance.state(cfg)
-    state["moto"] = bool(pid_alive(cfg.path("run", "moto.pid"), "moto_server"))
+    if cfg.ceph is not None:
+        state |= ceph.state(cfg)
     return state
 
 
@@ -235,10 +234,7 @@ def is_current(cfg: Settings) -> bool:
         recorded = json.loads(cfg.path("env.json").read_text()).get("fingerprint")
     except (OSError, ValueError):
         return False
-    state = running_state(cfg)
-    if not cfg.s3:
-        del state["moto"]
-    return recorded == cfg.fingerprint() and all(state.values())
+    return recorded == cfg.fingerprint() and all(running_state(cfg).values())
 
 
 def stop_servers(cfg: Settings) -> list[str]:
@@ -252,7 +248,7 @@ def stop_servers(cfg: Settings) -> list[str]:
 
 def all_ports(cfg: Settings) -> dict[str, int]:
     """Every port this configuration listens on, by server name."""
-    ports = {i.name: i.port for i in cfg.instances} | ({"moto": cfg.moto_port} if cfg.s3 else {})
+    ports = {i.name: i.port for i in cfg.instances} | (ceph.ports(cfg) if cfg.ceph is not None else {})
     ports |= {f"keystone-{ks.name}": ks.port for ks in cfg.keystones}
     if cfg.swift is not None:
         ports |= {f"swift-{s}": p for s, p in swift.ports(cfg.swift).items()}
@@ -270,7 +266,13 @@ def cmd_start(cfg: Settings, fresh: bool) -> None:
     cfg.path("env.json").unlink(missing_ok=True)  # no stale fingerprint if this start fails
     cfg.path("run").mkdir(exist_ok=True)
     stop_servers(cfg)
-    busy = [f"{port} ({name})" for name, port in all_ports(cfg).items() if port_busy(port)]
+    # A server just killed can hold its ports a moment longer (a zombie's sockets close after its
+    # memory is gone, which is what pid_alive watches): wait a little before calling them taken.
+    deadline = time.monotonic() + 10
+    while (
+        busy := [f"{p} ({name})" for name, p in all_ports(cfg).items() if port_busy(p)]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if busy:
         raise HarnessError(f"port(s) already in use by something else: {', '.join(busy)}")
     try:
@@ -282,6 +284,8 @@ def cmd_start(cfg: Settings, fresh: bool) -> None:
         say(f"keystone-{ks.name}: {ks.auth_url}")
     if cfg.swift is not None:
         say(f"swift: {cfg.swift.url}")
+    if cfg.ceph is not None:
+        say(f"ceph: conf {ceph_conf_path(cfg)}, RGW {cfg.ceph.rgw_url}")
     for inst in cfg.instances:
         say(f"{inst.name}: {inst.url} stores={','.join(inst.store_ids)} default={inst.default_store}")
     if cfg.old is not None:
@@ -291,13 +295,16 @@ def cmd_start(cfg: Settings, fresh: bool) -> None:
 
 
 def start_all(cfg: Settings) -> None:
-    """PostgreSQL, databases from templates, data dirs; Keystones (filled in), Swift, moto, glance-api; env files."""
+    """PostgreSQL, databases from templates, data dirs; Ceph, Keystones (filled in), Swift, glance-api; env files."""
     t1 = time.monotonic()
     for d in ("logs", "run"):
         cfg.path(d).mkdir(exist_ok=True)
     postgres.pg_start(cfg)
     postgres.ensure_templates(cfg, template_makers(cfg))
     postgres.recreate_databases(cfg, templates(cfg))
+    if cfg.ceph is not None:
+        ceph.ensure_template(cfg)  # once per settings; then every start copies it
+        ceph.prepare(cfg)
     for inst in cfg.instances:
         prepare_instance(cfg, inst)
     for ks in cfg.keystones:
@@ -309,8 +316,7 @@ def start_all(cfg: Settings) -> None:
     say(f"postgres, databases, configs: {time.monotonic() - t1:.1f} s")
     # The old glance is the slowest to answer (eventlet, about 10 s under load): spawn it first.
     checks: dict[str, Check] = oldglance.start(cfg) if cfg.old is not None else {}
-    if cfg.s3:
-        moto_start(cfg)
+    checks |= ceph.start(cfg) if cfg.ceph is not None else {}
     # Everything starts at once; glance's authtoken and Swift reach Keystone only on their first request.
     keystones = {f"keystone {ks.name}": keystone.start(cfg, ks) for ks in cfg.keystones}
     checks |= swift.start(cfg) if cfg.swift is not None else {}
@@ -322,11 +328,14 @@ def start_all(cfg: Settings) -> None:
     wait_ready(checks)
     extra: dict[str, Any] = {"keystone": identities}
     extra["swift"] = swift.env_info(cfg, identities["dst"]["service_project_id"]) if cfg.swift is not None else None
+    service = identities["dst"]["service_project_id"] if "dst" in identities else None
+    extra["ceph"] = ceph.env_info(cfg, service) if cfg.ceph is not None else None
     clouds = oldglance.clouds_entries(cfg) if cfg.old is not None else []
     clouds += [line for i in identities.values() for line in keystone.clouds_entries(i)]
     cfg.path("clouds.yaml").write_text(clouds_yaml(cfg) + "".join(f"{line}\n" for line in clouds))
     env = oldglance.env_lines(cfg) if cfg.old is not None else []
     env += [line for i in identities.values() for line in keystone.env_lines(i)]
+    env += ceph.env_lines(cfg) if cfg.ceph is not None else []
     cfg.path("env.sh").write_text(env_sh(cfg) + "".join(f"{line}\n" for line in env))
     info = env_info(cfg) | extra
     if cfg.old is not None:
@@ -348,11 +357,11 @@ def cmd_status(cfg: Settings) -> int:
     """Print each component's state; 0 only if every glance instance (and Keystone, Swift) answers."""
     state = running_state(cfg)
     print(f"harness dir: {cfg.harness_dir}")
-    where = {"postgres": f"{HOST}:{cfg.pg_port}", "moto": f"http://{HOST}:{cfg.moto_port}"}
+    where = {"postgres": f"{HOST}:{cfg.pg_port}"}
     where |= {name: f"http://{HOST}:{port}" for name, port in all_ports(cfg).items()}
     for name, up in state.items():
         print(f"{name:<16} {where.get(name, ''):<24} {'up' if up else 'down'}")
-    return 0 if all(up for name, up in state.items() if name not in ("postgres", "moto")) else 1
+    return 0 if all(up for name, up in state.items() if name != "postgres") else 1
 
 
 def run_command(cfg: Settings, args: argparse.Namespace) -> int:
@@ -376,9 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, take the harness dir's lock, run the subcommand."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="create every venv (glance, moto, keystone+swift, glance 27), install qemu-img")
+    sub.add_parser("install", help="create every venv (glance, keystone+swift, glance 27), install qemu-img and Ceph")
     start = sub.add_parser("start", help="start postgres + two glance-api (+ what the flags add)")
-    start.add_argument("--s3", action="store_true", help="add store 'cold' (S3 on moto) to src")
+    start.add_argument("--s3", action="store_true", help="add store 'cold' (S3 on Ceph's RGW) to src")
+    start.add_argument(
+        "--ceph", action="store_true", help="RBD stores in src and dst, glance 'rbd' (default store rbd)"
+    )
+    start.add_argument("--rgw-swift", action="store_true", help="store 'rgw' in dst: Swift on RGW (implies --keystone)")
     start.add_argument("--keystone", action="store_true", help="two Keystones + glance 'ks-src', 'ks-dst'")
     start.add_argument("--swift", action="store_true", help="Swift + store 'swift' in dst (implies --keystone)")
     start.add_argument("--convert", action="store_true", help="glance 'convert': imports converted to raw")
@@ -387,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--fresh", action="store_true", help="wipe and restart even if running")
     status = sub.add_parser("status", help="print what is running")
     for p in (status,):  # status reports on the same configuration as start
-        for flag in ("--s3", "--keystone", "--swift", "--convert", "--old", "--all"):
+        for flag in ("--s3", "--ceph", "--rgw-swift", "--keystone", "--swift", "--convert", "--old", "--all"):
             p.add_argument(flag, action="store_true")
     sub.add_parser("stop", help="stop everything the harness started")
     args = parser.parse_args(argv)
@@ -398,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         swift=every or getattr(args, "swift", False),
         convert=every or getattr(args, "convert", False),
         old=every or getattr(args, "old", False),
+        ceph=every or getattr(args, "ceph", False),
+        rgw_swift=every or getattr(args, "rgw_swift", False),
     )
     cfg.harness_dir.mkdir(parents=True, exist_ok=True)
     # One command at a time per harness dir (parallel test workers may all call start).

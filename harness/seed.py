@@ -308,9 +308,12 @@ def load_env() -> dict[str, Any]:
 # -- catalogs ---------------------------------------------------------------------
 
 
-def seed_demo(src: Glance) -> list[str]:
-    """A small, varied catalog for the demo: a few MB each, about 60 MB in all."""
-    tag = uuid.uuid4().hex[:6]
+DEMO_STORIES = ("swift", "ceph")  # the destination's file store moves into each (scripts/demo.sh)
+
+
+def seed_demo(src: Glance, story: str = "swift") -> list[str]:
+    """A small, varied catalog for the demo, named ``demo-<story>-*``: a few MB each, about 60 MB in all."""
+    tag = f"{story}-{uuid.uuid4().hex[:6]}"
     specs: list[tuple[bytes | None, dict[str, Any]]] = [
         (
             raw_image(24 * MiB, 1),
@@ -343,13 +346,15 @@ def seed_demo(src: Glance) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``seed.py demo``: seed the harness source with the demo catalog."""
+    """``seed.py demo``: seed the harness source with the demo catalog, once per story."""
     if argv[1:2] != ["demo"]:
         print("usage: seed.py demo", file=sys.stderr)
         return 2
     env = load_env()
-    ids = seed_demo(Glance(env["instances"]["src"]["url"]))
-    print(f"seeded {len(ids)} demo images on the source Glance")
+    src = Glance(env["instances"]["src"]["url"])
+    for story in DEMO_STORIES:
+        ids = seed_demo(src, story)
+        print(f"seeded {len(ids)} demo images (demo-{story}-*) on the source Glance")
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the project venv (.venv) with asyncmigrate and its test tools, and
-# install the harness's servers (glance, moto, keystone + swift and glance 27
-# venvs, in parallel; Debian's qemu-utils when qemu-img is missing). Nothing is started:
+# install the harness's servers (glance, keystone + swift and glance 27 venvs, in
+# parallel; Debian's qemu-utils and Ceph packages when missing). Nothing is started:
 # the integration tests start what they need, demo.sh starts the pair.
 # Sourced by demo.sh and test.sh.
 set -euo pipefail

@@ -118,9 +118,13 @@ class _StoresApi:
             if store_type == "swift" and self.fake.swift_segment_size is not None:
                 # glance 33 shows the Swift driver's thresholds, in bytes
                 properties = {"container": "glance", "large_object_size": self.fake.swift_segment_size}
-            elif store_type == "rbd":  # discovery.py _get_rbd_properties
+            elif store_type == "rbd":  # discovery.py _get_rbd_properties: chunk_size in bytes (8388608 seen)
                 pool = self.fake.backend.pools.get(store_id, store_id)
-                properties = {"chunk_size": 8, "pool": pool, "thin_provisioning": False, "fsid": self.fake.backend.fsid}
+                properties = {"chunk_size": 8 * 1024 * 1024, "pool": pool, "thin_provisioning": False}
+                properties["fsid"] = self.fake.backend.fsid
+            elif store_type == "s3":  # discovery.py _get_s3_properties, glance_store's defaults
+                properties = {"s3_store_large_object_size": 100 * 1024 * 1024}
+                properties |= {"s3_store_large_object_chunk_size": 10 * 1024 * 1024, "s3_store_thread_pools": 10}
             entry: dict[str, Any] = {"id": store_id, "type": store_type, "properties": properties}
             if description:
                 entry["description"] = description

@@ -3,12 +3,14 @@
 The harness (``harness/realglance.py start --fresh``) is started once per session, with only
 what the collected tests ask for: always the Glance pair (``--s3``, or ``HARNESS_START_FLAGS``),
 plus ``--keystone`` if a test uses ``keystone_clouds``, ``--swift`` for ``swift_store``,
-``--convert`` for ``converting``, ``--old`` for ``old_glance`` (the single-store glance 27.1.1).
+``--convert`` for ``converting``, ``--old`` for ``old_glance`` (the single-store glance 27.1.1),
+``--ceph`` for ``ceph`` (RBD stores, glance "rbd"), ``--rgw-swift`` for ``rgw_swift`` (Swift on RGW).
 If it cannot start the tests FAIL — they never skip silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -29,7 +31,14 @@ import seed  # noqa: E402
 pytestmark = pytest.mark.realglance
 
 # fixture -> the start flag it needs
-NEEDS = {"keystone_clouds": "--keystone", "swift_store": "--swift", "converting": "--convert", "old_glance": "--old"}
+NEEDS = {
+    "keystone_clouds": "--keystone",
+    "swift_store": "--swift",
+    "converting": "--convert",
+    "old_glance": "--old",
+    "ceph": "--ceph",
+    "rgw_swift": "--rgw-swift",
+}
 _FLAGS = pytest.StashKey[list[str]]()
 
 
@@ -153,7 +162,8 @@ class KeystoneClouds:
 
 @dataclass
 class SwiftStore:
-    """The ``swift`` store of the keystone-less "dst" glance (``--swift``) and the Swift behind it."""
+    """A swift-driver store of the keystone-less "dst" glance: ``swift`` on real Swift (``--swift``),
+    or ``rgw`` on RGW's Swift API (``--rgw-swift``), and the object store behind it."""
 
     env: dict[str, Any]
     dst: seed.Glance
@@ -161,16 +171,84 @@ class SwiftStore:
     large_object_size: int  # bytes: images this big or bigger are segmented
     chunk_size: int  # bytes per segment
     account_url: str
+    service_user: dict[str, str]  # who glance_store logs in as (the dst Keystone's service:glance)
+    container: str
 
     def objects(self, image_id: str) -> list[dict[str, Any]]:
         """The Swift objects of an image (manifest and segments), as the glance service user sees them."""
-        user = self.env["swift"]["service_user"]
+        user = self.service_user
         token = seed.keystone_token(self.env["keystone"]["dst"]["auth_url"], user["name"], user["password"], "service")
         status, data = seed.Glance(self.account_url, token=token).request(
-            "GET", f"/{self.env['swift']['container']}?format=json&prefix={image_id}"
+            "GET", f"/{self.container}?format=json&prefix={image_id}"
         )
         assert status == 200, (status, data)
         return list(data)
+
+
+@dataclass
+class Ceph:
+    """The harness's one-node Ceph (``--ceph``) and the glance stores on it.
+
+    RBD stores: src ``ceph``, dst ``ceph`` and ``ceph2`` (two pools: a cloud's old and new
+    Ceph-backed stores), glance "rbd" (cloud ``harness-rbd``) whose default store ``ceph`` is RBD and
+    which converts imports to raw; S3 on RGW: src ``cold``, dst ``s3``.  The CLIs (``rbd``, ``ceph``,
+    ``radosgw-admin``) run against the cluster's config.
+    """
+
+    env: dict[str, Any]
+    src: seed.Glance
+    dst: seed.Glance
+    rbd_glance: seed.Glance  # glance "rbd": default store "ceph" (rbd)
+    rbd_cloud: str  # its clouds.yaml name
+
+    @property
+    def conf(self) -> str:
+        """The cluster's ceph.conf."""
+        return str(self.env["ceph"]["conf"])
+
+    @property
+    def fsid(self) -> str:
+        """The cluster's fsid (the first part of every ``rbd://`` location)."""
+        return str(self.env["ceph"]["fsid"])
+
+    def pool(self, instance: str, store: str = "ceph") -> str:
+        """The pool behind ``instance``'s rbd store ``store``."""
+        return str(self.env["ceph"]["rbd"][instance][store])
+
+    def cli(self, *args: str, timeout: float = 60) -> str:
+        """Run a ceph CLI (``rbd``, ``ceph``, ``radosgw-admin``) against the cluster; its stdout."""
+        cmd = [args[0], "-c", self.conf, *args[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stderr}"
+        return proc.stdout
+
+    def rbd_json(self, *args: str) -> Any:
+        """``rbd ARGS --format json``, parsed."""
+        return json.loads(self.cli("rbd", *args, "--format", "json"))
+
+    def snapshot(self, image: dict[str, Any], store: str) -> str:
+        """``POOL/IMAGE@SNAP`` of the image's location in ``store``, read from its ``rbd://`` URL."""
+        (url,) = [loc["url"] for loc in image["locations"] if loc["metadata"].get("store") == store]
+        fsid, pool, name, snap = url.removeprefix("rbd://").split("/")
+        assert fsid == self.fsid, url
+        return f"{pool}/{name}@{snap}"
+
+    def exported(self, spec: str) -> tuple[int, str]:
+        """(size, sha512) of what ``rbd export SPEC -`` streams: the bytes as Ceph holds them."""
+        cmd = ["rbd", "-c", self.conf, "export", "--no-progress", spec, "-"]
+        digest, size = hashlib.sha512(), 0
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+            assert proc.stdout is not None
+            while block := proc.stdout.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else spec
+        return size, digest.hexdigest()
+
+    def bucket(self, bucket: str) -> dict[str, int]:
+        """``{object name: size}`` of an RGW bucket (``radosgw-admin bucket list``)."""
+        listed = json.loads(self.cli("radosgw-admin", "bucket", "list", "--bucket", bucket))
+        return {o["name"]: int(o["meta"]["size"]) for o in listed}
 
 
 @dataclass
@@ -231,6 +309,37 @@ def swift_store(harness: dict[str, Any]) -> SwiftStore:
         large_object_size=swift["large_object_size"],
         chunk_size=swift["chunk_size"],
         account_url=swift["account_url"],
+        service_user=swift["service_user"],
+        container=swift["container"],
+    )
+
+
+@pytest.fixture(scope="session")
+def ceph(harness: dict[str, Any]) -> Ceph:
+    """The one-node Ceph (``--ceph``): RBD stores in src, dst and glance "rbd"; S3 on RGW."""
+    inst = harness["instances"]
+    return Ceph(
+        env=harness,
+        src=seed.Glance(inst["src"]["url"]),
+        dst=seed.Glance(inst["dst"]["url"]),
+        rbd_glance=seed.Glance(inst["rbd"]["url"]),
+        rbd_cloud=inst["rbd"]["cloud"],
+    )
+
+
+@pytest.fixture(scope="session")
+def rgw_swift(harness: dict[str, Any]) -> SwiftStore:
+    """dst's store ``rgw``: glance_store's swift driver against RGW's Swift API (dst Keystone tokens)."""
+    rgw = harness["ceph"]["rgw"]
+    return SwiftStore(
+        env=harness,
+        dst=seed.Glance(harness["instances"]["dst"]["url"]),
+        store=rgw["swift_store"],
+        large_object_size=rgw["large_object_size"],
+        chunk_size=rgw["chunk_size"],
+        account_url=rgw["swift_url"],
+        service_user=rgw["swift_user"],
+        container=rgw["swift_container"],
     )
 
 

@@ -72,39 +72,52 @@ def _catalog() -> list[tuple[bytes | None, dict[str, Any]]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def seeded(pair: Pair) -> dict[str, str | None]:
-    """Seed the source; returns {id: sha512 of its data, None when it has none}."""
+def seed_catalog(
+    src: seed.Glance, *, store: str | None = None, tag: str = "", without: frozenset[str] = frozenset()
+) -> dict[str, str | None]:
+    """Seed every kind of the catalog (names prefixed with ``tag``, all data in ``store`` when named,
+    the kinds in ``without`` left out) on ``src``; returns {id: sha512 of its data, None when it has none}."""
     expected: dict[str, str | None] = {}
     kernel = ramdisk = None
     for data, attrs in _catalog():
         attrs = dict(attrs)
-        store = attrs.pop("_store", None)
+        own_store = attrs.pop("_store", None)
+        if attrs["name"] in without:
+            continue
         attrs.setdefault("container_format", "bare")
-        image = pair.src.create(data, store=store, **attrs)
-        expected[image["id"]] = hashlib.sha512(data).hexdigest() if data is not None else None
         name = attrs["name"]
+        attrs["name"] = tag + name
+        image = src.create(data, store=store or own_store, **attrs)
+        expected[image["id"]] = hashlib.sha512(data).hexdigest() if data is not None else None
         if name == "shared-with-members":
             for member, status in MEMBERS.items():
-                pair.src.ok("POST", f"/v2/images/{image['id']}/members", {"member": member})
+                src.ok("POST", f"/v2/images/{image['id']}/members", {"member": member})
                 if status != "pending":
-                    pair.src.ok("PUT", f"/v2/images/{image['id']}/members/{member}", {"status": status})
+                    src.ok("PUT", f"/v2/images/{image['id']}/members/{member}", {"status": status})
         if name.startswith("deactivated"):
-            pair.src.ok("POST", f"/v2/images/{image['id']}/actions/deactivate")
+            src.ok("POST", f"/v2/images/{image['id']}/actions/deactivate")
         if name == "one-byte":
             kernel = image["id"]
         if name == "chunk-plus-one":
             ramdisk = image["id"]
     # An image that refers to others by id: it keeps working because ids are kept.
-    refs = pair.src.create(
+    refs = src.create(
         seed.raw_image(MiB, 22),
-        name="refers-to-kernel",
+        store=store,
+        name=tag + "refers-to-kernel",
         disk_format="raw",
         container_format="bare",
         kernel_id=kernel,
         ramdisk_id=ramdisk,
     )
     expected[refs["id"]] = hashlib.sha512(seed.raw_image(MiB, 22)).hexdigest()
+    return expected
+
+
+@pytest.fixture(scope="module")
+def seeded(pair: Pair) -> dict[str, str | None]:
+    """Seed the source; returns {id: sha512 of its data, None when it has none}."""
+    expected = seed_catalog(pair.src)
     assert len(expected) >= 20
     return expected
 
@@ -115,20 +128,25 @@ def _comparable(image: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _assert_same(pair: Pair, seeded: dict[str, str | None]) -> None:
+def assert_same(src_glance: seed.Glance, dst_glance: seed.Glance, seeded: dict[str, str | None]) -> None:
+    """Every seeded image is at the destination with the same attributes, members and bytes."""
     for image_id, sha in seeded.items():
-        src = pair.src.get(image_id)
-        dst = pair.dst.get(image_id)
+        src = src_glance.get(image_id)
+        dst = dst_glance.get(image_id)
         assert src is not None and dst is not None, image_id
         assert _comparable(dst) == _comparable(src), f"attributes differ for {src['name']}"
         if src.get("visibility") == "shared":
-            assert pair.dst.members(image_id) == pair.src.members(image_id)
+            assert dst_glance.members(image_id) == src_glance.members(image_id)
         if sha is None:
             assert dst["status"] == "queued" and dst["size"] is None
             continue
-        got = pair.dst.sha512_of_data(image_id)
+        got = dst_glance.sha512_of_data(image_id)
         assert got is not None and got[1] == sha, f"data differs for {src['name']}"
         assert dst["os_hash_value"] == sha
+
+
+def _assert_same(pair: Pair, seeded: dict[str, str | None]) -> None:
+    assert_same(pair.src, pair.dst, seeded)
 
 
 def test_dry_run_changes_nothing(pair: Pair, seeded: dict[str, str | None]) -> None:

@@ -1,4 +1,4 @@
-"""Store moves on a real glance-api with two file stores and an S3 store (moto):
+"""Store moves on a real glance-api with two file stores and an S3 store (Ceph's RGW):
 file → S3 and file → file by copy-image, file → S3 by location swap, and a run
 killed mid-way that completes on re-run."""
 

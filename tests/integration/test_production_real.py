@@ -47,7 +47,7 @@ def _secrets(env: dict[str, Any]) -> list[str]:
         elif isinstance(value, str) and re.search(r"password|secret|key$", key) and len(value) >= 8:
             found.append(value)
 
-    walk({k: v for k, v in env.items() if k in ("keystone", "swift")})
+    walk({k: v for k, v in env.items() if k in ("keystone", "swift", "ceph")})
     return found
 
 
@@ -57,6 +57,11 @@ def _secrets(env: dict[str, Any]) -> list[str]:
 def test_copy_into_a_swift_store_segments_big_images(pair: Pair, swift_store: SwiftStore) -> None:
     """An image above the store's large_object_size arrives bit-exact in Swift as segments (uploaded
     without a declared size); a small one as one object, sized; a re-run is clean."""
+    copy_into_swift_segments(pair, swift_store)
+
+
+def copy_into_swift_segments(pair: Pair, swift_store: SwiftStore) -> None:
+    """The copy into a swift-driver store (real Swift or RGW's Swift API), checked object by object."""
     tag = os.urandom(3).hex()
     big_size = swift_store.large_object_size * 2 + 12_345
     big = pair.src.create(
@@ -65,14 +70,14 @@ def test_copy_into_a_swift_store_segments_big_images(pair: Pair, swift_store: Sw
     small = pair.src.create(
         seed.raw_image(1 * MiB, 42), name=f"swift-small-{tag}", disk_format="raw", container_format="bare"
     )
-    args = ("copy", "--src-cloud", "harness-src", "--dst-cloud", "harness-dst", "--dst-store", "swift")
+    args = ("copy", "--src-cloud", "harness-src", "--dst-cloud", "harness-dst", "--dst-store", swift_store.store)
     run = pair.cli(*args, "--name", f"swift-*-{tag}")
     assert run.returncode == 0, run.stderr
     assert run.outcomes() == {big["id"]: "copied", small["id"]: "copied"}
     assert run.report is not None and run.report["summary"]["clouds"]["destination"]["upload_method"] == "put-unsized"
     for image in (big, small):
         assert _digest_of(pair.dst, image["id"]) == _digest_of(pair.src, image["id"])
-        assert (pair.dst.get(image["id"]) or {})["stores"] == "swift"
+        assert (pair.dst.get(image["id"]) or {})["stores"] == swift_store.store
     big_objects = swift_store.objects(big["id"])
     assert len(big_objects) >= 3, big_objects  # a manifest and its segments
     assert len(swift_store.objects(small["id"])) == 1
@@ -86,6 +91,11 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
     """dst main (file) → swift: a small image moves by copy-image; a segmented one fails there
     (glance_store 5.7.0) and is reported with its cause and way out, old store kept; --method
     location then moves it bit-exact; no Swift key reaches any output."""
+    move_into_swift(pair, swift_store)
+
+
+def move_into_swift(pair: Pair, swift_store: SwiftStore) -> None:
+    """The move main → a swift-driver store (real Swift or RGW's Swift API) and its way out."""
     tag = os.urandom(3).hex()
     small = pair.dst.create(
         seed.raw_image(2 * MiB, 43), name=f"mv-small-{tag}", disk_format="raw", container_format="bare", store="main"
@@ -95,7 +105,8 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
         seed.raw_image(big_size, 44), name=f"mv-big-{tag}", disk_format="raw", container_format="bare", store="main"
     )
     before = {i["id"]: _digest_of(pair.dst, i["id"]) for i in (small, big)}
-    args = ("move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", "swift", "--name", f"mv-*-{tag}")
+    to = swift_store.store
+    args = ("move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", to, "--name", f"mv-*-{tag}")
     plan = pair.cli("plan", *args, "--output", "json", report=False)
     traps = {i["id"]: i["traps"] for i in json.loads(plan.stdout)["images"]}
     assert traps == {small["id"]: [], big["id"]: ["copy-image-into-swift"]}, plan.stdout + plan.stderr
@@ -113,10 +124,10 @@ def test_move_file_to_swift_says_why_copy_image_fails_and_location_moves_it(
     assert second.outcomes()[big["id"]] == "moved"
     moved = next(e for e in second.report["images"] if e["id"] == big["id"])  # type: ignore[index]
     assert moved["carrier"] and f"carrier {moved['carrier']}" in moved["reason"]
-    assert "os_glance_failed_import still names swift" in moved["reason"] and "it stays" in moved["reason"]
+    assert f"os_glance_failed_import still names {to}" in moved["reason"] and "it stays" in moved["reason"]
     for image in (small, big):
         moved = pair.dst.get(image["id"]) or {}
-        assert moved["stores"] == "swift" and _digest_of(pair.dst, image["id"]) == before[image["id"]]
+        assert moved["stores"] == to and _digest_of(pair.dst, image["id"]) == before[image["id"]]
     everything = first.stdout + first.stderr + second.stdout + second.stderr + json.dumps(second.report)
     for secret in _secrets(pair.env):
         assert secret not in everything
