@@ -157,12 +157,14 @@ class Entry:
 
 
 async def list_images(
-    client: GlanceClient, caps: Capabilities, image_ids: tuple[str, ...] = ()
+    client: GlanceClient, caps: Capabilities, image_ids: tuple[str, ...] = (), *, recheck: bool = True
 ) -> AsyncIterator[dict[str, Any]]:
     """Every image once: the ones named, or all of them (pages of 1,000).
 
     A named image that does not exist is yielded as a stub with ``status``
-    ``"missing"`` so it is reported, not silently dropped.
+    ``"missing"`` so it is reported, not silently dropped.  Without ``recheck``
+    the passes are not asked again for the images updated meanwhile (for a
+    caller that confirms every image it misses by id).
     """
     if image_ids:
         for image_id in image_ids:
@@ -186,6 +188,8 @@ async def list_images(
     # community pass).  Every such change is a PATCH, which sets updated_at: the same queries
     # once more for the images updated since the listing began find it — a fixed cost of one
     # page per query, whatever the catalog's size.
+    if not recheck:
+        return
     since = began.strftime("%Y-%m-%dT%H:%M:%SZ")
     for params in caps.listing_queries():
         async for image in client.list_images({**params, "updated_at": f"gte:{since}"}):

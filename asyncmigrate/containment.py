@@ -26,7 +26,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import AsyncMigrateError, Behaviour, DestinationBusy, DestinationConflict, collapse, redact
+from .errors import AsyncMigrateError, BadCopy, Behaviour, DestinationBusy, DestinationConflict, collapse, redact
 from .metadata import size_of
 from .progress import Emit, InternalError, ListingFailed, ignore
 from .report import Action, ImageResult, Outcome
@@ -164,6 +164,8 @@ def planning(result: ImageResult) -> Iterator[None]:
         result.action, result.reason = Action.UPLOAD, str(exc)
     except DestinationConflict as exc:
         result.action, result.reason = Action.CONFLICT, str(exc)
+    except BadCopy as exc:
+        result.action, result.reason = Action.QUARANTINED, str(exc)
     except AsyncMigrateError as exc:
         if exc.behaviour in _STOPS_THE_RUN:
             raise

@@ -51,6 +51,7 @@ from .progress import (
     ignore,
 )
 from .quota import Needs, QuotaExceeded, Verdict, judge
+from .recheck import Recheck, each
 from .record import PairRecord, SourceIdentity, open_record
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
@@ -71,6 +72,7 @@ __all__ = [
     "open_cloud",
     "pair_record",
     "read_index",
+    "rechecked",
     "run_pool",
     "start_run",
 ]
@@ -501,17 +503,17 @@ async def copy_images(
 
         verdict = None if config.dry_run else await fit_quota(config, run, listed(), plan, "copy")
 
-        async def handle(image: dict[str, Any]) -> ImageResult:
-            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, run.index, run.uploader, run.owned)
+        async def handle(image: dict[str, Any], index: DestinationIndex | None = run.index) -> ImageResult:
+            transfer = ImageTransfer(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
                 planned = await transfer.plan()
                 tally.add(image, planned)
                 return planned
             result = await transfer.run()
             await keep_owned(journal, run.owned, dst_cloud.endpoint)
-            if record is not None and at_destination(result, run.index):
+            if record is not None and at_destination(result, index):
                 # The record sync's removed images come from, with the destination copy it saw.
-                await record.remember(image, transfer.seen or (run.index.get(image["id"]) if run.index else None))
+                await record.remember(image, transfer.seen or (index.get(image["id"]) if index else None))
             return result
 
         # A listing that fails part-way ends the intake; the images in flight finish.
@@ -528,9 +530,15 @@ async def copy_images(
         )
         # A signal that came after the last image was taken and finished cut nothing short.
         interrupted = stop is not None and stop.is_set() and not listing.drained(len(results))
+        check = None
+        if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
+            # (A stop or a closed window checks nothing more: that would be new work after it.)
+            results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             journal.cut_short = interrupted
             await journal.flush_record()
+        if check is not None and record is not None:
+            await record.forget(check.gone)  # deleted at the destination meanwhile: not brought
         if config.dry_run:
             verdict = tally.verdict()
     return RunResult(
@@ -539,7 +547,36 @@ async def copy_images(
         dry_run=config.dry_run,
         interrupted=interrupted,
         clouds=run.clouds(),
-        incomplete=listing.incomplete,
+        incomplete="; ".join(filter(None, [listing.incomplete, check.incomplete if check else None])) or None,
         quota=None if verdict is None else verdict.describe(),
         notes=list(run.notes),
     )
+
+
+async def rechecked(
+    run: PairRun,
+    src: GlanceClient,
+    dst: GlanceClient,
+    results: list[ImageResult],
+    handle: Callable[[dict[str, Any], DestinationIndex | None], Awaitable[ImageResult]],
+    *,
+    concurrency: int,
+    emit: Emit,
+) -> tuple[list[ImageResult], Recheck | None]:
+    """``results`` with what rests on the run's first read of the destination judged again
+    against a second listing (:mod:`asyncmigrate.recheck`); changed images go through
+    ``handle(image, None)`` again, from fresh reads.  No index (named images): nothing to check."""
+    if run.index is None:
+        return results, None
+    check = Recheck(dst, run.dst_caps, run.index, emit, run.owned.strip)
+    first = {r.id: r for r in results}
+
+    async def fresh(stub: dict[str, Any]) -> ImageResult:
+        image = await src.get_image(stub["id"])
+        return first[stub["id"]] if image is None else await handle(image, None)
+
+    async def again(ids: list[str]) -> list[ImageResult]:
+        # Not reported as progress again: these images were counted once already.
+        return await run_pool(each(ids), fresh, concurrency=concurrency, emit=ignore)
+
+    return await check.rejudge(results, again), check

@@ -26,7 +26,9 @@ for configuration and authentication) and chained with ``raise ... from exc``.
         ├── DestinationBusy                RETRY            destination image is 'saving'
         ├── SourceCorrupt                  IMAGE            source bytes do not match its own hash
         ├── DestinationConflict            IMAGE            same id, other content or attributes
-        └── VerificationError              IMAGE            destination recorded another hash
+        ├── VerificationError              IMAGE            the record after an upload or a move is wrong
+        ├── BadCopy                        IMAGE            destination committed other bytes: deactivated
+        └── BadCopyActive                  (as its cause)   … and deactivating it failed: still active
 
 ``RETRY`` errors are retried with backoff within an attempt cap and a deadline;
 when retries run out they are recorded against the image like ``IMAGE`` errors.
@@ -47,6 +49,8 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "AsyncMigrateError",
     "AuthenticationError",
+    "BadCopy",
+    "BadCopyActive",
     "Behaviour",
     "ClientStatusError",
     "ConflictStatus",
@@ -386,7 +390,25 @@ class DestinationConflict(ImageError):
 
 
 class VerificationError(ImageError):
-    """After upload, the destination recorded a size or hash other than the source's."""
+    """After an upload or a store move, the record is not what a good copy leaves (the image not
+    ``active``; a store move's carrier or original with other hashes)."""
+
+
+class BadCopy(ImageError):
+    """The destination's copy holds bytes other than the source recorded, and was deactivated
+    (quarantined) so nobody boots it: Glance can neither replace its data nor reuse its id."""
+
+
+class BadCopyActive(ImageError):
+    """A bad copy whose deactivation failed: it is still active, and the message says so.
+
+    Retried when the failure was (a 503): the next attempt proves the copy again and deactivates
+    it; else an operator must deactivate it by hand.
+    """
+
+    def __init__(self, message: str, behaviour: Behaviour) -> None:
+        super().__init__(message)
+        self.behaviour = behaviour
 
 
 FAILURE_KINDS = (

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .progress import Emit, HttpRequest, ignore
 from .rawget import RawDownload, raw_get
-from .retry import retried
+from .retry import inside_unit, retried
 
 __all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
 
@@ -281,9 +281,10 @@ class GlanceClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
-        """A request whose 401-after-reauth is fatal, and whose GETs are retried."""
+        """A request whose 401-after-reauth is fatal, and whose GETs are retried — unless
+        it runs inside a unit whose attempts are retried already (:func:`~asyncmigrate.retry.inside_unit`)."""
         try:
-            if method == "GET":
+            if method == "GET" and not inside_unit():
                 return (await retried(self._retry, lambda _n: self._send(method, path, **kw)))[1]
             return (await self._send(method, path, **kw))[1]
         except Unauthorized as exc:

@@ -197,7 +197,9 @@ def _copy_flags(p: argparse.ArgumentParser) -> None:
         "--verify",
         choices=("full", "server"),
         default="full",
-        help="full: hash on the fly and hold the last chunk back (default); server: compare recorded hashes only",
+        help="full: hash on the fly and hold the last chunk back, so corrupt bytes are never committed (default); "
+        "server: faster, compares the destination's recorded hashes after the commit — RISK: a copy corrupted on "
+        "the way is then deactivated and reported 'quarantined', and its id can never hold the right bytes",
     )
     p.add_argument(
         "--upload-method",

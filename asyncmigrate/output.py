@@ -91,6 +91,7 @@ def _done_line(run: RunResult, s: dict[str, Any]) -> str:
         Outcome.REMOVED,
         Outcome.DELETED,
         Outcome.CONFLICT,
+        Outcome.QUARANTINED,
         Outcome.IN_USE,
         Outcome.FAILED,
         Outcome.ABORTED,

@@ -22,6 +22,7 @@ __all__ = [
     "HttpRequest",
     "ImageDone",
     "ImageQueued",
+    "ImageRejudged",
     "ImageTaken",
     "InternalError",
     "JournalFailed",
@@ -192,6 +193,15 @@ class ImageDone:
     result: ImageResult
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageRejudged:
+    """An image's result judged again at the end of the run (the destination changed under it
+    while the run went on: :mod:`asyncmigrate.recheck`); ``was`` is the outcome it replaces."""
+
+    result: ImageResult
+    was: str
+
+
 Event = (
     CloudsDiscovered
     | RunWarning
@@ -207,6 +217,7 @@ Event = (
     | BytesMoved
     | Retrying
     | ImageDone
+    | ImageRejudged
     | InternalError
     | HttpRequest
 )
@@ -258,6 +269,10 @@ class Stats:
             self.results.append(event.result)
             self.in_flight.pop(event.result.id, None)
             self.taken.pop(event.result.id, None)
+        elif isinstance(event, ImageRejudged):  # counted once already: only its outcome changes
+            self.outcomes[event.was] = self.outcomes.get(event.was, 1) - 1
+            self.outcomes[event.result.outcome] = self.outcomes.get(event.result.outcome, 0) + 1
+            self.results = [event.result if r.id == event.result.id else r for r in self.results]
 
     def _moved(self, image_id: str, n: int) -> None:
         if image_id in self.taken:

@@ -39,6 +39,7 @@ from .progress import (
     Event,
     ImageDone,
     ImageQueued,
+    ImageRejudged,
     InternalError,
     JournalFailed,
     JournalOpened,
@@ -73,6 +74,7 @@ __all__ = [
 NOTABLE = {
     Outcome.FAILED: "error",
     Outcome.CONFLICT: "error",
+    Outcome.QUARANTINED: "error",  # its reason is the way out
     Outcome.IN_USE: "error",
     Outcome.BLOCKED: "warning",
     Outcome.REMOVED: "warning",
@@ -184,7 +186,7 @@ def window_note(event: WindowClosed | WindowGraceOver) -> str:
 
 
 def failure_note(result: ImageResult) -> str:
-    """The line printed when an image fails, conflicts, is blocked, removed or deleted."""
+    """The line printed when an image fails, conflicts, is quarantined, blocked, removed or deleted."""
     return f"{result.outcome}: {result.id} {result.name or ''}: {redact(result.reason)}"
 
 
@@ -210,7 +212,7 @@ def _notes(log: Log, event: Event, *, verbose: bool) -> None:
         log.write(window_note(event), level="warning", event="window")
     elif isinstance(event, Retrying) and verbose:
         log.write(retry_note(event), level="warning", event="retrying")
-    elif isinstance(event, ImageDone) and event.result.outcome in NOTABLE:
+    elif isinstance(event, ImageDone | ImageRejudged) and event.result.outcome in NOTABLE:
         log.write(failure_note(event.result), level=NOTABLE[event.result.outcome], event="image")
 
 
@@ -344,10 +346,10 @@ class JsonRenderer:
             record(
                 "retrying", level="warning", image=event.image_id, attempt=event.attempt, reason=redact(event.reason)
             )
-        elif isinstance(event, ImageDone):
+        elif isinstance(event, ImageDone | ImageRejudged):
             r = event.result
             record(
-                "image",
+                "image" if isinstance(event, ImageDone) else "image-rejudged",
                 level=NOTABLE.get(r.outcome, "info"),
                 id=r.id,
                 name=r.name,

@@ -45,6 +45,7 @@ class Action:
     UNSUPPORTED = "unsupported"  # source state cannot be copied (saving, killed, ...)
     FAIL = "fail"  # cannot be done (e.g. the id was deleted at the destination)
     BLOCKED = "blocked"  # a blocking pre-flight trap: not attempted (reason says the way out)
+    QUARANTINED = "quarantined"  # the destination's copy holds other bytes: deactivated (reason: the way out)
     # sync
     UPDATE = "update"  # same image at both ends: apply the attribute, member and status drift
     REMOVE = "remove"  # brought earlier, gone from the source: report it (kept at the destination)
@@ -67,6 +68,9 @@ class Outcome:
     CONFLICT = "conflict"
     FAILED = "failed"
     BLOCKED = "blocked"  # a pre-flight trap (signed, encrypted, ...): not attempted, nothing created
+    # The destination's copy holds bytes other than the source recorded: deactivated at once (now, or
+    # by an earlier run), so nobody boots it; Glance cannot mend it under its id (reason: the way out).
+    QUARANTINED = "quarantined"
     ABORTED = "aborted"  # in flight when an interrupted run aborted it (bytes: what was sent)
     # sync
     UPDATED = "updated"  # drift applied: attributes, members, status
@@ -78,7 +82,7 @@ class Outcome:
     MISSING = "missing"
     EXTRA = "extra"  # only at the destination (--strict)
 
-    BAD = frozenset({CONFLICT, FAILED, BLOCKED, ABORTED, DIFFERS, MISSING, EXTRA, IN_USE})
+    BAD = frozenset({CONFLICT, FAILED, BLOCKED, QUARANTINED, ABORTED, DIFFERS, MISSING, EXTRA, IN_USE})
 
 
 @dataclasses.dataclass

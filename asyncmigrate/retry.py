@@ -25,21 +25,46 @@ asked, up to what is left of the budget (a wait the budget cannot cover is cut
 to the remainder; one more attempt follows it).  Sleeping and reading the clock
 go through the policy (:attr:`RetryPolicy.sleep`, :attr:`RetryPolicy.clock`),
 so tests never wait.
+
+One loop per unit
+-----------------
+Inside a unit (:func:`run_unit`, in the task running it and the tasks it
+starts) a read is tried once: the unit's own loop is the retry, so an image
+given ``--retries N`` costs at most N tries of any request, never N × N.
+Reads outside any unit — the listing's pages, discovery, ``verify``'s
+comparisons — are retried on their own (:func:`inside_unit` tells which).
 """
 
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .config import RetryPolicy
-from .errors import AsyncMigrateError, Behaviour, DestinationConflict, HTTPStatusError, failure_kind, redact
+from .errors import (
+    AsyncMigrateError,
+    BadCopy,
+    Behaviour,
+    DestinationConflict,
+    HTTPStatusError,
+    failure_kind,
+    redact,
+)
 from .report import ImageResult, Outcome
 
-__all__ = ["Budget", "backoff", "is_retryable", "retried", "run_unit"]
+__all__ = ["Budget", "backoff", "inside_unit", "is_retryable", "retried", "run_unit"]
 
 T = TypeVar("T")
+
+# Set while a unit runs: its reads leave the retrying to the unit's loop (module docstring).
+_IN_UNIT: contextvars.ContextVar[bool] = contextvars.ContextVar("asyncmigrate_in_unit", default=False)
+
+
+def inside_unit() -> bool:
+    """Is the caller running inside a unit whose attempts are retried as a whole?"""
+    return _IN_UNIT.get()
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -146,15 +171,24 @@ async def run_unit(
     def failed(exc: AsyncMigrateError) -> None:
         result.reason = redact(str(exc))  # what the next attempt's Retrying event reports
 
+    entered = _IN_UNIT.set(True)
     try:
         await retried(policy, attempt, budget=budget, on_failure=failed)
     except AsyncMigrateError as exc:
         if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
             raise
-        result.outcome = Outcome.CONFLICT if isinstance(exc, DestinationConflict) else Outcome.FAILED
+        result.outcome = next((o for kind, o in _OUTCOMES if isinstance(exc, kind)), Outcome.FAILED)
         result.reason = redact(str(exc)) + _given_up(exc, result.attempts, budget, policy)
     finally:
+        _IN_UNIT.reset(entered)
         result.seconds = policy.clock() - started
+
+
+# Per-image errors with an outcome of their own (the rest are "failed").
+_OUTCOMES: tuple[tuple[type[AsyncMigrateError], str], ...] = (
+    (DestinationConflict, Outcome.CONFLICT),
+    (BadCopy, Outcome.QUARANTINED),
+)
 
 
 def _given_up(exc: AsyncMigrateError, attempts: int, budget: Budget, policy: RetryPolicy) -> str:

@@ -40,7 +40,6 @@ __all__ = [
     "expected_digest",
     "pipeline",
     "resuming_source",
-    "verification_of",
     "verified",
 ]
 
@@ -99,38 +98,78 @@ async def resuming_source(open_at: Opener, size: int | None, *, max_resumes: int
     raised and the whole image is retried.  A first answer that announces
     another length than the recorded ``size`` is refused before any byte is
     handed on (``size`` None: an old image without a recorded size).
+
+    Every ``206`` is read by its ``Content-Range``: it must start where reading
+    stands and, when the image's size is recorded, name that size as its total
+    (a cache holding another object under the URL is never spliced in).  A
+    ``206`` that ends before the image does — an intermediary answering in
+    slices, even a request for the whole image — is followed by a ``Range``
+    request for the rest, as a cut is.
     """
     offset = 0
     resumes = 0
     while True:
         try:
             async with open_at(offset) as download:
-                announced = download.content_length
-                if not offset and size is not None and download.status == 200 and announced not in (None, size):
-                    raise StreamCorrupted(f"the source announces {announced} bytes, its recorded size is {size}")
-                if offset and (download.status != 206 or not _range_starts_at(download.content_range, offset)):
-                    cannot = TransportError(f"source cannot resume at byte {offset} (HTTP {download.status})")
-                    resumes = max_resumes  # no point trying again
-                    raise cannot
+                last, total = _answered_up_to(download, offset, size)
                 async for chunk in download.chunks():
                     offset += len(chunk)
                     yield chunk
-            return
+            end = size if size is not None else total
+            if last is None or offset <= last or end is None or offset >= end:
+                return  # the whole answer was read (a short one is the verifier's to judge)
+            if resumes >= max_resumes:
+                raise TransportError(f"the source answered in parts: still at byte {offset} after {resumes} more")
+            resumes += 1  # a part ended where its Content-Range said: ask for the rest
+        except _CannotResume as exc:
+            raise TransportError(str(exc)) from None
         except TransportError:
             if offset == 0 or (size is not None and offset >= size) or resumes >= max_resumes:
                 raise
             resumes += 1
 
 
-def _range_starts_at(content_range: str | None, offset: int) -> bool:
-    # "bytes 100-199/200"
-    if not content_range:
-        return False
+class _CannotResume(Exception):
+    """The answer to a ``Range`` request cannot continue this image: start over (a TransportError)."""
+
+
+def _answered_up_to(download: Any, offset: int, size: int | None) -> tuple[int | None, int | None]:
+    """(last byte, total) of a ``206`` by its ``Content-Range``, (None, None) for a whole-image
+    answer; raise :class:`_CannotResume`, or :class:`StreamCorrupted` for a whole answer of the
+    wrong length."""
+    status, announced = download.status, download.content_length
+    if status != 206:
+        if offset:
+            raise _CannotResume(f"source cannot resume at byte {offset} (HTTP {status})")
+        if size is not None and status == 200 and announced not in (None, size):
+            raise StreamCorrupted(f"the source announces {announced} bytes, its recorded size is {size}")
+        return None, None
+    parsed = _content_range(download.content_range)
+    if parsed is None or parsed[0] != offset:
+        raise _CannotResume(
+            f"source cannot resume at byte {offset}: HTTP 206 with Content-Range {download.content_range!r}"
+        )
+    _first, last, total = parsed
+    if size is not None and total is not None and total != size:
+        raise _CannotResume(
+            f"source cannot resume at byte {offset}: its Content-Range ({download.content_range}) says "
+            f"total {total}, its recorded size is {size}"
+        )
+    return last, total
+
+
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``"bytes 100-199/200"`` → (100, 199, 200); total None for ``/*``; None if malformed."""
     try:
-        unit, spec = content_range.split(" ", 1)
-        return unit == "bytes" and int(spec.split("-", 1)[0]) == offset
+        unit, spec = (value or "").split(" ", 1)
+        span, total = spec.split("/", 1)
+        first, last = (int(n) for n in span.split("-", 1))
+        whole = None if total.strip() == "*" else int(total)
     except ValueError:
-        return False
+        return None
+    if unit != "bytes" or last < first or (whole is not None and last >= whole):
+        return None
+    return first, last, whole
 
 
 async def verified(
@@ -139,11 +178,14 @@ async def verified(
     size: int | None,
     digest: Digest | None,
     expected: str | None,
+    also: Digest | None = None,
 ) -> AsyncIterator[bytes]:
     """Pass chunks on, holding the last one back until size and digest match.
 
     ``size`` None (nothing recorded): the transport's own length check is all
     there is (aiohttp fails a body shorter than its ``Content-Length``).
+    ``also`` is fed every chunk too (the md5 of what is sent, held against the
+    destination's record after the commit).
     """
     count = 0
     held: bytes | None = None
@@ -155,6 +197,8 @@ async def verified(
             raise StreamCorrupted(f"source sent more than its recorded size of {size} bytes")
         if digest is not None:
             await digest.feed(chunk)
+        if also is not None:
+            await also.feed(chunk)
         if held is not None:
             yield held
         held = chunk
@@ -224,12 +268,13 @@ def pipeline(
     on_bytes: Callable[[int], None],
     max_resumes: int = 3,
     throttle: Throttle | None = None,
+    also: Digest | None = None,
 ) -> Pipeline:
     """Assemble the stages: source → verify (+digest, hold-back) → [throttle] → count."""
     # 1. read the source, healing cuts with Range
     source = resuming_source(open_at, size, max_resumes=max_resumes)
-    # 2. count and hash; hold the last chunk back until size and digest match
-    checked = verified(source, size=size, digest=digest, expected=expected)
+    # 2. count and hash (and hash what is sent, when asked); hold the last chunk back until size and digest match
+    checked = verified(source, size=size, digest=digest, expected=expected, also=also)
     stages = [source, checked]
     # 3. the run-wide bandwidth cap
     if throttle is not None:
@@ -258,14 +303,3 @@ def expected_digest(image: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if image.get("checksum") and computable("md5"):
         return "md5", str(image["checksum"])
     return None, None
-
-
-def verification_of(image: Mapping[str, Any], hashed: str | None) -> str:
-    """The report's ``verification``: the algorithm checked, ``size-only``, or ``unverified``
-    (neither recorded: the bytes are whatever the source sends until it closes)."""
-    if hashed:
-        return hashed
-    algo, _ = expected_digest(image)
-    if algo:
-        return algo  # --verify server: the destination's record was compared with it
-    return "size-only" if image.get("size") is not None else "unverified"

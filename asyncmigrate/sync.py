@@ -46,12 +46,14 @@ from .engine import (
     journaled,
     keep_owned,
     pair_record,
+    rechecked,
     run_pool,
     start_run,
 )
 from .errors import DestinationBusy, DestinationConflict, ImageError, NotFound
 from .glance import GlanceClient, client_options, open_glance
 from .identity import left_out_note, map_members, unknown_projects, unmapped_members_refused
+from .integrity import recognised
 from .limits import Limits
 from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
@@ -59,6 +61,7 @@ from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import Budget, run_unit
 from .selection import select
+from .staged import STAGING
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
 from .upload import Uploader
 
@@ -108,6 +111,7 @@ class ImageSync:
         self.id: str = image["id"]
         self.result = ImageResult.of(image, with_left_out=True)
         self._hand_over = False  # ImageTransfer copies or uploads after this sync's own steps
+        self._staged = False  # the destination was between stage and import: level it once imported
         self._transfers: list[ImageTransfer] = []
         self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
         self.budget = Budget(config.retry)  # its own, so a retry's event can say why (Budget.last_failure)
@@ -135,9 +139,23 @@ class ImageSync:
         if not self._hand_over:
             return self.result
         done = await self._transfer(None).run()
+        if self._staged and done.outcome == Outcome.COPIED:
+            return await self._level_imported(done)
         if self.result.changes:
             done.changes = self.result.changes
             done.reason = "; ".join(filter(None, [describe(self._changes()), done.reason]))
+        return done
+
+    async def _level_imported(self, done: ImageResult) -> ImageResult:
+        """An image imported only now (it was left between stage and import): level the
+        attributes that drifted meanwhile, read afresh."""
+        self.index, self.result = None, ImageResult.of(self.image, with_left_out=True)
+        await run_unit(self.config.retry, self._attempt, self.result)
+        if self.result.outcome not in (Outcome.UPDATED, Outcome.SKIPPED):
+            return self.result  # the levelling failed: that is what the image needs next
+        if self.result.outcome == Outcome.UPDATED:
+            done.changes = self.result.changes
+            done.reason = "; ".join(filter(None, [done.reason, self.result.reason]))
         return done
 
     async def plan(self, *, members: bool = True) -> ImageResult:
@@ -167,7 +185,9 @@ class ImageSync:
             return
         self._note(found)
         assert found.entry is not None
-        if _uploads(view, found.entry):
+        if found.entry.status in STAGING:
+            result.action, result.reason = Action.UPLOAD, f"destination is {found.entry.status!r}: finish its import"
+        elif _uploads(view, found.entry):
             result.action, result.bytes = Action.UPLOAD, result.size
             result.reason = "; ".join(filter(None, [describe(self._changes()), "then upload the data"]))
         elif result.changes:
@@ -203,6 +223,8 @@ class ImageSync:
                 return _Assessment(None)
             entry = Entry.of(full)
         self.seen = entry
+        if entry.status in STAGING and view.get("status") in ("active", "deactivated"):
+            return _Assessment(entry)  # left between stage and import: ImageTransfer finishes it
         if entry.status in BUSY:
             raise DestinationBusy(f"destination image is {entry.status!r}")
         if entry.status not in WRITABLE:
@@ -212,6 +234,8 @@ class ImageSync:
             full = full if full is not None else await self._read()
             if full is None:
                 return _Assessment(None)
+            if (bad := recognised(full)) is not None:
+                raise bad  # a bad copy an earlier run deactivated: never "levelled" (reactivated)
             drift = compute_drift(view, full)
         wanted = None
         if members and view.get("visibility") == "shared" and not drift.conflict and not _uploads(view, entry):
@@ -275,6 +299,9 @@ class ImageSync:
         found = await self._assess(view, fresh=number > 1)
         if found.entry is None:  # not at the destination (named ids, or deleted since the listing)
             self._hand_over = True
+            return
+        if found.entry.status in STAGING:
+            self._hand_over = self._staged = True
             return
         if found.drift.conflict:
             result.action = Action.CONFLICT
@@ -393,7 +420,7 @@ async def sync_images(
         # leaves removed images unjudged: listed.complete stays False.
         listing = Listing(select(listed.each(), config.selection), "source listing", emit)
 
-        async def handle(image: dict[str, Any]) -> ImageResult:
+        async def handle(image: dict[str, Any], index: DestinationIndex | None = index) -> ImageResult:
             one = ImageSync(src, dst, image, config, emit, run.limits, index, run.uploader, run.owned)
             if config.dry_run:
                 planned = await one.plan()
@@ -429,9 +456,15 @@ async def sync_images(
             cut = True  # stopped before the removed images were judged
         # A signal that came after the last image (and the removed ones) changed nothing.
         interrupted = stop is not None and stop.is_set() and cut
+        check = None
+        if not config.dry_run and not stopped and listing.closed is None:
+            # (A stop or a closed window checks nothing more: that would be new work after it.)
+            results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             journal.cut_short = interrupted
             await journal.flush_record()
+        if check is not None and record is not None:
+            await record.forget(check.gone)  # deleted at the destination meanwhile: not brought
         if config.dry_run:
             verdict = tally.verdict()
     return RunResult(
@@ -439,7 +472,8 @@ async def sync_images(
         seconds=time.monotonic() - started,
         dry_run=config.dry_run,
         interrupted=interrupted,
-        incomplete=_incomplete(listing, removals),
+        incomplete="; ".join(filter(None, [_incomplete(listing, removals), check.incomplete if check else None]))
+        or None,
         refused=refused,
         clouds=run.clouds(),
         quota=None if verdict is None else verdict.describe(),

@@ -2,13 +2,18 @@
 
     judge (pre-flight) → decide → open the source → create → stream (verify on the fly) → check → finish
 
-:func:`decide` is pure: from the source image and what the destination holds
-under the same id (an :class:`~asyncmigrate.catalog.Entry` from the run's
-destination index, or from one GET), it says what to do.
+:func:`~asyncmigrate.decision.decide` is pure: from the source image and what the
+destination holds under the same id (an :class:`~asyncmigrate.catalog.Entry` from
+the run's destination index, or from one GET), it says what to do.
 :class:`ImageTransfer` runs the steps, re-deciding on every attempt from a
 fresh read, so a retry (or a re-run after a crash) picks up from the
 destination's real state: an image left ``queued`` is uploaded into again —
-never deleted, because Glance never lets a deleted id be used again.
+never deleted, because Glance never lets a deleted id be used again; one left
+between stage and import is imported (:mod:`asyncmigrate.staged`); data an
+earlier attempt sent is proved before anything else (a lost answer must not
+turn a copy into "already there").  After the commit the destination's record
+is proved against the source's, and a copy whose bytes differ is quarantined
+(:mod:`asyncmigrate.integrity`).
 
 What a fresh copy sends the destination: ``POST /v2/images`` (a 409 says the
 id exists: only then is it read), ``PUT …/file``, and the one ``GET`` that
@@ -20,18 +25,26 @@ that fails before its first byte leaves nothing behind at the destination.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from .catalog import DestinationIndex, Entry, fingerprint
+from .catalog import DestinationIndex, Entry
 from .config import CopyConfig
 from .containment import planning
+from .decision import (
+    ATTRIBUTES_DIFFER,
+    BUSY,
+    COPYABLE,
+    HAS_DATA,
+    decide,
+    destination_view,
+    finish_plan,
+    keeps_owner,
+    same_data,
+)
 from .errors import (
     ClientStatusError,
     ConflictStatus,
-    DestinationBusy,
     DestinationConflict,
     Forbidden,
     ImageError,
@@ -39,112 +52,28 @@ from .errors import (
 )
 from .glance import GlanceClient
 from .identity import left_out_note
+from .integrity import Hashed, prove, recognised, stream_check
 from .limits import Limits
-from .metadata import create_body, differences
+from .metadata import create_body
 from .owned import DestinationProperties
-from .preflight import CERTIFICATE_KEY, Judgement, judge
+from .preflight import CERTIFICATE_KEY, Judgement
 from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
 from .sharing import Sharing
-from .stream import verification_of
+from .staged import STAGING, finish, pending
 from .upload import PlainPut, Uploader, stream_data
 
+# decide() and its kin live in asyncmigrate.decision; re-exported for their users.
 __all__ = [
+    "BUSY",
+    "COPYABLE",
     "ImageTransfer",
     "decide",
     "destination_view",
     "same_data",
 ]
-
-COPYABLE = frozenset({"active", "deactivated", "queued"})
-HAS_DATA = frozenset({"active", "deactivated"})
-BUSY = frozenset({"saving", "uploading", "importing"})
-# decide()'s reason when only fingerprints were compared: the caller reads the
-# destination image in full to say which attributes differ.
-ATTRIBUTES_DIFFER = "destination differs in its attributes"
-
-
-def same_data(src: Mapping[str, Any], dst: Mapping[str, Any]) -> bool:
-    """Do the two records describe the same bytes (size and every comparable hash)?"""
-    return Entry.of(dst).same_data(src)
-
-
-def destination_view(
-    image: dict[str, Any],
-    config: CopyConfig,
-    property_quota: int | None = None,
-    owned: DestinationProperties | None = None,
-) -> Judgement:
-    """The source image as the destination should hold it: the project map applied
-    (owner), then the pre-flight rewrites and traps (:func:`~asyncmigrate.preflight.judge`);
-    without the properties the destination sets itself (``owned``: never sent nor compared).
-
-    A view without ``owner`` means the owner is not kept (``--no-owner``, or a
-    project map that leaves the image to the caller's project).
-    """
-    pmap = config.project_map
-    view = owned.strip(image) if owned is not None else image
-    if not config.keep_owner:
-        view = {k: v for k, v in image.items() if k != "owner"}
-    elif pmap is not None:
-        owner = pmap.owner(image)
-        view = {k: v for k, v in image.items() if k != "owner"} if owner is None else {**image, "owner": owner}
-    options = config.preflight
-    if property_quota is not None and options.property_quota is None:
-        options = dataclasses.replace(options, property_quota=property_quota)
-    return judge(view, options)
-
-
-def _keeps_owner(view: Mapping[str, Any]) -> bool:
-    # A source image without an owner gets the caller's project at the
-    # destination: there is nothing to compare (old tooling makes such images).
-    return view.get("owner") is not None
-
-
-def decide(src: Mapping[str, Any], dst: Entry | Mapping[str, Any] | None) -> tuple[str, str]:
-    """What to do with ``src`` (the destination view) given the destination image of the same id.
-
-    The owner is compared when the view has one (:func:`destination_view` drops it
-    when it is not kept).  Returns ``(action, reason)``; the reason explains skips
-    and conflicts.
-    With a full destination record the reason names the attributes that
-    differ; with an :class:`Entry` it is :data:`ATTRIBUTES_DIFFER`.
-    """
-    status = src.get("status")
-    if status not in COPYABLE:
-        return Action.UNSUPPORTED, f"source image is {status!r}: only active, deactivated and queued images are copied"
-    has_data = status in HAS_DATA
-    if dst is None:
-        return (Action.COPY if has_data else Action.CREATE), ""
-    full = dst if isinstance(dst, Mapping) else None
-    entry = Entry.of(dst) if isinstance(dst, Mapping) else dst
-    if entry.status in BUSY:
-        raise DestinationBusy(f"destination image is {entry.status!r}")
-    owner_differs = _keeps_owner(src) and src.get("owner") != entry.owner
-    formats = (src.get("disk_format"), src.get("container_format"))
-    # A converting destination changes the formats, size and hashes on import.
-    converted = formats != (entry.disk_format, entry.container_format) and has_data and entry.converted_from(src)
-    formats_differ = formats != (entry.disk_format, entry.container_format) and not converted
-    if owner_differs or formats_differ or fingerprint(src) != entry.attrs:
-        if full is None:
-            return Action.CONFLICT, ATTRIBUTES_DIFFER
-        diffs = differences(src, full, keep_owner=_keeps_owner(src))
-        return Action.CONFLICT, "destination differs in: " + (", ".join(diffs) or "attributes")
-    if entry.protected and not src.get("protected"):
-        return Action.CONFLICT, "destination is protected, source is not"
-    if entry.status == "queued":
-        return (Action.UPLOAD if has_data else Action.FINISH), ""
-    if entry.status in HAS_DATA:
-        if not has_data:
-            return Action.CONFLICT, "destination holds data, the source has none"
-        if not converted and not entry.same_data(src):
-            return Action.CONFLICT, "destination holds other data (size or hash differ)"
-        if entry.status == "deactivated" and status == "active":
-            return Action.CONFLICT, "destination is deactivated, source is active"
-        return Action.FINISH, ""
-    return Action.FAIL, f"destination image is {entry.status!r} and cannot be written"
 
 
 class _Redecide(Exception):
@@ -192,6 +121,11 @@ class ImageTransfer:
         self._moved = 0  # bytes handed to the destination in this attempt
         self._bad_digests: set[str] = set()
         self._created = False  # this attempt created the destination image (it has no members yet)
+        # An attempt began sending the data: a later attempt that finds the data there proves it (it
+        # may be ours, committed with its answer lost) instead of taking it for a copy found done.
+        self._sent = False
+        self._hashed = Hashed()  # what the stream was hashed with, for the proof after the commit
+        self._rewound = 0  # bytes the last retry took back (counted again if they were committed)
         self.seen: Entry | None = None  # the destination's image as last seen (the record notes the copy)
         self.sharing = Sharing(src, dst, self.id, config)  # owner and members at the destination
         # --retry-deadline counts time spent failing; bytes moved and a slot obtained are progress.
@@ -217,14 +151,17 @@ class ImageTransfer:
                 dst, full = await self._lookup(fresh=False)
                 action, reason = decide(judgement.image, dst)
                 if reason == ATTRIBUTES_DIFFER:
-                    action, reason = decide(judgement.image, await self._full(full))
+                    full = await self._full(full)
+                    if (bad := recognised(full)) is not None:
+                        raise bad
+                    action, reason = decide(judgement.image, full)
                 # Owners and members are checked by the plan an operator reads, not the quota's pre-flight.
                 keeps = members and action in _KEEPS
                 why = await self.sharing.refused(judgement.image, action, result) if keeps else None
                 if why is not None and action in _WRITES:
                     action, reason = Action.BLOCKED, why
                 elif action == Action.FINISH and dst is not None:
-                    action, reason = _finish_plan(
+                    action, reason = finish_plan(
                         judgement.image, dst, members_differ=members and await self.sharing.differ(judgement.image)
                     )
                 result.action, result.reason = action, _with_note(reason, left_out_note(result.members_left_out))
@@ -260,7 +197,7 @@ class ImageTransfer:
         self.sharing.reset()
         if number > 1:
             self.emit(Retrying(self.id, number, self._moved, self.result.reason, self.budget.last_failure))
-            self._moved = 0
+            self._rewound, self._moved = self._moved, 0
             fresh = await self.src.get_image(self.id)
             if fresh is None:
                 raise ImageError("image disappeared from the source")
@@ -281,19 +218,16 @@ class ImageTransfer:
         raise ImageError("the destination image kept changing while it was being written")
 
     async def _decided(self, view: dict[str, Any], entry: Entry | None, full: dict[str, Any] | None) -> None:
-        keep_owner = _keeps_owner(view)
-        if entry is not None and entry.status == "uploading":
+        keep_owner = keeps_owner(view)
+        if entry is not None and (entry.status in STAGING or (self._sent and entry.status in HAS_DATA)):
             full = await self._full(full)
-            if full is not None and self.uploader.staged(full):
-                # Staged by an earlier attempt whose import never started: import it now.
-                self.result.action, self.result.reason = Action.UPLOAD, "staged data imported"
-                completed = await self.uploader.complete(self.dst, self.id, store=self.config.dst_store)
-                await self._finish(view, Entry.of(await self._check(view, completed)))
-                self.result.outcome = Outcome.COPIED
+            if full is not None and await self._resumed(view, full):
                 return
         action, reason = decide(view, entry)
         if reason == ATTRIBUTES_DIFFER:
             full = await self._full(full)
+            if (bad := recognised(full)) is not None:
+                raise bad  # a bad copy an earlier run deactivated: say what it is
             action, reason = decide(view, full)
         self.result.action, self.result.reason = action, reason
         self._created = False
@@ -330,6 +264,30 @@ class ImageTransfer:
             self.result.outcome = Outcome.SKIPPED
             self.result.action = Action.NONE
             self.result.reason = _with_note("already at the destination", left_out_note(self.result.members_left_out))
+
+    async def _resumed(self, view: dict[str, Any], full: dict[str, Any]) -> bool:
+        """Go on from where the destination was left: data an earlier attempt of this run sent
+        (committed, its answer or the proof lost) is proved; data staged but never imported is
+        imported, a running import waited for (:mod:`asyncmigrate.staged`).  False: nothing to resume."""
+        how = pending(full, self.image)
+        if how is None and not (self._sent and full.get("status") in HAS_DATA):
+            return False
+        why = await self.sharing.refused(view, Action.UPLOAD, self.result)  # as before any write
+        if why is not None:
+            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+            self.result.traps = [*self.result.traps, "identity"]
+            return True
+        if how is not None:
+            self.result.action = Action.UPLOAD
+            self.result.reason = "staged data imported" if how == "import" else "waited for the import that held it"
+            timeout = self.config.import_timeout
+            full = await finish(self.dst, self.id, how, self.uploader, timeout=timeout, store=self.config.dst_store)
+        else:  # our own data, committed in an earlier attempt
+            self._on_bytes(self._rewound)  # they arrived after all
+            self.result.reason = ""  # the last attempt's error: it was only the answer that failed
+        await self._finish(view, Entry.of(await self._check(view, full)))
+        self.result.outcome = Outcome.COPIED
+        return True
 
     # -- steps ------------------------------------------------------------------
 
@@ -383,23 +341,30 @@ class ImageTransfer:
             ) from exc
 
     async def _stream_verified(self, view: dict[str, Any], keep_owner: bool, *, create: bool) -> None:
+        # A destination that imports (glance-direct) may convert: its record is no proof then.
+        check = stream_check(self.image, self.config.verify, may_convert=self.uploader.method == "glance-direct")
+
+        async def before_upload() -> None:
+            if create:
+                await self._create(view, keep_owner, may_upload=True)
+            self._sent = True
+
         async with self.limits.upload_slot():
             self.budget.progress()  # waiting for a slot is not failing
-            hashed = await stream_data(
+            self._hashed = await stream_data(
                 self.src,
                 self.dst,
                 self.image,
                 dest_id=self.id,
                 store=self.config.dst_store,
-                verify=self.config.verify,
                 on_started=lambda: self.emit(TransferStarted(self.id, self.image.get("name"), self.result.size)),
                 on_bytes=self._on_bytes,
                 bad_digests=self._bad_digests,
                 throttle=self.limits.throttle,
-                before_upload=(lambda: self._create(view, keep_owner, may_upload=True)) if create else None,
+                before_upload=before_upload,
                 uploader=self.uploader,
+                check=check,
             )
-        self.result.verification = verification_of(self.image, hashed)
 
     def _on_bytes(self, n: int) -> None:
         self.budget.progress()
@@ -408,25 +373,29 @@ class ImageTransfer:
         self.emit(BytesMoved(self.id, n))
 
     async def _check(self, view: dict[str, Any], image: dict[str, Any] | None) -> dict[str, Any]:
-        """After upload: the destination must record the source's size and hashes
-        (or, when it converted the data on import, the conversion of it)."""
+        """After the commit: the destination must record the source's size and hashes (or,
+        when it converted the data on import, the conversion of it); a copy whose record
+        differs is quarantined (:func:`~asyncmigrate.integrity.prove`)."""
         dst = image if image is not None else await self.dst.get_image(self.id)
         if dst is None:
             raise ImageError("destination image vanished after upload")
         added = self.owned.learn(create_body(view, keep_owner=True), dst)
         if added:  # an import plugin's (inject_image_metadata): the destination's, left alone
-            self.result.reason = f"the destination set properties of its own: {', '.join(added)} (left alone)"
+            said = f"the destination set properties of its own: {', '.join(added)} (left alone)"
+            self.result.reason = "; ".join(filter(None, [self.result.reason, said]))
         dst = self.owned.strip(dst)
-        entry = self.seen = Entry.of(dst)
-        converted = entry.converted_from(view)
-        if dst.get("status") != "active" or not (converted or entry.same_data(self.image)):
+        self.seen = Entry.of(dst)
+        if dst.get("status") not in HAS_DATA:
             raise VerificationError(
-                f"destination recorded status={dst.get('status')} size={dst.get('size')} "
-                f"checksum={dst.get('checksum')}; source size={self.image.get('size')} "
-                f"checksum={self.image.get('checksum')}"
+                f"destination recorded status={dst.get('status')} size={dst.get('size')} after the upload"
             )
-        if converted:
+        entry = Entry.of(dst)
+        if entry.converted_from(view):
             self._note_conversion(view, entry)
+            self.result.verification = self._hashed.algorithm or "size-only"
+            return dst
+        server = self.config.verify == "server"
+        self.result.verification = await prove(self.dst, self.image, dst, self._hashed, server=server)
         return dst
 
     def _note_conversion(self, view: dict[str, Any], entry: Entry) -> None:
@@ -474,15 +443,3 @@ def _refused(exc: ClientStatusError, limits: Limits) -> ImageError:
             f"raise the quota there or drop properties at the source ({exc.detail})"
         )
     return ImageError(f"the destination refuses to create this image (HTTP {exc.status}): {exc.detail or exc}")
-
-
-def _finish_plan(src: dict[str, Any], dst: Entry, *, members_differ: bool) -> tuple[str, str]:
-    """For a dry run: which finishing steps remain for an image whose data is there."""
-    steps = ["sync members"] if members_differ else []
-    if src.get("protected") and not dst.protected:
-        steps.append("set protected")
-    if src.get("status") == "deactivated" and dst.status == "active":
-        steps.append("deactivate")
-    if not steps:
-        return Action.NONE, "already at the destination"
-    return Action.FINISH, "data is there; " + ", ".join(steps)

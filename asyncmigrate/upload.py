@@ -31,8 +31,9 @@ offered is a one-line usage error.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -47,7 +48,8 @@ from .errors import (
     UsageError,
     redact,
 )
-from .stream import Digest, close_quietly, expected_digest, pipeline
+from .integrity import MD5, Hashed, StreamCheck, stream_check
+from .stream import Digest, close_quietly, pipeline
 
 if TYPE_CHECKING:
     from .capabilities import Capabilities, StoreInfo
@@ -100,12 +102,6 @@ class Uploader(Protocol):
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """After ``send``: whatever makes the data the image's (an import); the image when it read it."""
 
-    def staged(self, image: Mapping[str, Any]) -> bool:
-        """Does the destination ``image`` hold data this way sent but never completed?"""
-
-
-STAGE_HOST = "os_glance_stage_host"  # glance sets it once a stage upload has finished
-
 
 class PlainPut:
     """``PUT …/file`` with the size declared: the fast path."""
@@ -126,10 +122,6 @@ class PlainPut:
     async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
         """Nothing: the PUT committed the data."""
         return None
-
-    def staged(self, image: Mapping[str, Any]) -> bool:
-        """Never: a PUT commits or leaves the image queued."""
-        return False
 
 
 class UnsizedPut(PlainPut):
@@ -190,22 +182,23 @@ class GlanceDirect:
                 "(node_staging_uri), then runs this again"
             ) from exc
 
-    def staged(self, image: Mapping[str, Any]) -> bool:
-        """Staged completely (glance marks the stage host only once the data is in), but no import
-        holds it: an import task that died before marking the image ``importing`` leaves it so."""
-        return image.get("status") == "uploading" and bool(image.get(STAGE_HOST)) and not image.get(IMPORT_LOCK)
+    async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any]:
+        """Start the import (unless one runs) and wait until the image is active or the task failed.
 
-    async def complete(self, dst: GlanceClient, image_id: str, *, store: str | None) -> dict[str, Any] | None:
-        """Start the import (unless one runs) and wait until the image is active or the task failed."""
+        A 409 on the import is an import already holding the image ("Image has active task":
+        another run, or our own earlier request whose answer was lost): it is waited for.
+        """
         image = await dst.get_image(image_id)
         if image is None:
             raise ImageError("destination image vanished after staging")
         if image.get("status") == "uploading" and not image.get(IMPORT_LOCK):
             stores = [store] if store else None
-            await dst.import_image(image_id, "glance-direct", stores if self.multi_store else None)
-        return await self._wait(dst, image_id)
+            # A 409: one is running (or the image moved on): the wait below sees which.
+            with contextlib.suppress(ConflictStatus):
+                await dst.import_image(image_id, "glance-direct", stores if self.multi_store else None)
+        return await self.wait(dst, image_id)
 
-    async def _wait(self, dst: GlanceClient, image_id: str) -> dict[str, Any]:
+    async def wait(self, dst: GlanceClient, image_id: str) -> dict[str, Any]:
         """Poll (backoff up to ``poll_max``) until ``active``; glance puts a failed
         import back to ``queued``.  An import task that died before marking the
         image ``importing`` leaves it ``uploading``: its task says so."""
@@ -339,16 +332,18 @@ async def stream_data(
     *,
     dest_id: str,
     store: str | None,
-    verify: str,
+    verify: str = "full",
     on_started: Callable[[], None],
     on_bytes: Callable[[int], None],
     bad_digests: set[str],
     throttle: Throttle | None = None,
     before_upload: Callable[[], Awaitable[None]] | None = None,
     uploader: Uploader | None = None,
-) -> str | None:
-    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified;
-    return the algorithm the bytes were hashed with (None: not hashed here).
+    check: StreamCheck | None = None,
+) -> Hashed:
+    """Stream ``image``'s data from ``src`` into ``dest_id`` on ``dst``, verified
+    as ``check`` says (by default as :func:`~asyncmigrate.integrity.stream_check`
+    says for ``verify``); return what the bytes were hashed with.
 
     The source is opened and its first chunk read before anything touches the
     destination; ``before_upload`` (the create, for a new image) runs then, so
@@ -359,16 +354,18 @@ async def stream_data(
     holds an upload slot (:meth:`Limits.upload_slot`) around it.
     """
     size = None if image.get("size") is None else int(image["size"])
-    algo, expected = expected_digest(image)
-    digest = Digest(algo) if algo and verify == "full" else None
+    check = check or stream_check(image, verify)
+    digest = Digest(check.algorithm) if check.algorithm else None
+    sent = Digest(MD5) if check.md5_sent else None
     pipe = pipeline(
         # Glance serves an image without a recorded size with "Content-Length: None".
         lambda offset: src.download(image["id"], offset, lenient=size is None),
         size=size,
         digest=digest,
-        expected=expected,
+        expected=check.expected,
         on_bytes=on_bytes,
         throttle=throttle,
+        also=sent,
     )
     chunks = pipe.__aiter__()
     try:
@@ -386,7 +383,7 @@ async def stream_data(
             if isinstance(pipe.error, Exception):
                 raise pipe.error from None
             raise
-        return digest.algorithm if digest is not None else None
+        return Hashed(check.algorithm, None if sent is None else await sent.hexdigest())
     except StreamCorrupted as exc:
         # A wire error gives a different wrong digest each time; the same wrong
         # digest twice means the stored bytes themselves do not match the record.
@@ -398,8 +395,9 @@ async def stream_data(
     finally:
         await close_quietly(chunks)
         await pipe.aclose()
-        if digest is not None:
-            digest.close()
+        for hasher in (digest, sent):
+            if hasher is not None:
+                hasher.close()
 
 
 async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:

@@ -18,9 +18,10 @@ from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
 from .engine import destination_owned, run_pool, start_run
-from .errors import AsyncMigrateError, Behaviour
+from .errors import AsyncMigrateError, BadCopy, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
+from .integrity import recognised
 from .metadata import differences
 from .owned import DestinationProperties
 from .progress import Emit, ignore
@@ -55,7 +56,9 @@ async def compare_image(
     map, ``--certificate-map``/``--strip-signature``: :func:`destination_view`).
     With the run's destination ``index`` an image whose listing entry matches
     costs no request; the others (and shared images' members) are read.  The properties the
-    destination sets itself (``owned``) are no difference.
+    destination sets itself (``owned``) are no difference.  A destination copy an earlier run
+    quarantined (:mod:`asyncmigrate.integrity`) raises :class:`~asyncmigrate.errors.BadCopy`:
+    it is not a difference to level.
     """
     owned = owned if owned is not None else DestinationProperties()
     view = destination_view(image, config, owned=owned).image
@@ -70,6 +73,8 @@ async def compare_image(
         other = await dst.get_image(image["id"])
         if other is None:
             return ["missing at the destination"]
+        if (bad := recognised(other)) is not None:
+            raise bad
         other = owned.strip(other)
         if view.get("status") != other.get("status"):
             problems.append(f"status {view.get('status')} != {other.get('status')}")
@@ -119,6 +124,9 @@ async def verify_catalogs(
             result = ImageResult.of(image, "verify")
             try:
                 problems = await compare_image(src, dst, image, config, index, run.owned, result)
+            except BadCopy as exc:
+                result.outcome, result.reason = Outcome.QUARANTINED, str(exc)
+                return result
             except AsyncMigrateError as exc:
                 if exc.behaviour in (Behaviour.FATAL, Behaviour.USAGE):
                     raise

@@ -8,6 +8,8 @@ is never held in memory); rules armed by the test act on matching requests inste
         proxy.answer("GET", r"^/v2/images$", 200, body="<html>maintenance</html>",
                      content_type="text/html")                      # a load balancer's page
         proxy.cut_after("GET", r"/file$", 1_000_000)                # drop the connection mid-body
+        proxy.flip("PUT", r"/file$", 123_456, request=True)        # one byte inverted on its way in
+        proxy.slice_whole("GET", r"/file$", 300_000)                # 206 with the first part only
         proxy.delay("GET", r"^/v2/images/[^/]+$", 0.5)
         gate = proxy.hold("GET", r"/file$")                          # held until gate.set()
         proxy.before("GET", r"^/v2/images$", unhide, query={"os_hidden": "true"})  # a change meanwhile
@@ -42,7 +44,7 @@ class Rule:
 
     method: str
     pattern: re.Pattern[str]
-    kind: str  # "answer" | "cut" | "delay" | "before" | "hold"
+    kind: str  # "answer" | "cut" | "delay" | "before" | "hold" | "flip" | "flip-request" | "slice"
     times: int | None
     skip: int
     status: int = 0
@@ -127,6 +129,19 @@ class FaultProxy:
     def cut_after(self, method: str, path_regex: str, n_bytes: int, *, times: int | None = 1, nth: int = 1) -> None:
         """Forward, but drop the connection after ``n_bytes`` of the response body."""
         self._arm(method, path_regex, "cut", times, nth, n_bytes=n_bytes)
+
+    def flip(
+        self, method: str, path_regex: str, offset: int, *, request: bool = False, times: int | None = 1, nth: int = 1
+    ) -> None:
+        """Forward, with the byte at ``offset`` of the response body (``request``: of the request
+        body, e.g. an upload) inverted — silent corruption on the wire."""
+        self._arm(method, path_regex, "flip-request" if request else "flip", times, nth, n_bytes=offset)
+
+    def slice_whole(self, method: str, path_regex: str, n_bytes: int, *, times: int | None = 1, nth: int = 1) -> None:
+        """Answer a request without ``Range`` whose upstream answer is a 200 of known length with
+        ``206`` and only its first ``n_bytes`` (``Content-Range: bytes 0-{n-1}/{length}``), as a
+        cache that serves in slices does."""
+        self._arm(method, path_regex, "slice", times, nth, n_bytes=n_bytes)
 
     def delay(self, method: str, path_regex: str, seconds: float, *, times: int | None = 1, nth: int = 1) -> None:
         """Hold matching requests ``seconds`` before forwarding them."""
@@ -242,26 +257,44 @@ class FaultProxy:
                 status=canned.status, text=canned.body, content_type=canned.content_type, headers=canned.headers
             )
         cut = self._take("cut", method, path)
+        flip = self._take("flip", method, path)
+        flip_in = self._take("flip-request", method, path)
+        cut_slice = None if "Range" in request.headers else self._take("slice", method, path)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
-        body = _chunks(request) if request.body_exists else None
+        body = _chunks(request, flip_in.n_bytes if flip_in else None, seen) if request.body_exists else None
         url = self.upstream + request.rel_url.raw_path_qs
         if self.limit_max is not None and method == "GET" and path.endswith("/v2/images"):
             query = request.rel_url.query.copy()
             query["limit"] = str(min(int(query.get("limit", self.limit_max)), self.limit_max))
             url = self.upstream + str(request.rel_url.with_query(query))
         async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as upstream:
-            response = web.StreamResponse(status=upstream.status)
+            length = upstream.content_length
+            sliced = cut_slice is not None and upstream.status == 200 and length is not None
+            response = web.StreamResponse(status=206 if sliced else upstream.status)
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_BY_HOP:
                     response.headers[key] = value
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
-            seen.status = upstream.status
+            if sliced:
+                assert cut_slice is not None and length is not None
+                cut = dataclasses.replace(cut_slice, n_bytes=min(cut_slice.n_bytes, length))
+                response.headers["Content-Range"] = f"bytes 0-{cut.n_bytes - 1}/{length}"
+                response.content_length = cut.n_bytes
+                seen.fault = "slice"
+            elif length is not None:
+                response.content_length = length
+            seen.status = response.status
             await response.prepare(request)
             sent = 0
             async for chunk in upstream.content.iter_chunked(64 * 1024):
+                if flip is not None and sent <= flip.n_bytes < sent + len(chunk):
+                    chunk = _inverted(chunk, flip.n_bytes - sent)
+                    seen.fault = "flip"
+                if sliced and cut is not None and sent + len(chunk) >= cut.n_bytes:
+                    await response.write(chunk[: cut.n_bytes - sent])
+                    await response.write_eof()
+                    return response
                 if cut is not None and sent + len(chunk) >= cut.n_bytes:
                     await response.write(chunk[: cut.n_bytes - sent])
                     seen.fault = "cut"
@@ -282,6 +315,16 @@ def _query_has(query: Mapping[str, str], key: str, value: str | None) -> bool:
     return query.get(key) == value
 
 
-async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+async def _chunks(request: web.Request, flip_at: int | None, seen: Seen) -> AsyncIterator[bytes]:
+    received = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
+        if flip_at is not None and received <= flip_at < received + len(chunk):
+            chunk = _inverted(chunk, flip_at - received)
+            seen.fault = "flip-request"
+        received += len(chunk)
         yield chunk
+
+
+def _inverted(chunk: bytes, at: int) -> bytes:
+    """``chunk`` with its byte at ``at`` inverted."""
+    return chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]

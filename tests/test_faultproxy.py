@@ -39,3 +39,26 @@ async def test_proxy_forwards_and_injects_each_fault(clouds: Clouds) -> None:
     assert [g.fault for g in gets] == [None, "cut", None] and gets[2].status == 206  # resumed with Range
     assert [s.fault for s in src_proxy.matching("GET", r"^/v2/images$")][:2] == ["answer", None]  # retried
     assert [s.fault for s in dst_proxy.matching("POST", r"^/v2/images$")] == ["answer", None]
+
+
+async def test_proxy_flips_bytes_both_ways_and_slices_whole_answers(clouds: Clouds) -> None:
+    """Through the proxy: a byte inverted on a download is caught and retried, one inverted on the
+    upload is stored by the destination (and quarantined by the tool), and a whole-image answer
+    sliced to a 206 is completed with a Range request."""
+    data = os.urandom(600_000)
+    ids = [clouds.src.add_image(data, name=f"p{i}", disk_format="raw", container_format="bare")["id"] for i in "abc"]
+    src_proxy, dst_proxy = FaultProxy(clouds.src_server.url), FaultProxy(clouds.dst_server.url)
+    async with src_proxy.serve() as src_url, dst_proxy.serve() as dst_url:
+        write_clouds_yaml(clouds.clouds_yaml, {"psrc": src_url, "pdst": dst_url})
+        src, dst = await load_cloud("psrc"), await load_cloud("pdst")
+        src_proxy.flip("GET", rf"/{ids[0]}/file$", 100_000)
+        dst_proxy.flip("PUT", rf"/{ids[1]}/file$", 200_000, request=True)
+        src_proxy.slice_whole("GET", rf"/{ids[2]}/file$", 250_000)
+        with anyio.fail_after(30):
+            run = await copy_images(fast_config(concurrency=1), src, dst)
+    got = {r.id: (r.outcome, r.attempts) for r in run.images}
+    assert got == {ids[0]: ("copied", 2), ids[1]: ("quarantined", 1), ids[2]: ("copied", 1)}
+    assert clouds.dst.data(ids[0]) == data and clouds.dst.data(ids[2]) == data and clouds.dst.data(ids[1]) != data
+    assert [s.fault for s in dst_proxy.matching("PUT", rf"/{ids[1]}/file$")] == ["flip-request"]
+    sliced = src_proxy.matching("GET", rf"/{ids[2]}/file$")
+    assert [(s.fault, s.status) for s in sliced] == [("slice", 206), (None, 206)]

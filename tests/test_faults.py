@@ -116,3 +116,36 @@ async def test_persistent_failure_exhausts_attempts_and_reports(clouds: Clouds) 
     assert run.images[0].outcome == "failed" and run.images[0].attempts == 4
     assert "500" in run.images[0].reason
     assert clouds.dst.get(image_id)["status"] == "queued"
+
+
+async def test_a_206_to_a_request_for_the_whole_image_is_read_by_its_content_range(clouds: Clouds) -> None:
+    """A cache answering the whole-image request with 206 and its first part (Content-Range
+    bytes 0-N/size): that part is used and the rest asked for with Range — one attempt, no
+    'corrupt source'."""
+    image_id, data = _image(clouds, size=1_000_000)
+    clouds.src.faults.answer_partially(image_id, 300_000, times=None)
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.outcome, r.attempts) for r in run.images] == [("copied", 1)], run.images[0].reason
+    gets = clouds.src.requests_matching("GET", "/file$")
+    assert [g.headers.get("Range") for g in gets] == [None, "bytes=300000-"] and gets[0].status == 206
+    _assert_intact(clouds, image_id, data)
+
+
+async def test_a_resume_answered_from_another_object_is_refused_by_its_total(clouds: Clouds) -> None:
+    """After a cut, a Range answer whose Content-Range total is not the image's size (a cache
+    serving another object) is never spliced in: the image is read again from its start, and a
+    source that can only be read so is reported as not resumable, not as corrupt."""
+    image_id, data = _image(clouds, size=1_000_000)
+    clouds.src.faults.serve_ranges_from(image_id, os.urandom(1_200_000))
+    clouds.src.faults.cut_download_after(image_id, 400_000, times=None)
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    (result,) = run.images
+    assert result.outcome == "failed" and "corrupt" not in result.reason and "does not match" not in result.reason
+    assert "total 1200000, its recorded size is 1000000" in result.reason
+    assert clouds.dst.get(image_id)["status"] == "queued"
+    clouds.src.faults.clear()
+    clouds.src.faults.serve_ranges_from(image_id, os.urandom(1_200_000))
+    clouds.src.faults.cut_download_after(image_id, 400_000, times=1)
+    again = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.outcome, r.attempts) for r in again.images] == [("copied", 2)]
+    _assert_intact(clouds, image_id, data)

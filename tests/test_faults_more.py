@@ -61,15 +61,16 @@ async def test_429_retry_after_replaces_the_backoff(clouds: Clouds) -> None:
 
 
 @pytest.mark.timeout(20)
-async def test_429_on_a_get_is_retried_inside_the_request(clouds: Clouds) -> None:
-    """A 429 on the destination look-up is retried by the request itself (the image needs one
-    attempt), after the server's ``Retry-After`` (an hour, cut to the 60 s deadline; never slept)."""
+async def test_429_on_a_get_is_retried_by_the_image_attempt(clouds: Clouds) -> None:
+    """A 429 on the destination look-up is retried by the image's attempt (one retry loop, not one
+    per request: a second attempt), after the server's ``Retry-After`` (an hour, cut to the 60 s
+    deadline; never slept)."""
     image_id, data = _image(clouds)
     clouds.dst.faults.fail_next("GET", rf"^/v2/images/{image_id}$", status=429, retry_after=3600)
     waits = Waits()
     policy = RetryPolicy(attempts=4, deadline=60, wait_initial=0, wait_max=0, wait_jitter=0, sleep=waits)
     run = await copy_images(fast_config(retry=policy), clouds.src_cloud, clouds.dst_cloud)
-    assert run.images[0].outcome == "copied" and run.images[0].attempts == 1  # retried inside the GET
+    assert run.images[0].outcome == "copied" and run.images[0].attempts == 2
     (wait,) = waits.seen
     assert 59 < wait <= 60
     _assert_intact(clouds, image_id, data)
@@ -109,10 +110,11 @@ async def test_destination_refusing_connections_for_a_while(clouds: Clouds) -> N
     result = run.images[0]
     assert result.outcome == "copied", result.reason
     assert refused == 3 and clouds.dst_server.running
-    assert result.attempts == 2 and result.bytes == len(data)
+    # The cut upload, then two attempts refused at their first request: each refusal is an attempt.
+    assert result.attempts == 4 and result.bytes == len(data)
     puts = clouds.dst.requests_matching("PUT", "/file$")
     assert len(puts) == 2 and puts[0].fault == "client_disconnected" and puts[1].status == 204
-    assert len([e for e in clouds.events if isinstance(e, Retrying)]) == 1
+    assert len([e for e in clouds.events if isinstance(e, Retrying)]) == 3
     _assert_intact(clouds, image_id, data)
 
 

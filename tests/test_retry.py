@@ -157,3 +157,21 @@ async def test_retry_after_beyond_wait_max_is_honoured_end_to_end(clouds: Clouds
     (wait,) = waits
     assert 119 < wait <= 120
     _assert_intact(clouds, image_id, data)
+
+
+async def test_a_failing_read_inside_an_image_costs_attempts_not_attempts_squared(clouds: Clouds) -> None:
+    """A read that always fails inside an image's attempt is tried once per attempt (the image's
+    --retries is the one loop), while a listing page that fails is still retried on its own."""
+    data = os.urandom(1000)
+    image = clouds.src.add_image(data, name="img", disk_format="raw", container_format="bare")
+    path = rf"^/v2/images/{image['id']}$"
+    clouds.dst.faults.fail_next("GET", path, 503, retry_after=0, times=None)
+    run = await copy_images(fast_config(image_ids=(image["id"],)), clouds.src_cloud, clouds.dst_cloud)
+    (result,) = run.images
+    assert (result.outcome, result.attempts) == ("failed", 4) and "503" in result.reason
+    assert len(clouds.dst.requests_matching("GET", path)) == 4  # was 16: four GETs in each of four attempts
+    clouds.dst.faults.clear()
+    clouds.src.faults.fail_next("GET", r"^/v2/images$", 503, retry_after=0, times=2, nth=2)  # listing pages
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.outcome, r.attempts) for r in run.images] == [("copied", 1)] and run.incomplete is None
+    _assert_intact(clouds, image["id"], data)

@@ -80,6 +80,17 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     return start, min(end, size - 1)
 
 
+def _flipped(piece: bytes, start: int, offsets: frozenset[int]) -> bytes:
+    """``piece`` (at absolute ``start``) with the bytes at ``offsets`` inverted."""
+    hits = [o for o in offsets if start <= o < start + len(piece)]
+    if not hits:
+        return piece
+    corrupted = bytearray(piece)
+    for offset in hits:
+        corrupted[offset - start] ^= 0xFF
+    return bytes(corrupted)
+
+
 def _closed(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
@@ -162,6 +173,7 @@ class _DataApi:
         fake = self.fake
         entry = fake.log_entry(request)
         cut_after = fake.faults.take_upload_cut(rec.id)
+        flips = fake.faults.take_upload_flips(rec.id)
         digest = Digest()
         pieces: list[bytes] = []
         done = False
@@ -178,6 +190,7 @@ class _DataApi:
                 piece = await request.content.read(want)
                 if not piece:
                     break
+                piece = _flipped(piece, digest.size, flips)
                 digest.update(piece)
                 pieces.append(piece)
                 rec.receiving = digest.size
@@ -191,7 +204,11 @@ class _DataApi:
 
         # glance takes the size from x-openstack-image-size, else Content-Length (0: unknown)
         known = claimed_size or request.content_length
-        return self._finish_upload(rec, store, b"".join(pieces), digest, claimed_size, known)
+        answer = self._finish_upload(rec, store, b"".join(pieces), digest, claimed_size, known)
+        if fake.faults.take_lost_answer(rec.id):
+            entry.fault = "lost_answer"
+            _drop_connection(request)
+        return answer
 
     def _finish_upload(
         self,
@@ -254,16 +271,20 @@ class _DataApi:
         except web.HTTPException:
             rec.status = "queued"
             raise
+        flips = fake.faults.take_upload_flips(rec.id)
         pieces: list[bytes] = []
+        received = 0
         try:
             while piece := await request.content.read(fake.chunk_size):
-                pieces.append(piece)
+                pieces.append(_flipped(piece, received, flips))
+                received += len(piece)
         except ConnectionError:
             fake.log_entry(request).fault = "client_disconnected"
             rec.status = "queued"
             return web.Response(status=500)
         rec.staged = b"".join(pieces)
-        rec.size = len(rec.staged)
+        rec.size = len(rec.staged)  # saved with the staged data: the one sign a client sees of a finished stage
+        # As glance with worker_self_reference_url set; its serializer never shows it (model.HIDDEN_PROPERTIES).
         rec.properties["os_glance_stage_host"] = f"{request.scheme}://{request.host}{fake.prefix}"
         rec.updated_at = fake.now()
         return web.Response(status=204)
@@ -287,13 +308,21 @@ class _DataApi:
             content = fake.backend.readable(rec, self._preferred(request))
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)
+        if ranged and fake.faults.stale_ranges(rec.id) is not None:
+            content = fake.faults.stale_ranges(rec.id)
+            assert content is not None
         size = len(content)
         first, last = 0, size - 1
         headers = {"Content-Type": "application/octet-stream"}
         status = 200
+        partial = None if ranged else fake.faults.take_partial(rec.id)
         if ranged and fake.honour_range:
             first, last = parse_range(request.headers["Range"], size)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            status = 206
+        elif partial is not None:
+            last = min(partial, size) - 1
+            headers["Content-Range"] = f"bytes 0-{last}/{size}"
             status = 206
         if rec.checksum:
             headers["Content-MD5"] = rec.checksum
@@ -362,13 +391,7 @@ class _DataApi:
                 end = min(end, start + limit)
                 if pos == start + limit:
                     break
-            piece = content[pos:end]
-            flips = [o for o in plan.flips if pos <= o < end]
-            if flips:
-                corrupted = bytearray(piece)
-                for offset in flips:
-                    corrupted[offset - pos] ^= 0xFF
-                piece = bytes(corrupted)
+            piece = _flipped(content[pos:end], pos, plan.flips)
             if plan.bytes_per_sec:
                 # Wait before writing, so n bytes never arrive sooner than n / rate seconds.
                 await asyncio.sleep(len(piece) / plan.bytes_per_sec)

@@ -115,6 +115,10 @@ class Faults:
         self._cut_upload: dict[str, list[_ByteFault]] = {}
         self._slow: dict[str, float] = {}
         self._flips: dict[str, list[_ByteFault]] = {}
+        self._upload_flips: dict[str, list[_ByteFault]] = {}
+        self._lost_answers: dict[str, list[_ByteFault]] = {}
+        self._partial: dict[str, list[_ByteFault]] = {}
+        self._stale_ranges: dict[str, bytes] = {}
         self._import_failures: dict[str, tuple[str, _Armed]] = {}
         self._corrupt_copies: dict[str, tuple[_Armed, bool]] = {}
         self._expire_token: _TokenExpiry | None = None
@@ -205,6 +209,30 @@ class Faults:
         whose stored bytes are corrupt."""
         _arm(self._flips, image_id, offset, times)
 
+    def flip_upload_byte(self, image_id: str, offset: int, times: int | None = 1) -> None:
+        """Store the byte at absolute ``offset`` of the next ``times`` uploads (``PUT …/file`` or
+        ``…/stage``) inverted, as a corrupting proxy or NIC in front of glance would: the client
+        sent good bytes, glance records (and hashes) bad ones."""
+        _arm(self._upload_flips, image_id, offset, times)
+
+    def lose_upload_answer(self, image_id: str, times: int | None = 1) -> None:
+        """Commit the next ``times`` uploads of the image, then drop the connection before the
+        204 (a load balancer timing out a slow answer): the data is in, the client never knows."""
+        _arm(self._lost_answers, image_id, 0, times)
+
+    def answer_partially(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
+        """Answer a download that asks for the whole image (no ``Range``) with ``206`` and its first
+        ``n_bytes`` (``Content-Range: bytes 0-{n-1}/{size}``), as a cache serving in slices does."""
+        _arm(self._partial, image_id, n_bytes, times)
+
+    def serve_ranges_from(self, image_id: str, other: bytes | None) -> None:
+        """Serve every ``Range`` request of the image from ``other`` (its own ``Content-Range``
+        total), as a cache holding another object under the image's URL; None stops it."""
+        if other is None:
+            self._stale_ranges.pop(image_id, None)
+        else:
+            self._stale_ranges[image_id] = other
+
     def cut_upload_after(self, image_id: str, n_bytes: int, times: int | None = 1) -> None:
         """Close the connection after the server has read ``n_bytes`` of an upload."""
         _arm(self._cut_upload, image_id, n_bytes, times)
@@ -274,6 +302,22 @@ class Faults:
             bytes_per_sec=self._slow.get(image_id),
             flips=frozenset(f.n_bytes for f in self._flips.get(image_id, []) if f.armed.take()),
         )
+
+    def take_upload_flips(self, image_id: str) -> frozenset[int]:
+        """Offsets of the upload starting now whose bytes arrive inverted."""
+        return frozenset(f.n_bytes for f in self._upload_flips.get(image_id, []) if f.armed.take())
+
+    def take_partial(self, image_id: str) -> int | None:
+        """How many bytes the whole-image download starting now is cut to (answered 206), if any."""
+        return _take_bytes(self._partial.get(image_id, []))
+
+    def stale_ranges(self, image_id: str) -> bytes | None:
+        """The other object Range requests of the image are served from, if any."""
+        return self._stale_ranges.get(image_id)
+
+    def take_lost_answer(self, image_id: str) -> bool:
+        """Whether the upload committed now loses its answer."""
+        return _take_bytes(self._lost_answers.get(image_id, [])) is not None
 
     def take_upload_cut(self, image_id: str) -> int | None:
         """After how many bytes the upload that is starting now gets cut, if at all."""

@@ -64,6 +64,10 @@ BASE_ATTRS = (
 
 RESERVED_PREFIX = "os_glance_"
 
+# Recorded on the image, never shown: glance/api/v2/images.py ResponseSerializer._hidden_properties
+# (glance 27 and 33; glance 27 hides only the first). A client cannot tell a finished stage by them.
+HIDDEN_PROPERTIES = frozenset({"os_glance_stage_host", "os_glance_hash_op_host"})
+
 # Properties glance's copy-image flow writes on the image; clients may read, never write.
 IMPORTING_KEY = "os_glance_importing_to_stores"
 FAILED_IMPORT_KEY = "os_glance_failed_import"
@@ -226,12 +230,13 @@ def render_image(
     missing_attrs: Collection[str] = (),
     url_of: Callable[[ImageRecord, str], str] | None = None,
 ) -> dict[str, Any]:
-    """The image's JSON: custom properties at top level, links, ``stores`` as a CSV string.
+    """The image's JSON: custom properties at top level (but the ones glance hides), links,
+    ``stores`` as a CSV string.
 
     ``missing_attrs`` are base attributes the release lacks (e.g. ``os_hidden`` before Rocky):
     not rendered, so a custom property of that name shows instead.
     """
-    view: dict[str, Any] = dict(rec.properties)
+    view: dict[str, Any] = {k: v for k, v in rec.properties.items() if k not in HIDDEN_PROPERTIES}
     for key in BASE_ATTRS:
         if key not in missing_attrs:
             view[key] = getattr(rec, key)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,125 @@ def test_store_uris_echoed_on_every_request_kind_never_leak(proxied: Proxied) ->
     assert run.outcomes() == {d: "failed", e: "failed"}
     text = _assert_clean(run)
     assert "Store URI was malformed" in text and "already exists" in text
+
+
+QUARANTINE_KEY = "asyncmigrate_quarantined"
+
+
+def _quarantined(pair: Pair, image_id: str) -> dict[str, object]:
+    dst = pair.dst.get(image_id)
+    assert dst is not None and dst["status"] == "deactivated", dst and dst["status"]
+    assert "differ from the source's record" in str(dst.get(QUARANTINE_KEY)), dst
+    return dst
+
+
+def test_server_mode_bad_copy_is_deactivated_and_known_to_later_runs(proxied: Proxied) -> None:
+    """--verify server, one byte flipped on the way from the real source: real glance commits the
+    wrong bytes; the tool sees its record differ, deactivates the copy at once (real admin API),
+    reports it quarantined (exit 1); copy, sync and verify afterwards say what it is."""
+    pair = proxied.pair
+    tag = f"qs-{uuid.uuid4().hex[:6]}"
+    (image_id,) = _seed(pair, tag, 1, size=2 * MiB)
+    proxied.src.flip("GET", rf"/v2/images/{image_id}/file$", MiB + 17)
+    run = proxied.cli(*COPY, "--image", image_id, "--verify", "server")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.outcomes() == {image_id: "quarantined"} and "1 quarantined" in run.stdout
+    assert [s.fault for s in proxied.src.matching("GET", r"/file$")] == ["flip"]
+    dst = _quarantined(pair, image_id)
+    assert dst["checksum"] != pair.src.get(image_id)["checksum"]  # type: ignore[index]  # glance stored the flip
+    for command in ("copy", "sync", "verify"):
+        again = pair.cli(command, *DIRECT, "--image", image_id)
+        assert again.returncode == 1 and again.outcomes() == {image_id: "quarantined"}, (command, again.stdout)
+        assert "quarantined by an earlier run" in again.report["images"][0]["reason"]  # type: ignore[index]
+    _quarantined(pair, image_id)  # sync did not level it back to active
+
+
+def test_bytes_changed_into_the_real_destination_are_quarantined(proxied: Proxied) -> None:
+    """--verify full: good bytes leave the tool, a proxy in front of the real destination flips one
+    on the PUT; glance records the hash of what it stored, so the copy is caught and deactivated."""
+    pair = proxied.pair
+    (image_id,) = _seed(pair, f"qf-{uuid.uuid4().hex[:6]}", 1, size=2 * MiB)
+    proxied.dst.flip("PUT", rf"/v2/images/{image_id}/file$", 3 * MiB // 2, request=True)
+    run = proxied.cli(*COPY, "--image", image_id)
+    assert run.returncode == 1 and run.outcomes() == {image_id: "quarantined"}, run.stdout + run.stderr
+    assert [s.fault for s in proxied.dst.matching("PUT", r"/file$")] == ["flip-request"]
+    assert "after the client's check" in run.report["images"][0]["reason"]  # type: ignore[index]
+    _quarantined(pair, image_id)
+
+
+def test_server_mode_hashes_what_the_destination_record_cannot_prove(proxied: Proxied) -> None:
+    """A source recording sha256 and no md5 (a database edit), into glance 33's sha512: --verify
+    server hashes the stream itself, so a byte flipped on the way is caught before the commit and
+    retried, and the report says sha256 because sha256 was checked."""
+    pair = proxied.pair
+    data = seed.raw_image(2 * MiB, 4242)
+    name = f"alg-{uuid.uuid4().hex[:6]}"
+    image_id = pair.src.create(data, name=name, disk_format="raw", container_format="bare")["id"]
+    sha256 = hashlib.sha256(data).hexdigest()
+    pair.sql("src", f"UPDATE images SET os_hash_algo = 'sha256', os_hash_value = '{sha256}', checksum = NULL "
+                    f"WHERE id = '{image_id}'")  # fmt: skip
+    assert pair.src.get(image_id)["checksum"] is None  # type: ignore[index]
+    proxied.src.flip("GET", rf"/v2/images/{image_id}/file$", MiB + 5)
+    run = proxied.cli(*COPY, "--image", image_id, "--verify", "server")
+    assert run.returncode == 0, run.stdout + run.stderr
+    (entry,) = run.report["images"]  # type: ignore[index]
+    assert (entry["outcome"], entry["attempts"], entry["verification"]) == ("copied", 2, "sha256")
+    _assert_arrived(pair, {image_id: hashlib.sha512(data).hexdigest()})
+
+
+def test_range_answers_of_the_real_source_are_read_by_their_content_range(proxied: Proxied) -> None:
+    """A download cut mid-way resumes with glance 33's real 206 (start and total checked), and a
+    whole-image answer sliced to a 206 by a proxy is completed with a Range request: one
+    attempt and one upload each."""
+    pair = proxied.pair
+    images = _seed(pair, f"rng-{uuid.uuid4().hex[:6]}", 2, size=3 * MiB)
+    cut, sliced = images
+    proxied.src.cut_after("GET", rf"/v2/images/{cut}/file$", MiB)
+    proxied.src.slice_whole("GET", rf"/v2/images/{sliced}/file$", MiB + 1)
+    run = proxied.cli(*COPY, "--image", cut, "--image", sliced)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {i["id"]: (i["outcome"], i["attempts"]) for i in run.report["images"]} == {  # type: ignore[index]
+        cut: ("copied", 1),
+        sliced: ("copied", 1),
+    }
+    assert [(s.fault, s.status) for s in proxied.src.matching("GET", rf"/{cut}/file$")] == [("cut", 200), (None, 206)]
+    assert [(s.fault, s.status) for s in proxied.src.matching("GET", rf"/{sliced}/file$")] == [
+        ("slice", 206),
+        (None, 206),
+    ]
+    assert len(proxied.dst.matching("PUT", r"/file$")) == 2
+    _assert_arrived(pair, images)
+
+
+def test_an_image_deleted_at_the_real_destination_during_a_run_is_reported(proxied: Proxied) -> None:
+    """A re-run skips an image at the start (the catalog read once), a person deletes it at the
+    real destination while another image streams: the end's listing catches it — failed, with
+    why it cannot be re-created (glance 33 refuses the id: checked) — exit 1, not 'skipped'."""
+    pair = proxied.pair
+    tag = f"del-{uuid.uuid4().hex[:6]}"
+    (there,) = _seed(pair, tag, 1)
+    assert proxied.cli(*COPY, "--name", f"{tag}-*").returncode == 0
+    (slow,) = _seed(pair, f"{tag}-slow", 1)
+    proxied.src.delay("GET", rf"/v2/images/{slow}/file$", 3.0)
+
+    def delete_while_streaming() -> None:
+        deadline = time.monotonic() + 60
+        while not proxied.src.matching("GET", rf"/v2/images/{slow}/file$") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pair.dst.ok("DELETE", f"/v2/images/{there}")
+
+    listed_before = len(proxied.dst.matching("GET", r"^/v2/images$"))
+    deleter = threading.Thread(target=delete_while_streaming)
+    deleter.start()
+    run = proxied.cli(*COPY, "--name", f"{tag}-*")
+    deleter.join()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.outcomes() == {there: "failed", slow: "copied"}
+    reason = next(i["reason"] for i in run.report["images"] if i["id"] == there)  # type: ignore[index]
+    assert reason.startswith("deleted at the destination during this run") and "never reuses" in reason
+    # The probe, the listing's two passes (os_hidden false, true) and their re-check for images
+    # updated meanwhile at the start, the two passes again at the end.
+    assert len(proxied.dst.matching("GET", r"^/v2/images$")) - listed_before == 1 + 4 + 2
+    status, _ = pair.dst.request("POST", "/v2/images", {"id": there, "name": "again", "disk_format": "raw",
+                                                         "container_format": "bare"})  # fmt: skip
+    assert status == 409  # the reason's claim, on the real server: a deleted id is never reused
