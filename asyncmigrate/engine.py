@@ -531,8 +531,10 @@ async def copy_images(
         # A signal that came after the last image was taken and finished cut nothing short.
         interrupted = stop is not None and stop.is_set() and not listing.drained(len(results))
         check = None
-        if not config.dry_run and not (stop is not None and stop.is_set()) and listing.closed is None:
-            # (A stop or a closed window checks nothing more: that would be new work after it.)
+        if not config.dry_run and not interrupted and listing.closed is None:
+            # A closed window, or a stop that cut the run short, checks nothing more (new work after
+            # it; the run is incomplete anyway). A stop after the last image cut nothing short: the
+            # run ends complete, so what it states must be checked like any complete run's.
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             journal.cut_short = interrupted

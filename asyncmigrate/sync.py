@@ -457,8 +457,10 @@ async def sync_images(
         # A signal that came after the last image (and the removed ones) changed nothing.
         interrupted = stop is not None and stop.is_set() and cut
         check = None
-        if not config.dry_run and not stopped and listing.closed is None:
-            # (A stop or a closed window checks nothing more: that would be new work after it.)
+        if not config.dry_run and not interrupted and listing.closed is None:
+            # A closed window, or a stop that cut the run short, checks nothing more (new work after
+            # it; the run is incomplete anyway). A stop after the last image cut nothing short: the
+            # run ends complete, so what it states must be checked like any complete run's.
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
         if journal is not None:
             journal.cut_short = interrupted

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import pytest
 
 from asyncmigrate import RunResult, copy_images
-from asyncmigrate.progress import ImageDone, ImageRejudged
+from asyncmigrate.progress import Event, ImageDone, ImageRejudged
 from asyncmigrate.sync import sync_images
 from tests.conftest import Clouds, fast_config
 from tests.test_sync import sync_config
@@ -120,3 +121,35 @@ async def test_sync_judges_again_what_changed_or_vanished_at_the_destination(clo
         outcomes[deleted].reason
     )
     assert clouds.dst.get(renamed)["name"] == "renamed" and outcomes[slow].outcome == "copied"
+
+
+@pytest.mark.parametrize("command", ["copy", "sync"])
+async def test_a_stop_after_the_last_image_still_checks_the_first_read(
+    clouds: Clouds, tmp_path: Path, command: str
+) -> None:
+    """A stop (Ctrl-C, SIGTERM) that comes once every image is done cuts nothing short, so the run
+    still ends as complete — and then its end-of-run check must still run: an image deleted at the
+    destination meanwhile is reported, exit 1, never "skipped" with exit 0 on a first-read fact."""
+    there = _image(clouds, "there")
+    assert (await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)).exit_code == 0
+    fresh = _image(clouds, "fresh")
+    stop = anyio.Event()
+
+    def emit(event: Event) -> None:
+        clouds.emit(event)
+        done = {e.result.id for e in clouds.events if isinstance(e, ImageDone)}
+        if {there, fresh} <= done and not stop.is_set():
+            stop.set()  # the signal after the last image ...
+            # ... and, meanwhile, someone deletes the image the run found there at its start.
+            rec = clouds.dst.images.pop(there)
+            clouds.dst.backend.delete_image(rec)
+            clouds.dst.deleted.add(there)
+
+    if command == "copy":
+        run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud, emit=emit, stop=stop)
+    else:  # no journal: no removed images left to judge, so the stop cut nothing short
+        config = sync_config(tmp_path, journal=None)
+        run = await sync_images(config, clouds.src_cloud, clouds.dst_cloud, emit=emit, stop=stop)
+    outcomes = {r.id: r.outcome for r in run.images}
+    assert stop.is_set() and not run.interrupted
+    assert outcomes == {there: "failed", fresh: "copied"} and int(run.exit_code) == 1
