@@ -155,6 +155,15 @@ class Entry:
         comparable = image.get("os_hash_value") and self.hash_value and image.get("os_hash_algo") == self.hash_algo
         return not (comparable and _hex(image["os_hash_value"]) != self.hash_value)
 
+    def compared_by(self, image: Mapping[str, Any]) -> str:
+        """What :meth:`same_data` can compare of the two records: the multihash algorithm both
+        carry, else ``md5`` (both checksums), else ``size-only``, else ``unverified``."""
+        if image.get("os_hash_value") and self.hash_value and image.get("os_hash_algo") == self.hash_algo:
+            return str(self.hash_algo)
+        if image.get("checksum") and self.checksum:
+            return "md5"
+        return "size-only" if image.get("size") is not None and self.size is not None else "unverified"
+
 
 async def list_images(
     client: GlanceClient, caps: Capabilities, image_ids: tuple[str, ...] = (), *, recheck: bool = True

@@ -246,6 +246,7 @@ def verify_records(run: RunResult) -> list[Record]:
     summary = {
         "images": len(run.images),
         "counts": dict(counts),
+        "verification": dict(Counter(r.verification for r in run.images if r.verification)),
         "match": not run.failed,
         "exit_code": int(run.exit_code),
     }
@@ -353,4 +354,13 @@ def print_verify(console: Console, run: RunResult) -> None:
         console.print(table)
     verdict = "catalogs match" if not run.failed else "catalogs differ"
     parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-    console.print(f"verify: {len(run.images)} images ({parts}); {verdict}", markup=False)
+    console.print(f"verify: {len(run.images)} images ({parts}); {verdict}{_weakly(run)}", markup=False)
+
+
+def _weakly(run: RunResult) -> str:
+    """What a match rests on when the two records share no hash: said, never passed over."""
+    by = Counter(r.verification for r in run.images if r.outcome == Outcome.MATCH)
+    parts = [f"{by[v]} by {label}" for v, label in (("size-only", "size only"), ("unverified", "nothing")) if by[v]]
+    if not parts:
+        return ""
+    return f"; matched {' and '.join(parts)}: the two clouds record no hash in common for them"

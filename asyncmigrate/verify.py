@@ -69,6 +69,8 @@ async def compare_image(
     if index is not None and entry is None:
         return ["missing at the destination"]
     problems: list[str] = []
+    if entry is not None and view.get("status") in ("active", "deactivated"):
+        result.verification = entry.compared_by(view)  # what "same data" rests on
     if entry is None or not is_level(view, entry):  # the test sync uses: the two never disagree
         other = await dst.get_image(image["id"])
         if other is None:
@@ -83,6 +85,8 @@ async def compare_image(
         formats = frozenset({"disk_format", "container_format"}) if converted else frozenset()
         diffs = differences(view, other, keep_owner=keep_owner, ignore=formats)
         problems += [f"{key}: {a!r} != {b!r}" for key, (a, b) in diffs.items()]
+        if view.get("status") in ("active", "deactivated"):
+            result.verification = "converted" if converted else Entry.of(other).compared_by(view)
         if not converted and not Entry.of(other).same_data(view):
             problems.append(
                 f"data: size {view.get('size')} / {other.get('size')}, "

@@ -156,3 +156,24 @@ def test_the_console_names_quarantined_and_rejudged_images() -> None:
     render(ImageRejudged(dataclasses.replace(skipped, outcome="failed", reason="deleted meanwhile"), "skipped"))
     assert "quarantined: a bad: the way out" in out.getvalue() and "failed: b gone: deleted meanwhile" in out.getvalue()
     assert stats.done == 2 and {k: v for k, v in stats.outcomes.items() if v} == {"quarantined": 1, "failed": 1}
+
+
+async def test_verify_says_a_match_rests_on_the_size_alone(clouds: Clouds) -> None:
+    """Source sha256 without md5, destination sha512: verify can compare only the sizes, so its
+    match says so — per image (``verification: size-only``) and in its last line — never a bare
+    "catalogs match" as if the hashes had been compared."""
+    from rich.console import Console
+
+    from asyncmigrate.output import print_verify, verify_records
+
+    data = os.urandom(150_000)
+    image_id = clouds.src.add_image(data, name="sha256-only", disk_format="raw", container_format="bare")["id"]
+    _other_algorithm_no_md5(clouds, image_id, data)
+    assert (await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)).exit_code == 0
+    run = await verify_catalogs(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert [(r.id, r.outcome, r.verification) for r in run.images] == [(image_id, "match", "size-only")]
+    console = Console(file=io.StringIO(), width=200)
+    print_verify(console, run)
+    last = console.file.getvalue().splitlines()[-1]  # type: ignore[attr-defined]
+    assert "catalogs match; matched 1 by size only: the two clouds record no hash in common" in last
+    assert verify_records(run)[-1][2]["verification"] == {"size-only": 1}
