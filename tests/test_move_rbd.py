@@ -84,7 +84,7 @@ async def test_an_image_with_clones_stays_in_both_and_a_rerun_after_flatten_fini
     again = await move()
     assert [(r.id, r.action, r.outcome) for r in again.images] == [(pinned, "drop-old", "moved")]
     assert fake.get(pinned)["stores"] == "ceph2" and again.exit_code == 0
-    assert again.notes[0] == "ceph: none of the images this run took is left in it"
+    assert again.notes[0] == "ceph: Glance holds none of the images this run took in it any more"
 
 
 async def test_without_locations_the_holder_is_named_from_the_pool(serve_fake: Any) -> None:
@@ -99,15 +99,20 @@ async def test_without_locations_the_holder_is_named_from_the_pool(serve_fake: A
 
 
 async def test_a_move_out_of_rbd_says_what_a_204_does_not_prove(serve_fake: Any) -> None:
-    """With RBD clone v2 glance_store trashes an image with clones and answers 204: the image
-    is moved as far as Glance knows, and the summary says the pool may not be empty."""
+    """With only clones of format 2 glance_store trashes the RBD image and answers 204: the image
+    is moved as far as Glance knows (exit 0), and the summary never says the pool is empty — it
+    says Glance's 204 proves only the location gone, where trashed images are found
+    (`rbd trash ls POOL`) and freed (`rbd trash purge POOL`) once their clones are flattened."""
     fake = ceph_cloud()
     (pinned,) = seed(fake, 1)
     fake.backend.clone(pinned, "ceph", clone_format=2)
     await serve_fake(fake)
     run = await move()
-    assert run.images[0].outcome == "moved"
-    assert any("rbd trash ls images" in note and "not that pool images is empty" in note for note in run.notes)
+    assert run.images[0].outcome == "moved" and run.exit_code == 0 and fake.backend.trash
+    gone, trash = run.notes
+    assert gone == "ceph: Glance holds none of the images this run took in it any more"
+    assert "not that pool images let go of their data" in trash and "clones of format 2" in trash
+    assert "`rbd trash ls images`" in trash and "`rbd trash purge images`" in trash
 
 
 async def test_plan_says_what_moves_and_warns_about_the_destination(serve_fake: Any) -> None:
