@@ -10,7 +10,7 @@ from .capabilities import Capabilities, StoreInfo
 from .carriers import stores_of
 from .config import MoveConfig
 from .errors import UsageError
-from .rbd import trash_note
+from .rbd import is_rbd, trash_note
 from .report import ImageResult, Outcome
 from .upload import IMPORT_LOCK
 
@@ -93,6 +93,8 @@ def left_in_old(results: list[ImageResult], old: StoreInfo | None, config: MoveC
             counts[r.outcome] = counts.get(r.outcome, 0) + 1
         why = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
         notes.append(f"{store} still holds {len(kept)} of these images ({why}): see the report")
+    elif is_rbd(old):  # Glance's view; its pool may keep trashed data (trash_note)
+        notes.append(f"{store}: Glance holds none of the images this run took in it any more")
     else:
         notes.append(f"{store}: none of the images this run took is left in it")
     note = trash_note(old, sum(r.outcome == Outcome.MOVED for r in results))

@@ -16,10 +16,14 @@ source, measured on the harness):
     all, Glance silently serves OLD's (``location.py`` ``get_data`` tries each location in
     turn; measured with a Swift object removed behind Glance's back) — so once OLD is gone one
     byte is read from the image, now only in NEW, which proves NEW's copy opens.
-``Range: bytes=0-``
+``Range: bytes=0-``, where NEW's store serves ranges
     The image cache (``glance/api/middleware/cache.py``) serves a cached image to a plain GET,
-    ignoring ``prefer``, but never serves a ranged request: every read here is ranged, so it
-    reaches the stores.
+    ignoring ``prefer``, but never serves a ranged request, so a ranged read reaches the stores.
+    Only file and cinder stores serve ranges (:attr:`~asyncmigrate.capabilities.StoreInfo.serves_ranges`):
+    rbd, s3 and swift refuse any, and Glance then serves the *next* location without a word —
+    with ``?prefer=NEW`` that is OLD's copy, a proof of nothing (seen on glance 33: file → rbd).
+    NEW's copy in such a store is read whole, and the report says that an image cache holding
+    the image would have answered in its place.
 the carrier (``--method location``)
     The carrier's only location is NEW: reading it proves NEW's own copy, strictly, before the
     original's locations are swapped.
@@ -53,12 +57,17 @@ from .upload import ImportFailed
 __all__ = ["PROOF", "DownloadCheck", "NewCopyCheck", "StoreReads", "opens", "read_back"]
 
 PROOF = {
-    "prefer": "read through ?prefer={new} with Range before {old} was deleted; Glance would have served {old}'s "
-    "copy instead had {new}'s been unopenable, which the one-byte read of {new} alone after the delete rules out",
+    "prefer": "read through ?prefer={new} before {old} was deleted; Glance would have served {old}'s "
+    "copy instead had {new}'s been unopenable, which the read of {new} alone after the delete rules out",
     "carrier": "read from the carrier, whose only location is {new}, before the swap: {new}'s own copy",
     "only-location": "read after {old} was deleted, from {new}, the image's only location: {new}'s own copy, "
     "but {old}'s was already gone ({why})",
     "empty": "0 bytes: nothing to read",
+}
+READ = {
+    True: "read with Range, which no image cache serves",
+    False: "read whole: {new} serves no byte ranges (Glance would have served another store's copy to a ranged "
+    "read), so an image cache holding this image would have answered in its place",
 }
 
 
@@ -77,9 +86,10 @@ class DownloadCheck:
         return dataclasses.asdict(self)
 
 
-def describe(how: str, *, old: str, new: str, why: str = "") -> str:
-    """PROOF[how] for these stores."""
-    return PROOF[how].format(old=old, new=new, why=why)
+def describe(how: str, *, old: str, new: str, why: str = "", ranged: bool = True) -> str:
+    """PROOF[how] for these stores, and how it was read (READ)."""
+    proof = PROOF[how].format(old=old, new=new, why=why)
+    return proof if how == "empty" else f"{proof}; {READ[ranged].format(new=new)}"
 
 
 class StoreReads:
@@ -108,9 +118,11 @@ class StoreReads:
         except Forbidden:
             return "the download_from_store policy refuses ?prefer="
         except ClientStatusError as exc:
-            if exc.status == 400:
+            if exc.status == 400 and self._probe in exc.detail:
                 return ""  # glance 33: the unknown store was refused, so prefer is read
-            if exc.status != 416:  # 416: a 0-byte image, ranged, on a Glance that ignored prefer
+            # 400 naming no store: a Glance that ignored prefer, and a first location that
+            # serves no ranges; 416: a 0-byte image, ranged, on a Glance that ignored prefer.
+            if exc.status not in (400, 416):
                 raise
         return "this Glance ignores ?prefer= (it came with glance 33.0.0)"
 
@@ -119,8 +131,9 @@ class NewCopyCheck:
     """One image's ``--verify-download``: NEW's copy read back before OLD's delete where that is
     possible, and after it; a mismatch never leaves NEW's bytes in service."""
 
-    def __init__(self, client: GlanceClient, reads: StoreReads, old: str, new: str) -> None:
+    def __init__(self, client: GlanceClient, reads: StoreReads, old: str, new: str, *, ranged: bool) -> None:
         self.client, self.reads, self.old, self.new = client, reads, old, new
+        self.ranged = ranged  # NEW serves byte ranges: read with Range (past any image cache)
         self.done: DownloadCheck | None = None
         self.waits = ""  # why the check must wait for OLD's delete ("" while it need not)
         self._bad: set[str] = set()  # wrong digests read from NEW
@@ -137,7 +150,8 @@ class NewCopyCheck:
             return
         try:
             read = str(carrier["id"]) if carrier else None
-            algorithm = await read_back(self.client, image, read_id=read, prefer=None if carrier else self.new)
+            prefer = None if carrier else self.new
+            algorithm = await read_back(self.client, image, read_id=read, prefer=prefer, ranged=self.ranged)
         except StreamCorrupted as exc:
             await self._differs(image, exc, carrier)
             raise
@@ -164,9 +178,9 @@ class NewCopyCheck:
             return
         try:
             if self.done is not None:
-                await opens(self.client, str(image["id"]))
+                await opens(self.client, str(image["id"]), ranged=self.ranged)
                 return
-            algorithm = await read_back(self.client, image)
+            algorithm = await read_back(self.client, image, ranged=self.ranged)
         except (StreamCorrupted, ImageError) as exc:
             state = "DEACTIVATED so nobody boots it"
             try:
@@ -180,25 +194,32 @@ class NewCopyCheck:
         self._record("only-location", algorithm, int(image.get("size") or 0))
 
     def _record(self, how: str, algorithm: str, size: int) -> None:
-        proves = describe(how, old=self.old, new=self.new, why=self.waits)
+        proves = describe(how, old=self.old, new=self.new, why=self.waits, ranged=self.ranged)
         self.done = DownloadCheck(self.new, how, algorithm, size, proves)
 
 
 async def read_back(
-    client: GlanceClient, image: dict[str, Any], *, read_id: str | None = None, prefer: str | None = None
+    client: GlanceClient,
+    image: dict[str, Any],
+    *,
+    read_id: str | None = None,
+    prefer: str | None = None,
+    ranged: bool = True,
 ) -> str:
-    """Read the image's data (or ``read_id``'s, a carrier) with ``Range`` and check it against
-    ``image``'s record; the algorithm compared ("size-only" when no hash is recorded).  Raises
-    :class:`StreamCorrupted` (with the digest read) on a mismatch."""
+    """Read the image's data (or ``read_id``'s, a carrier) — with ``Range`` when ``ranged``, else
+    whole, never resumed — and check it against ``image``'s record; the algorithm compared
+    ("size-only" when no hash is recorded).  Raises :class:`StreamCorrupted` (with the digest
+    read) on a mismatch."""
     algo, expected = expected_digest(image)
     digest = Digest(algo) if algo else None
     target = read_id or str(image["id"])
     pipe = pipeline(
-        lambda offset: client.download(target, offset, prefer=prefer, ranged=True),
+        lambda offset: client.download(target, offset, prefer=prefer, ranged=ranged),
         size=int(image.get("size") or 0),
         digest=digest,
         expected=expected,
         on_bytes=lambda n: None,
+        max_resumes=3 if ranged else 0,  # a resume is a Range: a cut is retried whole
     )
     try:
         async for _ in pipe:
@@ -210,11 +231,12 @@ async def read_back(
     return algo or "size-only"
 
 
-async def opens(client: GlanceClient, image_id: str) -> None:
-    """Read the first byte of the image (after OLD's delete: from NEW alone); ImageError when
-    it has none to give (Glance answers 204 when no location can be opened)."""
+async def opens(client: GlanceClient, image_id: str, *, ranged: bool = True) -> None:
+    """Read the first chunk of the image (after OLD's delete: from NEW alone; with ``Range``
+    where NEW serves ranges); ImageError when it has none to give (Glance answers 204 when no
+    location can be opened)."""
     try:
-        async with client.download(image_id, ranged=True) as download:
+        async with client.download(image_id, ranged=ranged) as download:
             if download.status == 204:
                 raise ImageError("it serves no data")
             async for _ in download.chunks():

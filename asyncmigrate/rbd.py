@@ -11,10 +11,15 @@ Read in glance_store 5.7.0 (``_drivers/rbd.py``) and seen on glance 33 with Ceph
   stores (403 while OLD is its only store), and the image stays active in both.  The way out
   is ``rbd children POOL/IMAGE@snap``, then ``rbd flatten`` each child (or delete it), or to
   keep OLD.
-* With RBD clone v2, glance_store may move an image whose snapshot has clones to RBD's trash
-  (``trash_move``) and report success: a 204 proves Glance dropped the location, not that the
-  pool is empty — only ``rbd trash ls POOL`` and ``rbd children`` can tell, and this tool does
-  not talk to Ceph.
+* That holds for clones of format 1 (what ``rbd_default_clone_format = auto`` makes on a cluster
+  whose min compat client is older than mimic).  When every clone is of format 2 (RBD clone v2)
+  glance_store's unprotect succeeds, the snapshot goes to RBD's snapshot trash, the RBD image
+  into the pool's trash (``trash_move``) under its own name, and Glance answers 204 (seen with
+  Ceph 16: ``rbd trash ls POOL`` lists it, the clone's ``rbd info`` names its parent "in the
+  trash", ``rbd children POOL/IMAGE@snap`` cannot open it any more; after the last clone is
+  flattened it stays in the trash until ``rbd trash purge POOL``).  So a 204 proves Glance
+  dropped the location, not that the pool let go of the data, and this tool does not talk to
+  Ceph: the summary says so (:func:`trash_note`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from urllib.parse import unquote
 
 from .capabilities import StoreInfo
 
-__all__ = ["in_use", "in_use_reason", "location_in", "rbd_snapshot", "trash_note"]
+__all__ = ["in_use", "in_use_reason", "is_rbd", "location_in", "rbd_snapshot", "trash_note"]
 
 
 def location_in(image: Mapping[str, Any], store: str) -> str | None:
@@ -74,13 +79,21 @@ def in_use_reason(image: Mapping[str, Any], old: StoreInfo | None, new: str, det
 
 
 def trash_note(old: StoreInfo | None, moved: int) -> str | None:
-    """For a move out of an rbd store: what Glance's 204s do not prove."""
-    if old is None or old.type != "rbd" or not moved:
+    """For a move out of an rbd store: what Glance's 204s do not prove, and where to look."""
+    if not is_rbd(old) or not moved:
         return None
+    assert old is not None
     pool = old.properties.get("pool") or "POOL"
     return (
         f"{old.id} is an rbd store: Glance answered 204 for the {moved} images moved, which proves it dropped "
-        f"their locations, not that pool {pool} is empty — with RBD clone v2, glance_store moves an image whose "
-        f"snapshot has clones to RBD's trash and reports success; check `rbd trash ls {pool}` and "
-        "`rbd children` before retiring the pool"
+        f"their locations, not that pool {pool} let go of their data — glance_store moves an image whose snapshot "
+        f"has clones of format 2 (RBD clone v2) into the pool's trash and reports success. `rbd trash ls {pool}` "
+        "lists such images by their image id (`rbd children` no longer finds them; their clones' `rbd info` names "
+        f"the parent in the trash); once those clones are flattened or deleted, `rbd trash purge {pool}` frees "
+        "them. Check before retiring the pool"
     )
+
+
+def is_rbd(store: StoreInfo | None) -> bool:
+    """Whether ``store`` is known to be an rbd store."""
+    return store is not None and store.type == "rbd"

@@ -101,7 +101,13 @@ class StoreMove:
         self.size = int(image.get("size") or 0)
         self.result = ImageResult.of(image)
         self._bad_digests: set[str] = set()  # carrier uploads (stream_data)
-        self.check = NewCopyCheck(client, reads or StoreReads(client, []), config.from_store, config.to_store)
+        self.check = NewCopyCheck(
+            client,
+            reads or StoreReads(client, []),
+            config.from_store,
+            config.to_store,
+            ranged=to_store is not None and to_store.serves_ranges,
+        )
         self._notes: list[str] = []
         self._reactivated = False
         # --retry-deadline counts time spent failing: a running import and bytes moved are progress.

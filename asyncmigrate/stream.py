@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .errors import StreamCorrupted, TransportError
+from .errors import ClientStatusError, StreamCorrupted, TransportError
 from .limits import Throttle, throttled
 
 __all__ = [
@@ -93,8 +93,9 @@ async def resuming_source(open_at: Opener, size: int | None, *, max_resumes: int
     """The source bytes, reopened with ``Range`` after a cut (up to ``max_resumes`` times).
 
     ``open_at(offset)`` is an async context manager giving a ``Download``.  If the
-    server ignores the range (answers 200 instead of 206) the cut cannot be
-    healed without resending bytes already uploaded, so the TransportError is
+    server ignores the range (answers 200 instead of 206) or refuses it (400:
+    glance_store reads rbd, s3 and swift stores only whole) the cut cannot be
+    healed without resending bytes already uploaded, so a TransportError is
     raised and the whole image is retried.  A first answer that announces
     another length than the recorded ``size`` is refused before any byte is
     handed on (``size`` None: an old image without a recorded size).
@@ -123,6 +124,10 @@ async def resuming_source(open_at: Opener, size: int | None, *, max_resumes: int
             resumes += 1  # a part ended where its Content-Range said: ask for the rest
         except _CannotResume as exc:
             raise TransportError(str(exc)) from None
+        except ClientStatusError as exc:
+            if not offset or exc.status not in (400, 416):
+                raise
+            raise TransportError(f"source cannot resume at byte {offset} (HTTP {exc.status}: {exc.detail})") from exc
         except TransportError:
             if offset == 0 or (size is not None and offset >= size) or resumes >= max_resumes:
                 raise

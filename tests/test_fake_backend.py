@@ -1,6 +1,7 @@
 """The fake's storage behind the stores behaves as glance 33 was measured to: shared objects
 deleted for every image that shows them, silent fallback to the next location, ``?prefer=``,
-the image cache and ``Range``, the legacy locations API, and RBD clones pinning data."""
+the image cache and ``Range`` (refused by every store type but file and cinder), the legacy
+locations API, and RBD clones pinning data (format 1) or trashed with it (format 2)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ JSON = {"Accept": "application/json"}
 
 @pytest.fixture
 def fake() -> FakeGlance:
-    """Stores fast (file), cold (s3), ceph and ceph2 (rbd), showing locations."""
+    """Stores fast and slow (file), cold (s3), ceph and ceph2 (rbd), showing locations."""
     fake = FakeGlance(
-        stores={"fast": "", "cold": "", "ceph": "", "ceph2": ""},
+        stores={"fast": "", "slow": "", "cold": "", "ceph": "", "ceph2": ""},
         store_types={"cold": "s3", "ceph": "rbd", "ceph2": "rbd"},
         show_multiple_locations=True,
     )
@@ -94,12 +95,31 @@ async def test_glance_27_ignores_prefer() -> None:
 
 async def test_the_cache_ignores_prefer_but_never_serves_a_range(fake: FakeGlance, http: Any) -> None:
     """A cached image is served from the cache whatever ``prefer`` says; a ranged request reads the stores."""
-    image = fake.add_image(b"a" * 20, stores=["fast", "cold"], disk_format="raw", container_format="bare")
-    fake.images[image["id"]].data["cold"] = b"b" * 20
+    image = fake.add_image(b"a" * 20, stores=["fast", "slow"], disk_format="raw", container_format="bare")
+    fake.images[image["id"]].data["slow"] = b"b" * 20
     fake.backend.cached[image["id"]] = b"a" * 20
-    path = f"/v2/images/{image['id']}/file?prefer=cold"
+    path = f"/v2/images/{image['id']}/file?prefer=slow"
     assert await _get(http, path) == (200, b"a" * 20)
     assert await _get(http, path, Range="bytes=0-") == (206, b"b" * 20)
+
+
+async def test_stores_without_random_reads_refuse_a_range_and_the_next_location_serves_it(
+    fake: FakeGlance, http: Any
+) -> None:
+    """Any Range on an rbd or s3 copy is refused (glance_store's StoreRandomGetNotSupported):
+    Glance serves the next location silently, even past ``?prefer=``, and when none can it
+    answers 400 with the offset and length, as glance 33 did on the harness's Ceph."""
+    image = fake.add_image(b"a" * 50, stores=["fast", "ceph"], disk_format="raw", container_format="bare")
+    fake.images[image["id"]].data["ceph"] = b"b" * 50
+    path = f"/v2/images/{image['id']}/file?prefer=ceph"
+    assert await _get(http, path) == (200, b"b" * 50)
+    assert await _get(http, path, Range="bytes=0-") == (206, b"a" * 50)  # fast's copy, not ceph's
+    for store in ("ceph", "cold"):
+        only = fake.add_image(b"c" * 50, store=store, disk_format="raw", container_format="bare")
+        status, body = await _get(http, f"/v2/images/{only['id']}/file", Range="bytes=10-")
+        assert status == 400 and b"Getting images randomly from this store is not supported." in body
+        assert b"Offset: 10, length: 40" in body
+        assert await _get(http, f"/v2/images/{only['id']}/file") == (200, b"c" * 50)
 
 
 async def test_legacy_locations_refuse_what_glance_refuses(fake: FakeGlance, http: Any) -> None:
@@ -153,13 +173,20 @@ async def test_a_clone_pins_the_data_until_flattened(fake: FakeGlance, http: Any
     fake.backend.flatten("vms/instance-disk")
     async with session.delete(delete) as resp:
         assert resp.status == 204
-    assert fake.get(image["id"])["stores"] == "ceph2"
+    assert fake.get(image["id"])["stores"] == "ceph2" and not fake.backend.trash
 
 
 async def test_clone_v2_trash_reports_success(fake: FakeGlance, http: Any) -> None:
-    """With RBD clone v2 glance_store trashes an image with clones and glance answers 204."""
+    """With only format-2 clones glance_store trashes the RBD image and glance answers 204; one
+    format-1 clone beside them still pins it (409), as measured with Ceph 16."""
     image = fake.add_image(b"t" * 10, stores=["ceph", "ceph2"], disk_format="raw", container_format="bare")
-    fake.backend.clone(image["id"], "ceph")
-    fake.backend.rbd_trash = True
+    fake.backend.clone(image["id"], "ceph", "vms/v2-disk", clone_format=2)
+    fake.backend.clone(image["id"], "ceph", "vms/v1-disk")
+    assert (await _send(http, "DELETE", f"/v2/stores/ceph/{image['id']}"))[0] == 409
+    fake.backend.flatten("vms/v1-disk")
     assert (await _send(http, "DELETE", f"/v2/stores/ceph/{image['id']}"))[0] == 204
-    assert fake.get(image["id"])["stores"] == "ceph2" and fake.backend.trash
+    assert fake.get(image["id"])["stores"] == "ceph2" and fake.backend.trash == {_ceph_url(fake, image["id"])}
+
+
+def _ceph_url(fake: FakeGlance, image_id: str) -> str:
+    return f"rbd://{fake.backend.fsid}/images/{image_id}/snap"

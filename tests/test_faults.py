@@ -68,6 +68,20 @@ async def test_cut_download_resumes_with_range_into_the_same_upload(clouds: Clou
     _assert_intact(clouds, image_id, data)
 
 
+async def test_a_cut_from_a_store_that_serves_no_ranges_is_retried_whole(clouds: Clouds) -> None:
+    """A source image in RBD (glance_store reads rbd, s3 and swift only whole) refuses the resume's
+    Range with 400: the cut is healed by copying the image again from byte 0, not failed."""
+    image_id, data = _image(clouds, size=1_000_000)
+    (store,) = clouds.src.images[image_id].data
+    clouds.src.store_types[store] = "rbd"
+    clouds.src.faults.cut_download_after(image_id, 400_000)
+    run = await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)
+    assert run.images[0].outcome == "copied" and run.images[0].attempts == 2, run.images[0].reason
+    gets = clouds.src.requests_matching("GET", "/file$")
+    assert [g.status for g in gets] == [200, 400, 200] and "Range" not in gets[2].headers
+    _assert_intact(clouds, image_id, data)
+
+
 async def test_destination_cut_mid_upload_is_retried_into_the_same_id(clouds: Clouds) -> None:
     """The destination drops the upload: the image returns to queued and is uploaded again."""
     image_id, data = _image(clouds)

@@ -1,7 +1,8 @@
 """Store moves on RBD (ceph → ceph2) against the fake Glance: an image whose snapshot has clones
 stays in both stores, reported in use with what holds it and the way out; the run goes on,
 exits 1, never says the old store is empty; a re-run after the flatten finishes; ``plan move``
-says what moves and warns about what the destination store does badly."""
+says what moves and warns about what the destination store does badly; ``--verify-download``
+reads an RBD copy whole (RBD serves no ranges: a ranged read would be served from OLD)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from asyncmigrate.config import MoveConfig
 from asyncmigrate.report import RunResult
 from asyncmigrate.storemove import move_images
 from tests.conftest import FAST_RETRY, write_clouds_yaml
-from tests.fakeglance import FakeGlance, FakeServer
+from tests.fakeglance import GLANCE_27, FakeGlance, FakeServer
 
 
 def ceph_cloud(*, locations: bool = True) -> FakeGlance:
@@ -83,7 +84,7 @@ async def test_an_image_with_clones_stays_in_both_and_a_rerun_after_flatten_fini
     again = await move()
     assert [(r.id, r.action, r.outcome) for r in again.images] == [(pinned, "drop-old", "moved")]
     assert fake.get(pinned)["stores"] == "ceph2" and again.exit_code == 0
-    assert again.notes[0] == "ceph: none of the images this run took is left in it"
+    assert again.notes[0] == "ceph: Glance holds none of the images this run took in it any more"
 
 
 async def test_without_locations_the_holder_is_named_from_the_pool(serve_fake: Any) -> None:
@@ -98,16 +99,20 @@ async def test_without_locations_the_holder_is_named_from_the_pool(serve_fake: A
 
 
 async def test_a_move_out_of_rbd_says_what_a_204_does_not_prove(serve_fake: Any) -> None:
-    """With RBD clone v2 glance_store trashes an image with clones and answers 204: the image
-    is moved as far as Glance knows, and the summary says the pool may not be empty."""
+    """With only clones of format 2 glance_store trashes the RBD image and answers 204: the image
+    is moved as far as Glance knows (exit 0), and the summary never says the pool is empty — it
+    says Glance's 204 proves only the location gone, where trashed images are found
+    (`rbd trash ls POOL`) and freed (`rbd trash purge POOL`) once their clones are flattened."""
     fake = ceph_cloud()
     (pinned,) = seed(fake, 1)
-    fake.backend.clone(pinned, "ceph")
-    fake.backend.rbd_trash = True
+    fake.backend.clone(pinned, "ceph", clone_format=2)
     await serve_fake(fake)
     run = await move()
-    assert run.images[0].outcome == "moved"
-    assert any("rbd trash ls images" in note and "not that pool images is empty" in note for note in run.notes)
+    assert run.images[0].outcome == "moved" and run.exit_code == 0 and fake.backend.trash
+    gone, trash = run.notes
+    assert gone == "ceph: Glance holds none of the images this run took in it any more"
+    assert "not that pool images let go of their data" in trash and "clones of format 2" in trash
+    assert "`rbd trash ls images`" in trash and "`rbd trash purge images`" in trash
 
 
 async def test_plan_says_what_moves_and_warns_about_the_destination(serve_fake: Any) -> None:
@@ -131,3 +136,41 @@ async def test_plan_says_what_moves_and_warns_about_the_destination(serve_fake: 
     by_location = {r.id: r for r in (await move("main", "swift", dry_run=True, method="location")).images}
     assert by_location[qcow2].traps == []
     assert all(r.method == "GET" for r in fake.requests)
+
+
+@pytest.mark.parametrize("old", ["main", "ceph"])
+async def test_verify_download_reads_an_rbd_copy_whole_before_the_delete(serve_fake: Any, old: str) -> None:
+    """Into rbd (from file, the seed's move, and from rbd) the check reads ceph2's copy through
+    ?prefer= without Range — a ranged read is refused by RBD and served from OLD — so a good copy
+    moves (active, the report says it was read whole) and a damaged one is caught before OLD's
+    delete and dropped, OLD kept."""
+    fake = ceph_cloud()
+    good, bad = seed(fake, 2, store=old)
+    await serve_fake(fake)
+    run = await move(old, "ceph2", verify_download=True, image_ids=(good,))
+    (result,) = run.images
+    assert result.outcome == "moved" and run.exit_code == 0, result.reason
+    assert fake.get(good)["status"] == "active" and fake.get(good)["stores"] == "ceph2"
+    check = result.download_check or {}
+    assert check["how"] == "prefer" and check["store"] == "ceph2" and "read whole" in check["proves"]
+    reads = fake.requests_matching("GET", rf"/v2/images/{good}/file$")
+    assert [r.query for r in reads][-2:] == ["prefer=ceph2", ""] and not any("Range" in r.headers for r in reads[1:])
+    fake.faults.corrupt_copy("ceph2", times=None)
+    (result,) = (await move(old, "ceph2", verify_download=True, image_ids=(bad,))).images
+    assert result.outcome == "failed" and "ceph2's copy differs" in result.reason
+    assert fake.get(bad)["stores"] == old and fake.get(bad)["status"] == "active"
+
+
+async def test_a_probe_refused_for_its_range_is_not_taken_for_prefer(serve_fake: Any) -> None:
+    """glance 27 ignores ?prefer=; between two rbd stores the probe's ranged read is refused with
+    a 400 that names no store — not glance 33's "Store … is not configured" — so the check is not
+    fooled into reading through ?prefer=: it waits for the delete, reads ceph2 whole and says why."""
+    fake = ceph_cloud()
+    fake.profile = GLANCE_27
+    (image_id,) = seed(fake, 1)
+    await serve_fake(fake)
+    (result,) = (await move(verify_download=True)).images
+    check = result.download_check or {}
+    assert result.outcome == "moved" and check["how"] == "only-location", result.reason
+    assert "ignores ?prefer=" in check["proves"] and "read whole" in check["proves"]
+    assert fake.get(image_id)["stores"] == "ceph2" and fake.get(image_id)["status"] == "active"

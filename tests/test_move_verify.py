@@ -136,15 +136,17 @@ async def test_a_policy_refusing_prefer_is_named(serve_fake: Any) -> None:
 
 
 async def test_the_carrier_is_read_and_a_zero_byte_image_needs_no_read(serve_fake: Any) -> None:
-    """--method location reads the carrier (NEW its only location) before the swap; a 0-byte
-    image (moved with copy-image) has nothing to read, and the report says so."""
+    """--method location reads the carrier (NEW its only location) before the swap — whole, as
+    an s3 store serves no ranges; a 0-byte image (moved with copy-image) has nothing to read, and
+    the report says so."""
     fake = FakeGlance(stores=STORES, store_types={"cold": "s3"}, show_multiple_locations=True)
     image_id, _ = seeded(fake)
     empty = fake.add_image(b"", name="empty", store="fast", disk_format="raw", container_format="bare")
     await serve_fake(fake)
     result = await move(method="location", image_ids=(image_id,))
     assert result.download_check is not None and result.download_check["how"] == "carrier"
-    assert fake.requests_matching("GET", rf"/v2/images/{result.carrier}/file$")
+    reads = fake.requests_matching("GET", rf"/v2/images/{result.carrier}/file$")
+    assert reads and not any("Range" in r.headers for r in reads) and "read whole" in result.download_check["proves"]
     result = await move(method="location", image_ids=(empty["id"],))
     assert result.outcome == "moved" and result.download_check is not None
     assert result.download_check["how"] == "empty" and result.download_check["bytes"] == 0

@@ -16,13 +16,23 @@ harness):
 * A download (``location.py`` ``ImageProxy.get_data``) tries the locations in order — stores
   named in ``?prefer=`` first (``image_data.py`` ``_filter_locations_by_stores``) — and falls
   back *silently* to the next when one cannot be opened; when none can: 204.
-* RBD: an object whose snapshot has clones (Nova, Cinder: ``rbd clone POOL/ID@snap …``) cannot
-  be deleted (``InUseByStore``): ``DELETE /v2/stores`` → 409 "The data for Image … could not be
-  deleted because it is in use: …", ``DELETE /v2/images`` → 409 "Image … could not be deleted
-  because it is in use: …", ``PATCH remove /locations`` → 500 (``_do_remove_locations`` wraps
-  every store error); the location and the data stay. With RBD clone v2
-  (:attr:`Backend.rbd_trash`) glance_store moves such an image to RBD's trash instead and
-  glance reports success: gone for glance, still there for its clones.
+* A ranged read (any ``Range``: glance passes an offset and a length) is refused by every store
+  whose glance_store driver lacks random reads — all but ``file`` and ``cinder``
+  (``_CAPABILITIES``; ``capabilities.check`` raises ``StoreRandomGetNotSupported``): Glance then
+  tries the next location, silently, and when none serves it answers 400 "Getting images
+  randomly from this store is not supported. Offset: O, length: L" (measured on the harness with
+  rbd and s3: an image in ``file`` and ``rbd`` asked for ``?prefer=RBD`` with ``Range`` is
+  served from ``file``).
+* RBD: an object whose snapshot has a clone (Nova, Cinder: ``rbd clone POOL/ID@snap …``) of
+  format 1 cannot be deleted: glance_store cannot unprotect the snapshot (``InUseByStore``):
+  ``DELETE /v2/stores`` → 409 "The data for Image … could not be deleted because it is in use:
+  …", ``DELETE /v2/images`` → 409 "Image … could not be deleted because it is in use: …",
+  ``PATCH remove /locations`` → 500 (``_do_remove_locations`` wraps every store error); the
+  location and the data stay.  When every clone is of format 2 (RBD clone v2: the cloner's
+  ``rbd_default_clone_format = 2``, or ``auto`` on a cluster whose min compat client is mimic or
+  later) the snapshot goes to RBD's snapshot trash, the image into the pool's trash
+  (``trash_move``) and glance answers 204 / 200: gone for glance, still there for its clones
+  (measured with Ceph 16: a v1 and a v2 clone together still give 409).
 * The image cache (``glance/api/middleware/cache.py``): a cached image is served from the cache
   to a ``GET …/file`` without ``Range``, whatever ``?prefer=`` says; a ``Range`` request is
   never served from the cache (bug 1664709) and so always reads the stores.
@@ -46,7 +56,15 @@ IN_USE = "The image cannot be deleted because it is in use through the backend s
 
 
 class InUse(Exception):
-    """The object's RBD snapshot has clones: glance_store raises ``InUseByStore``."""
+    """The object's RBD snapshot has a format-1 clone: glance_store raises ``InUseByStore``."""
+
+
+class RandomGetRefused(Exception):
+    """No location could serve a ranged read: the last one tried refused it (``StoreRandomGetNotSupported``)."""
+
+
+RANGED_TYPES = frozenset({"file", "cinder"})
+"""Store types whose glance_store driver serves byte ranges (``READ_RANDOM``, glance_store 5.7.0)."""
 
 
 def webob_error(request: web.Request, status: int, explanation: str) -> web.HTTPException:
@@ -79,12 +97,10 @@ class Backend:
         """RBD pool of each rbd store (default: the store's id)."""
         self.gone: set[str] = set()
         """URLs whose object was deleted (another image may still show the location)."""
-        self.clones: dict[str, set[str]] = {}
-        """URL → names of the RBD clones of its snapshot."""
+        self.clones: dict[str, dict[str, int]] = {}
+        """URL → {name of an RBD clone of its snapshot: its clone format, 1 or 2}."""
         self.trash: set[str] = set()
-        """URLs moved to RBD's trash (clone v2): gone for glance, kept for their clones."""
-        self.rbd_trash = False
-        """RBD clone v2: a delete of an object with clones moves it to the trash and succeeds."""
+        """URLs moved to RBD's trash (only clones of format 2): gone for glance, kept for their clones."""
         self.cached: dict[str, bytes] = {}
         """Image id → the bytes the image cache serves for it."""
 
@@ -111,14 +127,22 @@ class Backend:
 
     # -- reading --------------------------------------------------------------------------
 
-    def readable(self, rec: ImageRecord, prefer: Iterable[str] = ()) -> bytes | None:
-        """What ``GET …/file`` serves: the first location whose object exists, ``prefer``'s
-        stores first; None when none has one (glance answers 204)."""
+    def readable(self, rec: ImageRecord, prefer: Iterable[str] = (), *, ranged: bool = False) -> bytes | None:
+        """What ``GET …/file`` serves: the first location whose object exists (and, ``ranged``,
+        whose store serves ranges), ``prefer``'s stores first; None when none has one (glance
+        answers 204); :class:`RandomGetRefused` when the last location tried refused the range."""
         wanted = list(prefer)
         order = [s for s in rec.data if s in wanted] + [s for s in rec.data if s not in wanted]
+        refused = False  # glance raises the last location's error
         for store in order:
-            if self.url(rec, store) not in self.gone:
+            if self.url(rec, store) in self.gone:
+                refused = False
+            elif ranged and self.fake.store_types.get(store, "file") not in RANGED_TYPES:
+                refused = True
+            else:
                 return rec.data[store]
+        if refused:
+            raise RandomGetRefused
         return None
 
     def holds(self, rec: ImageRecord, store: str) -> bool:
@@ -134,11 +158,12 @@ class Backend:
     # -- deleting -------------------------------------------------------------------------
 
     def delete(self, url: str) -> None:
-        """Delete one object; :class:`InUse` when its RBD snapshot has clones (unless
-        :attr:`rbd_trash`, which trashes it)."""
-        if self.clones.get(url):
-            if not self.rbd_trash:
-                raise InUse(url)
+        """Delete one object; :class:`InUse` when its RBD snapshot has a format-1 clone; an
+        object whose clones are all of format 2 goes to the trash instead."""
+        children = self.clones.get(url) or {}
+        if 1 in children.values():
+            raise InUse(url)
+        if children:
             self.trash.add(url)
         self.gone.add(url)
 
@@ -151,26 +176,28 @@ class Backend:
     def delete_image(self, rec: ImageRecord) -> None:
         """Delete every object of an image being deleted (:class:`InUse`: none is, it stays)."""
         urls = [self.url(rec, store) for store in rec.data]
-        if not self.rbd_trash and any(self.clones.get(u) for u in urls):
+        if any(1 in (self.clones.get(u) or {}).values() for u in urls):
             raise InUse(urls[0])
         for url in urls:
             self.delete(url)
 
     # -- RBD clones (what Nova and Cinder make) -------------------------------------------
 
-    def clone(self, image_id: str, store: str, child: str = "vms/instance-disk") -> str:
-        """``rbd clone POOL/ID@snap CHILD`` of the image's object in ``store``; its ``POOL/ID@snap``."""
+    def clone(self, image_id: str, store: str, child: str = "vms/instance-disk", *, clone_format: int = 1) -> str:
+        """``rbd clone POOL/ID@snap CHILD`` (``--rbd-default-clone-format``) of the image's object
+        in ``store``; its ``POOL/ID@snap``."""
         rec = self.fake.images[image_id]
         url = self.url(rec, store)
         if not url.startswith("rbd://"):
             raise ValueError(f"store {store!r} is not an rbd store")
-        self.clones.setdefault(url, set()).add(child)
+        self.clones.setdefault(url, {})[child] = clone_format
         return self.holder(url)
 
     def flatten(self, child: str) -> None:
-        """``rbd flatten CHILD``: the clone no longer needs its parent's snapshot."""
+        """``rbd flatten CHILD``: the clone no longer needs its parent's snapshot (a trashed
+        parent stays in the trash until ``rbd trash purge``)."""
         for children in self.clones.values():
-            children.discard(child)
+            children.pop(child, None)
 
     # -- the legacy locations API ---------------------------------------------------------
 

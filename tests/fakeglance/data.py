@@ -14,9 +14,10 @@ Staging (``PUT …/stage``, for glance-direct imports): see ``_DataApi.stage``.
 Download rules: 200 with ``Content-Length`` and ``Content-MD5`` (the hex md5, not base64);
 ``Range: bytes=a-b|a-|-n`` gives 206 with ``Content-Range`` (no ``Accept-Ranges`` is sent);
 a start past the end is 416, several ranges 400; an image holding no data is 204; a
-deactivated image is 403 except for admins. Which location serves the bytes, ``?prefer=`` and the
-image cache: see :mod:`tests.fakeglance.backend`. With ``FakeGlance.honour_range`` False the
-``Range`` header is ignored: 200 and the whole body, so a cut download cannot be resumed.
+deactivated image is 403 except for admins. Which location serves the bytes, ``?prefer=``, the
+stores that refuse ranges (400) and the image cache: see :mod:`tests.fakeglance.backend`. With
+``FakeGlance.honour_range`` False the ``Range`` header is ignored: 200 and the whole body, so a
+cut download cannot be resumed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import quota
-from .backend import webob_error
+from .backend import RandomGetRefused, webob_error
 from .faults import DownloadPlan
 from .model import QCOW2_MAGIC, Digest, ImageRecord, fail
 
@@ -305,7 +306,16 @@ class _DataApi:
         ranged = "Range" in request.headers
         content = fake.backend.cached.get(rec.id) if not ranged else None
         if content is None:
-            content = fake.backend.readable(rec, self._preferred(request))
+            try:
+                content = fake.backend.readable(rec, self._preferred(request), ranged=ranged and fake.honour_range)
+            except RandomGetRefused:
+                first, last = parse_range(request.headers["Range"], rec.size or 0)
+                raise webob_error(
+                    request,
+                    400,
+                    "Getting images randomly from this store is not supported. "
+                    f"Offset: {first}, length: {last - first + 1}",
+                ) from None
         if content is None or rec.status not in ("active", "deactivated"):
             return web.Response(status=204)
         if ranged and fake.faults.stale_ranges(rec.id) is not None:
