@@ -32,8 +32,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ConflictStatus, ImageError, UsageError, VerificationError
+from .errors import AsyncMigrateError, ConflictStatus, ImageError, StreamCorrupted, UsageError, VerificationError
 from .glance import GlanceClient
+from .integrity import QUARANTINE_KEY, quarantined
 from .limits import Limits
 from .metadata import carrier_body
 from .rbd import location_in
@@ -87,10 +88,24 @@ async def carrier_in(
     budget: Budget,
     bad_digests: set[str],
     on_bytes: Callable[[int], None] = lambda n: None,
+    on_note: Callable[[str], None] = lambda note: None,
 ) -> dict[str, Any]:
     """The carrier holding ``image``'s data in ``store``: the one of ``carriers`` made for it,
-    else a new one; filled (verified on the fly) if it is still queued, then protected."""
-    found = [c for c in carriers if _made_for(c, store)]
+    else a new one; filled (verified on the fly) if it is still queued, then protected.
+
+    A carrier whose record does not show the image's bytes never lends its location:
+    one this call filled is deleted (it is hidden, unprotected and holds only what this
+    upload wrote — bytes changed on the way into ``store``) and the image is tried again; one
+    found holding data already (an earlier run's) is deactivated, marked
+    :data:`~asyncmigrate.integrity.QUARANTINE_KEY`, named through ``on_note`` and passed
+    over for a new one, never deleted (it may share its object with something)."""
+    found = [c for c in carriers if _made_for(c, store) and quarantined(c) is None]
+    for carrier in found:
+        if carrier.get("status") in ("active", "deactivated") and not _good(image, carrier):
+            on_note(await _quarantine(client, image, carrier, store))
+        elif carrier.get("status") not in ("queued", "active"):
+            on_note(f"carrier {carrier['id']} in {store} is {carrier.get('status')}: passed over for a new one")
+    found = [c for c in found if c.get("status") == "queued" or _good(image, c)]
     carrier = found[0] if found else await client.create_image({**carrier_body(image, CARRIER_KEY), STORE_KEY: store})
     if carrier.get("status") == "queued":
         async with limits.upload_slot():
@@ -117,11 +132,54 @@ async def carrier_in(
         if fresh is None:
             raise ImageError(f"carrier {carrier['id']} disappeared after its upload")
         carrier = fresh
-        if not same_data(image, carrier):
-            raise VerificationError(f"carrier {carrier['id']} recorded other hashes than the original")
+        if not _good(image, carrier):
+            said = _differs(image, carrier)
+            try:
+                await client.delete_image(str(carrier["id"]))
+            except AsyncMigrateError as exc:
+                raise VerificationError(
+                    f"carrier {carrier['id']} in {store} recorded {said} after the upload (bytes changed on the way "
+                    f"in) and deleting it failed ({exc}): it is hidden and unprotected and the image does not use "
+                    "it; delete it by hand"
+                ) from exc
+            raise StreamCorrupted(
+                f"carrier {carrier['id']} in {store} recorded {said} after the upload (bytes changed on the way "
+                "in): deleted — it was this upload's own, unused — and the image is tried again"
+            )
     if not carrier.get("protected"):
         await client.patch_image(carrier["id"], [{"op": "replace", "path": "/protected", "value": True}])
     return carrier
+
+
+def _good(image: dict[str, Any], carrier: dict[str, Any]) -> bool:
+    return carrier.get("status") == "active" and same_data(image, carrier)
+
+
+def _differs(image: dict[str, Any], carrier: dict[str, Any]) -> str:
+    return (
+        f"status {carrier.get('status')}, size {carrier.get('size')}, checksum {carrier.get('checksum')} "
+        f"(the image: size {image.get('size')}, checksum {image.get('checksum')})"
+    )
+
+
+async def _quarantine(client: GlanceClient, image: dict[str, Any], carrier: dict[str, Any], store: str) -> str:
+    """Deactivate and mark a carrier found holding other bytes than ``image``; what the report says."""
+    carrier_id = str(carrier["id"])
+    said = _differs(image, carrier)
+    if carrier.get("status") == "active":
+        try:
+            await client.deactivate(carrier_id)
+        except AsyncMigrateError as exc:
+            raise VerificationError(
+                f"carrier {carrier_id} in {store} records {said}, and deactivating it failed ({exc}): not used; "
+                "deactivate it by hand"
+            ) from exc
+    mark = f"its record differs from image {image['id']}'s: {said}; deactivated by asyncmigrate, not used"
+    await client.patch_image(carrier_id, [{"op": "add", "path": f"/{QUARANTINE_KEY}", "value": mark}])
+    return (
+        f"carrier {carrier_id} in {store} (an earlier run's) records {said}: deactivated, marked {QUARANTINE_KEY} and "
+        f"passed over for a new one; it may share its object with another image, so it was not deleted — inspect it"
+    )
 
 
 async def adopt(client: GlanceClient, image: dict[str, Any], carrier: dict[str, Any], store: str) -> dict[str, Any]:

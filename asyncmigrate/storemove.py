@@ -253,6 +253,7 @@ class StoreMove:
             uploader=self.uploader,
             budget=self.budget,
             bad_digests=self._bad_digests,
+            on_note=self._notes.append,
         )
         self.result.carrier = carrier["id"]
         if self.config.verify_download:

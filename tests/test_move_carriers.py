@@ -100,6 +100,46 @@ async def test_a_carrier_holding_other_data_is_left_alone(fake: FakeGlance) -> N
     assert dataless(fake) == []
 
 
+async def test_a_carrier_whose_bytes_changed_on_the_way_in_is_never_lent(fake: FakeGlance) -> None:
+    """One byte flipped on the way into cold (a corrupting proxy: the client sent good bytes,
+    Glance hashed bad ones): the carrier's record differs from the image's, so it is deleted —
+    unused, this upload's own — and the image tried again; it never gets the bad location."""
+    image_id, data = _image(fake)
+    fake.faults.flip_upload_byte("*", 1_000, times=1)
+    run = await move("fast", "cold", method="location")
+    (result,) = run.images
+    assert result.outcome == "moved" and result.attempts == 2, result.reason
+    (carrier,) = carriers(fake, image_id)
+    assert result.carrier == carrier and len([i for i in fake.deleted if i != image_id]) == 1
+    assert fake.backend.readable(fake.images[image_id]) == data
+    assert fake.backend.readable(fake.images[carrier]) == data and dataless(fake) == []
+
+
+async def test_an_earlier_runs_carrier_with_other_bytes_is_quarantined_not_used(fake: FakeGlance) -> None:
+    """A carrier found in cold whose record is not the image's (an earlier version's bad
+    copy): deactivated, marked and named, never deleted (it may share its object) nor lent;
+    a new carrier carries the image."""
+    image_id, data = _image(fake)
+    bad = fake.add_image(
+        b"other bytes",
+        store="cold",
+        os_hidden=True,
+        protected=True,
+        asyncmigrate_carrier_for=image_id,
+        asyncmigrate_carrier_store="cold",
+    )["id"]
+    run = await move("fast", "cold", method="location")
+    (result,) = run.images
+    assert result.outcome == "moved", result.reason
+    assert f"carrier {bad} in cold (an earlier run's)" in result.reason and "deactivated" in result.reason
+    assert fake.get(bad)["status"] == "deactivated" and "asyncmigrate_quarantined" in fake.get(bad)
+    new = [c for c in carriers(fake, image_id) if c != bad]
+    assert result.carrier == new[0] and bad not in fake.deleted
+    cold = [loc["url"] for loc in fake.get(image_id)["locations"] if loc["metadata"].get("store") == "cold"]
+    assert cold == [loc["url"] for loc in fake.get(new[0])["locations"]]
+    assert fake.backend.readable(fake.images[image_id]) == data
+
+
 async def test_a_carrier_whose_data_is_in_use_keeps_both(fake: FakeGlance) -> None:
     """An RBD clone of the carrier's snapshot (Nova booted from the moved image): the carrier
     cannot be deleted, so it is protected again and the image is kept in both stores, in use."""

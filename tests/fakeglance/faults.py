@@ -212,7 +212,8 @@ class Faults:
     def flip_upload_byte(self, image_id: str, offset: int, times: int | None = 1) -> None:
         """Store the byte at absolute ``offset`` of the next ``times`` uploads (``PUT …/file`` or
         ``…/stage``) inverted, as a corrupting proxy or NIC in front of glance would: the client
-        sent good bytes, glance records (and hashes) bad ones."""
+        sent good bytes, glance records (and hashes) bad ones.  ``image_id`` ``"*"``: the next
+        uploads of any image (one whose id is not known beforehand, e.g. a move's carrier)."""
         _arm(self._upload_flips, image_id, offset, times)
 
     def lose_upload_answer(self, image_id: str, times: int | None = 1) -> None:
@@ -305,7 +306,8 @@ class Faults:
 
     def take_upload_flips(self, image_id: str) -> frozenset[int]:
         """Offsets of the upload starting now whose bytes arrive inverted."""
-        return frozenset(f.n_bytes for f in self._upload_flips.get(image_id, []) if f.armed.take())
+        armed = [*self._upload_flips.get(image_id, []), *self._upload_flips.get("*", [])]
+        return frozenset(f.n_bytes for f in armed if f.armed.take())
 
     def take_partial(self, image_id: str) -> int | None:
         """How many bytes the whole-image download starting now is cut to (answered 206), if any."""
