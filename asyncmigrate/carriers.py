@@ -142,10 +142,12 @@ async def carrier_in(
                     f"in) and deleting it failed ({exc}): it is hidden and unprotected and the image does not use "
                     "it; delete it by hand"
                 ) from exc
-            raise StreamCorrupted(
+            why = (
                 f"carrier {carrier['id']} in {store} recorded {said} after the upload (bytes changed on the way "
-                "in): deleted — it was this upload's own, unused — and the image is tried again"
+                "in): deleted — it was this upload's own, unused — and the image tried again"
             )
+            on_note(why)
+            raise StreamCorrupted(why)
     if not carrier.get("protected"):
         await client.patch_image(carrier["id"], [{"op": "replace", "path": "/protected", "value": True}])
     return carrier

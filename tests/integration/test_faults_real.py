@@ -315,3 +315,29 @@ def test_an_image_deleted_at_the_real_destination_during_a_run_is_reported(proxi
     status, _ = pair.dst.request("POST", "/v2/images", {"id": there, "name": "again", "disk_format": "raw",
                                                          "container_format": "bare"})  # fmt: skip
     assert status == 409  # the reason's claim, on the real server: a deleted id is never reused
+
+
+def test_a_carrier_whose_bytes_changed_into_the_real_store_is_never_lent(proxied: Proxied) -> None:
+    """move --method location through a proxy that flips one byte of the carrier's PUT (good bytes
+    leave the tool; real glance 33 records the hash of what it stored): the carrier is deleted
+    unused, the image tried again and moved with a good carrier, its bytes the source's."""
+    pair = proxied.pair
+    data = seed.raw_image(2 * MiB, 77)
+    image = pair.src.create(
+        data, store="slow", name=f"cf-{uuid.uuid4().hex[:6]}", disk_format="raw", container_format="bare"
+    )
+    image_id = image["id"]
+    proxied.src.flip("PUT", r"/v2/images/[^/]+/file$", MiB + 3, request=True)
+    move = ("move", "--cloud", "proxy-src", "--from-store", "slow", "--to-store", "cold", "--method", "location")
+    run = proxied.cli(*move, "--image", image_id)
+    assert run.returncode == 0 and run.outcomes() == {image_id: "moved"}, run.stdout + run.stderr
+    assert [s.fault for s in proxied.src.matching("PUT", r"/file$")] == ["flip-request", None]
+    (result,) = run.report["images"]  # type: ignore[index]
+    carriers = [i for i in pair.src.all_images() if i.get("asyncmigrate_carrier_for") == image_id]
+    assert [c["id"] for c in carriers] == [result["carrier"]] and result["attempts"] == 2
+    assert "after the upload (bytes changed on the way in): deleted" in result["reason"]
+    assert carriers[0]["checksum"] == image["checksum"] and carriers[0]["status"] == "active"
+    now = pair.src.get(image_id)
+    assert now is not None and now["stores"] == "cold"
+    got = pair.src.sha512_of_data(image_id)
+    assert got is not None and got[1] == hashlib.sha512(data).hexdigest()
