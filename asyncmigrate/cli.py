@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
-import os
 import signal
 import sys
 import traceback
@@ -25,11 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .clilog import ErrorLog, configure_logging, log_flags, open_log
 from .config import parse_size
 from .errors import AsyncMigrateError, Behaviour, ExitCode, UsageError, collapse, redact, redact_url
 from .identity import ProjectMap, load_project_map
 from .options import build_parser, copy_config, move_config, sync_config
-from .progress import Event, InternalError, Stats
+from .progress import Event, Stats
 from .report import ImageResult, Outcome, RunResult, check_writable, format_shard, write_report
 from .selection import parse_shard
 from .window import parse_duration
@@ -47,54 +46,6 @@ if TYPE_CHECKING:
     from .render import Log
 
 __all__ = ["build_parser", "main"]
-
-
-class ErrorLog:
-    """Writes the tracebacks of internal errors to a file in ``directory`` (created at
-    the first one) — never to the console; the CLI names the file once at the end."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path: Path | None = None
-        self.count = 0
-        self.unwritable: str | None = None
-
-    def __call__(self, event: Event) -> None:
-        """Record ``event`` if it is an :class:`InternalError`."""
-        if isinstance(event, InternalError):
-            self.count += 1
-            where = f"image {event.image_id}" if event.image_id else "the run"
-            self.write(f"{where}: {event.summary}", event.traceback)
-
-    def write(self, title: str, text: str) -> None:
-        """Append one entry (a title line and a traceback)."""
-        try:
-            if self.path is None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-                self.path = self.directory / f"errors-{stamp}-{os.getpid()}.log"
-            with self.path.open("a") as fh:
-                fh.write(f"=== {dt.datetime.now().isoformat(timespec='seconds')} {title}\n{text}\n")
-        except OSError as exc:
-            self.unwritable = str(exc)
-
-    def note(self) -> str | None:
-        """The line naming the file, if anything was written (or could not be)."""
-        if not self.count:
-            return None
-        what = f"{self.count} internal error(s) — bugs, please report them"
-        if self.unwritable is not None or self.path is None:
-            return f"asyncmigrate: {what}; their tracebacks could not be written ({self.unwritable})"
-        return f"asyncmigrate: {what}; tracebacks written to {self.path}"
-
-
-class _Redacting(logging.Filter):
-    """Rewrites every log record's message through :func:`redact` (third-party
-    libraries log under -v too; a credential must not reach the console that way)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
-        return True
 
 
 def _error_dir(config: Any) -> Path:
@@ -442,57 +393,6 @@ def _output(args: argparse.Namespace, console: Console, log: Log, run: RunResult
             print_summary(target, run)
 
 
-def _log_flags(argv: list[str]) -> tuple[str, str | None]:
-    """--log-format and --log-file as written, for an error the parser itself reports."""
-    fmt, path = "text", None
-    for i, arg in enumerate(argv):
-        name, _, value = arg.partition("=")
-        value = value or (argv[i + 1] if i + 1 < len(argv) else "")
-        if name == "--log-format":
-            fmt = value
-        elif name == "--log-file":
-            path = value or None
-    return fmt, path
-
-
-def _open_log(fmt: str, path: str | Path | None, *, document: bool = False) -> Log:
-    """The run's log: stdout (stderr when stdout carries a document), stderr for fatal errors,
-    and ``path`` appended to (a usage error when it cannot be)."""
-    from .render import Log
-
-    try:
-        file = None if path is None else open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by main)
-    except OSError as exc:
-        raise UsageError(f"--log-file: cannot write {path}: {exc.strerror or exc}") from exc
-    return Log(fmt, out=sys.stderr if document else sys.stdout, err=sys.stderr, file=file)
-
-
-class _ToLog(logging.Handler):
-    """Python's logging (``-v``, third-party warnings) into the run's log, on stderr."""
-
-    def __init__(self, log: Log, level: int) -> None:
-        super().__init__(level)
-        self.log = log
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record) if not self.log.json else record.getMessage()
-        self.log.error(text, level=record.levelname.lower(), event="log", logger=record.name)
-
-
-def _logging(args: argparse.Namespace, log: Log) -> None:
-    level = logging.INFO if args.verbose else logging.WARNING
-    handler = _ToLog(log, level)
-    handler.addFilter(_Redacting())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.captureWarnings(True)
-    # keystoneauth warns (e.g. "Failed to discover available identity versions") right
-    # before raising what we report anyway, in one line.
-    logging.getLogger("keystoneauth").setLevel(logging.INFO if args.verbose else logging.ERROR)
-
-
 def _report_merge(args: argparse.Namespace, log: Log) -> int:
     """``report merge``: the shards' reports as one summary; 0 only for a whole, clean job."""
     from rich.console import Console
@@ -529,18 +429,18 @@ def _entry(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)  # --version and --help print and exit here
         document = args.command == "plan" and args.output == "json"
-        log = _open_log(getattr(args, "log_format", "text"), getattr(args, "log_file", None), document=document)
+        log = open_log(getattr(args, "log_format", "text"), getattr(args, "log_file", None), document=document)
         if args.command == "report":
             return _report_merge(args, log)
         return _main(args, log)
     except AsyncMigrateError as exc:
         if log is None:  # the flags themselves were wrong: log the error as they asked, if they can be read
-            fmt, path = _log_flags(argv)
+            fmt, path = log_flags(argv)
             fmt = "json" if fmt == "json" else "text"
             try:
-                log = _open_log(fmt, path)
+                log = open_log(fmt, path)
             except UsageError:
-                log = _open_log(fmt, None)
+                log = open_log(fmt, None)
         log.error(f"asyncmigrate: error: {redact(str(exc))}")
         return int(ExitCode.USAGE if exc.behaviour is Behaviour.USAGE else ExitCode.FATAL)
     finally:
@@ -558,7 +458,7 @@ def _main(args: argparse.Namespace, log: Log) -> int:
         console = Console(stderr=False, highlight=False, soft_wrap=True)
         if args.command == "plan" and args.output == "json":
             args.quiet = True  # stdout carries the JSON document only
-        _logging(args, log)
+        configure_logging(args, log)
         try:
             loop_name, backend_options = loop_options(args.event_loop)
         except ModuleNotFoundError:

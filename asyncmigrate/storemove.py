@@ -316,7 +316,8 @@ async def move_images(
 
     Setting ``stop`` ends the run after the images in flight (``interrupted``).
     """
-    from .engine import journaled, open_cloud, run_pool
+    from .pairrun import open_cloud
+    from .pool import journaled, run_pool
 
     started = time.monotonic()
     async with (

@@ -17,13 +17,14 @@ from .clouds import Cloud
 from .config import CopyConfig
 from .containment import Listing
 from .drift import is_level
-from .engine import destination_owned, run_pool, start_run
 from .errors import AsyncMigrateError, BadCopy, Behaviour
 from .glance import GlanceClient, client_options, open_glance
 from .identity import map_members
 from .integrity import recognised
 from .metadata import differences
 from .owned import DestinationProperties
+from .pairrun import destination_owned, start_run
+from .pool import run_pool
 from .progress import Emit, ignore
 from .report import ImageResult, Outcome, RunResult
 from .selection import select

@@ -4,7 +4,7 @@ A time window closes the same door a listing failure closes: the engine's
 intake (:class:`~asyncmigrate.containment.Listing`) stops handing out images.
 Nothing else in the run knows about the window — no deadline is checked in a
 worker or a transfer.  What happens when it closes (:func:`close_when_due`,
-one task beside the workers in :func:`~asyncmigrate.engine.run_pool`):
+one task beside the workers in :func:`~asyncmigrate.pool.run_pool`):
 
 1. the listing is closed: no image is started any more; those already taken by
    a worker go on, those waiting in the pool's stream are given back, and the
