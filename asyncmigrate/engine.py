@@ -35,7 +35,7 @@ from .pairrun import (
 )
 from .pool import Handler, journaled, missing_result, run_pool
 from .progress import Emit, ignore
-from .recheck import Recheck, each
+from .recheck import Recheck, each, unconfirmed
 from .report import Action, ImageResult, Outcome, RunResult
 from .selection import select
 from .transfer import ImageTransfer
@@ -152,6 +152,8 @@ async def copy_images(
             # it; the run is incomplete anyway). A stop after the last image cut nothing short: the
             # run ends complete, so what it states must be checked like any complete run's.
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
+        elif not config.dry_run and run.index is not None:
+            results = unconfirmed(results, run.index)  # cut short: said, not checked
         if journal is not None:
             journal.cut_short = interrupted
             await journal.flush_record()

@@ -17,7 +17,10 @@ kept) is judged again:
 * it changed: it is handled again from fresh reads, as a re-run would.
 
 A listing that fails at the end leaves those results unconfirmed: the run ends incomplete
-(exit 4), as after a listing that failed part-way.
+(exit 4), as after a listing that failed part-way.  A run cut short (a closed window, a stop
+before its last image) checks nothing more — listing again would be new work after the door
+closed — and says so instead in each such result (:func:`unconfirmed`): the fact is the one read
+when the run began, not checked again.
 """
 
 from __future__ import annotations
@@ -35,11 +38,27 @@ if TYPE_CHECKING:
     from .capabilities import Capabilities
     from .glance import GlanceClient
 
-__all__ = ["Recheck", "each", "resting_on_first_read"]
+__all__ = ["UNCHECKED", "Recheck", "each", "resting_on_first_read", "unconfirmed"]
 
 # Handles images again from fresh reads (their source records read anew), by id; an image the
 # source no longer has has no result there, and its first result stands.
 Again = Callable[[list[str]], Awaitable[list[ImageResult]]]
+
+
+UNCHECKED = (
+    "as the destination showed it when this run began, not checked again: the run was cut short "
+    "(the next run reads it afresh)"
+)
+
+
+def unconfirmed(results: list[ImageResult], first: DestinationIndex) -> list[ImageResult]:
+    """``results`` of a run cut short, each one resting on the first read saying so (:data:`UNCHECKED`)."""
+    return [
+        dataclasses.replace(r, reason="; ".join(filter(None, [r.reason, UNCHECKED])))
+        if r.id in first and resting_on_first_read(r)
+        else r
+        for r in results
+    ]
 
 
 def resting_on_first_read(result: ImageResult) -> bool:

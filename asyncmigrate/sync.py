@@ -57,6 +57,7 @@ from .integrity import recognised
 from .limits import Limits
 from .owned import DestinationProperties
 from .progress import Emit, Retrying, ignore
+from .recheck import unconfirmed
 from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import Budget, run_unit
@@ -462,6 +463,8 @@ async def sync_images(
             # it; the run is incomplete anyway). A stop after the last image cut nothing short: the
             # run ends complete, so what it states must be checked like any complete run's.
             results, check = await rechecked(run, src, dst, results, handle, concurrency=config.concurrency, emit=emit)
+        elif not config.dry_run and run.index is not None:
+            results = unconfirmed(results, run.index)  # cut short: said, not checked
         if journal is not None:
             journal.cut_short = interrupted
             await journal.flush_record()

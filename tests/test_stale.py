@@ -153,3 +153,32 @@ async def test_a_stop_after_the_last_image_still_checks_the_first_read(
     outcomes = {r.id: r.outcome for r in run.images}
     assert stop.is_set() and not run.interrupted
     assert outcomes == {there: "failed", fresh: "copied"} and int(run.exit_code) == 1
+
+
+@pytest.mark.parametrize("command", ["copy", "sync"])
+async def test_a_run_cut_short_says_its_first_read_was_not_checked_again(
+    clouds: Clouds, tmp_path: Path, command: str
+) -> None:
+    """A stop while images are still to do cuts the run short and checks nothing more (new work
+    after the door closed); each result resting on the first read says so, none states it as
+    checked."""
+    there = _image(clouds, "there")
+    assert (await copy_images(fast_config(), clouds.src_cloud, clouds.dst_cloud)).exit_code == 0
+    later = [
+        str(clouds.src.add_image(os.urandom(50_000), name=f"later-{i}", created_at="2001-01-01T00:00:00Z")["id"])
+        for i in range(6)
+    ]
+    stop = anyio.Event()
+
+    def emit(event: Event) -> None:
+        clouds.emit(event)
+        if isinstance(event, ImageDone) and event.result.id == there:
+            stop.set()
+
+    config = fast_config(concurrency=1) if command == "copy" else sync_config(tmp_path, journal=None, concurrency=1)
+    runner = copy_images if command == "copy" else sync_images
+    run = await runner(config, clouds.src_cloud, clouds.dst_cloud, emit=emit, stop=stop)  # type: ignore[operator]
+    assert run.interrupted and len(run.images) < 1 + len(later), run.images
+    (skipped,) = [r for r in run.images if r.id == there]
+    assert skipped.outcome == "skipped" and "not checked again: the run was cut short" in skipped.reason
+    assert all("not checked again" not in r.reason for r in run.images if r.id != there)
