@@ -168,7 +168,10 @@ class Removal:
                 result.action, result.outcome = Action.NONE, Outcome.SKIPPED
                 result.reason = "missing from the source's listing but the source still has it: left for the next run"
                 return
-            entry = self.index.get(image_id) if self.index is not None and number == 1 else None
+            # A delete is judged on the destination copy as it is now (one read per image), not as
+            # the run's first listing showed it, hours ago perhaps.
+            fresh = self.config.delete_removed or number > 1
+            entry = self.index.get(image_id) if self.index is not None and not fresh else None
             if entry is None:
                 full = await self.dst.get_image(image_id)
                 if full is None:

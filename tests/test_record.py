@@ -135,6 +135,27 @@ async def test_a_destination_image_that_is_not_the_recorded_copy_is_kept(clouds:
     assert changed in clouds.dst.images and plain not in clouds.dst.images
 
 
+async def test_a_destination_copy_changed_after_the_first_read_is_kept(clouds: Clouds, tmp_path: Path) -> None:
+    """The destination copy is judged as it is just before the delete, not as the run's first
+    listing showed it: one replaced meanwhile (its row purged, its id used again) is a conflict."""
+    ids = [_add(clouds.src, f"i-{i}") for i in range(4)]
+    assert (await sync_images(_sync(tmp_path), clouds.src_cloud, clouds.dst_cloud)).failed == 0
+    changed = ids[0]
+    del clouds.src.images[changed]
+
+    def replace() -> None:
+        record = clouds.dst.images[changed]
+        record.created_at = record.created_at.replace(year=2031)
+        record.checksum = "0" * 32
+
+    # The source's 404 for the image is the last request before the destination is read again.
+    clouds.src.faults.before_request("GET", rf"/v2/images/{changed}$", replace)
+    run = await sync_images(_sync(tmp_path, delete_removed=True), clouds.src_cloud, clouds.dst_cloud)
+    assert _outcomes(run)[changed] == "conflict", run.images
+    assert "not the copy the record saw" in next(r.reason for r in run.images if r.id == changed)
+    assert changed in clouds.dst.images
+
+
 async def test_an_older_versions_record_is_never_strong_evidence(clouds: Clouds, tmp_path: Path) -> None:
     """A journal written by the previous version (rows keyed by the URLs, no copy noted): the first sync
     adopts it; a recorded image already gone from the source is reported and kept, never deleted; the

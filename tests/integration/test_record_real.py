@@ -84,6 +84,30 @@ def test_another_glance_behind_the_same_address_deletes_nothing(
     assert not _dst_deletes(pair, ids)
 
 
+def test_a_destination_copy_that_is_not_the_recorded_one_is_kept(pair: Pair) -> None:
+    """After a copy, two images deleted at the source and one's destination row edited (another
+    created_at and checksum: not the copy the record saw): sync --delete-removed deletes the other
+    and keeps that one as a conflict (exit 1); no DELETE of it reaches the real destination."""
+    tag = f"rc-{uuid.uuid4().hex[:6]}"
+    ids = _seed(pair, tag, 4)
+    args = (*DIRECT, "--name", f"{tag}-*", "--journal", str(pair.tmp / f"{tag}.sqlite"))
+    assert pair.cli("copy", *args).returncode == 0
+    changed, plain = ids[0], ids[1]
+    for image_id in (changed, plain):
+        pair.src.ok("DELETE", f"/v2/images/{image_id}")
+    pair.sql(
+        "dst",
+        f"UPDATE images SET created_at = created_at - interval '1 day', checksum = '{'0' * 32}' WHERE id = '{changed}'",
+    )
+    run = pair.cli("sync", *args, "--delete-removed")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.outcomes()[changed] == "conflict" and run.outcomes()[plain] == "deleted"
+    reason = next(r["reason"] for r in run.report["images"] if r["id"] == changed)  # type: ignore[index]
+    assert "not the copy the record saw" in reason
+    assert _dst_deletes(pair, [changed, plain]) == [plain]
+    assert (pair.dst.get(changed) or {}).get("status") == "active"
+
+
 def test_a_real_keystones_catalog_names_the_source(pair: Pair, keystone_clouds: KeystoneClouds) -> None:
     """With a Keystone the record is bound to the image service of its catalog: reached through other
     credentials (an application credential instead of a password) the source is the same cloud, its
