@@ -117,6 +117,30 @@ async def test_an_owner_or_member_unknown_to_the_destinations_keystone_is_caught
     assert len(asked) == len(set(asked)) == 4  # each project once in the run
 
 
+async def test_sync_refuses_a_change_that_names_a_project_the_destination_lacks(
+    kc: GuardedClouds, tmp_path: Path
+) -> None:
+    """An image already copied gains a source member whose mapped project the destination's Keystone
+    does not have: sync blocks that image with the reason (exit 1) and writes nothing to it."""
+    image = _shared(kc, FRIEND)
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({SRC_TEAM: DST_TEAM, FRIEND: DST_FRIEND, STRANGER: "8" * 32}))
+    flags = ("--project-map", str(mapping), "--journal", str(tmp_path / "j.sqlite"), "-q")
+    code, _, err = await _cli(kc.clouds_yaml, "copy", *PAIR, *flags)
+    assert code == 0, err
+    kc.src.add_member(image, STRANGER, "accepted")
+    kc.src.images[image].properties["note"] = "changed at the source"
+    since = len(kc.dst.requests)
+    report = tmp_path / "r.json"
+    code, _, err = await _cli(kc.clouds_yaml, "sync", *PAIR, *flags, "--report", str(report))
+    assert code == 1, err
+    (row,) = json.loads(report.read_text())["images"]
+    assert row["outcome"] == "blocked" and "8" * 32 in row["reason"], row
+    assert "not a project at the destination" in row["reason"]
+    assert not [r for r in kc.dst.requests[since:] if r.method != "GET"]
+    assert "note" not in kc.dst.get(image)
+
+
 async def test_plan_says_when_the_destination_cannot_be_asked(clouds: Clouds, tmp_path: Path) -> None:
     """A destination without Keystone (auth_type none) cannot say which projects exist: plan says so
     instead of pretending it checked."""
