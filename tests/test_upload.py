@@ -161,7 +161,7 @@ async def test_staged_image_whose_import_never_started_is_imported(clouds: Cloud
 
 
 async def test_an_image_still_being_staged_is_not_imported(clouds: Clouds) -> None:
-    """'uploading' without the stage host mark is a stage still in flight (another run): never imported
+    """'uploading' with no size recorded yet is a stage still in flight (another run): never imported
     half-written; the image is reported busy once its retries are spent."""
     image = clouds.src.add_image(os.urandom(30_000), name="busy", disk_format="raw", container_format="bare")
     clouds.dst.add_image(None, id=image["id"], name="busy", disk_format="raw", container_format="bare")
