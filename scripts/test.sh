@@ -8,4 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 .venv/bin/ruff format --check .
 .venv/bin/mypy --strict asyncmigrate
 .venv/bin/mkdocs build --strict --quiet   # the operator's guide: a broken link or page fails
-.venv/bin/python -m pytest "$@"
+# Two workers (this machine has two cores), each real-server half on a harness of its own
+# (tests/conftest.py); '-n 0' runs serially.
+.venv/bin/python -m pytest -n 2 --dist loadgroup "$@"

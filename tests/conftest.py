@@ -18,6 +18,46 @@ from tests.fakeglance import FakeGlance, FakeServer
 FAST_RETRY = RetryPolicy(attempts=4, deadline=60, wait_initial=0, wait_max=0, wait_jitter=0)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``) each worker is a session of its own, so it gets a harness of
+    its own: every port shifted by 100 per worker (``ASYNCMIGRATE_PORT_OFFSET``) and a directory
+    beside ``.harness`` (``.harness-gw1``, …) whose server venvs — installed once — are links to
+    ``.harness``'s. Worker gw0, and a run without xdist, use ``.harness`` as it is."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    if worker == "gw0":
+        return
+    base = Path(os.environ.get("ASYNCMIGRATE_HARNESS_DIR") or Path(__file__).resolve().parents[1] / ".harness")
+    own = base.parent / f"{base.name}-{worker}"
+    own.mkdir(exist_ok=True)
+    (own / ".gitignore").write_text("*\n")
+    for venv in sorted(base.glob("venv-*")):
+        link = own / venv.name
+        if not link.exists():
+            link.symlink_to(venv.resolve(), target_is_directory=True)
+    offset = int(os.environ.get("ASYNCMIGRATE_PORT_OFFSET", "0")) + 100 * int(worker.removeprefix("gw"))
+    os.environ["ASYNCMIGRATE_HARNESS_DIR"] = str(own)
+    os.environ["ASYNCMIGRATE_PORT_OFFSET"] = str(offset)
+    if os.environ.get("OS_CLIENT_CONFIG_FILE") == str(base / "clouds.yaml"):  # test.sh's: the harness's clouds
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(own / "clouds.yaml")
+
+
+# The real-server test files in two halves, each run in order by one xdist worker on its own
+# harness (``--dist loadgroup``): a file sees only what the files before it in its half left on
+# the servers, as in a serial run (some copy or sync a whole catalog). The fast tests go to
+# whichever worker is free.
+_SECOND_HALF = "test_move_real.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each real-server test its half's xdist group (see :data:`_SECOND_HALF`)."""
+    for item in items:
+        if item.get_closest_marker("realglance") is not None:
+            half = "real-b" if item.path.name >= _SECOND_HALF or "benchmarks" in item.path.parts else "real-a"
+            item.add_marker(pytest.mark.xdist_group(half))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Journals written by CLI runs under test go to a temp dir, never the user's home."""
