@@ -132,7 +132,10 @@ def main() -> int:
         "glance_cpu_seconds": round(cpu, 2),
         "s3_server": "ceph radosgw",
         "s3_server_peak_rss_bytes": rgw_rss,
-        "cli_summary": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip(),
+        # The summary line ("done: …"): notes about the old store may follow it.
+        "cli_summary": next(
+            (line for line in proc.stdout.splitlines() if line.startswith("done:")), proc.stderr.strip()
+        ),
     }
     print(json.dumps(figures, indent=2))
     out = ROOT / "benchmarks" / "results"
