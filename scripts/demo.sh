@@ -6,6 +6,11 @@
 # store twice over: one half of the images moves into Swift, the other into RBD.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+# The demo's journals live with the harness whose clouds they describe, and start empty: a harness
+# started afresh (as the tests do) is another cloud at the same address, and the pair's record of
+# an earlier demo would rightly refuse it (exit 2).
+export XDG_STATE_HOME="$ROOT/.harness/demo-state"
+rm -rf "$XDG_STATE_HOME"
 python3 harness/realglance.py start ${HARNESS_START_FLAGS:---s3 --swift --ceph}
 python3 harness/seed.py demo
 AM=.venv/bin/asyncmigrate
