@@ -251,7 +251,7 @@ def judge(quota: Quota, needs: Needs, *, ignored: bool = False) -> Verdict:
             if quota.endpoint
             else "the destination has no GET /v2/info/usage (Glance before Yoga)"
         )
-        return Verdict(quota, not_checked=(f"quota: not published ({why}); nothing was checked",), ignored=ignored)
+        return Verdict(quota, not_checked=(f"not published ({why}); nothing was checked",), ignored=ignored)
     checks: list[Check] = []
     max_uploads = None
     for limit in quota.limits:
