@@ -77,6 +77,23 @@ def _loopback_never_proxied() -> None:
         os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
 
 
+def run_finished(journal: Path) -> bool:
+    """Has a run closed itself in this journal yet (read-only; a journal not there yet, or being
+    written, reads as not)?"""
+    import sqlite3
+
+    if not journal.exists():
+        return False
+    try:
+        db = sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)
+        try:
+            return bool(db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 def fast_config(**kw: Any) -> CopyConfig:
     """A CopyConfig whose retries never wait."""
     kw.setdefault("retry", FAST_RETRY)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from tests.conftest import Clouds
+from tests.conftest import Clouds, run_finished
 
 PAIR = ("--src-cloud", "src", "--dst-cloud", "dst")
 
@@ -78,7 +78,7 @@ async def test_signals_while_the_report_is_written_change_nothing(clouds: Clouds
     os.close(write_end)
     try:
         with anyio.fail_after(20):  # the run is closed in its journal: only the summary and the report remain
-            while not _run_finished(tmp_path / "j.sqlite"):
+            while not run_finished(tmp_path / "j.sqlite"):
                 await anyio.sleep(0.02)
         for sig in (signal.SIGTERM, signal.SIGINT):
             proc.send_signal(sig)
@@ -94,19 +94,6 @@ async def test_signals_while_the_report_is_written_change_nothing(clouds: Clouds
     assert "done: 1 images (1 copied" in out.decode(errors="replace")
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["exit_code"] == 0 and report["summary"]["interrupted"] is False
-
-
-def _run_finished(journal: Path) -> bool:
-    if not journal.exists():
-        return False
-    try:
-        db = sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0] > 0
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
 
 
 def _drain(fd: int) -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import seed
 
+from tests.conftest import run_finished
 from tests.faultproxy import FaultProxy
 
 from .conftest import CliRun, Converting, KeystoneClouds, Pair
@@ -235,7 +236,7 @@ def test_signals_while_the_report_is_written_change_nothing(pair: Pair) -> None:
     os.close(write_end)
     try:
         deadline = time.monotonic() + 60
-        while not _run_finished(journal) and time.monotonic() < deadline:
+        while not run_finished(journal) and time.monotonic() < deadline:
             time.sleep(0.05)
         for sig in (signal.SIGTERM, signal.SIGINT):
             proc.send_signal(sig)
@@ -281,16 +282,3 @@ def test_an_aborted_run_reports_what_it_did(pair: Pair) -> None:
     again = pair.cli(*cmd[3:-5], "--journal", str(journal))
     assert again.returncode == 0 and again.outcomes() == {image: "copied"}, again.stderr
     assert "previous run was killed" not in again.stderr
-
-
-def _run_finished(journal: Path) -> bool:
-    if not journal.exists():
-        return False
-    try:
-        db = sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)
-        try:
-            return bool(db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
