@@ -16,9 +16,15 @@ from typing import Any
 from .config import CopyConfig
 from .glance import GlanceClient
 from .identity import left_out_note, map_members, unknown_projects, unmapped_members_refused
-from .report import Action, ImageResult
+from .report import Action, ImageResult, Outcome
 
-__all__ = ["Sharing"]
+__all__ = ["Sharing", "block"]
+
+
+def block(result: ImageResult, why: str) -> None:
+    """Mark ``result`` blocked for ``why`` (an owner or member it cannot get), before anything is written."""
+    result.action, result.outcome, result.reason = Action.BLOCKED, Outcome.BLOCKED, why
+    result.traps = [*result.traps, "identity"]
 
 
 class Sharing:

@@ -62,6 +62,7 @@ from .removal import Removal
 from .report import Action, ImageResult, Outcome, RunResult
 from .retry import Budget, run_unit
 from .selection import select
+from .sharing import block
 from .staged import STAGING
 from .transfer import BUSY, COPYABLE, ImageTransfer, destination_view
 from .upload import Uploader
@@ -309,8 +310,7 @@ class ImageSync:
             raise DestinationConflict(found.drift.conflict)
         why = await self._refused(view, found)
         if why is not None:  # caught before anything is written
-            result.action, result.outcome, result.reason = Action.BLOCKED, Outcome.BLOCKED, why
-            result.traps = [*result.traps, "identity"]
+            block(result, why)
             return
         self._note(found)
         drift = found.drift

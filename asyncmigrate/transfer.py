@@ -61,7 +61,7 @@ from .progress import BytesMoved, Emit, Retrying, TransferStarted
 from .quota import refused_by_quota
 from .report import Action, ImageResult, Outcome
 from .retry import Budget, run_unit
-from .sharing import Sharing
+from .sharing import Sharing, block
 from .staged import STAGING, finish, pending
 from .upload import PlainPut, Uploader, stream_data
 
@@ -240,8 +240,7 @@ class ImageTransfer:
             raise ImageError(reason)
         why = await self.sharing.refused(view, action, self.result)
         if why is not None and action in _WRITES:  # caught before anything is written
-            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
-            self.result.traps = [*self.result.traps, "identity"]
+            block(self.result, why)
             return
         if action == Action.CREATE:
             await self._create(view, keep_owner, may_upload=False)
@@ -274,8 +273,7 @@ class ImageTransfer:
             return False
         why = await self.sharing.refused(view, Action.UPLOAD, self.result)  # as before any write
         if why is not None:
-            self.result.action, self.result.outcome, self.result.reason = Action.BLOCKED, Outcome.BLOCKED, why
-            self.result.traps = [*self.result.traps, "identity"]
+            block(self.result, why)
             return True
         if how is not None:
             self.result.action = Action.UPLOAD
