@@ -290,7 +290,7 @@ async def _run_job(args: argparse.Namespace, console: Console, log: Log, server:
 def _aborted(stats: Stats, by: str = "by the signal") -> list[ImageResult]:
     """The images an aborted run was handling, with what was sent (the job was cancelled:
     only the progress events tell); ``by`` says what aborted them."""
-    from .render import human_bytes
+    from .progress import human_bytes
 
     results = []
     for image_id, (name, size, sent) in stats.taken.items():

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import AsyncMigrateError, BadCopy, Behaviour, DestinationBusy, DestinationConflict, collapse, redact
 from .metadata import size_of
-from .progress import Emit, InternalError, ListingFailed, ignore
+from .progress import Emit, InternalError, ListingFailed, human_bytes, ignore
 from .report import Action, ImageResult, Outcome
 
 __all__ = ["Listing", "handle_contained", "internal_error", "planning"]
@@ -117,7 +117,7 @@ class Listing:
         if self.closed is None or (self._read_to_end and not self.left):
             return self._failed
         at_least = "" if self._read_to_end else "at least "
-        left = f"{self.closed}: {at_least}{self.left} image(s) ({_mib(self.left_bytes)}) not started"
+        left = f"{self.closed}: {at_least}{self.left} image(s) ({human_bytes(self.left_bytes)}) not started"
         if self.aborting:
             left += "; those in flight at the end of the grace were aborted (left queued, never deleted)"
         else:
@@ -147,10 +147,6 @@ class Listing:
             return  # failed while counting what is left: the count is a lower bound
         self._failed = f"the {self.what} failed after {listed} images: {why}"
         self._emit(ListingFailed(self._failed))
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from .errors import redact
 from .merge import Merged
-from .render import failure_note, human_bytes
+from .progress import human_bytes
+from .render import failure_note
 from .report import Action, ImageResult, Outcome, RunResult
 from .window import format_duration
 

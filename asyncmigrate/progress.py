@@ -35,6 +35,7 @@ __all__ = [
     "TransferStarted",
     "WindowClosed",
     "WindowGraceOver",
+    "human_bytes",
     "ignore",
 ]
 
@@ -288,3 +289,12 @@ class Stats:
     def rate(self) -> float:
         """Average bytes per second so far."""
         return self.bytes_moved / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover

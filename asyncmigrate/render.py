@@ -51,6 +51,7 @@ from .progress import (
     TransferStarted,
     WindowClosed,
     WindowGraceOver,
+    human_bytes,
 )
 from .report import ImageResult, Outcome
 
@@ -141,15 +142,6 @@ class _BinaryRate(ProgressColumn):
         """``12.3 MiB/s``."""
         speed = task.finished_speed or task.speed
         return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
-
-
-def human_bytes(n: float) -> str:
-    """``1536`` → ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def resume_note(event: JournalOpened) -> str:
