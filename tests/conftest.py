@@ -50,12 +50,29 @@ def pytest_configure(config: pytest.Config) -> None:
 _SECOND_HALF = "test_move_real.py"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the groups into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give each real-server test its half's xdist group (see :data:`_SECOND_HALF`)."""
     for item in items:
         if item.get_closest_marker("realglance") is not None:
             half = "real-b" if item.path.name >= _SECOND_HALF or "benchmarks" in item.path.parts else "real-a"
             item.add_marker(pytest.mark.xdist_group(half))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's controller
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under ``--dist loadgroup`` xdist marks a grouped test by suffixing its node id with its
+    group. A pytest/xdist pair where that no longer happens would spread the real-server halves
+    over both workers without a word, so the run stops instead."""
+    if getattr(node.config.option, "dist", "") != "loadgroup":
+        return
+    ungrouped = [i for i in ids if i.startswith("tests/integration/test_") and "@real-" not in i]
+    if ungrouped:
+        pytest.exit(
+            f"pytest-xdist did not group {len(ungrouped)} real-server test(s), e.g. {ungrouped[0]}: "
+            "this pytest and pytest-xdist do not work together (see the pin in pyproject.toml)",
+            returncode=3,
+        )
 
 
 @pytest.fixture(autouse=True, scope="session")
