@@ -317,6 +317,24 @@ def test_an_image_deleted_at_the_real_destination_during_a_run_is_reported(proxi
     assert status == 409  # the reason's claim, on the real server: a deleted id is never reused
 
 
+def test_retries_is_one_loop_per_image_on_the_real_pair(proxied: Proxied) -> None:
+    """The real destination's answer to the image's own look-up is a gateway's 503 every time:
+    ``--retries 3`` costs that look-up three requests in all (one per attempt, not three inside
+    each of three), the image fails with the 503 named, exit 1; the source is read not at all."""
+    pair = proxied.pair
+    tag = f"nest-{uuid.uuid4().hex[:6]}"
+    (image_id,) = _seed(pair, tag, 1)
+    lookup = rf"^/v2/images/{image_id}$"
+    proxied.dst.answer("GET", lookup, 503, body="Service Unavailable", headers={"Retry-After": "0"}, times=None)
+    run = proxied.cli(*COPY, "--image", image_id, "--retries", "3")
+    assert run.returncode == 1, run.stdout + run.stderr
+    (entry,) = run.report["images"]  # type: ignore[index]
+    assert (entry["outcome"], entry["attempts"]) == ("failed", 3) and "503" in entry["reason"], entry
+    assert len(proxied.dst.matching("GET", lookup)) == 3
+    assert not proxied.src.matching("GET", rf"/v2/images/{image_id}/file$")
+    assert pair.dst.get(image_id) is None
+
+
 def test_a_carrier_whose_bytes_changed_into_the_real_store_is_never_lent(proxied: Proxied) -> None:
     """move --method location through a proxy that flips one byte of the carrier's PUT (good bytes
     leave the tool; real glance 33 records the hash of what it stored): the carrier is deleted

@@ -15,6 +15,7 @@ import pytest
 import seed
 
 from asyncmigrate.metadata import create_body
+from tests.faultproxy import FaultProxy
 
 from .conftest import Pair
 
@@ -97,3 +98,33 @@ def test_a_stage_cut_mid_way_leaves_the_image_queued_and_copy_uploads_it(pair: P
     assert run.returncode == 0, run.stdout + run.stderr
     assert [(i["action"], i["outcome"]) for i in run.report["images"]] == [("upload", "copied")]  # type: ignore[index]
     _arrived(pair, image["id"], data)
+
+
+def test_an_import_that_another_client_started_first_is_waited_for_after_glances_409(pair: Pair) -> None:
+    """Someone else's import of the staged image lands between the run's read of it and its own
+    import request: real glance 33 answers that request 409 (the image is importing, or already
+    active) and the run waits for that import and proves it — copied on its first attempt."""
+    image_id, data = _staged_by_hand(pair, f"raced-{uuid.uuid4().hex[:6]}")
+    other: list[int] = []
+
+    def import_first() -> None:  # straight to glance, ahead of the run's own request
+        status, _ = pair.dst.request("POST", f"/v2/images/{image_id}/import", {"method": {"name": "glance-direct"}})
+        other.append(status)
+
+    with FaultProxy.running(pair.env["instances"]["dst"]["url"]) as proxy:
+        proxy.before("POST", rf"^/v2/images/{image_id}/import$", import_first)
+        clouds = pair.tmp / f"raced-{uuid.uuid4().hex[:6]}.yaml"
+        lines = ["clouds:"]
+        for name, url in (("harness-src", pair.env["instances"]["src"]["url"]), ("proxy-dst", proxy.url)):
+            lines += [f"  {name}:", "    auth_type: none", "    auth:", f"      endpoint: {url}"]
+        clouds.write_text("\n".join(lines) + "\n")
+        run = pair.cli(
+            "copy", "--src-cloud", "harness-src", "--dst-cloud", "proxy-dst", "--image", image_id,
+            *_journal(pair, "raced"), clouds_yaml=str(clouds),
+        )  # fmt: skip
+        ours = [seen.status for seen in proxy.matching("POST", r"/import$")]
+    assert other == [202] and ours == [409], (other, ours)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (entry,) = run.report["images"]  # type: ignore[index]
+    assert (entry["outcome"], entry["attempts"], entry["verification"]) == ("copied", 1, "sha512"), entry["reason"]
+    _arrived(pair, image_id, data)
