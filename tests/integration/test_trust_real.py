@@ -12,11 +12,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import seed
+import yaml
 
 from tests.faultproxy import FaultProxy
 from tests.forwardproxy import ForwardProxy
 
-from .conftest import OldGlance, Pair
+from .conftest import KeystoneClouds, OldGlance, Pair
 from .test_faults_real import COPY, DIRECT, Proxied, _assert_arrived, _seed
 
 pytestmark = pytest.mark.realglance
@@ -267,3 +268,25 @@ def test_glance_27_filters_on_updated_at_as_the_recheck_needs(old_glance: OldGla
     assert since and old_glance.glance.ok("GET", query + "gte:2999-01-01T00:00:00Z")["images"] == []
     status, _ = old_glance.glance.request("GET", query + "after:2000-01-01T00:00:00Z")
     assert status == 400
+
+
+def test_verify_false_on_a_real_keystone_cloud_warns_once_and_names_it(
+    pair: Pair, keystone_clouds: KeystoneClouds, tmp_path: Path
+) -> None:
+    """``verify: false`` in clouds.yaml for the Keystone-guarded destination: keystoneauth
+    authenticates and the plan runs, and the log says once, naming that cloud, that its TLS
+    certificates are NOT verified — as ``--insecure`` does; the same plan without it says nothing."""
+    image = pair.src.create(seed.raw_image(4096, 61), name=f"tls-{uuid.uuid4().hex[:6]}", disk_format="raw",
+                            container_format="bare")  # fmt: skip
+    dst = keystone_clouds.dst.cloud
+    clouds = yaml.safe_load(Path(pair.env["clouds_yaml"]).read_text())
+    clouds["clouds"][dst]["verify"] = False
+    insecure = tmp_path / "insecure.yaml"
+    insecure.write_text(yaml.safe_dump(clouds))
+    args = ("plan", "copy", "--src-cloud", "harness-src", "--dst-cloud", dst, "--image", image["id"], "--no-owner")
+    run = pair.cli(*args, report=False, clouds_yaml=str(insecure))
+    assert run.returncode == 0, run.stdout + run.stderr
+    warnings = [line for line in (run.stdout + run.stderr).splitlines() if "NOT verified" in line]
+    assert len(warnings) == 1 and repr(dst) in warnings[0] and "verify: false" in warnings[0], warnings
+    plain = pair.cli(*args, report=False)
+    assert plain.returncode == 0 and "NOT verified" not in plain.stdout + plain.stderr
