@@ -15,6 +15,7 @@ import pytest
 import seed
 
 from asyncmigrate.metadata import create_body
+from tests.conftest import write_clouds_yaml
 from tests.faultproxy import FaultProxy
 
 from .conftest import Pair
@@ -113,11 +114,8 @@ def test_an_import_that_another_client_started_first_is_waited_for_after_glances
 
     with FaultProxy.running(pair.env["instances"]["dst"]["url"]) as proxy:
         proxy.before("POST", rf"^/v2/images/{image_id}/import$", import_first)
-        clouds = pair.tmp / f"raced-{uuid.uuid4().hex[:6]}.yaml"
-        lines = ["clouds:"]
-        for name, url in (("harness-src", pair.env["instances"]["src"]["url"]), ("proxy-dst", proxy.url)):
-            lines += [f"  {name}:", "    auth_type: none", "    auth:", f"      endpoint: {url}"]
-        clouds.write_text("\n".join(lines) + "\n")
+        endpoints = {"harness-src": pair.env["instances"]["src"]["url"], "proxy-dst": proxy.url}
+        clouds = write_clouds_yaml(pair.tmp / f"raced-{uuid.uuid4().hex[:6]}.yaml", endpoints)
         run = pair.cli(
             "copy", "--src-cloud", "harness-src", "--dst-cloud", "proxy-dst", "--image", image_id,
             *_journal(pair, "raced"), clouds_yaml=str(clouds),
