@@ -1,26 +1,34 @@
-"""An asynchronous Glance v2 client on aiohttp — the only module that does HTTP.
+"""An asynchronous Glance v2 client on aiohttp — the only module that sends requests.
 
-Every aiohttp exception and every non-2xx answer is translated here, in
-:func:`_translating`, into the tree of :mod:`asyncmigrate.errors`; no other
-module imports aiohttp's exceptions.  Byte transfers are exposed as async
-iterators (download) and async-iterable bodies (upload) so the caller can chain
-stages between them without holding an image in memory.
+Every aiohttp exception and every non-2xx answer is translated at one boundary,
+:func:`asyncmigrate.answers.translating` and its neighbours, into the tree of
+:mod:`asyncmigrate.errors`; no other module imports aiohttp's exceptions.  Byte transfers
+are exposed as async iterators (download) and async-iterable bodies (upload) so the caller
+can chain stages between them without holding an image in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils
-import json
 import re
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from .answers import (
+    REQUEST_ID,
+    Download,
+    excerpt,
+    json_object,
+    not_a_listing,
+    not_glance,
+    raise_for_status,
+    skew_of,
+    translating,
+)
 from .clouds import Cloud
 from .config import RetryPolicy, Timeouts
 from .errors import (
@@ -28,10 +36,8 @@ from .errors import (
     Forbidden,
     HTTPStatusError,
     NotFound,
-    TransportError,
     Unauthorized,
     UnexpectedResponse,
-    error_excerpt,
     parse_retry_after,
     status_error,
 )
@@ -39,130 +45,9 @@ from .progress import Emit, HttpRequest, ignore
 from .rawget import RawDownload, raw_get
 from .retry import inside_unit, retried
 
-__all__ = ["Download", "GlanceClient", "client_options", "is_http_status", "open_glance"]
+__all__ = ["Download", "GlanceClient", "client_options", "open_glance"]
 
-_REQUEST_ID = "x-openstack-request-id"
 _JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-
-
-# What glance's 413s wrap the cause in (webob's HTTPRequestEntityTooLarge, measured on glance 33):
-# dropped, so the excerpt keeps the cause ("Project … is over a limit for [Resource …]").
-_BOILERPLATE = re.compile(
-    r"The request returned a \d+ [^.]*\.(?: This generally means [^.]*\.)?\s*The response body:\s*"
-)
-
-
-def _detail(text: str, token: str | None) -> str:
-    """A short, tag-free excerpt of a body, without the request's token (a proxy's error
-    page may echo the headers) and with credentials redacted (Glance echoes store URIs)."""
-    return error_excerpt(_BOILERPLATE.sub("", text.replace(token, "<token>") if token else text))
-
-
-@contextlib.contextmanager
-def _translating(method: str, url: str) -> Iterator[None]:
-    """Translate aiohttp/OS exceptions raised inside the block (the one boundary)."""
-    try:
-        yield
-    except aiohttp.ClientResponseError as exc:
-        raise status_error(exc.status, method=method, url=url, detail=exc.message) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TransportError(f"{type(exc).__name__}", method=method, url=url) from exc
-    except TimeoutError as exc:
-        raise TransportError("timed out", method=method, url=url) from exc
-
-
-async def _raise_for_status(resp: aiohttp.ClientResponse, method: str) -> None:
-    if resp.status < 400:
-        return
-    with _translating(method, str(resp.url)):
-        body = await resp.text(errors="replace")
-    raise status_error(
-        resp.status,
-        method=method,
-        url=str(resp.url),
-        request_id=resp.headers.get(_REQUEST_ID),
-        detail=_detail(body, resp.request_info.headers.get("X-Auth-Token")),
-        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-    )
-
-
-def _not_glance(resp: aiohttp.ClientResponse, method: str, body: bytes, why: str) -> UnexpectedResponse:
-    """A 2xx that Glance would not send (e.g. a maintenance page answering 200 text/html)."""
-    text = _detail(body.decode(errors="replace"), resp.request_info.headers.get("X-Auth-Token"))
-    return UnexpectedResponse(
-        f"HTTP {resp.status} {resp.content_type}, {why}: {text}", method=method, url=str(resp.url)
-    )
-
-
-def _json_object(resp: aiohttp.ClientResponse, method: str, body: bytes) -> dict[str, Any]:
-    """The body as the JSON object every Glance v2 answer is, or UnexpectedResponse (retried)."""
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise _not_glance(resp, method, body, "not JSON") from exc
-    if not isinstance(value, dict):
-        raise _not_glance(resp, method, body, "not a JSON object")
-    return value
-
-
-def _skew_of(date: str | None) -> float | None:
-    """Seconds the clock behind a ``Date`` header is ahead of ours (None without a valid one)."""
-    if not date:
-        return None
-    try:
-        then = email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError):
-        return None
-    if then.tzinfo is None:
-        return None
-    return then.timestamp() - time.time()
-
-
-def _not_a_listing(value: Any) -> str | None:
-    """Why a 2xx answer to ``GET /v2/images`` is not Glance's listing page, or None when it is.
-
-    A gateway's JSON error answered 200 (``{"error": …}``) must never read as the last page:
-    the images after it would be silently left out, and ``sync`` would take the listing for
-    complete.  Glance's page is ``{"images": [{"id": …}, …], "next": "/v2/images?…"}``
-    (``next`` only while there is more).
-    """
-    if not isinstance(value, dict):
-        return "an empty answer, not a listing page"
-    images = value.get("images")
-    if not isinstance(images, list):
-        return "not a listing page (no 'images' list)"
-    if not all(isinstance(i, dict) and isinstance(i.get("id"), str) and i["id"] for i in images):
-        return "not a listing page (an entry without an image id)"
-    if value.get("next") is not None and not isinstance(value["next"], str):
-        return "not a listing page ('next' is not a link)"
-    return None
-
-
-class Download:
-    """An open ``GET /v2/images/{id}/file`` response, read as chunks.
-
-    ``status`` is 200 (whole image), 206 (from ``offset``) or 204 (no data).
-    """
-
-    def __init__(self, resp: aiohttp.ClientResponse, chunk_size: int) -> None:
-        self._resp = resp
-        self._chunk_size = chunk_size
-        self.status = resp.status
-        self.content_length = resp.content_length
-        self.content_md5 = resp.headers.get("Content-MD5")
-        self.content_range = resp.headers.get("Content-Range")
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk; transport failures become TransportError."""
-        url = str(self._resp.url)
-        iterator = self._resp.content.iter_chunked(self._chunk_size).__aiter__()
-        while True:
-            with _translating("GET", url):
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
-            yield chunk
 
 
 class GlanceClient:
@@ -261,22 +146,22 @@ class GlanceClient:
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
             hdrs = {**auth, **(headers or {})}
-            with self._request(method) as answered, _translating(method, url):
+            with self._request(method) as answered, translating(method, url):
                 async with self._http.request(method, url, json=json, headers=hdrs, params=params) as resp:
                     answered(resp.status)
                     if resp.status == 401 and attempt == 1:
                         await self.cloud.invalidate(auth)
                         continue
-                    await _raise_for_status(resp, method)
+                    await raise_for_status(resp, method)
                     if self._skew is None:
-                        self._skew = _skew_of(resp.headers.get("Date"))
+                        self._skew = skew_of(resp.headers.get("Date"))
                     body, value = b"", None
                     if resp.status != 204 and resp.content_length != 0:
                         body = await resp.read()
-                        value = _json_object(resp, method, body) if body else None
+                        value = json_object(resp, method, body) if body else None
                     why = shape(value) if shape is not None else None
                     if why is not None:
-                        raise _not_glance(resp, method, body, why)
+                        raise not_glance(resp, method, body, why)
                     return resp.status, value
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -338,7 +223,7 @@ class GlanceClient:
     async def list_page(self, params: Mapping[str, str] | None, path: str = "/v2/images") -> dict[str, Any]:
         """One page of a listing: ``{"images": [...], "next": ...}``; any other answer is an
         :class:`UnexpectedResponse` (retried, then the listing's failure)."""
-        page: dict[str, Any] = await self._call("GET", path, params=params, shape=_not_a_listing)
+        page: dict[str, Any] = await self._call("GET", path, params=params, shape=not_a_listing)
         return page
 
     async def list_images(self, params: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
@@ -454,18 +339,18 @@ class GlanceClient:
             return
         for attempt in (1, 2):
             auth = await self.cloud.auth_headers()
-            with self._request("GET") as answered, _translating("GET", url):
+            with self._request("GET") as answered, translating("GET", url):
                 resp = await self._http.get(url, headers={**auth, **extra})
                 answered(resp.status)
             try:
                 if resp.status == 401 and attempt == 1:
                     await self.cloud.invalidate(auth)
                     continue
-                await _raise_for_status(resp, "GET")
+                await raise_for_status(resp, "GET")
                 if resp.content_type == "text/html":  # image data is never HTML: a proxy's page
-                    with _translating("GET", url):
+                    with translating("GET", url):
                         page = await resp.content.read(4096)
-                    raise _not_glance(resp, "GET", page, "not image data")
+                    raise not_glance(resp, "GET", page, "not image data")
                 yield Download(resp, self._chunk_size)
                 return
             finally:
@@ -493,12 +378,12 @@ class GlanceClient:
                                 raw.status,
                                 method="GET",
                                 url=url,
-                                request_id=raw.headers.get(_REQUEST_ID),
-                                detail=_detail(await raw.excerpt(), auth.get("X-Auth-Token")),
+                                request_id=raw.headers.get(REQUEST_ID),
+                                detail=excerpt(await raw.excerpt(), auth.get("X-Auth-Token")),
                                 retry_after=parse_retry_after(raw.headers.get("retry-after")),
                             )
                         if raw.headers.get("content-type", "").startswith("text/html"):  # a proxy's page
-                            page = _detail(await raw.excerpt(), auth.get("X-Auth-Token"))
+                            page = excerpt(await raw.excerpt(), auth.get("X-Auth-Token"))
                             raise UnexpectedResponse(f"HTTP {raw.status} text/html, not image data: {page}", url=url)
                         yield raw
                         return
@@ -525,16 +410,16 @@ class GlanceClient:
         headers = await self._headers({"Content-Type": "application/octet-stream", **sized})
         if store:
             headers["X-Image-Meta-Store"] = store
-        with self._request("PUT") as answered, _translating("PUT", url):
+        with self._request("PUT") as answered, translating("PUT", url):
             async with self._http.put(url, data=body, headers=headers) as resp:
                 answered(resp.status)
                 if resp.status == 401:
                     await self.cloud.invalidate(headers)
-                await _raise_for_status(resp, "PUT")
+                await raise_for_status(resp, "PUT")
                 answer = await resp.content.read(4096)  # a 204 has none; an odd answer: enough to show
                 if answer.strip() and "json" not in resp.content_type:
                     # Glance answers 204; a page means something else took the request.
-                    raise _not_glance(resp, "PUT", answer, "not Glance's answer to an upload")
+                    raise not_glance(resp, "PUT", answer, "not Glance's answer to an upload")
 
 
 def client_options(config: Any) -> dict[str, Any]:
@@ -577,8 +462,3 @@ async def open_glance(
         proxy=cloud.proxy.url if cloud.proxy is not None else None,
     ) as http:
         yield GlanceClient(cloud, http, chunk_size=chunk_size, retry=retry, timeouts=timeouts, role=role, emit=emit)
-
-
-def is_http_status(exc: BaseException, *statuses: int) -> bool:
-    """True when ``exc`` is an HTTP error with one of ``statuses``."""
-    return isinstance(exc, HTTPStatusError) and exc.status in statuses
