@@ -114,6 +114,55 @@ def test_window_cut_mid_run_then_the_same_command_continues(pair: Pair) -> None:
     _arrived(pair, images)
 
 
+def test_a_sync_cut_by_its_window_deletes_nothing_and_the_next_one_does(pair: Pair) -> None:
+    """``sync --delete-removed`` whose window passes mid-run: exit 4, its listing cut, so no removal
+    is judged — the image the source deleted stays at the real destination; the same sync in a
+    longer window copies the rest and deletes it (the source still holds most of the record)."""
+    tag = f"swin-{uuid.uuid4().hex[:6]}"
+    first = _seed(pair, f"{tag}-a", 3, 4096)
+    journal = ("--journal", str(pair.tmp / f"{tag}.sqlite"))
+    sync = ["sync", *COPY[:4], *journal, "--name", f"{tag}-*", "--delete-removed"]
+    assert pair.cli(*sync).returncode == 0
+    gone = next(iter(first))
+    pair.src.ok("DELETE", f"/v2/images/{gone}")
+    later = _seed(pair, f"{tag}-b", 8, 512 * 1024)
+    slow = ["--concurrency", "2", "--max-rate", "1MiB", "--chunk-size", "64KiB"]
+    cut = pair.cli(*sync, *slow, "--max-duration", "2s")
+    assert cut.returncode == 4, cut.stdout + cut.stderr
+    assert "--max-duration of 2s passed: starting no new image" in cut.stdout
+    outcomes = cut.outcomes()
+    assert not {"removed", "deleted"} & set(outcomes.values()) and gone not in outcomes, outcomes
+    assert 0 < sum(o == "copied" for o in outcomes.values()) < len(later)
+    assert (pair.dst.get(gone) or {}).get("status") == "active"  # not deleted on a cut listing
+    rest = pair.cli(*sync, *slow, "--max-duration", "10m")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert rest.outcomes()[gone] == "deleted" and pair.dst.get(gone) is None
+    _arrived(pair, {**later, **{i: d for i, d in first.items() if i != gone}})
+
+
+def test_a_move_cut_by_its_window_leaves_the_rest_in_the_old_store_for_the_next_run(pair: Pair) -> None:
+    """``move --max-duration`` on the real glance 33: exit 4, the images it started are moved (none
+    left in two stores or half-imported), the rest still only in the old store; the same move in
+    a longer window moves exactly the rest."""
+    tag = f"mwin-{uuid.uuid4().hex[:6]}"
+    ids = [
+        pair.src.create(seed.raw_image(256 * 1024 + i, 77 + i), store="fast", name=f"{tag}-{i}",
+                        disk_format="raw", container_format="bare")["id"]
+        for i in range(10)
+    ]  # fmt: skip
+    move = ["move", "--cloud", "harness-src", "--from-store", "fast", "--to-store", "slow", "--name", f"{tag}-*"]
+    cut = pair.cli(*move, "--concurrency", "1", "--max-duration", "1s")
+    assert cut.returncode == 4, cut.stdout + cut.stderr
+    moved = {i for i, outcome in cut.outcomes().items() if outcome == "moved"}
+    assert 0 < len(moved) < len(ids) and set(cut.outcomes().values()) == {"moved"}, cut.outcomes()
+    stores = {i: (pair.src.get(i) or {}).get("stores") for i in ids}
+    assert {stores[i] for i in moved} == {"slow"} and {stores[i] for i in set(ids) - moved} == {"fast"}, stores
+    rest = pair.cli(*move, "--max-duration", "10m")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert set(rest.outcomes()) == set(ids) - moved and set(rest.outcomes().values()) == {"moved"}
+    assert {(pair.src.get(i) or {}).get("stores") for i in ids} == {"slow"}
+
+
 def test_a_real_sharded_run_merges_into_one_report(pair: Pair) -> None:
     """Three shards of a real copy write their reports; report merge gives the whole job's totals (exit 0),
     and names the shard whose report is missing (exit 1)."""
