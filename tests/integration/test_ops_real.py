@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import seed
@@ -48,21 +49,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_metrics_scraped_during_a_real_run_end_equal_to_its_report(pair: Pair) -> None:
-    """A copy between the real glance servers, scraped every 0.2 s: part-way scrapes show it moving, and
-    the final scrape (the run lingers for it) equals the report; each upload is one PUT answered 204."""
-    tag = f"met-{uuid.uuid4().hex[:6]}"
-    images = _seed(pair, tag, 4, 512 * 1024)
+def _scraped(pair: Pair, *args: str) -> tuple[list[Samples], Samples, dict[str, Any]]:
+    """Run the CLI with ``--metrics-addr`` (lingering for the last scrape), scraped every 0.2 s:
+    the scrapes during the run, the one that saw it end, and its report."""
     port = _free_port()
-    report = pair.tmp / f"{tag}.json"
-    cmd = [sys.executable, "-m", "asyncmigrate", "copy", *COPY, "--name", f"{tag}-*", "--concurrency", "2"]
-    cmd += ["--max-rate", "512KiB", "--chunk-size", "64KiB", "--report", str(report)]
+    report = pair.tmp / f"metrics-{uuid.uuid4().hex[:6]}.json"
+    cmd = [sys.executable, "-m", "asyncmigrate", *args, "--report", str(report)]
     cmd += ["--metrics-addr", f"127.0.0.1:{port}", "--metrics-linger", "60"]
     env = {**os.environ, "OS_CLIENT_CONFIG_FILE": pair.env["clouds_yaml"]}
     during: list[Samples] = []
+    final: Samples | None = None
     with subprocess.Popen(cmd, env=env, cwd=pair.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 120
-        final: Samples | None = None
         while final is None and time.monotonic() < deadline:
             try:
                 with _HTTP.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
@@ -78,16 +76,56 @@ def test_metrics_scraped_during_a_real_run_end_equal_to_its_report(pair: Pair) -
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert final is not None, "no scrape saw the end of the run"
+    return during, final, json.loads(report.read_text())
+
+
+def test_metrics_scraped_during_a_real_run_end_equal_to_its_report(pair: Pair) -> None:
+    """A copy between the real glance servers, scraped every 0.2 s: part-way scrapes show it moving, and
+    the final scrape (the run lingers for it) equals the report; each upload is one PUT answered 204."""
+    tag = f"met-{uuid.uuid4().hex[:6]}"
+    images = _seed(pair, tag, 4, 512 * 1024)
+    during, final, document = _scraped(
+        pair, "copy", *COPY, "--name", f"{tag}-*", "--concurrency", "2", "--max-rate", "512KiB", "--chunk-size", "64KiB"
+    )
     assert any(
         0 < total(s, "asyncmigrate_bytes_transferred_total") < sum(512 * 1024 + i for i in range(4)) for s in during
     )
     assert max(total(s, "asyncmigrate_transfers_in_flight") for s in during) >= 1
-    document = json.loads(report.read_text())
     assert document["summary"]["outcomes"] == {"copied": 4}
     assert_counters_match_report(final, document["summary"], document["images"])
     puts = total(final, "asyncmigrate_http_requests_total", cloud="destination", method="PUT", code="204")
     assert puts == 4
     assert total(final, "asyncmigrate_http_requests_total", cloud="source", method="GET", code="200") >= 4
+    _arrived(pair, images)
+
+
+def test_metrics_of_real_sync_move_and_verify_runs_end_equal_to_their_reports(pair: Pair) -> None:
+    """``--metrics-addr`` on sync, verify and move against the real servers: each run's final scrape
+    equals its report (images by outcome, bytes, retries, planned) and names its command."""
+    tag = f"mets-{uuid.uuid4().hex[:6]}"
+    images = _seed(pair, tag, 3, 256 * 1024)
+    journal = ("--journal", str(pair.tmp / f"{tag}.sqlite"))
+    runs = {
+        "sync": ("sync", *COPY[:4], *journal, "--name", f"{tag}-*"),
+        "verify": ("verify", *COPY[:4], "--name", f"{tag}-*"),
+        "move": (
+            "move",
+            "--cloud",
+            "harness-dst",
+            "--from-store",
+            "main",
+            "--to-store",
+            "archive",
+            "--name",
+            f"{tag}-*",
+        ),
+    }
+    expected = {"sync": {"copied": 3}, "verify": {"match": 3}, "move": {"moved": 3}}
+    for command, args in runs.items():
+        _, final, document = _scraped(pair, *args)
+        assert document["summary"]["outcomes"] == expected[command], (command, document["summary"])
+        assert_counters_match_report(final, document["summary"], document["images"])
+        assert any(dict(labels).get("command") == command for (name, labels) in final), (command, list(final)[:5])
     _arrived(pair, images)
 
 
