@@ -95,3 +95,27 @@ def test_a_plan_past_the_real_unified_limits_is_refused_and_other_owners_are_not
     assert forced.report is not None and forced.report["summary"]["quota"]["max_uploads"] == 1
     (reason,) = [i["reason"] for i in forced.report["images"] if i["outcome"] == "failed"]
     assert reason.startswith(f"the destination's quota refused the upload: image_size_total of project {project}")
+
+
+def test_a_sync_past_the_real_unified_limits_is_refused_before_anything(
+    pair: Pair, keystone_clouds: KeystoneClouds
+) -> None:
+    """sync runs the same pre-flight as copy against oslo.limit's project limits: the images it would
+    bring need more than the project's image_size_total, so it exits 2 with one line naming the
+    project and the limit, and nothing is created at the real destination."""
+    dst = keystone_clouds.dst
+    limits = {"image_size_total": 1, "image_stage_total": 100, "image_count_total": 10, "image_count_uploading": 2}
+    project, cloud, clouds_yaml = _project_with_limits(pair, dst, limits)
+    tag = os.urandom(3).hex()
+    images = [
+        pair.src.create(seed.raw_image(MiB, 90 + i), name=f"squota-{tag}-{i}", disk_format="raw",
+                        container_format="bare")["id"]
+        for i in range(2)
+    ]  # fmt: skip
+    journal = ("--journal", str(pair.tmp / f"squota-{tag}.sqlite"))
+    args = ("sync", "--src-cloud", "harness-src", "--dst-cloud", cloud, "--no-owner", *journal)
+    refused = pair.cli(*args, *[f"--image={i}" for i in images], clouds_yaml=str(clouds_yaml))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"project {project}'s image_size_total" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    admin = dst.glance()
+    assert [admin.get(i) for i in images] == [None, None]
