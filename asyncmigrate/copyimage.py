@@ -68,7 +68,12 @@ class CopyImage:
                 if fresh is None or new not in stores_of(fresh):
                     raise
             except ConflictStatus:
-                pass  # 409: another import holds the image's lock (NEW was checked at start): wait for it
+                # 409: another import holds the image's lock (NEW was checked at start): wait for it —
+                # unless the image shows no import at all: Glance refused this one for a reason of its
+                # own, and waiting would only run out --import-timeout.
+                fresh = await self.client.get_image(self.id)
+                if fresh is not None and not fresh.get(IMPORT_LOCK) and not self._in_new(fresh):
+                    raise
         return await self._wait(failed_before=failed_before)
 
     async def _wait(self, *, failed_before: bool) -> dict[str, Any]:
@@ -93,6 +98,11 @@ class CopyImage:
                 # Never seen importing, and the task already failed: it died at start.
                 await self._failed()
         raise ImageError(f"copy-image into {new} did not finish within {config.import_timeout:.0f} s")
+
+    def _in_new(self, image: dict[str, Any]) -> bool:
+        """Is NEW among the image's stores, or being imported into?"""
+        new = self.config.to_store
+        return new in stores_of(image) or new in stores_of(image, IMPORTING)
 
     async def _failed(self) -> None:
         """Raise the import's failure: retried, unless it is the Swift regression (it would fail again)."""
