@@ -157,6 +157,9 @@ class StoreMove:
         new = self.config.to_store
         carriers = [] if method == "copy-image" and self.config.keep_source else await carriers_of(self.client, self.id)
         if action in (Action.MOVE, Action.COPY, Action.WAIT):
+            # The plan's warnings (not-raw-on-rbd, …) hold for the move itself: its report says them too.
+            traps = store_traps(self.image, self.to_store, copy_image=method == "copy-image")
+            self.result.traps, self.result.warnings = [t.kind for t in traps], [t.reason for t in traps]
             self.emit(TransferStarted(self.id, self.image.get("name"), self.size))
             if method == "location":
                 await self._by_location(carriers)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from asyncmigrate import load_cloud
@@ -136,6 +137,36 @@ async def test_plan_says_what_moves_and_warns_about_the_destination(serve_fake: 
     by_location = {r.id: r for r in (await move("main", "swift", dry_run=True, method="location")).images}
     assert by_location[qcow2].traps == []
     assert all(r.method == "GET" for r in fake.requests)
+
+
+async def test_the_move_itself_flags_a_qcow2_bound_for_rbd_as_its_plan_does(serve_fake: Any) -> None:
+    """A qcow2 moved into rbd is moved (a warning never blocks) and its result carries the plan's
+    not-raw-on-rbd with the way out; a raw image beside it carries nothing."""
+    fake = ceph_cloud()
+    (raw,) = seed(fake, 1, store="main")
+    qcow2 = fake.add_image(
+        b"QFI\xfb" + os.urandom(40_000), name="q", store="main", disk_format="qcow2", container_format="bare"
+    )["id"]
+    await serve_fake(fake)
+    with anyio.fail_after(20):
+        moved = {r.id: r for r in (await move("main", "ceph2")).images}
+    assert moved[qcow2].outcome == "moved" and moved[qcow2].traps == ["not-raw-on-rbd"]
+    assert "convert it to raw first" in moved[qcow2].warnings[0] and moved[raw].traps == moved[raw].warnings == []
+    assert fake.get(qcow2)["stores"] == "ceph2"
+
+
+async def test_a_409_with_no_import_on_the_image_fails_at_once_instead_of_waiting(serve_fake: Any) -> None:
+    """copy-image answered 409 while the image shows no import lock (Glance refused it for a reason
+    of its own: here no container_format) is that image's failure with Glance's words, at once —
+    not a wait for an import that never started until --import-timeout runs out; OLD is kept."""
+    fake = ceph_cloud()
+    image = fake.add_image(os.urandom(30_000), name="nocf", store="main", disk_format="raw")["id"]
+    await serve_fake(fake)
+    with anyio.fail_after(20):
+        (result,) = (await move("main", "ceph2", import_timeout=3600)).images
+    assert result.outcome == "failed" and "container_format" in result.reason, result.reason
+    assert fake.get(image)["stores"] == "main"
+    assert [r.status for r in fake.requests_matching("POST", r"/import$")] == [409]
 
 
 @pytest.mark.parametrize("old", ["main", "ceph"])

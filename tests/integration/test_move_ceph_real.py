@@ -260,3 +260,39 @@ def test_a_cut_download_from_rbd_is_copied_again_from_byte_zero(
     assert entry["outcome"] == "copied" and entry["attempts"] == 2, entry
     assert [s.status for s in proxy.matching("GET", r"/file$")] == [200, 400, 200]
     assert pair.dst.sha512_of_data(image["id"]) == (len(data), hashlib.sha512(data).hexdigest())
+
+
+def test_a_qcow2_bound_for_rbd_is_flagged_by_plan_move_move_and_sync(pair: Pair, ceph: Ceph) -> None:
+    """not-raw-on-rbd on the real servers for the commands other than copy: a qcow2 in dst's file
+    store is flagged by ``plan move`` and by the move into the RBD store (which copies it as it is,
+    bit-exact, never blocked); a qcow2 synced from src into glance "rbd" is flagged by ``plan
+    sync`` and ``sync``, whose summary says clones at the destination start fresh."""
+    tag = os.urandom(3).hex()
+    qcow2 = seed.qemu_qcow2(8 * MiB, 2 * MiB, seed=4203)
+    moving = ceph.dst.create(qcow2.data, store="main", name=f"mc-{tag}-q", disk_format="qcow2", container_format="bare")
+    plan = pair.cli(
+        "plan", "move", "--cloud", "harness-dst", "--from-store", "main", "--to-store", "ceph",
+        "--name", f"mc-{tag}-*", "--output", "json", report=False,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    ((row),) = json.loads(plan.stdout)["images"]
+    assert row["traps"] == ["not-raw-on-rbd"] and "convert it to raw first" in row["reason"], row
+    run = _move(pair, tag, "main", "ceph")
+    assert run.returncode == 0 and run.outcomes() == {moving["id"]: "moved"}, run.stdout + run.stderr
+    moved = _entry(run, moving["id"])
+    assert moved["traps"] == ["not-raw-on-rbd"] and "convert it to raw first" in moved["warnings"][0], moved
+    assert _in_pool(ceph, ceph.dst.get(moving["id"]), "ceph", qcow2.data)
+
+    synced = pair.src.create(qcow2.data, name=f"sq-{tag}", disk_format="qcow2", container_format="bare")
+    args = ("sync", "--src-cloud", "harness-src", "--dst-cloud", ceph.rbd_cloud, "--image", synced["id"])
+    args += ("--journal", str(pair.tmp / f"sq-{tag}.sqlite"))
+    plan_sync = pair.cli("plan", *args, "--output", "json", report=False)
+    assert plan_sync.returncode == 0, plan_sync.stdout + plan_sync.stderr
+    assert [r["traps"] for r in json.loads(plan_sync.stdout)["images"]] == [["not-raw-on-rbd"]]
+    sync = pair.cli(*args)
+    assert sync.returncode == 0 and sync.outcomes() == {synced["id"]: "copied"}, sync.stdout + sync.stderr
+    assert _entry(sync, synced["id"])["traps"] == ["not-raw-on-rbd"]
+    assert sync.report is not None and any(
+        "clones at the destination start fresh" in n for n in sync.report["summary"]["notes"]
+    )
+    assert ceph.rbd_glance.sha512_of_data(synced["id"]) == (len(qcow2.data), hashlib.sha512(qcow2.data).hexdigest())
